@@ -1,0 +1,169 @@
+"""Structured configs (Hydra ConfigStore): one dataclass per concern, one comment per field.
+
+YAML files in `conf/` only select and override; the defaults, the types and the meaning of every
+key live here. Model and dataset choices (`model=resnet56`, `dataset=cifar10`) are registered
+from the registries' own name lists, so a name is known in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    # registry name (mpo_cnn, mpo_cnn_bn, vgg9, resnet20, resnet56_noshort, mlp, ...) or custom
+    name: str = MISSING
+    # custom only: "package.module.callable" returning an nn.Module
+    target: Optional[str] = None
+    # keyword arguments passed to the model builder (registry or custom)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    # weights to load (state_dict, or a dict holding it under "state_dict" / "model"); None = fresh
+    checkpoint: Optional[str] = None
+    # allow full unpickling of the checkpoint (only for files you trust)
+    trust_checkpoint: bool = False
+    # seed of the initial weights when no checkpoint is given
+    init_seed: int = 0
+
+
+@dataclass
+class DatasetConfig:
+    # digits (embedded), mnist, fashion_mnist, cifar10, synthetic, custom
+    name: str = "digits"
+    # folder holding torchvision data sets (mnist, fashion_mnist, cifar10)
+    root: Optional[str] = None
+    # let torchvision download a missing data set into root
+    download: bool = False
+    # keep a seeded random subset of at most this many samples per split; None = all
+    max_samples: Optional[int] = None
+    # seed of the digits train/test split, of max_samples subsets and of synthetic tensors
+    seed: int = 0
+    # digits: fraction of the 1,797 images held out as the test split
+    test_fraction: float = 0.2
+    # synthetic: shape of one input (C, H, W) or (features,)
+    shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    # synthetic: number of classes
+    num_classes: int = 10
+    # synthetic: samples in the train and test splits
+    num_train: int = 1000
+    num_test: int = 200
+    # custom only: "package.module.callable" returning {split: (inputs, labels) or Dataset}
+    target: Optional[str] = None
+    # keyword arguments for the custom callable
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DirectionsConfig:
+    # random (seeded Gaussian), models (model2 - model, model3 - model), pca (training trajectory)
+    kind: str = "random"
+    # seed of the random directions (x uses it, y the next stream)
+    seed: int = 0
+    # normalisation of random directions: filter, layer, weight, none
+    norm: str = "filter"
+    # biasbn: zero direction on 1-D tensors (biases, BN affine and statistics); none: keep them
+    ignore: str = "biasbn"
+    # weights: parameters only; states: the whole state_dict, BN running statistics included
+    dir_type: str = "weights"
+    # use the x direction as the y direction as well
+    same_dir: bool = False
+    # kind=models: checkpoint giving x = model2 - model
+    model2: Optional[str] = None
+    # kind=models: checkpoint giving y = model3 - model (2D plane through three nets)
+    model3: Optional[str] = None
+    # kind=pca: folder or glob of training checkpoints
+    trajectory: Optional[str] = None
+    # reuse the directions of a direction or surface file (ours or loss-landscape's layout)
+    load: Optional[str] = None
+
+
+@dataclass
+class GridConfig:
+    # x axis as [min, max, num]
+    x: list[float] = field(default_factory=lambda: [-1.0, 1.0, 21])
+    # y axis as [min, max, num]; null for a 1D surface
+    y: Optional[list[float]] = field(default_factory=lambda: [-1.0, 1.0, 21])
+
+
+@dataclass
+class EngineConfig:
+    # samples per forward pass
+    batch_size: int = 256
+    # memory the engine may use for stacked weights and activations of a chunk of points, in MiB
+    memory_mb: float = 2048.0
+    # BN statistics at each point: eval (the model's running statistics) or recompute (train data)
+    bn: str = "eval"
+    # ce (cross-entropy) or mse (softmax vs one-hot, as loss-landscape)
+    loss: str = "ce"
+    # auto, vmap (K points per batched forward) or sequential (one point at a time, whole batch)
+    strategy: str = "auto"
+
+
+@dataclass
+class SurfaceConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    directions: DirectionsConfig = field(default_factory=DirectionsConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    # splits to evaluate at every point
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    # surface file (HDF5); relative paths are relative to the current directory
+    out: str = "${hydra:runtime.output_dir}/surface.h5"
+    # replace an existing surface file made for another grid, model or directions
+    overwrite: bool = False
+    # auto (cuda when present, else cpu), cpu, cuda, cuda:1, ...
+    device: str = "auto"
+    # surface file writes: auto (mpio when h5py has MPI, else gather), mpio, gather
+    io: str = "auto"
+    # grid points per work chunk handed to a worker; None = chosen from the grid size and world
+    chunk_points: Optional[int] = None
+    # also write a contour PNG of each computed metric next to the surface file
+    plot: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    # sgd (with momentum) or adam
+    optimizer: str = "sgd"
+    # learning rate
+    lr: float = 0.1
+    # SGD momentum
+    momentum: float = 0.9
+    # L2 weight decay
+    weight_decay: float = 5e-4
+    # epochs after which the learning rate is multiplied by lr_gamma
+    lr_drops: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.1
+    # samples per optimisation step
+    batch_size: int = 128
+    # passes over the training split
+    epochs: int = 10
+    # seed of initial weights (unless model.init_seed differs), shuffling and dropout
+    seed: int = 0
+    # save a checkpoint every this many epochs (0 = only the final one)
+    save_every: int = 1
+    # folder for checkpoints/epoch_XXXX.pt and model.pt
+    out_dir: str = "${hydra:runtime.output_dir}"
+    # auto, cpu, cuda, ...
+    device: str = "auto"
+
+
+def register_configs() -> None:
+    """Stores the schemas and one `model=<name>` / `dataset=<name>` option per registry entry."""
+    from landscape_hpc.data import DATASET_NAMES
+    from landscape_hpc.models import MODEL_NAMES
+
+    cs = ConfigStore.instance()
+    cs.store(name="surface_schema", node=SurfaceConfig)
+    cs.store(name="train_schema", node=TrainConfig)
+    for name in MODEL_NAMES:
+        cs.store(group="model", name=name, node=ModelConfig(name=name))
+    for name in DATASET_NAMES:
+        cs.store(group="dataset", name=name, node=DatasetConfig(name=name))

@@ -1,0 +1,314 @@
+"""The evaluation engine: losses and accuracies of K points of a subspace on one data split.
+
+The K points are evaluated together: their weights are stacked to (K, ...) and one
+`torch.func.vmap` of `torch.func.functional_call` runs the K networks on each data batch, with
+the data resident on the device. A small model then costs one batched kernel per layer instead
+of K Python-driven forwards. Points are processed in chunks that fit a memory budget.
+
+`evaluate_points_loop` is the plain per-point reference the engine is tested against: load the
+weights into the model, run the batches, reduce. Both compute the exact per-sample mean loss
+(sums in float64) and the accuracy in percent.
+
+This module knows nothing of MPI, HDF5 or Hydra.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from landscape_hpc.params import ParamDict
+from landscape_hpc.subspace import Subspace
+
+LOSSES = ("ce", "mse")
+BN_MODES = ("eval", "recompute")
+STRATEGIES = ("auto", "vmap", "sequential")
+
+_FLOAT_BYTES = 4
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How points are evaluated; see EngineConfig for the meaning of each field."""
+
+    batch_size: int = 256
+    memory_mb: float = 2048.0
+    loss: str = "ce"
+    bn: str = "eval"
+    strategy: str = "auto"
+
+
+@dataclass
+class Metrics:
+    """Per-point mean loss and accuracy (percent), float64 arrays of shape (K,)."""
+
+    loss: np.ndarray
+    acc: np.ndarray
+
+
+def per_sample_loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
+    """Loss of every sample: logits (..., B, C), labels (B,) -> (..., B)."""
+    labels = labels.expand(logits.shape[:-1])  # (..., B)
+    if loss == "ce":
+        logp = torch.log_softmax(logits, dim=-1)
+        return -logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    if loss == "mse":
+        # loss-landscape's MSE: softmax probabilities against one-hot targets, mean over classes
+        target = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+        return (torch.softmax(logits, dim=-1) - target).pow(2).mean(-1)
+    raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+
+
+def _batches(n: int, batch_size: int) -> list[slice]:
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def _has_bn(model: nn.Module) -> bool:
+    return any(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+def activation_bytes_per_sample(model: nn.Module, sample: Tensor) -> int:
+    """Bytes of every module output for one sample: a bound on the activations a forward holds."""
+    total = 0
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        nonlocal total
+        if isinstance(output, Tensor):
+            total += output.numel() * output.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(sample.unsqueeze(0))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def points_per_pass(
+    model: nn.Module, subspace: Subspace, sample: Tensor, batch_size: int, memory_mb: float
+) -> int:
+    """How many points fit the memory budget: stacked moving weights + activations of a batch."""
+    moving = {k for d in subspace.basis for k in d}
+    weight_bytes = sum(subspace.origin[k].numel() for k in moving) * _FLOAT_BYTES
+    act_bytes = activation_bytes_per_sample(model, sample.to(next(_tensors(subspace)).device))
+    # x2: the forward keeps a layer's input and output alive at once, plus the loss temporaries
+    per_point = weight_bytes + 2 * act_bytes * batch_size
+    return max(1, int(memory_mb * 2**20 // max(per_point, 1)))
+
+
+def _tensors(subspace: Subspace):
+    return iter(subspace.origin.values())
+
+
+class _Stacked:
+    """functional_call of a template model on (moving (K, ...), fixed) weights, vmapped over K."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+        def forward(moving: ParamDict, fixed: ParamDict, x: Tensor) -> Tensor:
+            return functional_call(self.model, (moving, fixed), (x,))
+
+        self.forward = vmap(forward, in_dims=(0, None, None))
+
+    def __call__(self, moving: ParamDict, fixed: ParamDict, x: Tensor) -> Tensor:
+        return self.forward(moving, fixed, x)  # (K, B, C)
+
+
+def _fresh_bn_state(model: nn.Module, moving: ParamDict, fixed: ParamDict, k: int):
+    """Replaces the BN running statistics by fresh (K, C) ones and zero batch counters."""
+    moving, fixed = dict(moving), dict(fixed)
+    for name, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and m.track_running_stats:
+            for key, value in (("running_mean", 0.0), ("running_var", 1.0)):
+                full = f"{name}.{key}"
+                fixed.pop(full, None)
+                ref = getattr(m, key)
+                moving[full] = torch.full(
+                    (k, *ref.shape), value, dtype=ref.dtype, device=ref.device
+                )
+            fixed[f"{name}.num_batches_tracked"] = torch.zeros(
+                (), dtype=torch.long, device=m.running_mean.device
+            )
+    return moving, fixed
+
+
+def _bn_recompute_template(model: nn.Module) -> nn.Module:
+    """A copy in train mode whose BN layers average the statistics of every batch equally
+    (momentum=None), as torch.optim.swa_utils.update_bn and dnn-mode-connectivity do."""
+    template = copy.deepcopy(model).train()
+    for m in template.modules():
+        if isinstance(m, _BatchNorm):
+            m.momentum = None
+        elif isinstance(m, nn.Dropout):
+            m.eval()
+    return template
+
+
+def recompute_bn_batched(
+    model: nn.Module, moving: ParamDict, fixed: ParamDict, bn_data: Tensor, batch_size: int
+) -> tuple[ParamDict, ParamDict]:
+    """BN running statistics recomputed at each of the K points from `bn_data` (inputs only)."""
+    k = next(iter(moving.values())).shape[0] if moving else 1
+    moving, fixed = _fresh_bn_state(model, moving, fixed, k)
+    stacked = _Stacked(_bn_recompute_template(model))
+    with torch.no_grad():
+        for b in _batches(bn_data.shape[0], batch_size):
+            stacked(moving, fixed, bn_data[b])  # updates moving[...running_*] in place
+    return moving, fixed
+
+
+def recompute_bn_single(model: nn.Module, bn_data: Tensor, batch_size: int) -> None:
+    """Reference: the same recomputation on one model, in place."""
+    template = _bn_recompute_template(model)
+    template.load_state_dict(model.state_dict())
+    for m in template.modules():
+        if isinstance(m, _BatchNorm):
+            m.reset_running_stats()
+    with torch.no_grad():
+        for b in _batches(bn_data.shape[0], batch_size):
+            template(bn_data[b])
+    model.load_state_dict(template.state_dict())
+
+
+def recompute_bn_state(
+    model: nn.Module, state: ParamDict, bn_data: Tensor, batch_size: int
+) -> ParamDict:
+    """The same recomputation for one full state, functionally (no vmap, no module copy)."""
+    moving, fixed = _fresh_bn_state(model, {}, dict(state), 1)
+    fresh = {**fixed, **{k: v[0] for k, v in moving.items()}}
+    template = _bn_recompute_template(model)
+    with torch.no_grad():
+        for b in _batches(bn_data.shape[0], batch_size):
+            functional_call(template, fresh, (bn_data[b],))  # updates fresh[...running_*]
+    return fresh
+
+
+def resolve_strategy(model: nn.Module, device: torch.device, strategy: str) -> str:
+    """auto: vmap over points on GPUs and for conv-free nets; on CPUs conv nets run one point at a
+    time on the whole batch in channels_last, because oneDNN's grouped convolutions (what vmap
+    turns a batch of K convolutions into) reach a fraction of the dense ones' speed there
+    (docs/benchmarks.md has the figures)."""
+    if strategy != "auto":
+        return strategy
+    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return "sequential" if device.type == "cpu" and has_conv else "vmap"
+
+
+def _to_channels_last(t: Tensor) -> Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
+def evaluate_points(
+    model: nn.Module,
+    subspace: Subspace,
+    coords: Tensor,
+    data: Mapping[str, tuple[Tensor, Tensor]],
+    options: EvalOptions = EvalOptions(),
+    bn_data: Tensor | None = None,
+) -> dict[str, Metrics]:
+    """Loss and accuracy at each row of coords (K, d) on every split of `data`
+    ({name: (inputs, labels)}), batched over points.
+
+    `model` is a template (its own weights are not used); `bn_data` holds the inputs BN statistics
+    are recomputed from when options.bn == "recompute" (the training split). The weights of a
+    chunk of points are built (and BN statistics recomputed) once for all splits.
+    """
+    model = model.eval()
+    first = next(iter(data.values()))[0]
+    device = first.device
+    coords = coords.to(device=device, dtype=torch.float64)
+    recompute = options.bn == "recompute" and _has_bn(model)
+    if recompute and bn_data is None:
+        raise ValueError("bn=recompute needs bn_data (the training inputs)")
+    strategy = resolve_strategy(model, device, options.strategy)
+    if strategy == "sequential":
+        per_pass = 1
+        if device.type == "cpu":
+            data = {name: (_to_channels_last(x), y) for name, (x, y) in data.items()}
+    else:
+        per_pass = points_per_pass(model, subspace, first[0], options.batch_size, options.memory_mb)
+    stacked = _Stacked(model)
+    sums = {name: ([], []) for name in data}
+    with torch.no_grad():
+        for chunk in _batches(coords.shape[0], per_pass):
+            k = coords[chunk].shape[0]
+            if strategy == "sequential":
+                state = subspace.point(coords[chunk][0])
+                if recompute:
+                    state = recompute_bn_state(model, state, bn_data, options.batch_size)
+                if device.type == "cpu":
+                    state = {key: _to_channels_last(v) for key, v in state.items()}
+
+                def forward(x: Tensor, state: ParamDict = state) -> Tensor:
+                    return functional_call(model, state, (x,)).unsqueeze(0)  # (1, B, C)
+            else:
+                moving, fixed = subspace.points(coords[chunk])
+                if recompute:
+                    moving, fixed = recompute_bn_batched(
+                        model, moving, fixed, bn_data, options.batch_size
+                    )
+
+                def forward(
+                    x: Tensor, moving: ParamDict = moving, fixed: ParamDict = fixed, k: int = k
+                ) -> Tensor:
+                    if moving:
+                        return stacked(moving, fixed, x)  # (k, B, C)
+                    # no direction moves anything: one network, shared by all k points
+                    return functional_call(model, fixed, (x,)).expand(k, -1, -1)
+
+            for name, (inputs, labels) in data.items():
+                n = inputs.shape[0]
+                loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
+                correct = torch.zeros(k, dtype=torch.long, device=device)
+                for b in _batches(n, options.batch_size):
+                    logits = forward(inputs[b])
+                    y = labels[b]
+                    loss_sum += per_sample_loss(logits, y, options.loss).double().sum(-1)
+                    correct += (logits.argmax(-1) == y).sum(-1)
+                sums[name][0].append(loss_sum / n)
+                sums[name][1].append(100.0 * correct.double() / n)
+    return {
+        name: Metrics(torch.cat(loss).cpu().numpy(), torch.cat(acc).cpu().numpy())
+        for name, (loss, acc) in sums.items()
+    }
+
+
+def evaluate_points_loop(
+    model: nn.Module,
+    subspace: Subspace,
+    coords: Tensor,
+    data: Mapping[str, tuple[Tensor, Tensor]],
+    options: EvalOptions = EvalOptions(),
+    bn_data: Tensor | None = None,
+) -> dict[str, Metrics]:
+    """The plain reference: one point at a time, weights loaded into a copy of the model."""
+    net = copy.deepcopy(model).eval()
+    coords = coords.to(dtype=torch.float64)
+    out = {name: Metrics(np.zeros(coords.shape[0]), np.zeros(coords.shape[0])) for name in data}
+    with torch.no_grad():
+        for i, c in enumerate(coords):
+            net.load_state_dict(subspace.point(c.to(next(net.parameters()).device)))
+            if options.bn == "recompute" and _has_bn(net):
+                recompute_bn_single(net, bn_data, options.batch_size)
+            for name, (inputs, labels) in data.items():
+                n = inputs.shape[0]
+                loss_sum, correct = 0.0, 0
+                for b in _batches(n, options.batch_size):
+                    logits = net(inputs[b])
+                    loss = per_sample_loss(logits, labels[b], options.loss)
+                    loss_sum += loss.double().sum().item()
+                    correct += int((logits.argmax(-1) == labels[b]).sum())
+                out[name].loss[i] = loss_sum / n
+                out[name].acc[i] = 100.0 * correct / n
+    return out

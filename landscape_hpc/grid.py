@@ -1,0 +1,88 @@
+"""Grid coordinates of a surface and the chunks of pending points handed to workers.
+
+Points are numbered row-major over (y, x): flat index i is row i // nx (the y index) and column
+i % nx (the x index), matching the (ny, nx) layout of the surface file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from landscape_hpc.errors import UserError
+
+
+def parse_axis(key: str, spec: Sequence[Any]) -> np.ndarray:
+    """[min, max, num] -> num evenly spaced float64 coordinates, validated with a clear message."""
+    if spec is None or len(spec) != 3:
+        raise UserError(f"{key}={_show(spec)} must be [min,max,num], e.g. {key}=[-1,1,51]")
+    try:
+        lo, hi, num_f = (float(v) for v in spec)
+    except (TypeError, ValueError):
+        raise UserError(f"{key}={_show(spec)}: min, max and num must be numbers") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise UserError(f"{key}={_show(spec)}: min and max must be finite")
+    if num_f != int(num_f) or num_f < 1:
+        raise UserError(f"{key}={_show(spec)}: num must be a whole number >= 1")
+    if lo > hi:
+        raise UserError(f"{key}={_show(spec)}: min {lo} is larger than max {hi}")
+    num = int(num_f)
+    if num > 1 and lo == hi:
+        raise UserError(f"{key}={_show(spec)}: min equals max, so use num=1 or widen the range")
+    return np.linspace(lo, hi, num, dtype=np.float64)
+
+
+def _show(spec: Any) -> str:
+    return "[" + ",".join(str(v) for v in spec) + "]" if isinstance(spec, Sequence) else str(spec)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """x coordinates (nx,) and, for a 2D surface, y coordinates (ny,)."""
+
+    x: np.ndarray
+    y: Optional[np.ndarray] = None
+
+    @classmethod
+    def from_spec(cls, x: Sequence[Any], y: Optional[Sequence[Any]]) -> Grid:
+        return cls(parse_axis("grid.x", x), None if y is None else parse_axis("grid.y", y))
+
+    @property
+    def ndim(self) -> int:
+        return 1 if self.y is None else 2
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the metric arrays: (nx,) or (ny, nx)."""
+        return (len(self.x),) if self.y is None else (len(self.y), len(self.x))
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def coords(self, flat: np.ndarray) -> np.ndarray:
+        """Coordinates (K, ndim) of flat point indices (K,), x first."""
+        flat = np.asarray(flat, dtype=np.int64)
+        if self.y is None:
+            return self.x[flat][:, None]
+        iy, ix = np.divmod(flat, len(self.x))
+        return np.stack([self.x[ix], self.y[iy]], axis=1)
+
+
+def chunk_indices(pending: np.ndarray, chunk_points: int) -> list[np.ndarray]:
+    """Splits pending flat indices into consecutive chunks of at most chunk_points."""
+    if chunk_points < 1:
+        raise UserError(f"chunk_points={chunk_points} must be >= 1")
+    return [pending[i : i + chunk_points] for i in range(0, len(pending), chunk_points)]
+
+
+def default_chunk_points(n_pending: int, n_workers: int, per_pass: int) -> int:
+    """Points per chunk: at least 4 chunks per worker (so a slow rank never holds the rest, and a
+    killed run loses little), and no more than one batched engine pass (or 8 points when the
+    engine runs one point at a time), so progress and resume stay fine-grained."""
+    balanced = math.ceil(max(n_pending, 1) / (4 * max(n_workers, 1)))
+    return max(1, min(balanced, max(per_pass, 8)))

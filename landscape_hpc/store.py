@@ -1,0 +1,278 @@
+"""The surface file (HDF5): layout, compatibility checks, chunk writes, direction files.
+
+Layout (DESIGN.md, readable by loss-landscape's plot scripts):
+  xcoordinates (nx,), ycoordinates (ny,)            float64
+  <split>_loss, <split>_acc  (ny, nx) or (nx,)      float64, NaN = not computed yet
+  done                       same shape             uint8, 1 = every metric of the point written
+  directions/x/<key>, directions/y/<key>            float32, a missing key is zero
+  attrs: version, config, checkpoint, checkpoint_sha256, dataset, n_<split>, io_driver, created,
+         fingerprint (JSON of everything that makes two runs the same job)
+
+With `comm` given and h5py built with MPI, the file is opened with driver='mpio' on every rank;
+datasets are created collectively here, before work starts, without compression filters (HDF5
+refuses independent writes through filters), and each worker writes its own chunks.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+import h5py
+import numpy as np
+import torch
+
+from landscape_hpc import __version__
+from landscape_hpc.errors import UserError
+from landscape_hpc.grid import Grid
+from landscape_hpc.params import ParamDict
+
+METRICS = ("loss", "acc")
+AXES = ("x", "y")
+
+
+def metric_names(splits: list[str]) -> list[str]:
+    return [f"{split}_{m}" for split in splits for m in METRICS]
+
+
+def directions_sha256(basis: list[ParamDict]) -> str:
+    """A digest of the directions' exact float32 contents, in a fixed key order."""
+    h = hashlib.sha256()
+    for axis, direction in zip(AXES, basis):
+        for key in sorted(direction):
+            h.update(f"{axis}/{key}".encode())
+            h.update(direction[key].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def mpi_available() -> bool:
+    return bool(h5py.get_config().mpi)
+
+
+def check_writable(path: Path) -> None:
+    """Creates the parent folder; a clear error when the file cannot be written there."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"cannot create the folder {path.parent} ({err.strerror}); choose out="
+        ) from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"cannot write {path}: permission denied; choose a writable out=")
+
+
+def _open(path: Path, mode: str, comm: Any) -> h5py.File:
+    if comm is not None:
+        return h5py.File(path, mode, driver="mpio", comm=comm)
+    return h5py.File(path, mode)
+
+
+def _fingerprint_diff(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    keys = sorted(set(stored) | set(wanted))
+    return [
+        f"{k}: file has {stored.get(k)!r}, this run {wanted.get(k)!r}"
+        for k in keys
+        if stored.get(k) != wanted.get(k)
+    ]
+
+
+def read_fingerprint(path: Path) -> Optional[dict[str, Any]]:
+    """The fingerprint of an existing surface file; None when it has none (not ours)."""
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get("fingerprint")
+    return None if raw is None else json.loads(raw)
+
+
+class SurfaceFile:
+    """An open surface file. Create or resume with `SurfaceFile.open(...)`; close in `finally`."""
+
+    def __init__(self, f: h5py.File, grid: Grid, names: list[str]):
+        self.f = f
+        self.grid = grid
+        self.names = names
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        grid: Grid,
+        basis: list[ParamDict],
+        splits: list[str],
+        fingerprint: dict[str, Any],
+        attrs: dict[str, Any],
+        overwrite: bool = False,
+        comm: Any = None,
+    ) -> SurfaceFile:
+        """Opens `path` for this job: resumes a matching file, refuses one made for another job
+        (unless overwrite), creates a new one otherwise. Collective when comm is given."""
+        path = Path(path)
+        rank = 0 if comm is None else comm.rank
+        problem = None
+        if rank == 0:
+            try:
+                problem = _check_existing(path, fingerprint, overwrite)
+            except UserError as err:  # raised on every rank below, so none waits on a bcast
+                problem = str(err)
+        if comm is not None:
+            problem = comm.bcast(problem, root=0)
+        if problem is not None:
+            raise UserError(problem)
+        names = metric_names(splits)
+        exists = path.exists() and not overwrite
+        if comm is not None:
+            exists = comm.bcast(exists, root=0)
+        if exists:
+            return cls(_open(path, "r+", comm), grid, names)
+        f = _open(path, "w", comm)
+        try:
+            _create_layout(f, grid, basis, names)
+            f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
+            f.attrs["io_driver"] = "mpio" if comm is not None else "gather"
+            f.attrs["version"] = __version__
+            f.attrs["created"] = datetime.datetime.now().isoformat(timespec="seconds")
+            for key, value in attrs.items():
+                f.attrs[key] = "" if value is None else value
+        except BaseException:
+            f.close()
+            raise
+        return cls(f, grid, names)
+
+    def pending(self) -> np.ndarray:
+        """Flat indices of the points not done yet, ascending."""
+        return np.flatnonzero(self.f["done"][()].reshape(-1) == 0)
+
+    def n_done(self) -> int:
+        return int(self.f["done"][()].sum())
+
+    def write(self, flat: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
+        """Writes the metrics of the points `flat` (K,) and marks them done, one contiguous run of
+        each grid row at a time (hyperslab writes, independent under mpio)."""
+        for start, stop, lo in _row_runs(np.asarray(flat), len(self.grid.x)):
+            row, c0 = divmod(int(flat[lo]), len(self.grid.x))
+            c1 = c0 + (stop - start)
+            sel = np.s_[c0:c1] if self.grid.ndim == 1 else np.s_[row, c0:c1]
+            for name in self.names:
+                self.f[name][sel] = values[name][lo : lo + (stop - start)]
+            self.f["done"][sel] = 1
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        if self.f.id.valid:
+            self.f.close()
+
+
+def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) -> Optional[str]:
+    """None when `path` may be used (absent, matching, or overwrite); else the refusal message."""
+    check_writable(path)
+    if not path.exists() or overwrite:
+        return None
+    try:
+        stored = read_fingerprint(path)
+    except OSError:
+        return f"{path} exists and is not an HDF5 file; move it away or pass overwrite=true"
+    if stored is None:
+        return (
+            f"{path} exists but is not a landscape_hpc surface file; "
+            "choose another out= or pass overwrite=true"
+        )
+    diff = _fingerprint_diff(stored, fingerprint)
+    if diff:
+        return (
+            f"{path} was made for another job, so it is not resumed:\n  "
+            + "\n  ".join(diff)
+            + "\nchoose another out= or pass overwrite=true to replace it"
+        )
+    return None
+
+
+def _create_layout(f: h5py.File, grid: Grid, basis: list[ParamDict], names: list[str]) -> None:
+    f.create_dataset("xcoordinates", data=grid.x)
+    if grid.y is not None:
+        f.create_dataset("ycoordinates", data=grid.y)
+    for name in names:
+        f.create_dataset(name, shape=grid.shape, dtype="f8", fillvalue=np.nan)
+    f.create_dataset("done", shape=grid.shape, dtype="u1", fillvalue=0)
+    for axis, direction in zip(AXES, basis):
+        group = f.create_group(f"directions/{axis}")
+        for key in sorted(direction):
+            group.create_dataset(key, data=direction[key].detach().float().cpu().numpy())
+
+
+def _row_runs(flat: np.ndarray, nx: int):
+    """(start, stop, lo) runs of consecutive indices that stay within one grid row."""
+    if len(flat) == 0:
+        return
+    breaks = np.flatnonzero((np.diff(flat) != 1) | (flat[1:] % nx == 0)) + 1
+    bounds = np.concatenate([[0], breaks, [len(flat)]])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        yield int(flat[lo]), int(flat[lo]) + int(hi - lo), int(lo)
+
+
+def read_directions(
+    path: str | Path, origin: Mapping[str, torch.Tensor], param_keys: list[str]
+) -> list[ParamDict]:
+    """Directions saved in a file: ours (`directions/x/<key>`) or loss-landscape's positional
+    layout (`xdirection/0..N-1`, in the order of the parameters or of the whole state_dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"directions.load={path} does not exist")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise UserError(f"directions.load={path} is not an HDF5 file") from None
+    with f:
+        if "directions" in f:
+            return [
+                _read_keyed(f[f"directions/{a}"], origin, path)
+                for a in AXES
+                if a in f["directions"]
+            ]
+        if "xdirection" in f:
+            groups = [g for g in ("xdirection", "ydirection") if g in f]
+            return [_read_positional(f[g], origin, param_keys, path) for g in groups]
+    raise UserError(
+        f"directions.load={path} holds no directions (expected directions/x/... or xdirection/0...)"
+    )
+
+
+def _as_tensor(data: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(data)).to(device=like.device, dtype=like.dtype)
+
+
+def _read_keyed(group: h5py.Group, origin: Mapping[str, torch.Tensor], path: Path) -> ParamDict:
+    unknown = sorted(set(group) - set(origin))
+    bad_shape = [
+        k for k in group if k in origin and tuple(group[k].shape) != tuple(origin[k].shape)
+    ]
+    if unknown or bad_shape:
+        raise UserError(
+            f"directions in {path} do not fit the model: unknown keys {unknown[:10]}, "
+            f"shape mismatches {bad_shape[:10]}; check model="
+        )
+    return {k: _as_tensor(group[k][()], origin[k]) for k in group}
+
+
+def _read_positional(
+    group: h5py.Group, origin: Mapping[str, torch.Tensor], param_keys: list[str], path: Path
+) -> ParamDict:
+    n = len(group)
+    for keys in (param_keys, list(origin)):
+        if len(keys) == n and all(
+            tuple(group[str(i)].shape) == tuple(origin[k].shape) for i, k in enumerate(keys)
+        ):
+            return {
+                k: _as_tensor(group[str(i)][()], origin[k])
+                for i, k in enumerate(keys)
+                if origin[k].is_floating_point()
+            }
+    raise UserError(
+        f"{path}/{group.name} holds {n} tensors that match neither the {len(param_keys)} "
+        f"parameters nor the {len(origin)} state entries of the model; check model="
+    )

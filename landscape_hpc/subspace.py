@@ -1,0 +1,64 @@
+"""A low-dimensional affine subspace of weight space: θ(c) = origin + Σ_k c_k · basis_k.
+
+Every experiment in the seed papers evaluates a network at points of such a subspace (Li et al.
+surfaces, MPO planes, Fort & Jastrzebski's hyperplanes); the evaluation engine takes one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from landscape_hpc import params
+from landscape_hpc.params import ParamDict
+
+#: BN running variances are clamped at zero: a direction through the running statistics
+#: (dir_type=states) must never produce a negative variance anywhere on the grid.
+_NONNEGATIVE_SUFFIX = "running_var"
+
+
+@dataclass
+class Subspace:
+    """origin: the full state (parameters and buffers); basis: d directions.
+
+    A key missing from a basis vector means zero along that tensor; integer buffers
+    (num_batches_tracked) are never moved.
+    """
+
+    origin: ParamDict
+    basis: list[ParamDict]
+
+    def __post_init__(self) -> None:
+        for i, direction in enumerate(self.basis):
+            for key, d in direction.items():
+                if key not in self.origin:
+                    raise ValueError(f"basis {i} moves {key!r}, which the origin does not hold")
+                if d.shape != self.origin[key].shape:
+                    raise ValueError(
+                        f"basis {i} has shape {tuple(d.shape)} for {key!r}, "
+                        f"the origin {tuple(self.origin[key].shape)}"
+                    )
+
+    @property
+    def dim(self) -> int:
+        return len(self.basis)
+
+    def to(self, device: torch.device | str) -> Subspace:
+        move = lambda p: {k: v.to(device) for k, v in p.items()}  # noqa: E731
+        return Subspace(move(self.origin), [move(d) for d in self.basis])
+
+    def point(self, coords: Tensor) -> ParamDict:
+        """The full state at one coordinate vector (d,)."""
+        state = params.combine(self.origin, self.basis, coords)
+        return _clamp_variances(state)
+
+    def points(self, coords: Tensor) -> tuple[ParamDict, ParamDict]:
+        """States at K coordinate vectors (K, d): (moving (K, ...) tensors, fixed shared ones)."""
+        moving, fixed = params.combine_batch(self.origin, self.basis, coords)
+        return _clamp_variances(moving), fixed
+
+
+def _clamp_variances(state: ParamDict) -> ParamDict:
+    return {k: v.clamp_min(0) if k.endswith(_NONNEGATIVE_SUFFIX) else v for k, v in state.items()}

@@ -1,0 +1,330 @@
+"""Loss surfaces around a trained net (Li et al. 2018): 1D or 2D, along random filter-normalised
+directions, model differences or saved directions, on one process or many.
+
+    python -m landscape_hpc.surface                                    # digits, mpo_cnn, 21x21
+    python -m landscape_hpc.surface model=resnet20 model.checkpoint=ck.pt dataset=cifar10 \\
+        dataset.root=~/data grid.x=[-1,1,51] grid.y=[-1,1,51] out=resnet20.h5
+    python -m landscape_hpc.surface directions.kind=models directions.model2=b.pt \\
+        model.checkpoint=a.pt grid.x=[-0.5,1.5,41] grid.y=null          # 1D interpolation
+    mpirun -n 8 python -m landscape_hpc.surface model=resnet56 model.checkpoint=ck.pt ...
+    sbatch slurm/surface.sh model=resnet56 model.checkpoint=ck.pt ...
+
+Re-running the same command resumes: only the points not done yet are computed.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from tqdm import tqdm
+
+from landscape_hpc import directions, parallel, store
+from landscape_hpc.cli import share_hydra_run_dir
+from landscape_hpc.config import DirectionsConfig, SurfaceConfig, register_configs
+from landscape_hpc.data import Split, dataset_attrs, load_dataset
+from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
+from landscape_hpc.evaluate import (
+    BN_MODES,
+    LOSSES,
+    STRATEGIES,
+    EvalOptions,
+    evaluate_points,
+    points_per_pass,
+    resolve_strategy,
+)
+from landscape_hpc.grid import Grid, chunk_indices, default_chunk_points
+from landscape_hpc.models import build_model
+from landscape_hpc.models.checkpoint import file_sha256, load_state_dict_file
+from landscape_hpc.params import ParamDict
+from landscape_hpc.subspace import Subspace
+
+log = logging.getLogger(__name__)
+
+IO_MODES = ("auto", "mpio", "gather")
+_JOB_KEY = "surface_job"
+
+
+def resolve_device(spec: str, comm: Any = None) -> torch.device:
+    """auto: this rank's GPU (node-local rank modulo the GPU count) where there is one, else CPU."""
+    if spec != "auto":
+        try:
+            device = torch.device(spec)
+        except RuntimeError:
+            raise UserError(
+                f"device={spec!r} is not a device; use auto, cpu, cuda or cuda:N"
+            ) from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"device={spec} but this machine has no CUDA GPU; use device=cpu")
+        return device
+    if torch.cuda.is_available():
+        local = parallel.local_rank(comm)[0] if comm is not None else 0
+        return torch.device("cuda", local % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def build_basis(
+    cfg: DirectionsConfig,
+    model: nn.Module,
+    origin: ParamDict,
+    ndim: int,
+    trust_checkpoint: bool = False,
+) -> list[ParamDict]:
+    """The directions of a surface, as the directions config asks."""
+    check_choice("directions.kind", cfg.kind, directions.KINDS)
+    if cfg.load:
+        param_keys = [name for name, _ in model.named_parameters()]
+        basis = store.read_directions(cfg.load, origin, param_keys)
+        if len(basis) < ndim:
+            raise UserError(
+                f"directions.load={cfg.load} holds {len(basis)} direction(s) but the grid is "
+                f"{ndim}D; set grid.y=null or load a file with a y direction"
+            )
+        return basis[:ndim]
+    if cfg.kind == "random":
+        keys = directions.direction_keys(model, cfg.dir_type)
+        return directions.random_basis(
+            origin, keys, ndim, cfg.seed, cfg.norm, cfg.ignore, cfg.same_dir
+        )
+    if cfg.kind == "models":
+        targets = [cfg.model2, cfg.model3][:ndim]
+        for axis, (key, path) in enumerate(
+            zip(("directions.model2", "directions.model3"), targets)
+        ):
+            if not path:
+                raise UserError(
+                    f"directions.kind=models needs {key}=<checkpoint> for the "
+                    f"{'xy'[axis]} axis" + ("; or set grid.y=null for 1D" if axis else "")
+                )
+        return [
+            directions.model_difference(load_state_dict_file(path, trust_checkpoint), origin, path)
+            for path in targets
+        ]
+    raise UserError("directions.kind=pca is not available yet; use random or models")
+
+
+@dataclass
+class SurfaceJob:
+    """Everything a rank needs to evaluate chunks of grid points."""
+
+    model: nn.Module
+    subspace: Subspace
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    bn_data: Optional[torch.Tensor]
+    options: EvalOptions
+    grid: Grid
+    file: Optional[store.SurfaceFile]  # set where this rank writes its own chunks (mpio)
+
+    def points_per_pass(self) -> int:
+        """Points the engine evaluates in one batched pass (1 for the sequential strategy)."""
+        inputs = next(iter(self.data.values()))[0]
+        if resolve_strategy(self.model, inputs.device, self.options.strategy) == "sequential":
+            return 1
+        return points_per_pass(
+            self.model, self.subspace, inputs[0], self.options.batch_size, self.options.memory_mb
+        )
+
+    def evaluate(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        coords = torch.from_numpy(self.grid.coords(flat))
+        metrics = evaluate_points(
+            self.model, self.subspace, coords, self.data, self.options, self.bn_data
+        )
+        out = {}
+        for split, m in metrics.items():
+            out[f"{split}_loss"], out[f"{split}_acc"] = m.loss, m.acc
+        return out
+
+
+def _surface_task(flat: np.ndarray) -> Optional[dict[str, np.ndarray]]:
+    """Runs on a worker: evaluates the chunk, writes it itself under mpio, else returns it."""
+    job: SurfaceJob = parallel.worker_state(_JOB_KEY)
+    values = job.evaluate(flat)
+    if job.file is not None:
+        job.file.write(flat, values)
+        return None
+    return values
+
+
+def _validate(cfg: SurfaceConfig) -> Grid:
+    grid = Grid.from_spec(cfg.grid.x, cfg.grid.y)
+    check_choice("engine.bn", cfg.engine.bn, BN_MODES)
+    check_choice("engine.loss", cfg.engine.loss, LOSSES)
+    check_choice("engine.strategy", cfg.engine.strategy, STRATEGIES)
+    check_choice("io", cfg.io, IO_MODES)
+    if not cfg.splits:
+        raise UserError("splits is empty; use e.g. splits=[train,test]")
+    for key, value in (
+        ("engine.batch_size", cfg.engine.batch_size),
+        ("engine.memory_mb", cfg.engine.memory_mb),
+    ):
+        if value <= 0:
+            raise UserError(f"{key}={value} must be > 0")
+    if cfg.io == "mpio" and not store.mpi_available():
+        raise UserError("io=mpio but this h5py was built without MPI; use io=gather or io=auto")
+    return grid
+
+
+def _fingerprint(
+    cfg: SurfaceConfig, grid: Grid, basis: list[ParamDict], sha: Optional[str], counts: dict
+) -> dict:
+    """Everything that makes two runs the same job (so a file can be resumed)."""
+    return {
+        "model": cfg.model.name,
+        "model_target": cfg.model.target,
+        "model_kwargs": OmegaConf.to_container(OmegaConf.create(cfg.model.kwargs)),
+        "checkpoint_sha256": sha,
+        "init_seed": None if cfg.model.checkpoint else cfg.model.init_seed,
+        **counts,
+        "dataset_seed": cfg.dataset.seed,
+        "max_samples": cfg.dataset.max_samples,
+        "grid_x": [float(grid.x[0]), float(grid.x[-1]), len(grid.x)],
+        "grid_y": None if grid.y is None else [float(grid.y[0]), float(grid.y[-1]), len(grid.y)],
+        "directions_sha256": store.directions_sha256(basis),
+        "splits": list(cfg.splits),
+        "loss": cfg.engine.loss,
+        "bn": cfg.engine.bn,
+    }
+
+
+def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
+    """Computes (or resumes) the surface file `cfg.out`; returns its path on every rank."""
+    comm = comm if comm is not None else parallel.world()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    grid = _validate(cfg)
+    device = torch.device("cpu") if (rank == 0 and size > 1) else resolve_device(cfg.device, comm)
+    if device.type == "cpu":
+        torch.set_num_threads(parallel.threads_per_rank(comm))
+
+    splits: dict[str, Split] = load_dataset(cfg.dataset, device)
+    unknown = [s for s in cfg.splits if s not in splits]
+    if unknown:
+        raise UserError(
+            f"splits={list(cfg.splits)}: {unknown} not in the data set ({', '.join(splits)})"
+        )
+    first = splits[cfg.splits[0]]
+    num_classes = int(max(int(s.labels.max()) for s in splits.values())) + 1
+    model = build_model(cfg.model, tuple(first.inputs.shape[1:]), num_classes).to(device)
+    origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    basis = build_basis(cfg.directions, model, origin, grid.ndim, cfg.model.trust_checkpoint)
+    subspace = Subspace(origin, basis)
+
+    sha = file_sha256(cfg.model.checkpoint) if cfg.model.checkpoint else None
+    counts = dataset_attrs(cfg.dataset, splits)
+    fingerprint = _fingerprint(cfg, grid, basis, sha, counts)
+    attrs = {
+        "config": OmegaConf.to_yaml(cfg),
+        "checkpoint": str(Path(cfg.model.checkpoint).resolve()) if cfg.model.checkpoint else "",
+        "checkpoint_sha256": sha or "",
+        **{k: v for k, v in counts.items()},
+    }
+    mpio = cfg.io == "mpio" or (cfg.io == "auto" and store.mpi_available())
+    out = Path(cfg.out)
+    surface = _open_surface(
+        comm, mpio, out, grid, basis, list(cfg.splits), fingerprint, attrs, cfg.overwrite
+    )
+    try:
+        options = EvalOptions(
+            cfg.engine.batch_size,
+            cfg.engine.memory_mb,
+            cfg.engine.loss,
+            cfg.engine.bn,
+            cfg.engine.strategy,
+        )
+        data = {s: (splits[s].inputs, splits[s].labels) for s in cfg.splits}
+        bn_data = splits["train"].inputs if "train" in splits else first.inputs
+        job = SurfaceJob(model, subspace, data, bn_data, options, grid, surface if mpio else None)
+        parallel.set_worker_state(_JOB_KEY, job)
+        _run(comm, job, surface, cfg)
+    finally:
+        parallel.clear_worker_state(_JOB_KEY)
+        if surface is not None:
+            surface.close()
+    return out
+
+
+def _open_surface(comm: Any, mpio: bool, out: Path, *args: Any) -> Optional[store.SurfaceFile]:
+    """mpio: every rank opens the file (collectively); gather: only the master does, and tells the
+    workers whether it could, so no rank is left waiting when the file is refused."""
+    if mpio:
+        return store.SurfaceFile.open(out, *args, comm=comm)
+    surface, problem = None, None
+    if comm.Get_rank() == 0:
+        try:
+            surface = store.SurfaceFile.open(out, *args)
+        except UserError as err:
+            problem = str(err)
+    problem = comm.bcast(problem, root=0)
+    if problem is not None:
+        raise UserError(problem)
+    return surface
+
+
+def _run(
+    comm: Any, job: SurfaceJob, surface: Optional[store.SurfaceFile], cfg: SurfaceConfig
+) -> None:
+    """The master hands out chunks of pending points and writes what comes back (gather); the
+    workers evaluate them. Ends with one log line per rank."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    chunks: list[np.ndarray] = []
+    n_pending = 0
+    if rank == 0:
+        pending = surface.pending()
+        n_pending = len(pending)
+        if n_pending < job.grid.size:
+            log.info(
+                "resuming %s: %d of %d points already done, %d to compute",
+                cfg.out,
+                job.grid.size - n_pending,
+                job.grid.size,
+                n_pending,
+            )
+        chunk = cfg.chunk_points or default_chunk_points(n_pending, size - 1, job.points_per_pass())
+        chunks = chunk_indices(pending, chunk)
+    bar = tqdm(total=n_pending, unit="pt", desc="surface", disable=rank != 0 or n_pending == 0)
+    per_rank: dict[int, list[float]] = collections.defaultdict(lambda: [0, 0.0])
+    try:
+        for result in parallel.run_tasks(comm, _surface_task, chunks, describe=_describe_chunk):
+            if result.value is not None:
+                surface.write(result.task, result.value)
+            per_rank[result.rank][0] += len(result.task)
+            per_rank[result.rank][1] += result.seconds
+            bar.update(len(result.task))
+    finally:
+        bar.close()
+    for r, (n, secs) in sorted(per_rank.items()):
+        log.info("rank %d: %d points in %.1f s (%.2f points/s)", r, n, secs, n / max(secs, 1e-9))
+
+
+def _describe_chunk(flat: np.ndarray) -> str:
+    return f"chunk of {len(flat)} points (flat indices {int(flat[0])}..{int(flat[-1])})"
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="surface")
+@exit_on_user_error
+def main(cfg) -> None:
+    surface_cfg: SurfaceConfig = OmegaConf.to_object(cfg)
+    comm = parallel.world()
+    path = compute_surface(surface_cfg, comm)
+    if comm.Get_rank() == 0:
+        log.info("surface file: %s", path)
+        if surface_cfg.plot:
+            from landscape_hpc.plot import plot_surface_file
+
+            for png in plot_surface_file(path):
+                log.info("plot: %s", png)
+
+
+if __name__ == "__main__":
+    share_hydra_run_dir()
+    main()
