@@ -1,0 +1,165 @@
+"""Training: seeded reproducibility, checkpoint layout, learning, and the Hydra command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from landscape_hpc.config import DatasetConfig, ModelConfig, TrainConfig
+from landscape_hpc.data import Split, load_dataset
+from landscape_hpc.errors import UserError
+from landscape_hpc.models import build_model
+from landscape_hpc.train import evaluate, train, validate_train_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    # Tiny convs on batches of 32 gain nothing from a second thread, and OpenMP threads that
+    # share two cores with other processes slow down several-fold; one thread keeps this fast.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> dict[str, Split]:
+    return load_dataset(DatasetConfig(name="digits"))
+
+
+@pytest.fixture(scope="module")
+def small_digits() -> dict[str, Split]:
+    return load_dataset(DatasetConfig(name="digits", max_samples=200))
+
+
+def _config(**overrides: object) -> TrainConfig:
+    values: dict = {"model": ModelConfig(name="mpo_cnn"), "dataset": DatasetConfig(name="digits")}
+    values |= {"lr": 0.05, "batch_size": 32, "epochs": 2, "save_every": 0, "device": "cpu"}
+    return TrainConfig(**(values | overrides))
+
+
+def _fresh_model() -> torch.nn.Module:
+    return build_model(ModelConfig(name="mpo_cnn", init_seed=0), (1, 8, 8), 10)
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_same_seed_gives_identical_checkpoints(
+    small_digits: dict[str, Split], tmp_path: Path
+) -> None:
+    first = train(_fresh_model(), small_digits, _config(seed=7), tmp_path / "a")
+    again = train(_fresh_model(), small_digits, _config(seed=7), tmp_path / "b")
+    other = train(_fresh_model(), small_digits, _config(seed=8), tmp_path / "c")
+    first_state, again_state = _load(first)["state_dict"], _load(again)["state_dict"]
+    assert first_state.keys() == again_state.keys()
+    assert all(torch.equal(first_state[key], again_state[key]) for key in first_state)
+    # another shuffling seed from the same initial weights ends elsewhere
+    other_state = _load(other)["state_dict"]
+    assert not all(torch.equal(first_state[key], other_state[key]) for key in first_state)
+
+
+def test_checkpoints_at_the_expected_epochs(small_digits: dict[str, Split], tmp_path: Path) -> None:
+    model = _fresh_model()
+    initial = {key: value.clone() for key, value in model.state_dict().items()}
+    cfg = _config(epochs=5, save_every=2, lr_drops=[2], lr_gamma=0.5)
+    model_path = train(model, small_digits, cfg, tmp_path)
+
+    assert model_path == tmp_path / "model.pt"
+    names = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
+    assert names == ["epoch_0000.pt", "epoch_0002.pt", "epoch_0004.pt"]
+    start = _load(tmp_path / "checkpoints" / "epoch_0000.pt")
+    assert set(start) == {"state_dict", "epoch", "lr", "model", "train_acc", "test_acc"}
+    assert start["epoch"] == 0 and start["model"] == "mpo_cnn"
+    assert all(torch.equal(start["state_dict"][key], initial[key]) for key in initial)
+    # lr of the epoch that produced the weights: 0.05 up to epoch 2, then halved
+    assert _load(tmp_path / "checkpoints" / "epoch_0002.pt")["lr"] == pytest.approx(0.05)
+    assert _load(tmp_path / "checkpoints" / "epoch_0004.pt")["lr"] == pytest.approx(0.025)
+
+    final = _load(model_path)
+    assert final["epoch"] == 5 and isinstance(final["test_acc"], float)
+    assert all(
+        torch.equal(final["state_dict"][key], value) for key, value in model.state_dict().items()
+    )
+    _, test_acc = evaluate(model, small_digits["test"])
+    assert final["test_acc"] == pytest.approx(test_acc)
+
+
+def test_save_every_zero_writes_only_the_final_model(
+    small_digits: dict[str, Split], tmp_path: Path
+) -> None:
+    train(_fresh_model(), small_digits, _config(epochs=1, save_every=0), tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_training_improves_accuracy(digits: dict[str, Split], tmp_path: Path) -> None:
+    model_path = train(_fresh_model(), digits, _config(epochs=3, save_every=3), tmp_path)
+    start = _load(tmp_path / "checkpoints" / "epoch_0000.pt")
+    final = _load(model_path)
+    assert start["test_acc"] < 30.0  # about chance (10%) for a fresh net
+    assert final["test_acc"] > 85.0
+    assert final["train_acc"] > start["train_acc"] + 50.0
+
+
+def test_adam_trains_too(small_digits: dict[str, Split], tmp_path: Path) -> None:
+    final = _load(train(_fresh_model(), small_digits, _config(optimizer="adam", lr=1e-3), tmp_path))
+    assert final["epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"lr": 0.0}, "lr"),
+        ({"save_every": -1}, "save_every"),
+    ],
+)
+def test_bad_values_name_the_key(overrides: dict, key: str) -> None:
+    with pytest.raises(UserError, match=rf"^{key}="):
+        validate_train_config(_config(**overrides))
+
+
+def _run_command(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "landscape_hpc.train", *overrides, f"hydra.run.dir={tmp_path}"]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}  # as one_torch_thread
+    return subprocess.run(
+        command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_hydra_command_writes_the_model(tmp_path: Path) -> None:
+    result = _run_command(
+        tmp_path, "model=mpo_cnn", "dataset=digits", "dataset.max_samples=300", "epochs=2", "seed=3"
+    )
+    assert result.returncode == 0, result.stderr
+    final = _load(tmp_path / "model.pt")
+    assert final["epoch"] == 2 and final["model"] == "mpo_cnn"
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch_0000.pt",
+        "epoch_0001.pt",
+        "epoch_0002.pt",
+    ]
+    assert str(tmp_path / "model.pt") in result.stdout + result.stderr
+    # seed=3 also seeds the initial weights (conf/train.yaml: model.init_seed=${seed})
+    start = _load(tmp_path / "checkpoints" / "epoch_0000.pt")["state_dict"]
+    seeded = build_model(ModelConfig(name="mpo_cnn", init_seed=3), (1, 8, 8), 10).state_dict()
+    assert all(torch.equal(start[key], seeded[key]) for key in seeded)
+
+
+def test_hydra_command_bad_value_exits_2_without_traceback(tmp_path: Path) -> None:
+    result = _run_command(tmp_path, "optimizer=rmsprop")
+    assert result.returncode == 2
+    assert "error: optimizer='rmsprop'" in result.stderr and "sgd, adam" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "model.pt").exists()
