@@ -121,6 +121,9 @@ def model_difference(
             f"missing keys {missing[:10]}, unexpected keys {unexpected[:10]}, "
             f"shape mismatches {mismatched[:10]}; use checkpoints of the same model="
         )
+    # in float64, where the difference of two float32 tensors is exact: origin + 1·d == target
     return {
-        k: (target[k].to(v.device, v.dtype) - v) for k, v in origin.items() if v.is_floating_point()
+        k: target[k].to(v.device, torch.float64) - v.double()
+        for k, v in origin.items()
+        if v.is_floating_point()
     }

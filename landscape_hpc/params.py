@@ -81,11 +81,19 @@ def unflatten(vec: Tensor, like: Mapping[str, Tensor], keys: list[str]) -> Param
 
 
 def combine(origin: Mapping[str, Tensor], basis: list[ParamDict], coords: Tensor) -> ParamDict:
-    """θ(c) = origin + Σ_k c_k · basis_k for one coordinate vector c of shape (d,)."""
+    """θ(c) = origin + Σ_k c_k · basis_k for one coordinate vector c of shape (d,).
+
+    The sum is formed in float64 and rounded once to the origin's dtype, so a model-difference
+    direction (kept in float64) lands exactly on the other model at c = 1.
+    """
+    coords = coords.to(torch.float64)
     out = dict(origin)
-    for c_k, direction in zip(coords, basis):
-        for key, d in direction.items():
-            out[key] = out[key] + c_k.to(d.dtype) * d
+    for key in {k for direction in basis for k in direction}:
+        acc = origin[key].double()
+        for c_k, direction in zip(coords, basis):
+            if key in direction:
+                acc = acc + c_k * direction[key].double()
+        out[key] = acc.to(origin[key].dtype)
     return out
 
 
@@ -97,15 +105,16 @@ def combine_batch(
     Returns (moving, fixed): `moving[k]` is (K, *shape) for every key some basis vector moves,
     `fixed` holds the origin tensors no direction touches, shared by all K points.
     """
+    coords = coords.to(torch.float64)
     moving_keys = sorted({k for direction in basis for k in direction})
     moving: ParamDict = {}
     for key in moving_keys:
         o = origin[key]
-        stacked = o.unsqueeze(0).expand(coords.shape[0], *o.shape)  # (K, *shape)
+        stacked = o.double().unsqueeze(0)  # (1, *shape), broadcast to (K, *shape) below
         for k, direction in enumerate(basis):
             if key in direction:
-                c = coords[:, k].to(o.dtype).reshape(-1, *([1] * o.dim()))  # (K, 1, ...)
-                stacked = stacked + c * direction[key]
-        moving[key] = stacked
+                c = coords[:, k].reshape(-1, *([1] * o.dim()))  # (K, 1, ...)
+                stacked = stacked + c * direction[key].double()
+        moving[key] = stacked.expand(coords.shape[0], *o.shape).to(o.dtype)
     fixed = {k: v for k, v in origin.items() if k not in moving}
     return moving, fixed

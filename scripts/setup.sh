@@ -2,9 +2,7 @@
 # Idempotent setup from a fresh Debian machine (as root): OpenMPI, parallel HDF5, and a virtual
 # environment at .venv with PyTorch, mpi4py, h5py built against parallel HDF5, Hydra, submitit.
 # A second run with everything in place takes seconds.
-#
-#   scripts/setup.sh            # everything
-#   SETUP_SLURM=1 scripts/setup.sh   # also the Debian SLURM packages (for scripts/slurm_local.sh)
+# (The SLURM packages for the local test cluster come with scripts/slurm_local.sh up.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -15,9 +13,6 @@ stamp="$venv/.setup-ok"
 log() { printf '[setup] %s\n' "$*"; }
 
 apt_packages=(openmpi-bin libopenmpi-dev libhdf5-openmpi-dev pkg-config)
-if [ "${SETUP_SLURM:-0}" = 1 ]; then
-  apt_packages+=(slurm-wlm slurmdbd munge mariadb-server)
-fi
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -36,14 +31,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Fast path: everything installed and the package files unchanged since the last good run.
-if [ -f "$stamp" ] && [ "$stamp" -nt setup.cfg ] && [ "$stamp" -nt pyproject.toml ] \
+if [ -f "$stamp" ] && [ "$stamp" -nt setup.cfg ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/setup.sh ] \
    && "$py" -c 'import h5py, sys; sys.exit(0 if h5py.get_config().mpi else 1)' 2>/dev/null; then
   log "environment ready ($venv)"
   exit 0
 fi
 
 [ -x "$py" ] || { log "creating $venv"; python3 -m venv "$venv"; }
-pip() { "$py" -m pip --disable-pip-version-check -q "$@"; }
+# pip -q still warns about every local index folder that lacks a package: keep those out.
+quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+pip() { quiet "$py" -m pip --disable-pip-version-check -q "$@"; }
 
 pip install --upgrade pip wheel setuptools
 pip install torch==2.14.1 torchvision==0.29.1
@@ -52,7 +49,7 @@ if ! "$py" -c 'import h5py, sys; sys.exit(0 if h5py.get_config().mpi else 1)' 2>
   log "building h5py against parallel HDF5 (a minute or two)"
   pip uninstall -y h5py >/dev/null 2>&1 || true
   HDF5_MPI=ON CC=mpicc HDF5_PKGCONFIG_NAME=hdf5-openmpi \
-    "$py" -m pip --disable-pip-version-check -q install --no-binary=h5py --no-build-isolation --no-cache-dir h5py
+    quiet "$py" -m pip --disable-pip-version-check -q install --no-binary=h5py --no-build-isolation --no-cache-dir h5py
 fi
 pip install hydra-core==1.3.8 hydra-submitit-launcher==1.2.0 submitit==1.5.4 \
   matplotlib scikit-learn tqdm pytest ruff pyyaml

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it: set up the environment if needed, start the local
+# one-node SLURM cluster (as root), run pytest. Extra arguments go to pytest:
+#   scripts/test.sh                 # everything
+#   scripts/test.sh -k surface -x   # a subset
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ]; then
+  scripts/setup.sh
+  # OpenMPI refuses to start as root unless told; tests run mpirun with more ranks than cores.
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  if [ "${LANDSCAPE_SLURM:-1}" = 1 ]; then
+    scripts/slurm_local.sh up || echo "[test] the local SLURM cluster did not start: SLURM tests will skip"
+  fi
+else
+  scripts/setup.sh
+fi
+
+export MPLBACKEND=Agg
+exec .venv/bin/python -m pytest "$@"
