@@ -137,6 +137,9 @@ class SurfaceFile:
             f.attrs["created"] = datetime.datetime.now().isoformat(timespec="seconds")
             for key, value in attrs.items():
                 f.attrs[key] = "" if value is None else value
+            # Layout on disk before any work starts (collective under mpio): a run killed later
+            # leaves a readable file, as HDF5 keeps new metadata in memory until a flush.
+            f.flush()
         except BaseException:
             f.close()
             raise
@@ -159,6 +162,10 @@ class SurfaceFile:
             for name in self.names:
                 self.f[name][sel] = values[name][lo : lo + (stop - start)]
             self.f["done"][sel] = 1
+        if self.f.driver != "mpio":
+            # One writer (gather): hand this chunk to the OS now, so a killed run keeps it. Under
+            # mpio raw writes go straight to the file, and a flush would be collective.
+            self.f.flush()
 
     def flush(self) -> None:
         self.f.flush()

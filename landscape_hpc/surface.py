@@ -30,7 +30,7 @@ from tqdm import tqdm
 from landscape_hpc import directions, parallel, store
 from landscape_hpc.cli import share_hydra_run_dir
 from landscape_hpc.config import DirectionsConfig, SurfaceConfig, register_configs
-from landscape_hpc.data import Split, dataset_attrs, load_dataset
+from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes
 from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
 from landscape_hpc.evaluate import (
     BN_MODES,
@@ -210,8 +210,8 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
             f"splits={list(cfg.splits)}: {unknown} not in the data set ({', '.join(splits)})"
         )
     first = splits[cfg.splits[0]]
-    num_classes = int(max(int(s.labels.max()) for s in splits.values())) + 1
-    model = build_model(cfg.model, tuple(first.inputs.shape[1:]), num_classes).to(device)
+    n_classes = num_classes(cfg.dataset, splits)
+    model = build_model(cfg.model, tuple(first.inputs.shape[1:]), n_classes).to(device)
     origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
     basis = build_basis(cfg.directions, model, origin, grid.ndim, cfg.model.trust_checkpoint)
     subspace = Subspace(origin, basis)

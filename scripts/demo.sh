@@ -5,6 +5,7 @@
 #   scripts/demo.sh                              # train, then a 21x21 surface
 #   CHECKPOINT=path/to/model.pt scripts/demo.sh  # surface around your checkpoint
 #   scripts/demo.sh grid.x=[-1,1,41] grid.y=[-1,1,41]   # extra surface overrides
+#   DEMO_TRAIN_ARGS="epochs=2" scripts/demo.sh           # extra training overrides
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -16,7 +17,9 @@ if [ -z "$checkpoint" ]; then
   checkpoint="$out/train/model.pt"
   if [ ! -f "$checkpoint" ]; then
     echo "[demo] training mpo_cnn on digits -> $checkpoint"
-    "$py" -m landscape_hpc.train model=mpo_cnn dataset=digits hydra.run.dir="$out/train"
+    # shellcheck disable=SC2086  # DEMO_TRAIN_ARGS is a list of overrides
+    "$py" -m landscape_hpc.train model=mpo_cnn dataset=digits hydra.run.dir="$out/train" \
+      ${DEMO_TRAIN_ARGS:-}
   fi
 fi
 

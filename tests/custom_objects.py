@@ -64,3 +64,88 @@ def train_split_only() -> dict[str, tuple[Tensor, Tensor]]:
 def broken_splits() -> dict[str, Dataset]:
     """A target that fails while building its data."""
     raise FileNotFoundError("labels.csv")
+
+
+def image_splits(
+    n_train: int = 40, n_test: int = 20, seed: int = 0
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Seeded (N, 1, 8, 8) images with labels 0..9, for tiny_net through the surface command."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "train": (torch.randn(n_train, 1, 8, 8, generator=g), torch.arange(n_train) % 10),
+        "test": (torch.randn(n_test, 1, 8, 8, generator=g), torch.arange(n_test) % 10),
+    }
+
+
+# --- model=custom targets for the MPI tests (tests/test_mpi.py) ---
+
+
+def _mpi_rank() -> int:
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank()
+
+
+class _SlowNet(nn.Module):
+    """tiny_net that takes `delay_s` longer per forward: a stand-in for a big model on a slow
+    device, so a test can act while a run is still in progress."""
+
+    def __init__(self, delay_s: float, width: int) -> None:
+        super().__init__()
+        self.net = tiny_net(width)
+        self.delay_s = delay_s
+
+    def forward(self, x: Tensor) -> Tensor:
+        import time
+
+        time.sleep(self.delay_s)
+        return self.net(x)
+
+
+def slow_net(delay_s: float = 0.1, width: int = 4) -> nn.Module:
+    return _SlowNet(delay_s, width)
+
+
+class _FailingNet(nn.Module):
+    """tiny_net whose forward raises on MPI rank `fail_rank`, as a GPU out of memory would."""
+
+    def __init__(self, fail_rank: int, width: int) -> None:
+        super().__init__()
+        self.net = tiny_net(width)
+        self.fail_rank = fail_rank
+
+    def forward(self, x: Tensor) -> Tensor:
+        if _mpi_rank() == self.fail_rank:
+            raise RuntimeError(f"out of memory (simulated on rank {self.fail_rank})")
+        return self.net(x)
+
+
+def failing_net(fail_rank: int = 1, at: str = "forward", width: int = 4) -> nn.Module:
+    """at=forward: every forward on `fail_rank` raises; at=build: building the net raises there
+    (a checkpoint that is bad only on that rank's node), before any work is handed out."""
+    if at == "build" and _mpi_rank() == fail_rank:
+        raise RuntimeError(f"corrupt checkpoint (simulated on rank {fail_rank})")
+    return _FailingNet(fail_rank, width)
+
+
+class _DivergingNet(nn.Module):
+    """tiny_net whose loss diverges far from its initial weights: where the first layer's weight
+    norm exceeds `inf_factor` times its initial norm, class 0 gets logit -inf (loss +inf); beyond
+    `nan_factor` times, every logit is NaN (loss NaN). A real value everywhere else."""
+
+    def __init__(self, inf_factor: float, nan_factor: float, width: int) -> None:
+        super().__init__()
+        self.net = tiny_net(width)
+        norm0 = float(self.net[0].weight.detach().norm())
+        self.inf_norm, self.nan_norm = inf_factor * norm0, nan_factor * norm0
+
+    def forward(self, x: Tensor) -> Tensor:
+        norm = self.net[0].weight.norm()
+        logits = self.net(x)  # (B, 10)
+        shift = torch.where(norm > self.inf_norm, float("-inf"), 0.0)
+        logits = torch.cat([logits[..., :1] + shift, logits[..., 1:]], dim=-1)
+        return torch.where(norm > self.nan_norm, torch.full_like(logits, float("nan")), logits)
+
+
+def diverging_net(inf_factor: float = 1.3, nan_factor: float = 1.6, width: int = 4) -> nn.Module:
+    return _DivergingNet(inf_factor, nan_factor, width)

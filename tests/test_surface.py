@@ -1,0 +1,295 @@
+"""The surface command end to end: file contract, orientation, resume, refusals, bad input."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.data import load_dataset
+from landscape_hpc.errors import UserError
+from landscape_hpc.evaluate import EvalOptions, evaluate_points_loop
+from landscape_hpc.models import build_model
+from landscape_hpc.subspace import Subspace
+from landscape_hpc.surface import compute_surface
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
+FAST = ["model=mlp", "dataset.max_samples=60", "grid.x=[-1,1,4]", "grid.y=[-0.5,0.5,3]"]
+
+
+def make_cfg(out: Path, *overrides: str):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("surface", overrides=[f"out={out}", "plot=false", *overrides])
+    return OmegaConf.to_object(cfg)
+
+
+def run(out: Path, *overrides: str) -> Path:
+    return compute_surface(make_cfg(out, *overrides))
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cli(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), **(env_extra or {})}
+    return subprocess.run(
+        [PYTHON, "-m", "landscape_hpc.surface", f"hydra.run.dir={cwd}/run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_file_layout_orientation_and_values_match_the_plain_loop(tmp_path):
+    out = run(tmp_path / "s.h5", *FAST)
+    with h5py.File(out, "r") as f:
+        x, y = f["xcoordinates"][()], f["ycoordinates"][()]
+        assert x.tolist() == pytest.approx([-1, -1 / 3, 1 / 3, 1]) and len(y) == 3
+        for name in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            assert f[name].shape == (3, 4) and f[name].dtype == np.float64
+        assert f["done"].dtype == np.uint8 and f["done"][()].all()
+        basis = [
+            {k: torch.from_numpy(f[f"directions/{a}/{k}"][()]) for k in f[f"directions/{a}"]}
+            for a in "xy"
+        ]
+        assert all(v.dim() == 2 for v in basis[0].values())  # ignore=biasbn: weights only
+        attrs = dict(f.attrs)
+        test_loss, train_acc = f["test_loss"][()], f["train_acc"][()]
+    assert attrs["dataset"] == "digits" and attrs["n_train"] == 60 and attrs["n_test"] == 60
+    assert attrs["io_driver"] in ("mpio", "gather") and "grid:" in attrs["config"]
+    assert attrs["version"] and attrs["created"]
+
+    splits = load_dataset(DatasetConfig(max_samples=60))
+    model = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
+    sub = Subspace({k: v.clone() for k, v in model.state_dict().items()}, basis)
+    # row = y index, column = x index
+    coords = torch.tensor([[x[ix], y[iy]] for iy in range(3) for ix in range(4)])
+    data = {"test": tuple(splits["test"]), "train": tuple(splits["train"])}
+    ref = evaluate_points_loop(model, sub, coords, data, EvalOptions())
+    np.testing.assert_allclose(test_loss.reshape(-1), ref["test"].loss, rtol=1e-5)
+    np.testing.assert_allclose(train_acc.reshape(-1), ref["train"].acc, atol=1e-9)
+    assert not np.allclose(test_loss, test_loss.T.reshape(3, 4))  # a tilted surface, not flat
+
+
+def test_resume_computes_only_pending_points_and_keeps_earlier_values(tmp_path):
+    out = run(tmp_path / "s.h5", *FAST)
+    with h5py.File(out, "r+") as f:
+        full = f["test_loss"][()].copy()
+        done = f["done"][()]
+        done[1:, :] = 0  # rows 1.. pending, as after a kill
+        f["done"][...] = done
+        for name in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            values = f[name][()]
+            values[1:, :] = np.nan
+            values[0, :] = 1234.5  # marks values that must not be recomputed
+            f[name][...] = values
+    run(tmp_path / "s.h5", *FAST)
+    with h5py.File(out, "r") as f:
+        assert f["done"][()].all()
+        assert (f["test_loss"][0] == 1234.5).all()
+        np.testing.assert_allclose(f["test_loss"][1:], full[1:], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("grid.x=[-2,2,4]", "grid_x"),
+        ("directions.seed=3", "directions_sha256"),
+        ("model=mpo_cnn", "model"),
+        ("dataset.max_samples=50", "n_test"),
+    ],
+)
+def test_file_of_another_job_is_refused_and_left_as_it_was(tmp_path, change, named):
+    out = run(tmp_path / "s.h5", *FAST)
+    before = sha(out)
+    with pytest.raises(UserError, match="overwrite=true") as err:
+        run(tmp_path / "s.h5", *FAST, change)
+    assert named in str(err.value)
+    assert sha(out) == before
+
+
+def test_overwrite_replaces_a_file_of_another_job(tmp_path):
+    run(tmp_path / "s.h5", *FAST)
+    out = run(tmp_path / "s.h5", *FAST, "grid.x=[-2,2,5]", "overwrite=true")
+    with h5py.File(out, "r") as f:
+        assert f["test_loss"].shape == (3, 5) and f["done"][()].all()
+
+
+def test_one_dimensional_surface(tmp_path):
+    out = run(
+        tmp_path / "s.h5", "model=mlp", "dataset.max_samples=40", "grid.x=[-1,1,7]", "grid.y=null"
+    )
+    with h5py.File(out, "r") as f:
+        assert "ycoordinates" not in f and "directions/y" not in f
+        assert f["train_loss"].shape == (7,) and f["done"][()].all()
+        assert np.isfinite(f["train_loss"][()]).all()
+
+
+def _save(model, path):
+    torch.save({"state_dict": model.state_dict()}, path)
+    return path
+
+
+def test_model_difference_point_one_is_model2_exactly_bn_buffers_included(tmp_path):
+    a = build_model(ModelConfig(name="mpo_cnn_bn", init_seed=0), (1, 8, 8), 10)
+    b = build_model(ModelConfig(name="mpo_cnn_bn", init_seed=1), (1, 8, 8), 10)
+    with torch.no_grad():  # distinct BN statistics, so the buffers are really interpolated
+        for m in b.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    pa, pb = _save(a, tmp_path / "a.pt"), _save(b, tmp_path / "b.pt")
+    out = run(
+        tmp_path / "s.h5",
+        "model=mpo_cnn_bn",
+        f"model.checkpoint={pa}",
+        "directions.kind=models",
+        f"directions.model2={pb}",
+        "grid.x=[0,1,2]",
+        "grid.y=null",
+        "dataset.max_samples=40",
+    )
+    origin = {k: v.clone() for k, v in a.state_dict().items()}
+    with h5py.File(out, "r") as f:
+        keys = list(f["directions/x"])
+        assert any(k.endswith("running_var") for k in keys)
+        loss_at_1 = f["test_loss"][1]
+    from landscape_hpc.directions import model_difference
+
+    sub = Subspace(origin, [model_difference(b.state_dict(), origin, "b")])
+    at_one = sub.point(torch.tensor([1.0], dtype=torch.float64))
+    for k, v in b.state_dict().items():
+        if v.is_floating_point():
+            assert torch.equal(at_one[k], v), k
+    splits = load_dataset(DatasetConfig(max_samples=40))
+    with torch.no_grad():
+        logits = b.eval()(splits["test"].inputs)
+        ref = torch.nn.functional.cross_entropy(logits, splits["test"].labels).item()
+    assert loss_at_1 == pytest.approx(ref, rel=1e-5)
+
+
+def test_states_directions_with_batchnorm(tmp_path):
+    out = run(
+        tmp_path / "s.h5",
+        "model=mpo_cnn_bn",
+        "directions.dir_type=states",
+        "directions.ignore=none",
+        "dataset.max_samples=30",
+        "grid.x=[-2,2,5]",
+        "grid.y=null",
+    )
+    with h5py.File(out, "r") as f:
+        assert any(k.endswith("running_var") for k in f["directions/x"])
+        assert f["done"][()].all()
+
+
+def test_directions_load_reuses_ours_and_loss_landscape_layout(tmp_path):
+    first = run(tmp_path / "a.h5", *FAST, "directions.seed=5")
+    again = run(tmp_path / "b.h5", *FAST, f"directions.load={first}")
+    with h5py.File(first, "r") as f, h5py.File(again, "r") as g:
+        np.testing.assert_array_equal(f["test_loss"][()], g["test_loss"][()])
+        keys = list(f["directions/x"])
+        dx = {k: f[f"directions/x/{k}"][()] for k in keys}
+        dy = {k: f[f"directions/y/{k}"][()] for k in keys}
+        ref = f["test_loss"][()]
+    # loss-landscape: xdirection/0..N-1 over the model's parameters in order, biases zero
+    model = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
+    legacy = tmp_path / "legacy_dirs.h5"
+    with h5py.File(legacy, "w") as h:
+        for i, (name, p) in enumerate(model.named_parameters()):
+            h[f"xdirection/{i}"] = dx.get(name, np.zeros(tuple(p.shape), np.float32))
+            h[f"ydirection/{i}"] = dy.get(name, np.zeros(tuple(p.shape), np.float32))
+    out = run(tmp_path / "c.h5", *FAST, f"directions.load={legacy}")
+    with h5py.File(out, "r") as f:
+        np.testing.assert_allclose(f["test_loss"][()], ref, rtol=1e-6)
+
+
+def test_custom_model_and_dataset_through_the_command(tmp_path):
+    r = cli(
+        "model=custom",
+        "model.target=custom_objects.tiny_net",
+        "+model.kwargs.width=3",
+        "dataset=custom",
+        "dataset.target=custom_objects.image_splits",
+        "grid.x=[-1,1,3]",
+        "grid.y=[-1,1,3]",
+        f"out={tmp_path}/c.h5",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        assert f["done"][()].all() and f["train_loss"].shape == (3, 3)
+        assert f["directions/x/0.weight"].shape == (3, 1, 3, 3)  # width=3 reached the builder
+    assert list(tmp_path.glob("*.png"))  # contour plots next to the file
+
+
+def _refused(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr + r.stdout
+    for w in words:
+        assert w in r.stderr + r.stdout, (w, r.stderr[-1500:])
+
+
+BAD_INPUTS = [
+    (["model.checkpoint=/nonexistent/ck.pt"], ["model.checkpoint", "/nonexistent/ck.pt"]),
+    (["grid.x=[-1,1,0]"], ["grid.x", "num"]),
+    (["grid.x=[1,-1,5]"], ["grid.x", "larger than max"]),
+    (["grid.x=[a,1,5]"], ["grid.x"]),
+    (["model=resnet999"], ["resnet999", "resnet56"]),
+    (["dataset=imagenet22k"], ["imagenet22k", "digits"]),
+    (["directions.norm=fro"], ["directions.norm", "filter"]),
+    (["directions.ignore=bias"], ["directions.ignore", "biasbn"]),
+    (["dataset=cifar10", "dataset.root=/nonexistent"], ["dataset.download=true"]),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), BAD_INPUTS)
+def test_bad_input_gives_a_message_and_no_traceback(tmp_path, args, words):
+    _refused(cli(*FAST, *args, f"out={tmp_path}/s.h5", cwd=tmp_path), *words)
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_bad_checkpoints_are_refused_with_the_fix(tmp_path):
+    other = _save(build_model(ModelConfig(name="mpo_cnn"), (1, 8, 8), 10), tmp_path / "cnn.pt")
+    r = cli(*FAST, f"model.checkpoint={other}", f"out={tmp_path}/s.h5", cwd=tmp_path)
+    _refused(r, "missing", "unexpected", "model=")
+
+
+def test_pickled_checkpoint_needs_trust(tmp_path):
+    model = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
+    torch.save({"state_dict": model.state_dict(), "note": Path("x")}, tmp_path / "p.pt")
+    r = cli(*FAST, f"model.checkpoint={tmp_path}/p.pt", f"out={tmp_path}/s.h5", cwd=tmp_path)
+    _refused(r, "model.trust_checkpoint=true")
+    r = cli(
+        *FAST,
+        f"model.checkpoint={tmp_path}/p.pt",
+        "model.trust_checkpoint=true",
+        f"out={tmp_path}/s.h5",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-1500:]
+
+
+def test_other_job_refused_by_the_command_and_unwritable_folder(tmp_path):
+    assert cli(*FAST, f"out={tmp_path}/s.h5", cwd=tmp_path).returncode == 0
+    before = sha(tmp_path / "s.h5")
+    _refused(
+        cli(*FAST, "grid.y=[-1,1,5]", f"out={tmp_path}/s.h5", cwd=tmp_path),
+        "overwrite=true",
+        "grid_y",
+    )
+    assert sha(tmp_path / "s.h5") == before
+    (tmp_path / "afile").write_text("not a folder")
+    _refused(cli(*FAST, f"out={tmp_path}/afile/s.h5", cwd=tmp_path), "out=")
