@@ -15,6 +15,7 @@ Re-running the same command resumes: only the points not done yet are computed.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from landscape_hpc import directions, parallel, store
 from landscape_hpc.cli import share_hydra_run_dir
 from landscape_hpc.config import DirectionsConfig, SurfaceConfig, register_configs
 from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes
+from landscape_hpc.devices import resolve_device
 from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
 from landscape_hpc.evaluate import (
     BN_MODES,
@@ -51,24 +53,6 @@ log = logging.getLogger(__name__)
 
 IO_MODES = ("auto", "mpio", "gather")
 _JOB_KEY = "surface_job"
-
-
-def resolve_device(spec: str, comm: Any = None) -> torch.device:
-    """auto: this rank's GPU (node-local rank modulo the GPU count) where there is one, else CPU."""
-    if spec != "auto":
-        try:
-            device = torch.device(spec)
-        except RuntimeError:
-            raise UserError(
-                f"device={spec!r} is not a device; use auto, cpu, cuda or cuda:N"
-            ) from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"device={spec} but this machine has no CUDA GPU; use device=cpu")
-        return device
-    if torch.cuda.is_available():
-        local = parallel.local_rank(comm)[0] if comm is not None else 0
-        return torch.device("cuda", local % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def build_basis(
@@ -199,7 +183,11 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     comm = comm if comm is not None else parallel.world()
     rank, size = comm.Get_rank(), comm.Get_size()
     grid = _validate(cfg)
-    device = torch.device("cpu") if (rank == 0 and size > 1) else resolve_device(cfg.device, comm)
+    device = (
+        torch.device("cpu")
+        if (rank == 0 and size > 1)
+        else resolve_device(cfg.device, parallel.local_rank(comm)[0])
+    )
     if device.type == "cpu":
         torch.set_num_threads(parallel.threads_per_rank(comm))
 
@@ -231,13 +219,7 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         comm, mpio, out, grid, basis, list(cfg.splits), fingerprint, attrs, cfg.overwrite
     )
     try:
-        options = EvalOptions(
-            cfg.engine.batch_size,
-            cfg.engine.memory_mb,
-            cfg.engine.loss,
-            cfg.engine.bn,
-            cfg.engine.strategy,
-        )
+        options = EvalOptions(**dataclasses.asdict(cfg.engine))
         data = {s: (splits[s].inputs, splits[s].labels) for s in cfg.splits}
         bn_data = splits["train"].inputs if "train" in splits else first.inputs
         job = SurfaceJob(model, subspace, data, bn_data, options, grid, surface if mpio else None)

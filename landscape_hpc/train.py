@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from landscape_hpc.config import TrainConfig, register_configs
 from landscape_hpc.data import Split, load_dataset, num_classes
+from landscape_hpc.devices import resolve_device
 from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
 from landscape_hpc.models import build_model
 
@@ -168,21 +169,6 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, path)
     return train_acc, test_acc
-
-
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda when one is visible, else cpu; anything else as torch spells it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise UserError(
-            f"device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N"
-        ) from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name} but no CUDA device is visible; use device=cpu or auto")
-    return device
 
 
 register_configs()
