@@ -1,9 +1,24 @@
-"""Figures of surfaces. Library functions take arrays and a matplotlib Axes; only
-`plot_surface_file` reads files and saves figures.
+"""Figures of surfaces (Li et al. 2018 figures; the MPO paper's log-scale heat maps).
+
+Library functions take arrays and a matplotlib Axes; only `read_surface` and the command read
+files, and only the command (and `plot_surface_file`) saves figures.
+
+    python -m landscape_hpc.plot runs/demo/surface/surface.h5                 # every 2D kind
+    python -m landscape_hpc.plot s.h5 --kind contour --vmin 0.1 --vmax 10 --vlevel 0.5
+    python -m landscape_hpc.plot s.h5 --kind heatmap --log --format pdf --out figs/
+    python -m landscape_hpc.plot s.h5 --kind 3d --zmax 5 --elev 30 --azim -60
+    python -m landscape_hpc.plot s.h5 --kind vtp --log --zmax 10              # ParaView
+    python -m landscape_hpc.plot a.h5 b.h5 --kind 1d --log --out figs/        # 1D overlaid
+
+It reads loss-landscape's surface files too: their -1 "not computed" sentinel shows as missing.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -11,75 +26,311 @@ import h5py
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm
 
-from landscape_hpc.errors import UserError  # noqa: E402
+from landscape_hpc.errors import USER_ERROR_EXIT, UserError
+from landscape_hpc.vtk import surface_heights, write_vtp
 
+KINDS_2D = ("contour", "filled", "heatmap", "3d")
+KINDS = ("auto", "1d", *KINDS_2D, "vtp", "all")
+FORMATS = ("png", "pdf", "svg")
 _LABELS = {"loss": "loss", "acc": "accuracy (%)"}
+_SUFFIX = {"contour": "2dcontour", "filled": "2dcontourf", "heatmap": "2dheat", "3d": "3dsurface"}
 
 
-def contour(
-    ax: Axes,
-    x: np.ndarray,
-    y: np.ndarray,
-    z: np.ndarray,
-    levels: int | np.ndarray = 20,
-    title: str = "",
-) -> None:
-    """Labelled contour lines of z (ny, nx) over the grid (x, y); NaN cells (pending) are blank."""
-    X, Y = np.meshgrid(x, y)  # row = y index, column = x index, as in the surface file
-    finite = np.isfinite(z)
-    if finite.sum() < 4 or np.nanmin(z[finite]) == np.nanmax(z[finite]):
-        ax.imshow(z, origin="lower", extent=(x[0], x[-1], y[0], y[-1]), aspect="auto")
-    else:
-        cs = ax.contour(X, Y, np.ma.masked_invalid(z), levels=levels, cmap="viridis")
-        ax.clabel(cs, inline=True, fontsize=7, fmt="%.3g")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
-    ax.set_title(title)
-    ax.set_aspect("auto")
+@dataclass
+class Surface:
+    """A surface file's grid and metrics; metrics are (ny, nx) or (nx,), NaN where not computed."""
+
+    path: Path
+    x: np.ndarray
+    y: Optional[np.ndarray]
+    metrics: dict[str, np.ndarray]
+    n_done: int
+    legacy: bool  # loss-landscape's layout (no `done`; -1 meant not computed)
+
+    @property
+    def size(self) -> int:
+        return len(self.x) * (1 if self.y is None else len(self.y))
 
 
-def line(ax: Axes, x: np.ndarray, values: np.ndarray, label: str, title: str = "") -> None:
-    """A 1D surface: values (nx,) against x."""
-    ax.plot(x, values, label=label)
-    ax.set_xlabel("x")
-    ax.set_title(title)
-
-
-def plot_surface_file(path: str | Path, out_dir: Optional[str | Path] = None) -> list[Path]:
-    """One PNG per computed metric of a surface file (contours for 2D, lines for 1D), written next
-    to the file (or in out_dir); returns their paths."""
+def read_surface(path: str | Path) -> Surface:
+    """Reads ours or loss-landscape's surface file."""
     path = Path(path)
-    out_dir = Path(out_dir) if out_dir else path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
     try:
         f = h5py.File(path, "r")
     except OSError:
-        raise UserError(f"{path} is not an HDF5 surface file") from None
-    written = []
+        raise UserError(f"{path} is not an HDF5 file") from None
     with f:
         if "xcoordinates" not in f:
-            raise UserError(f"{path} has no xcoordinates: not a surface file")
+            raise UserError(f"{path} has no xcoordinates: it is not a surface file")
         x = f["xcoordinates"][()]
         y = f["ycoordinates"][()] if "ycoordinates" in f else None
-        names = [n for n in f if n.endswith(("_loss", "_acc")) and isinstance(f[n], h5py.Dataset)]
-        for name in sorted(names):
-            z = f[name][()].astype(float)
-            if not np.isfinite(z).any():
+        shape = (len(x),) if y is None else (len(y), len(x))
+        legacy = "done" not in f
+        metrics = {}
+        for name in f:
+            if not name.endswith(("_loss", "_acc")) or not isinstance(f[name], h5py.Dataset):
                 continue
-            metric = name.rsplit("_", 1)[1]
-            fig, ax = plt.subplots(figsize=(5.5, 4.5))
-            if y is None:
-                line(ax, x, z, name, title=f"{path.stem}: {name}")
-                ax.set_ylabel(_LABELS[metric])
-            else:
-                contour(ax, x, y, z, title=f"{path.stem}: {name}")
-            fig.tight_layout()
-            png = out_dir / f"{path.stem}_{name}_{'1d' if y is None else '2dcontour'}.png"
-            fig.savefig(png, dpi=120)
-            plt.close(fig)
-            written.append(png)
+            values = f[name][()].astype(np.float64)
+            if values.size != int(np.prod(shape)):
+                continue
+            # loss-landscape stores (nx, ny) arrays filled in (y, x) row-major order
+            values = values.reshape(shape)
+            if legacy:
+                values[values == -1] = np.nan
+            metrics[name] = values
+        done = f["done"][()] if not legacy else np.isfinite(next(iter(metrics.values()), x))
+    if not metrics:
+        raise UserError(f"{path} holds no *_loss or *_acc metric")
+    return Surface(path, x, y, metrics, int(np.sum(done)), legacy)
+
+
+def _levels(z: np.ndarray, vmin, vmax, vlevel, metric: str) -> np.ndarray:
+    finite = z[np.isfinite(z)]
+    lo = float(finite.min()) if vmin is None else vmin
+    hi = float(finite.max()) if vmax is None else vmax
+    if not hi > lo:  # a flat surface: a level band around its one value
+        lo, hi = lo - 0.5, hi + 0.5
+    if vlevel is not None:
+        return np.arange(lo, hi + vlevel / 2, vlevel)
+    if metric == "loss" and lo > 0 and hi / lo > 10:
+        return np.geomspace(lo, hi, 20)  # dense near the minimum, where the basin's shape is
+    return np.linspace(lo, hi, 20)
+
+
+def contour(ax: Axes, x, y, z, vmin=None, vmax=None, vlevel=None, metric="loss", title=""):
+    """Labelled contour lines of z (ny, nx) over (x, y); NaN (pending) cells are left blank."""
+    X, Y = np.meshgrid(x, y)  # row = y index, column = x index, as in the surface file
+    levels = _levels(z, vmin, vmax, vlevel, metric)
+    cs = ax.contour(X, Y, np.ma.masked_invalid(z), levels=levels, cmap="summer")
+    ax.clabel(cs, inline=True, fontsize=7, fmt="%.3g")
+    _axes(ax, title)
+    return cs
+
+
+def filled(ax: Axes, x, y, z, vmin=None, vmax=None, vlevel=None, metric="loss", title=""):
+    X, Y = np.meshgrid(x, y)
+    levels = _levels(z, vmin, vmax, vlevel, metric)
+    cs = ax.contourf(X, Y, np.ma.masked_invalid(z), levels=levels, cmap="viridis", extend="max")
+    ax.figure.colorbar(cs, ax=ax)
+    _axes(ax, title)
+    return cs
+
+
+def heatmap(ax: Axes, x, y, z, vmin=None, vmax=None, log=False, title=""):
+    """z as a heat map; log=True for a log colour scale (the MPO paper's figures)."""
+    finite = z[np.isfinite(z)]
+    lo = float(finite.min()) if vmin is None else vmin
+    hi = float(finite.max()) if vmax is None else vmax
+    norm = LogNorm(max(lo, 1e-12), max(hi, 1e-12)) if log else None
+    im = ax.pcolormesh(
+        x,
+        y,
+        np.ma.masked_invalid(z),
+        shading="nearest",
+        cmap="viridis",
+        norm=norm,
+        **({} if log else {"vmin": lo, "vmax": hi}),
+    )
+    ax.figure.colorbar(im, ax=ax)
+    _axes(ax, title)
+    return im
+
+
+def surface3d(ax, x, y, z, zmax=None, elev=30.0, azim=-60.0, title=""):
+    """A 3D surface (ax from `fig.add_subplot(projection="3d")`, which current matplotlib
+    renders; loss-landscape's `Axes3D(fig)` draws a blank figure there), z clipped at zmax."""
+    X, Y = np.meshgrid(x, y)
+    Z = np.minimum(z, zmax) if zmax is not None else z
+    ax.plot_surface(X, Y, np.ma.masked_invalid(Z), cmap="coolwarm", linewidth=0, antialiased=True)
+    ax.view_init(elev=elev, azim=azim)
+    ax.set_title(title)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+
+
+def lines_1d(ax: Axes, x, loss: dict, acc: dict, log: bool = False, title: str = ""):
+    """Loss (left axis, solid) and accuracy (right axis, dashed) of several curves, Li et al.
+    figures 9-14 style. loss/acc: {label: values (nx,)}."""
+    twin = ax.twinx()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, values) in enumerate(loss.items()):
+        ax.plot(x, values, "-", color=colors[i % len(colors)], label=f"{label} loss")
+    for i, (label, values) in enumerate(acc.items()):
+        twin.plot(x, values, "--", color=colors[i % len(colors)], label=f"{label} acc")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("x")
+    ax.set_ylabel("loss")
+    twin.set_ylabel("accuracy (%)")
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="best")
+    ax.set_title(title)
+    return twin
+
+
+def _axes(ax: Axes, title: str) -> None:
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(title)
+
+
+# --- the file-level side: read, draw, save -------------------------------------------------
+
+
+def _splits(s: Surface, metric: str) -> list[str]:
+    return [n for n in sorted(s.metrics, reverse=True) if n.endswith(f"_{metric}")]
+
+
+def _draw_2d(s: Surface, kind: str, metric: str, opts: argparse.Namespace, out: Path) -> Path:
+    names = _splits(s, metric)
+    fig = plt.figure(figsize=(5.2 * len(names), 4.3))
+    for i, name in enumerate(names):
+        z = s.metrics[name]
+        title = f"{s.path.stem}: {name}"
+        if kind == "3d":
+            ax = fig.add_subplot(1, len(names), i + 1, projection="3d")
+            surface3d(ax, s.x, s.y, z, opts.zmax, opts.elev, opts.azim, title)
+            continue
+        ax = fig.add_subplot(1, len(names), i + 1)
+        if kind == "contour":
+            contour(ax, s.x, s.y, z, opts.vmin, opts.vmax, opts.vlevel, metric, title)
+        elif kind == "filled":
+            filled(ax, s.x, s.y, z, opts.vmin, opts.vmax, opts.vlevel, metric, title)
+        else:
+            heatmap(ax, s.x, s.y, z, opts.vmin, opts.vmax, opts.log and metric == "loss", title)
+    fig.tight_layout()
+    path = out / f"{s.path.stem}_{metric}_{_SUFFIX[kind]}.{opts.format}"
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _draw_1d(surfaces: list[Surface], opts: argparse.Namespace, out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4.3))
+    loss, acc = {}, {}
+    for s in surfaces:
+        tag = s.path.stem if len(surfaces) > 1 else ""
+        for name in _splits(s, "loss"):
+            loss[f"{tag} {name[:-5]}".strip()] = s.metrics[name]
+        for name in _splits(s, "acc"):
+            acc[f"{tag} {name[:-4]}".strip()] = s.metrics[name]
+    lines_1d(
+        ax, surfaces[0].x, loss, acc, opts.log, title=" vs ".join(s.path.stem for s in surfaces)
+    )
+    fig.tight_layout()
+    stem = surfaces[0].path.stem if len(surfaces) == 1 else "overlay"
+    path = out / f"{stem}_1d_loss_acc.{opts.format}"
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _export_vtp(s: Surface, opts: argparse.Namespace, out: Path) -> list[Path]:
+    written = []
+    for name in _splits(s, "loss"):
+        height = surface_heights(s.metrics[name], opts.log, opts.zmax)
+        suffix = "_log" if opts.log else ""
+        path = out / f"{s.path.stem}_{name}{suffix}.vtp"
+        written.append(write_vtp(path, s.x, s.y, height, {name: height, **s.metrics}))
     return written
+
+
+def plot_files(paths: Sequence[str | Path], opts: argparse.Namespace) -> list[Path]:
+    """Draws what opts asks for; returns the written files."""
+    surfaces = [read_surface(p) for p in paths]
+    for s in surfaces:
+        if s.n_done == 0 or not any(np.isfinite(v).any() for v in s.metrics.values()):
+            raise UserError(f"{s.path} has nothing computed yet: run the surface command first")
+        if s.n_done < s.size:
+            print(f"note: {s.path} is {s.n_done} of {s.size} points done; plotting those")
+    out = Path(opts.out) if opts.out else surfaces[0].path.parent
+    out.mkdir(parents=True, exist_ok=True)
+    one_d = [s for s in surfaces if s.y is None]
+    two_d = [s for s in surfaces if s.y is not None]
+    kinds = _kinds(opts.kind, bool(one_d), bool(two_d))
+    if opts.metric:
+        for s in surfaces:
+            missing = [m for m in opts.metric if m not in s.metrics]
+            if missing:
+                raise UserError(
+                    f"{s.path} holds no {', '.join(missing)}; it has {', '.join(sorted(s.metrics))}"
+                )
+            s.metrics = {m: s.metrics[m] for m in opts.metric}
+    written: list[Path] = []
+    if "1d" in kinds:
+        if not one_d:
+            raise UserError("--kind 1d needs 1D surface files (made with grid.y=null)")
+        written.append(_draw_1d(one_d, opts, out))
+    for s in two_d:
+        for kind in (k for k in kinds if k in KINDS_2D):
+            for metric in ("loss", "acc"):
+                if _splits(s, metric):
+                    written.append(_draw_2d(s, kind, metric, opts, out))
+        if "vtp" in kinds:
+            written += _export_vtp(s, opts, out)
+    if any(k in KINDS_2D or k == "vtp" for k in kinds) and not two_d:
+        raise UserError(f"--kind {opts.kind} needs a 2D surface file; use --kind 1d")
+    return written
+
+
+def _kinds(kind: str, has_1d: bool, has_2d: bool) -> list[str]:
+    if kind == "auto":
+        return (["1d"] if has_1d else []) + (list(KINDS_2D) if has_2d else [])
+    if kind == "all":
+        return (["1d"] if has_1d else []) + ([*KINDS_2D, "vtp"] if has_2d else [])
+    return [kind]
+
+
+def plot_surface_file(path: str | Path, out_dir: Optional[str | Path] = None) -> list[Path]:
+    """The quick look the surface command writes next to its file: contours (2D) or lines (1D)."""
+    opts = parser().parse_args([str(path), "--kind", "auto"])
+    opts.out = out_dir
+    s = read_surface(path)
+    opts.kind = "1d" if s.y is None else "contour"
+    return plot_files([path], opts)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m landscape_hpc.plot",
+        description="Plot surface files (ours or loss-landscape's).",
+    )
+    p.add_argument("files", nargs="+", help="surface files (HDF5)")
+    p.add_argument(
+        "--kind", default="auto", choices=KINDS, help="what to draw (auto: 1d or every 2D kind)"
+    )
+    p.add_argument("--metric", nargs="*", help="only these datasets, e.g. train_loss test_loss")
+    p.add_argument("--vmin", type=float, help="lowest contour level / colour")
+    p.add_argument("--vmax", type=float, help="highest contour level / colour")
+    p.add_argument("--vlevel", type=float, help="spacing of contour levels")
+    p.add_argument(
+        "--log", action="store_true", help="log scale (1D loss axis, heat-map colours, VTK height)"
+    )
+    p.add_argument("--zmax", type=float, help="clip heights above this (3D, VTK)")
+    p.add_argument("--elev", type=float, default=30.0, help="3D view elevation (degrees)")
+    p.add_argument("--azim", type=float, default=-60.0, help="3D view azimuth (degrees)")
+    p.add_argument("--format", default="png", choices=FORMATS, help="figure format")
+    p.add_argument("--out", help="folder for the figures (default: next to the first file)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    opts = parser().parse_args(argv)
+    try:
+        for path in plot_files(opts.files, opts):
+            print(path)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return USER_ERROR_EXIT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

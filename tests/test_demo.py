@@ -35,4 +35,7 @@ def test_demo_trains_computes_a_surface_and_says_where(tmp_path):
         centre = f["train_acc"][1, 1]
         corner = f["train_acc"][0, 0]
     assert centre > 50 and centre > corner  # the trained net sits in a basin
-    assert len(list((tmp_path / "surface").glob("*_2dcontour.png"))) == 4
+    assert sorted(p.name for p in (tmp_path / "surface").glob("*.png")) == [
+        "surface_acc_2dcontour.png",
+        "surface_loss_2dcontour.png",
+    ]

@@ -1,0 +1,116 @@
+"""Plots and ParaView export: the drawn data equal the file's, orientation, legacy files."""
+
+import h5py
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from landscape_hpc import plot
+from landscape_hpc.vtk import read_vtp
+
+X = np.linspace(-1, 1, 7)
+Y = np.linspace(-0.5, 0.5, 4)
+
+
+def _ours(path, z_of, one_d=False, done_mask=None):
+    with h5py.File(path, "w") as f:
+        f["xcoordinates"] = X
+        if one_d:
+            z = z_of(X, 0.0)
+        else:
+            f["ycoordinates"] = Y
+            xx, yy = np.meshgrid(X, Y)
+            z = z_of(xx, yy)
+        done = np.ones(z.shape, np.uint8) if done_mask is None else done_mask.astype(np.uint8)
+        z = np.where(done == 1, z, np.nan)
+        f["train_loss"], f["test_loss"] = z, z + 0.5
+        f["train_acc"], f["test_acc"] = 100 - z, 90 - z
+        f["done"] = done
+    return path
+
+
+def test_heatmap_draws_exactly_the_file_values(tmp_path):
+    s = plot.read_surface(_ours(tmp_path / "s.h5", lambda x, y: 2 + x + 3 * y))
+    fig, ax = plt.subplots()
+    im = plot.heatmap(ax, s.x, s.y, s.metrics["train_loss"])
+    np.testing.assert_array_equal(np.asarray(im.get_array()).reshape(4, 7), s.metrics["train_loss"])
+    plt.close(fig)
+
+
+def test_a_tilt_along_x_draws_vertical_contours_on_a_non_square_grid(tmp_path):
+    s = plot.read_surface(_ours(tmp_path / "s.h5", lambda x, y: 3 + x + 0 * y))
+    fig, ax = plt.subplots()
+    cs = plot.contour(ax, s.x, s.y, s.metrics["train_loss"], vmin=2.5, vmax=3.5, vlevel=0.5)
+    for level, path in zip(cs.levels, cs.get_paths()):
+        if len(path.vertices):
+            np.testing.assert_allclose(path.vertices[:, 0], level - 3, atol=1e-9)  # x = z - 3
+            assert np.ptp(path.vertices[:, 1]) == pytest.approx(1.0)  # spans the whole y range
+    plt.close(fig)
+
+
+def test_vtk_round_trip(tmp_path):
+    path = _ours(tmp_path / "s.h5", lambda x, y: 1 + x**2 + y**2)
+    out = plot.plot_files([path], plot.parser().parse_args([str(path), "--kind", "vtp", "--log"]))
+    vtp = next(p for p in out if p.name == "s_train_loss_log.vtp")
+    points, data, quads = read_vtp(vtp)
+    xx, yy = np.meshgrid(X, Y)
+    z = 1 + xx**2 + yy**2
+    np.testing.assert_allclose(points[:, 0], xx.ravel())
+    np.testing.assert_allclose(points[:, 1], yy.ravel())
+    np.testing.assert_allclose(points[:, 2], np.log10(z).ravel())
+    np.testing.assert_allclose(data["train_loss"], z.ravel())
+    assert quads.shape == (6 * 3, 4)
+
+
+def test_partial_surface_plots_the_done_part_and_says_so(tmp_path, capsys):
+    mask = np.zeros((4, 7), bool)
+    mask[:2] = True
+    path = _ours(tmp_path / "s.h5", lambda x, y: 2 + x, done_mask=mask)
+    assert plot.main([str(path), "--kind", "contour", "--out", str(tmp_path / "f")]) == 0
+    assert "14 of 28 points done" in capsys.readouterr().out
+    assert (tmp_path / "f" / "s_loss_2dcontour.png").stat().st_size > 0
+
+
+def test_loss_landscape_layout_reads_with_sentinel_as_missing(tmp_path):
+    path = tmp_path / "ll.h5"
+    xx, yy = np.meshgrid(X, Y)
+    z = 1 + xx + 10 * yy
+    flat = z.ravel().copy()
+    flat[5] = -1  # not computed
+    with h5py.File(path, "w") as f:  # loss-landscape: (nx, ny) arrays filled in (y, x) order
+        f["xcoordinates"], f["ycoordinates"] = X, Y
+        f["train_loss"] = flat.reshape(len(X), len(Y))
+        f["train_acc"] = np.full((len(X), len(Y)), 50.0)
+    s = plot.read_surface(path)
+    assert s.legacy and np.isnan(s.metrics["train_loss"].ravel()[5])
+    np.testing.assert_allclose(
+        np.delete(s.metrics["train_loss"].ravel(), 5), np.delete(z.ravel(), 5)
+    )
+    out = plot.plot_files([path], plot.parser().parse_args([str(path), "--kind", "all"]))
+    assert {p.suffix for p in out} == {".png", ".vtp"}
+
+
+def test_one_dimensional_files_overlaid(tmp_path):
+    a = _ours(tmp_path / "a.h5", lambda x, y: 1 + x**2, one_d=True)
+    b = _ours(tmp_path / "b.h5", lambda x, y: 2 + x**2, one_d=True)
+    args = plot.parser().parse_args([str(a), str(b), "--log", "--out", str(tmp_path / "o")])
+    (png,) = plot.plot_files([a, b], args)
+    assert png.name == "overlay_1d_loss_acc.png" and png.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "words"),
+    [
+        (lambda p: p.write_text("hello"), [], "not an HDF5 file"),
+        (lambda p: h5py.File(p, "w").close(), [], "not a surface file"),
+        (None, [], "does not exist"),
+        (lambda p: _ours(p, lambda x, y: x), ["--metric", "val_loss"], "holds no val_loss"),
+        (lambda p: _ours(p, lambda x, y: x, done_mask=np.zeros((4, 7))), [], "nothing computed"),
+    ],
+)
+def test_bad_input_is_a_message(tmp_path, capsys, make, args, words):
+    path = tmp_path / "bad.h5"
+    if make:
+        make(path)
+    assert plot.main([str(path), *args]) == 2
+    assert words in capsys.readouterr().err
