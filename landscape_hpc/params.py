@@ -63,8 +63,8 @@ def norm(p: Mapping[str, Tensor]) -> Tensor:
 
 
 def flatten(p: Mapping[str, Tensor], keys: list[str]) -> Tensor:
-    """Concatenates the tensors of `keys` into one vector (float32)."""
-    return torch.cat([p[k].reshape(-1).float() for k in keys])
+    """Concatenates the tensors of `keys` into one vector (in their common dtype)."""
+    return torch.cat([p[k].reshape(-1) for k in keys])
 
 
 def unflatten(vec: Tensor, like: Mapping[str, Tensor], keys: list[str]) -> ParamDict:

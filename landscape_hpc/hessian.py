@@ -1,0 +1,107 @@
+"""Curvature of the loss at a point of weight space: Hessian-vector products, the extreme
+eigenvalues (Lanczos), and the trace (Hutchinson). As loss-landscape's `plot_hessian_eigen.py`
+and PyHessian do, without ever forming the Hessian.
+
+Everything works on a flat parameter vector θ (P,) and a function loss(θ) -> scalar built by
+`flat_loss`, so the maths is independent of the model's structure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from landscape_hpc import params
+
+LossFn = Callable[[Tensor], Tensor]
+
+
+def flat_loss(
+    model: nn.Module,
+    state: Mapping[str, Tensor],
+    keys: list[str],
+    inputs: Tensor,
+    labels: Tensor,
+    batch_size: int = 1024,
+) -> tuple[LossFn, Tensor]:
+    """loss(θ): the mean cross-entropy over (inputs, labels) of the model whose tensors `keys`
+    are θ (flattened) and whose other tensors are `state`; and θ at `state`."""
+    fixed = {k: v for k, v in state.items() if k not in keys}
+    like = {k: state[k] for k in keys}
+    n = inputs.shape[0]
+
+    def loss(theta: Tensor) -> Tensor:
+        weights = {**fixed, **params.unflatten(theta, like, keys)}
+        total = theta.new_zeros(())
+        for i in range(0, n, batch_size):
+            logits = functional_call(model, weights, (inputs[i : i + batch_size],))
+            total = total + nn.functional.cross_entropy(
+                logits, labels[i : i + batch_size], reduction="sum"
+            )
+        return total / n
+
+    return loss, params.flatten(state, keys).detach()
+
+
+def hvp(loss: LossFn, theta: Tensor, v: Tensor) -> Tensor:
+    """H(θ)·v by forward-over-reverse differentiation (one gradient and one JVP)."""
+    return torch.func.jvp(torch.func.grad(loss), (theta,), (v,))[1]
+
+
+def lanczos(
+    matvec: Callable[[Tensor], Tensor],
+    dim: int,
+    steps: int = 30,
+    seed: int = 0,
+    dtype=torch.float64,
+) -> Tensor:
+    """Eigenvalues of the (steps × steps) Lanczos tridiagonal matrix of a symmetric operator,
+    ascending: the first and last converge to its smallest and largest eigenvalues.
+
+    Full re-orthogonalisation keeps it stable at the small step counts used here.
+    """
+    steps = min(steps, dim)
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(dim, generator=g, dtype=dtype)
+    q /= q.norm()
+    basis = [q]
+    alphas, betas = [], []
+    for j in range(steps):
+        w = matvec(basis[j]).to(dtype)
+        alpha = torch.dot(w, basis[j])
+        alphas.append(alpha)
+        w = w - alpha * basis[j] - (betas[-1] * basis[j - 1] if j > 0 else 0)
+        for b in basis:  # full re-orthogonalisation
+            w = w - torch.dot(w, b) * b
+        beta = w.norm()
+        if j == steps - 1 or beta < 1e-10:
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    k = len(alphas)
+    t = torch.diag(torch.stack(alphas))
+    if k > 1:
+        off = torch.stack(betas[: k - 1])
+        t = t + torch.diag(off, 1) + torch.diag(off, -1)
+    return torch.linalg.eigvalsh(t)
+
+
+def extreme_eigenvalues(
+    loss: LossFn, theta: Tensor, steps: int = 30, seed: int = 0
+) -> tuple[float, float]:
+    """(smallest, largest) Hessian eigenvalue at θ by Lanczos on Hessian-vector products."""
+    eig = lanczos(lambda v: hvp(loss, theta, v.to(theta.dtype)), theta.numel(), steps, seed)
+    return float(eig[0]), float(eig[-1])
+
+
+def hutchinson_trace(loss: LossFn, theta: Tensor, samples: int = 100, seed: int = 0) -> float:
+    """tr H ≈ mean of vᵀ H v over Rademacher vectors v."""
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for _ in range(samples):
+        v = (torch.randint(0, 2, theta.shape, generator=g) * 2 - 1).to(theta.dtype)
+        total += float(torch.dot(v, hvp(loss, theta, v)))
+    return total / samples
