@@ -155,6 +155,67 @@ class TrainConfig:
     device: str = "auto"
 
 
+@dataclass
+class MaskConfig:
+    # builtin (shape drawn by code), image (a picture) or random; chosen with mask=<kind>
+    kind: str = "builtin"
+    # builtin: ring, cross, square, smiley, stripes
+    name: str = "ring"
+    # cells of the pattern: n for n×n, or [H, W]
+    size: Any = 20
+    # image: PNG or JPG file (grayscale, colour or with alpha; transparency counts as white)
+    path: Optional[str] = None
+    # image: brightness in [0, 1] below which a cell is low-loss, after area downsampling
+    threshold: float = 0.5
+    # image: light pixels are low-loss instead of dark ones
+    invert: bool = False
+    # random: probability that a cell is low-loss, in (0, 1)
+    fill_prob: float = 0.5
+    # random: seed of the pattern (with size and fill_prob the only thing it depends on)
+    seed: int = 0
+
+
+@dataclass
+class MPOConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    mask: MaskConfig = MISSING
+    # optimisation steps (each: one data batch, cells_per_step cells of each class)
+    steps: int = 2000
+    # training samples per step, shared by all sampled cells
+    batch_size: int = 512
+    # cells of each class (low-loss, high-loss) sampled per step
+    cells_per_step: int = 50
+    # high-loss cells count min(CE, ce_threshold) (eq. 3), in nats
+    ce_threshold: float = 2.5
+    # Adam learning rate
+    lr: float = 3e-4
+    # clip the gradient norm of the plane to this value; null = no clipping
+    grad_clip: Optional[float] = None
+    # initial plane scale s (learned)
+    scale_init: float = 0.1
+    # skip cells whose neighbours are all of their own class (appendix A)
+    skip_interior_cells: bool = True
+    # seed of the plane's initial vectors (origin, up, right use seed, seed+1, seed+2), batches
+    # and cell sampling
+    seed: int = 0
+    # memory for the stacked cell weights and activations of one training chunk, in MiB
+    memory_mb: float = 2048.0
+    # save the plane and optimiser every this many steps (0 = only at the end)
+    checkpoint_every: int = 100
+    # evaluation of the fitted plane over every cell; bn=recompute: running statistics
+    # recomputed per cell from the training split (consistent with training on batch statistics)
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(bn="recompute"))
+    # output folder: plane.pt, checkpoint.pt, surface.h5, metrics.json, PNGs
+    out_dir: str = "${hydra:runtime.output_dir}"
+    # start again instead of resuming a checkpoint / surface made with another config
+    overwrite: bool = False
+    # auto, cpu, cuda, ...
+    device: str = "auto"
+    # write the mask, loss and accuracy PNGs
+    plot: bool = True
+
+
 def register_configs() -> None:
     """Stores the schemas and one `model=<name>` / `dataset=<name>` option per registry entry."""
     from landscape_hpc.data import DATASET_NAMES
@@ -163,6 +224,10 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="surface_schema", node=SurfaceConfig)
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="mpo_schema", node=MPOConfig)
+    for kind in ("builtin", "image", "random"):
+        size = {"builtin": 20, "image": 50, "random": 30}[kind]
+        cs.store(group="mask", name=kind, node=MaskConfig(kind=kind, size=size))
     for name in MODEL_NAMES:
         cs.store(group="model", name=name, node=ModelConfig(name=name))
     for name in DATASET_NAMES:

@@ -1,0 +1,197 @@
+"""Multi-point optimisation (Skorokhodov & Burtsev 2019): fit a plane of K = H×W networks so that
+the loss over it draws a pattern, then evaluate every cell through the surface engine.
+
+    python -m landscape_hpc.mpo                                   # digits, mpo_cnn, builtin ring
+    python -m landscape_hpc.mpo mask=image mask.path=cat.png mask.size=[40,50] steps=5000
+    python -m landscape_hpc.mpo mask=random mask.size=30 mask.fill_prob=0.3 mask.seed=1
+    python -m landscape_hpc.mpo model=mpo_cnn_bn dataset=fashion_mnist dataset.root=~/data \\
+        batch_size=512 cells_per_step=50 lr=3e-4 steps=20000 device=cuda
+    python -m landscape_hpc.mpo -m model=mpo_cnn,mpo_cnn_bn mask=random \\
+        mask.fill_prob=0.1,0.5,0.9 seed=0,1,2 hydra/launcher=submitit_slurm
+
+Writes to the output folder (hydra.run.dir or out_dir=): checkpoint.pt (plane + Adam state,
+every checkpoint_every steps), plane.pt, surface.h5 (DESIGN.md layout over the pattern's grid,
+x = α along `right`, y = β along `up`), metrics.json and mask.png, loss.png, acc.png.
+Running the same command again resumes the fit and the surface; a finished run does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from landscape_hpc import store
+from landscape_hpc.config import MPOConfig
+from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes
+from landscape_hpc.devices import resolve_device
+from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.evaluate import BN_MODES, STRATEGIES, EvalOptions, _has_bn, evaluate_points
+from landscape_hpc.grid import Grid
+from landscape_hpc.models import build_model
+from landscape_hpc.mpo.fit import FitOptions, fit_plane, validate_fit_options
+from landscape_hpc.mpo.patterns import make_mask
+from landscape_hpc.mpo.plane import Plane, cell_coords, pattern_to_surface
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+#: cells per engine call when evaluating the fitted plane (one surface-file write each)
+EVAL_CHUNK_CELLS = 100
+
+
+def fit_options(cfg: MPOConfig) -> FitOptions:
+    return FitOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(FitOptions)})
+
+
+def validate(cfg: MPOConfig) -> FitOptions:
+    opts = fit_options(cfg)
+    validate_fit_options(opts)
+    check_choice("engine.bn", cfg.engine.bn, BN_MODES)
+    check_choice("engine.strategy", cfg.engine.strategy, STRATEGIES)
+    if cfg.engine.loss != "ce":
+        raise UserError(f"engine.loss={cfg.engine.loss!r}: MPO trains on cross-entropy; use ce")
+    if not cfg.scale_init > 0:
+        raise UserError(f"scale_init={cfg.scale_init} must be positive")
+    return opts
+
+
+def build_plane(cfg: MPOConfig, input_shape: tuple[int, ...], n_classes: int) -> Plane:
+    """origin from model (its checkpoint or init_seed), up and φ_right from fresh inits with
+    init_seed + 1 and + 2 (appendix A)."""
+    models = [build_model(cfg.model, input_shape, n_classes)]
+    for offset in (1, 2):
+        fresh = dataclasses.replace(
+            cfg.model, checkpoint=None, init_seed=cfg.model.init_seed + offset
+        )
+        models.append(build_model(fresh, input_shape, n_classes))
+    return Plane.init(tuple(models), cfg.scale_init)  # type: ignore[arg-type]
+
+
+def fingerprint(cfg: MPOConfig, mask: np.ndarray, counts: dict[str, Any]) -> dict[str, Any]:
+    """Everything that makes two runs the same fit (steps excluded: more steps resume)."""
+    return {
+        "model": cfg.model.name,
+        "model_kwargs": OmegaConf.to_container(OmegaConf.create(cfg.model.kwargs)),
+        "model_checkpoint": cfg.model.checkpoint,
+        "init_seed": cfg.model.init_seed,
+        **counts,
+        "dataset_seed": cfg.dataset.seed,
+        "mask_sha256": hashlib.sha256(
+            np.packbits(mask).tobytes() + str(mask.shape).encode()
+        ).hexdigest(),
+        **{k: v for k, v in dataclasses.asdict(fit_options(cfg)).items() if k != "steps"},
+        "scale_init": cfg.scale_init,
+    }
+
+
+def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
+    """Fits (or resumes) the plane, evaluates every cell, writes the outputs; returns metrics."""
+    start = time.perf_counter()
+    opts = validate(cfg)
+    mask = make_mask(cfg.mask)  # (H, W), True = low-loss; before loading data, to fail fast
+    out_dir = Path(cfg.out_dir)
+    store.check_writable(out_dir / "plane.pt")
+    device = resolve_device(cfg.device)
+    splits = load_dataset(cfg.dataset, device)
+    input_shape = tuple(splits["train"].inputs.shape[1:])
+    n_classes = num_classes(cfg.dataset, splits)
+    plane = build_plane(cfg, input_shape, n_classes).to(device)
+    model = build_model(cfg.model, input_shape, n_classes).to(device)
+    if _has_bn(model) and cfg.engine.bn != "recompute":
+        raise UserError(
+            f"engine.bn={cfg.engine.bn}: {cfg.model.name} has BatchNorm and the plane was trained "
+            "on batch statistics; evaluate with engine.bn=recompute"
+        )
+    counts = dataset_attrs(cfg.dataset, splits)
+    fp = fingerprint(cfg, mask, counts)
+    result = fit_plane(plane, model, mask, splits["train"], opts, out_dir, fp, cfg.overwrite)
+    plane = result.plane
+    resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    exported = {**plane.export(), "mask": torch.from_numpy(mask), "config": resolved}
+    torch.save(exported, out_dir / "plane.pt")
+
+    fp_surface = {**fp, "steps": result.steps}
+    values = evaluate_plane(
+        plane, model, mask, splits, cfg, out_dir / "surface.h5", fp_surface, resolved, counts
+    )
+    metrics = pattern_metrics(values, mask)
+    metrics.update(
+        steps=result.steps,
+        train_seconds=round(result.seconds, 2),
+        wall_seconds=round(time.perf_counter() - start, 2),
+        scale=float(exported["scale"]),
+    )
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("metrics: %s", json.dumps(metrics))
+    if cfg.plot:
+        from landscape_hpc.mpo.figures import plot_mpo
+
+        for png in plot_mpo(out_dir, mask, values):
+            log.info("plot: %s", png)
+    return metrics
+
+
+def evaluate_plane(
+    plane: Plane,
+    model: nn.Module,
+    mask: np.ndarray,
+    splits: dict[str, Split],
+    cfg: MPOConfig,
+    path: Path,
+    fp: dict[str, Any],
+    config_yaml: str,
+    counts: dict[str, Any],
+) -> dict[str, np.ndarray]:
+    """Loss and accuracy at every cell through the engine (`evaluate_points`), written to the
+    surface file in chunks (resumable); returns {train_loss, ...} in surface orientation (H, W)."""
+    x, y = cell_coords(mask.shape)
+    grid = Grid(x, y)
+    subspace = plane.to_subspace()
+    attrs = {"config": config_yaml, "kind": "mpo", "mask_sha256": fp["mask_sha256"], **counts}
+    fp = {**fp, "plane_sha256": store.directions_sha256([subspace.origin, *subspace.basis])}
+    # the surface is derived from this folder's plane: a stale one (the plane trained on) is
+    # recomputed, never mixed with the new plane's values
+    stale = path.exists() and store.read_fingerprint(path) != json.loads(json.dumps(fp))
+    surface = store.SurfaceFile.open(
+        path, grid, subspace.basis, list(SPLITS), fp, attrs, overwrite=cfg.overwrite or stale
+    )
+    try:
+        options = EvalOptions(**dataclasses.asdict(cfg.engine))
+        data = {s: (splits[s].inputs, splits[s].labels) for s in SPLITS}
+        pending = surface.pending()
+        for start in range(0, len(pending), EVAL_CHUNK_CELLS):
+            flat = pending[start : start + EVAL_CHUNK_CELLS]
+            coords = torch.from_numpy(grid.coords(flat))
+            m = evaluate_points(model, subspace, coords, data, options, splits["train"].inputs)
+            values = {f"{s}_{k}": getattr(m[s], k) for s in SPLITS for k in ("loss", "acc")}
+            surface.write(flat, values)
+        return {name: surface.f[name][()] for name in store.metric_names(list(SPLITS))}
+    finally:
+        surface.close()
+
+
+def pattern_metrics(values: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
+    """Means over low-loss and high-loss cells per split; acc in percent, gap = low − high."""
+    low = pattern_to_surface(mask)  # the mask in surface orientation
+    out: dict[str, Any] = {}
+    for split in SPLITS:
+        loss, acc = values[f"{split}_loss"], values[f"{split}_acc"]
+        row = {
+            "acc_low": float(acc[low].mean()),
+            "acc_high": float(acc[~low].mean()),
+            "loss_low": float(loss[low].mean()),
+            "loss_high": float(loss[~low].mean()),
+        }
+        row["acc_gap"] = row["acc_low"] - row["acc_high"]
+        out[split] = row
+    return out

@@ -1,0 +1,236 @@
+"""Fitting the MPO plane to a pattern: the training loop, checkpoints and resume.
+
+Each step draws a data batch and `cells_per_step` trainable cells of each class from a generator
+seeded by (seed, step), so a resumed run draws exactly what an uninterrupted one would have.
+The plane and the Adam state are saved to `checkpoint.pt` every `checkpoint_every` steps and at
+the end; `fit_plane` continues from that file when it exists and was made by the same job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from landscape_hpc.data import Split
+from landscape_hpc.errors import UserError
+from landscape_hpc.mpo.objective import (
+    StepStats,
+    cell_bytes,
+    cells_per_chunk,
+    objective_batched,
+    training_template,
+)
+from landscape_hpc.mpo.patterns import trainable_cells
+from landscape_hpc.mpo.plane import Plane, cell_alpha_beta
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+#: running averages in the progress bar: weight of the newest step
+_EMA = 0.1
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """The optimisation settings of MPOConfig (see there for each field's meaning)."""
+
+    steps: int = 2000
+    batch_size: int = 512
+    cells_per_step: int = 50
+    ce_threshold: float = 2.5
+    lr: float = 3e-4
+    grad_clip: Optional[float] = None
+    skip_interior_cells: bool = True
+    seed: int = 0
+    memory_mb: float = 2048.0
+    checkpoint_every: int = 100
+
+
+@dataclass
+class FitResult:
+    plane: Plane
+    steps: int  # steps done in total, resumed ones included
+    seconds: float  # training wall time in total, resumed runs included
+    last: Optional[StepStats]
+
+
+def validate_fit_options(opts: FitOptions) -> None:
+    """Raises a UserError naming the key for a value the fit cannot use."""
+    for key in ("steps", "cells_per_step", "batch_size"):
+        value = getattr(opts, key)
+        if value <= 0:
+            raise UserError(f"{key}={value} must be a positive integer")
+    if not opts.lr > 0:
+        raise UserError(f"lr={opts.lr} must be positive")
+    if not opts.ce_threshold > 0:
+        raise UserError(f"ce_threshold={opts.ce_threshold} must be positive (nats)")
+    if opts.grad_clip is not None and not opts.grad_clip > 0:
+        raise UserError(f"grad_clip={opts.grad_clip} must be positive, or null for no clipping")
+    if opts.checkpoint_every < 0:
+        raise UserError(f"checkpoint_every={opts.checkpoint_every} must be 0 (end only) or more")
+    if not opts.memory_mb > 0:
+        raise UserError(f"memory_mb={opts.memory_mb} must be positive (MiB)")
+
+
+def chunk_cells_for(model: nn.Module, sample: Tensor, opts: FitOptions) -> int:
+    """Cells per vmapped forward/backward under memory_mb; a UserError when one does not fit."""
+    chunk = cells_per_chunk(model, sample, opts.batch_size, opts.memory_mb)
+    if chunk < 1:
+        need = cell_bytes(model, sample, opts.batch_size) / 2**20
+        raise UserError(
+            f"memory_mb={opts.memory_mb:g} is too small: one cell at batch_size="
+            f"{opts.batch_size} needs about {need:.0f} MiB; raise memory_mb or lower batch_size"
+        )
+    return chunk
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random stream of one step: a function of (seed, step) only, so resume is exact."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+
+
+def sample_cells(cells: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """min(k, len(cells)) distinct rows of `cells` (N, 2) (row, col), drawn by `generator`."""
+    order = torch.randperm(cells.shape[0], generator=generator)[: min(k, cells.shape[0])]
+    return cells[order]
+
+
+def fit_plane(
+    plane: Plane,
+    model: nn.Module,
+    mask: np.ndarray,
+    train: Split,
+    opts: FitOptions,
+    out_dir: Optional[Path] = None,
+    fingerprint: Optional[dict[str, Any]] = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> FitResult:
+    """Trains `plane` on `mask` (H, W; True = low-loss) with eq. (3); resumes and writes
+    `out_dir/checkpoint.pt` when out_dir is given. The data are tensors on the plane's device."""
+    validate_fit_options(opts)
+    device = train.inputs.device
+    chunk = chunk_cells_for(model, train.inputs[0], opts)
+    template = training_template(model).to(device)
+    trained = trainable_cells(mask, opts.skip_interior_cells)
+    low = torch.from_numpy(np.argwhere(mask & trained))  # (N_low, 2) pattern (row, col)
+    high = torch.from_numpy(np.argwhere(~mask & trained))
+    shape = (int(mask.shape[0]), int(mask.shape[1]))
+
+    optimizer = torch.optim.Adam(plane.parameters(), lr=opts.lr)
+    start_step, seconds = 0, 0.0
+    path = None if out_dir is None else Path(out_dir) / CHECKPOINT_NAME
+    if path is not None and path.exists() and not overwrite:
+        plane, optimizer, start_step, seconds = _resume(path, fingerprint, opts, device)
+    if start_step >= opts.steps:
+        log.info(
+            "plane already trained for %d steps (steps=%d): nothing to do", start_step, opts.steps
+        )
+        return FitResult(plane, start_step, seconds, None)
+    if start_step:
+        log.info("resuming the fit from %s at step %d", path, start_step)
+
+    n = train.labels.shape[0]
+    bar = tqdm(range(start_step, opts.steps), desc="mpo", unit="step", disable=not progress)
+    running_loss, running_gap, stats = None, None, None
+    t0 = time.perf_counter()
+    for step in bar:
+        g = step_generator(opts.seed, step)
+        batch = torch.randperm(n, generator=g)[: min(opts.batch_size, n)].to(device)
+        low_coords = cell_alpha_beta(shape, *sample_cells(low, opts.cells_per_step, g).T)
+        high_coords = cell_alpha_beta(shape, *sample_cells(high, opts.cells_per_step, g).T)
+        optimizer.zero_grad(set_to_none=True)
+        stats = objective_batched(
+            plane,
+            template,
+            low_coords.to(device),
+            high_coords.to(device),
+            train.inputs[batch],
+            train.labels[batch],
+            opts.ce_threshold,
+            chunk,
+        )
+        if opts.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(plane.parameters(), opts.grad_clip)
+        optimizer.step()
+        gap = stats.acc_low - stats.acc_high
+        running_loss = stats.loss if running_loss is None else _ema(running_loss, stats.loss)
+        running_gap = gap if running_gap is None else _ema(running_gap, gap)
+        bar.set_postfix(
+            loss=f"{running_loss:.3f}",
+            gap=f"{running_gap:.1f}",
+            s=f"{float(plane.scale.detach()):.3f}",
+        )
+        done = step + 1
+        if path is not None and opts.checkpoint_every and done % opts.checkpoint_every == 0:
+            _save(path, plane, optimizer, done, seconds + time.perf_counter() - t0, fingerprint)
+    bar.close()
+    seconds += time.perf_counter() - t0
+    if path is not None:
+        _save(path, plane, optimizer, opts.steps, seconds, fingerprint)
+    return FitResult(plane, opts.steps, seconds, stats)
+
+
+def _ema(old: float, new: float) -> float:
+    return (1 - _EMA) * old + _EMA * new
+
+
+def _save(
+    path: Path,
+    plane: Plane,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    seconds: float,
+    fingerprint: Optional[dict[str, Any]],
+) -> None:
+    """Writes the checkpoint atomically: a killed run leaves the previous one intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "plane": plane.raw_state(),
+            "optimizer": optimizer.state_dict(),
+            "step": int(step),
+            "seconds": float(seconds),
+            "fingerprint": json.dumps(fingerprint or {}, sort_keys=True),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def _resume(
+    path: Path, fingerprint: Optional[dict[str, Any]], opts: FitOptions, device: torch.device
+) -> tuple[Plane, torch.optim.Optimizer, int, float]:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which and how to get past it
+        raise UserError(
+            f"cannot read the checkpoint {path} ({err}); delete it or set overwrite=true"
+        ) from None
+    stored = json.loads(ck["fingerprint"])
+    wanted = json.loads(json.dumps(fingerprint or {}, sort_keys=True))
+    if stored != wanted:
+        diff = [
+            f"{k}: checkpoint {stored.get(k)!r}, this run {wanted.get(k)!r}"
+            for k in sorted(set(stored) | set(wanted))
+            if stored.get(k) != wanted.get(k)
+        ]
+        raise UserError(
+            f"{path} was made by another MPO job ({'; '.join(diff)}); use another out_dir or "
+            "overwrite=true to start again"
+        )
+    plane = Plane.from_raw_state(ck["plane"], device)
+    optimizer = torch.optim.Adam(plane.parameters(), lr=opts.lr)
+    optimizer.load_state_dict(ck["optimizer"])
+    return plane, optimizer, int(ck["step"]), float(ck["seconds"])

@@ -1,0 +1,173 @@
+"""MPO patterns: which cells of the H×W plane should have low loss and which high loss.
+
+A pattern is a boolean array `low_loss` of shape (H, W), row 0 the top of the picture:
+True = low-loss cell, False = high-loss cell. Three sources:
+
+    mask=builtin mask.name=ring              # shapes drawn by code (default, tests)
+    mask=image mask.path=cat.png             # a picture: dark pixels are low-loss (mask.invert)
+    mask=random mask.size=30 mask.fill_prob=0.5 mask.seed=0
+
+`trainable_cells` drops cells whose neighbours all share their class (appendix A): the loss there
+follows from the border cells, and skipping them spends the step on the boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from landscape_hpc.errors import UserError, check_choice
+
+MASK_KINDS = ("builtin", "image", "random")
+
+
+def _square_size(key: str, size: Any) -> tuple[int, int]:
+    """mask.size as (H, W): an int n means n×n, a pair [H, W] is taken as it is."""
+    if isinstance(size, int | np.integer):
+        shape = (int(size), int(size))
+    else:
+        try:
+            shape = tuple(int(s) for s in size)
+        except (TypeError, ValueError):
+            shape = ()
+    if len(shape) != 2 or min(shape) < 2:
+        raise UserError(f"{key}={size!r} must be an int n ≥ 2 (n×n cells) or a pair [H, W] ≥ 2")
+    return shape  # type: ignore[return-value]
+
+
+def _disk_distance(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-cell (row, col, radius) in units of the half side, centred on the pattern."""
+    h, w = shape
+    r = (np.arange(h) - (h - 1) / 2) / (h / 2)
+    c = (np.arange(w) - (w - 1) / 2) / (w / 2)
+    rr, cc = np.meshgrid(r, c, indexing="ij")
+    return rr, cc, np.hypot(rr, cc)
+
+
+def _ring(shape: tuple[int, int]) -> np.ndarray:
+    _, _, radius = _disk_distance(shape)
+    return (radius > 0.45) & (radius < 0.8)
+
+
+def _cross(shape: tuple[int, int]) -> np.ndarray:
+    rr, cc, _ = _disk_distance(shape)
+    return ((np.abs(rr) < 0.25) | (np.abs(cc) < 0.25)) & (np.maximum(abs(rr), abs(cc)) < 0.8)
+
+
+def _square(shape: tuple[int, int]) -> np.ndarray:
+    rr, cc, _ = _disk_distance(shape)
+    return np.maximum(np.abs(rr), np.abs(cc)) < 0.5
+
+
+def _smiley(shape: tuple[int, int]) -> np.ndarray:
+    rr, cc, radius = _disk_distance(shape)
+    face = (radius > 0.7) & (radius < 0.95)
+    eyes = np.hypot(rr + 0.3, np.abs(cc) - 0.33) < 0.16
+    mouth = (np.hypot(rr - 0.05, cc) > 0.4) & (np.hypot(rr - 0.05, cc) < 0.58) & (rr > 0.15)
+    return face | eyes | mouth
+
+
+def _stripes(shape: tuple[int, int]) -> np.ndarray:
+    _, cc, _ = _disk_distance(shape)
+    return np.floor((cc + 1) * 2).astype(int) % 2 == 0
+
+
+BUILTINS: dict[str, Callable[[tuple[int, int]], np.ndarray]] = {
+    "ring": _ring,
+    "cross": _cross,
+    "square": _square,
+    "smiley": _smiley,
+    "stripes": _stripes,
+}
+
+
+def builtin_mask(name: str, size: Any = 20) -> np.ndarray:
+    """A shape drawn by code; True = low-loss cell."""
+    check_choice("mask.name", name, tuple(BUILTINS))
+    return BUILTINS[name](_square_size("mask.size", size))
+
+
+def random_mask(size: Any, fill_prob: float, seed: int) -> np.ndarray:
+    """Each cell low-loss with probability fill_prob; depends only on (size, fill_prob, seed)."""
+    if not 0.0 < float(fill_prob) < 1.0:
+        raise UserError(f"mask.fill_prob={fill_prob} must lie strictly between 0 and 1")
+    shape = _square_size("mask.size", size)
+    return np.random.default_rng(int(seed)).random(shape) < float(fill_prob)
+
+
+def image_mask(path: str | None, size: Any = 50, threshold: float = 0.5, invert: bool = False):
+    """A picture downsampled to `size` cells (area average) and thresholded: pixels darker than
+    `threshold` (0 = black, 1 = white, transparency composited onto white) are low-loss."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path:
+        raise UserError("mask=image needs mask.path=<PNG or JPG file>")
+    file = Path(path).expanduser()
+    try:
+        with Image.open(file) as img:
+            img.load()
+            rgba = img.convert("RGBA")
+    except FileNotFoundError:
+        raise UserError(f"mask.path={path}: no such file; give an existing PNG or JPG") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise UserError(
+            f"mask.path={path}: not a readable image ({err}); give a PNG or JPG file"
+        ) from None
+    h, w = _square_size("mask.size", size)
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    gray = Image.alpha_composite(white, rgba).convert("L").resize((w, h), Image.Resampling.BOX)
+    brightness = np.asarray(gray, dtype=np.float64) / 255.0  # (H, W), 0 = black
+    low_loss = brightness < float(threshold)
+    return ~low_loss if invert else low_loss
+
+
+def make_mask(cfg: Any) -> np.ndarray:
+    """The pattern a MaskConfig describes, checked to hold both classes."""
+    check_choice("mask.kind", cfg.kind, MASK_KINDS)
+    if cfg.kind == "builtin":
+        mask = builtin_mask(cfg.name, cfg.size)
+    elif cfg.kind == "random":
+        mask = random_mask(cfg.size, cfg.fill_prob, cfg.seed)
+    else:
+        mask = image_mask(cfg.path, cfg.size, cfg.threshold, cfg.invert)
+    check_both_classes(mask, describe_mask(cfg))
+    return mask
+
+
+def describe_mask(cfg: Any) -> str:
+    if cfg.kind == "image":
+        return f"mask=image mask.path={cfg.path}"
+    if cfg.kind == "random":
+        return f"mask=random mask.fill_prob={cfg.fill_prob} mask.seed={cfg.seed}"
+    return f"mask=builtin mask.name={cfg.name}"
+
+
+def check_both_classes(mask: np.ndarray, what: str) -> None:
+    n_low = int(mask.sum())
+    if n_low == 0:
+        raise UserError(
+            f"{what} has no low-loss cells; use a picture with dark areas, mask.invert, "
+            "a larger mask.fill_prob or another mask.seed"
+        )
+    if n_low == mask.size:
+        raise UserError(
+            f"{what} has no high-loss cells; use a picture with light areas, mask.invert, "
+            "a smaller mask.fill_prob or another mask.seed"
+        )
+
+
+def trainable_cells(mask: np.ndarray, skip_interior: bool = True) -> np.ndarray:
+    """Cells trained on, (H, W) bool: all of them, or (appendix A) only those with at least one
+    neighbour (8-neighbourhood, inside the pattern) of the other class."""
+    if not skip_interior:
+        return np.ones_like(mask, dtype=bool)
+    h, w = mask.shape
+    padded = np.pad(mask, 1, mode="edge")  # outside cells copy the edge: no false borders
+    border = np.zeros_like(mask, dtype=bool)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            border |= padded[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w] != mask
+    return border

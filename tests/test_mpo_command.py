@@ -1,0 +1,115 @@
+"""`python -m landscape_hpc.mpo` end to end: outputs, a fit that separates the cells, resume,
+and bad input (exit 2, `error:`, no traceback)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from PIL import Image
+
+from landscape_hpc.config import register_configs
+from landscape_hpc.mpo.command import run_mpo
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
+TINY = [
+    "model=mlp",
+    "+model.kwargs.hidden=[32]",
+    "dataset.max_samples=400",
+    "mask.name=square",
+    "mask.size=8",
+    "batch_size=64",
+    "cells_per_step=8",
+    "lr=3e-3",
+    "plot=true",
+]
+
+
+def make_cfg(out: Path, *overrides: str):
+    register_configs()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("mpo", overrides=[f"out_dir={out}", *overrides])
+    return OmegaConf.to_object(cfg)
+
+
+def test_tiny_fit_separates_low_and_high_cells_and_writes_every_output(tmp_path):
+    metrics = run_mpo(make_cfg(tmp_path, *TINY, "steps=120", "checkpoint_every=40"))
+    for split in ("train", "test"):
+        m = metrics[split]
+        assert m["acc_gap"] == pytest.approx(m["acc_low"] - m["acc_high"])
+        assert m["loss_low"] < m["loss_high"]
+    assert metrics["train"]["acc_gap"] > 30, metrics
+    assert metrics["steps"] == 120
+    assert json.loads((tmp_path / "metrics.json").read_text())["train"] == metrics["train"]
+    plane = torch.load(tmp_path / "plane.pt", weights_only=True)
+    assert set(plane) >= {"origin", "up", "right", "scale", "mask", "config"}
+    assert plane["mask"].shape == (8, 8) and "steps: 120" in plane["config"]
+    up, right = plane["up"], plane["right"]
+    cos = sum((up[k] * right[k]).sum() for k in up) / (
+        sum((v * v).sum() for v in up.values()).sqrt()
+        * sum((v * v).sum() for v in right.values()).sqrt()
+    )
+    assert abs(float(cos)) < 1e-5
+    with h5py.File(tmp_path / "surface.h5", "r") as f:
+        assert f["train_acc"].shape == (8, 8) and f["done"][()].all()
+        assert f["xcoordinates"][()].tolist() == (np.arange(8) - 3.5).tolist()
+        low = plane["mask"].numpy()[::-1]  # pattern row 0 (top) is the largest y
+        acc = f["test_acc"][()]
+        assert acc[low].mean() == pytest.approx(metrics["test"]["acc_low"])
+    for png in ("mask.png", "loss.png", "acc.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+
+    # the same command again: the fit and the surface are resumed, nothing is recomputed
+    before = (tmp_path / "surface.h5").stat().st_mtime_ns
+    again = run_mpo(make_cfg(tmp_path, *TINY, "steps=120", "checkpoint_every=40"))
+    assert again["test"] == metrics["test"]
+    assert (tmp_path / "surface.h5").stat().st_mtime_ns >= before
+
+
+def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [PYTHON, "-m", "landscape_hpc.mpo", f"hydra.run.dir={tmp_path}/run", *TINY, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _all_black(tmp_path: Path) -> str:
+    path = tmp_path / "black.png"
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["mask=image", "mask.path=/nonexistent/cat.png"], "mask.path"),
+        (["mask=image", "mask.path=BLACK"], "no high-loss cells"),
+        (["mask=random", "mask.fill_prob=1.5"], "mask.fill_prob"),
+        (["cells_per_step=0"], "cells_per_step"),
+        (["steps=-1"], "steps"),
+        (["memory_mb=0.001"], "memory_mb"),
+    ],
+)
+def test_bad_input_is_a_short_error(tmp_path, args, key):
+    args = [a.replace("BLACK", _all_black(tmp_path)) for a in args]
+    result = (
+        cli(tmp_path, "steps=2", *args)
+        if not any("steps" in a for a in args)
+        else cli(tmp_path, *args)
+    )
+    assert result.returncode == 2, result.stderr
+    assert "error:" in result.stderr and key in result.stderr
+    assert "Traceback" not in result.stderr
