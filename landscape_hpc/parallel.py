@@ -12,12 +12,19 @@ reached through `worker_state()`.
 
 On a world of size 1 mpi4py runs the tasks in a thread of the one process, so `python -m ...`
 and `mpirun -n 1 python -m ...` take the same path as `mpirun -n 8`.
+
+Failures: an exception in a task comes back to the master as a `TaskError` naming the rank, the
+host and the task; any exception that escapes an entry point on any rank of a multi-rank run
+ends every rank through MPI_Abort (`abort_on_error`), so none waits forever on a collective. A
+rank killed outright is mpirun's (or srun --kill-on-bad-exit's) to notice: it ends the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +34,8 @@ from typing import Any, Optional
 
 from mpi4py import MPI
 from mpi4py.futures import MPICommExecutor
+
+from landscape_hpc.errors import USER_ERROR_EXIT, UserError
 
 _STATE: dict[str, Any] = {}
 
@@ -48,13 +57,35 @@ def clear_worker_state(key: str) -> None:
     _STATE.pop(key, None)
 
 
-def local_rank(comm: MPI.Intracomm) -> tuple[int, int]:
-    """(rank among the ranks of this node, ranks on this node)."""
+@dataclass(frozen=True)
+class Placement:
+    """Where a rank sits on its node, and what of the node it may use."""
+
+    local_rank: int  # rank among the ranks of this node (picks its GPU: local_rank mod GPUs)
+    ranks_on_node: int
+    cpu_threads: int  # torch threads that do not fight the node's other ranks for cores
+
+
+def placement(comm: MPI.Intracomm) -> Placement:
+    """This rank's placement. Collective: every rank of comm calls it, at the same point.
+
+    cpu_threads: the cores this rank may run on, shared among the ranks of its node that may run
+    on any of them. Ranks bound to their own cores (`srun --cpus-per-task`, mpirun's binding for
+    2 ranks or fewer) each keep theirs; unbound ranks split the node (mpirun --oversubscribe).
+    """
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        return node.Get_rank(), node.Get_size()
+        mine = frozenset(_cores())
+        sharing = sum(1 for cores in node.allgather(mine) if cores & mine)
+        return Placement(node.Get_rank(), node.Get_size(), max(1, len(mine) // sharing))
     finally:
         node.Free()
+
+
+def _cores() -> set[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return os.sched_getaffinity(0)
+    return set(range(os.cpu_count() or 1))
 
 
 @dataclass
@@ -69,7 +100,12 @@ class TaskResult:
 
 
 class TaskError(RuntimeError):
-    """A task failed on a worker; the message names the rank, the host and the task."""
+    """A task failed on a worker. The message names the rank, the host, the task and the error;
+    `worker_traceback` holds where on the worker it was raised."""
+
+    def __init__(self, message: str, worker_traceback: str = ""):
+        super().__init__(message)
+        self.worker_traceback = worker_traceback
 
 
 def _run_task(fn: Callable[[Any], Any], task: Any, describe: str) -> TaskResult:
@@ -77,11 +113,11 @@ def _run_task(fn: Callable[[Any], Any], task: Any, describe: str) -> TaskResult:
     start = time.perf_counter()
     try:
         value = fn(task)
-    except Exception as err:  # reported to the master with its origin, re-raised there
-        tb = traceback.format_exc(limit=6)
+    except Exception as err:  # sent back to the master with its origin, raised there
         raise TaskError(
             f"rank {rank} on {socket.gethostname()} failed on {describe}: "
-            f"{type(err).__name__}: {err}\n{tb}"
+            f"{type(err).__name__}: {err}",
+            traceback.format_exc(limit=-8),
         ) from None
     return TaskResult(task, value, rank, socket.gethostname(), time.perf_counter() - start)
 
@@ -99,6 +135,10 @@ def run_tasks(
     2 per worker, so a slow rank never holds work the others could do). On worker ranks this
     serves tasks until the master is done and yields nothing. `fn` must be a module-level function
     (it is pickled by reference).
+
+    The first failed task raises `TaskError` on the master: tasks not started yet are cancelled,
+    the ones running finish, and every rank leaves the pool (so the caller's collective cleanup,
+    such as closing a parallel HDF5 file, still meets on all ranks).
     """
     with MPICommExecutor(comm, root=0) as executor:
         if executor is None:
@@ -108,30 +148,50 @@ def run_tasks(
         pending: set[Future] = set()
         it = iter(tasks)
         exhausted = False
-        while True:
-            while not exhausted and len(pending) < limit:
-                try:
-                    task = next(it)
-                except StopIteration:
-                    exhausted = True
-                    break
-                pending.add(executor.submit(_run_task, fn, task, describe(task)))
-            if not pending:
-                return
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()  # a TaskError propagates to the caller on the master
+        try:
+            while True:
+                while not exhausted and len(pending) < limit:
+                    try:
+                        task = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending.add(executor.submit(_run_task, fn, task, describe(task)))
+                if not pending:
+                    return
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    try:
+                        result = fut.result()
+                    except TaskError as err:
+                        # mpi4py chains a RemoteTraceback that repeats the message: drop it
+                        raise TaskError(str(err), err.worker_traceback) from None
+                    yield result
+        finally:
+            for fut in pending:  # after an error, or when the caller stops early
+                fut.cancel()
 
 
-def abort_on_error(comm: MPI.Intracomm, message: str, code: int = 1) -> None:
-    """Ends every rank of a multi-rank run (so none hangs on a collective); a no-op at size 1,
-    where the caller's exception ends the one process."""
-    if comm.Get_size() > 1:
-        print(message, flush=True)
+@contextlib.contextmanager
+def abort_on_error(comm: MPI.Intracomm) -> Iterator[None]:
+    """Wraps the body of a multi-rank entry point: an exception escaping it on any rank is
+    printed, naming the rank, and ends every rank through MPI_Abort, so no rank waits forever on
+    a collective the failed one will never join (mpirun and srun then exit non-zero). Exit status
+    2 for a UserError (message only), 1 otherwise (with the traceback; for a TaskError, the
+    worker's). On a world of one the exception propagates unchanged."""
+    try:
+        yield
+    except Exception as err:
+        if comm.Get_size() == 1:
+            raise
+        rank = comm.Get_rank()
+        where = "" if rank == 0 else f" on rank {rank} ({socket.gethostname()})"
+        if isinstance(err, UserError):
+            message, code = f"error{where}: {err}", USER_ERROR_EXIT
+        elif isinstance(err, TaskError):
+            message, code = f"error: {err}\n{err.worker_traceback}", 1
+        else:
+            message = f"error{where}: {type(err).__name__}: {err}\n{traceback.format_exc()}"
+            code = 1
+        print(message.rstrip(), file=sys.stderr, flush=True)
         comm.Abort(code)
-
-
-def threads_per_rank(comm: MPI.Intracomm) -> int:
-    """CPU threads each rank of this node may use, so ranks do not fight over cores."""
-    _, ranks_here = local_rank(comm)
-    return max(1, (os.cpu_count() or 1) // ranks_here)

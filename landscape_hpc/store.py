@@ -91,10 +91,12 @@ def read_fingerprint(path: Path) -> Optional[dict[str, Any]]:
 class SurfaceFile:
     """An open surface file. Create or resume with `SurfaceFile.open(...)`; close in `finally`."""
 
-    def __init__(self, f: h5py.File, grid: Grid, names: list[str]):
+    def __init__(self, f: h5py.File, grid: Grid, names: list[str], collective: bool = False):
         self.f = f
         self.grid = grid
         self.names = names
+        # opened with driver='mpio' by every rank (never ask f.driver: that call is collective)
+        self.collective = collective
 
     @classmethod
     def open(
@@ -127,7 +129,7 @@ class SurfaceFile:
         if comm is not None:
             exists = comm.bcast(exists, root=0)
         if exists:
-            return cls(_open(path, "r+", comm), grid, names)
+            return cls(_open(path, "r+", comm), grid, names, comm is not None)
         f = _open(path, "w", comm)
         try:
             _create_layout(f, grid, basis, names)
@@ -143,7 +145,7 @@ class SurfaceFile:
         except BaseException:
             f.close()
             raise
-        return cls(f, grid, names)
+        return cls(f, grid, names, comm is not None)
 
     def pending(self) -> np.ndarray:
         """Flat indices of the points not done yet, ascending."""
@@ -162,7 +164,7 @@ class SurfaceFile:
             for name in self.names:
                 self.f[name][sel] = values[name][lo : lo + (stop - start)]
             self.f["done"][sel] = 1
-        if self.f.driver != "mpio":
+        if not self.collective:
             # One writer (gather): hand this chunk to the OS now, so a killed run keeps it. Under
             # mpio raw writes go straight to the file, and a flush would be collective.
             self.f.flush()

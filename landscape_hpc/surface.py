@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -183,13 +184,14 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     comm = comm if comm is not None else parallel.world()
     rank, size = comm.Get_rank(), comm.Get_size()
     grid = _validate(cfg)
+    place = parallel.placement(comm)  # collective: every rank, here, whatever its device
     device = (
         torch.device("cpu")
-        if (rank == 0 and size > 1)
-        else resolve_device(cfg.device, parallel.local_rank(comm)[0])
+        if (rank == 0 and size > 1)  # the master only hands out work
+        else resolve_device(cfg.device, place.local_rank)
     )
     if device.type == "cpu":
-        torch.set_num_threads(parallel.threads_per_rank(comm))
+        torch.set_num_threads(place.cpu_threads)
 
     splits: dict[str, Split] = load_dataset(cfg.dataset, device)
     unknown = [s for s in cfg.splits if s not in splits]
@@ -253,7 +255,7 @@ def _run(
     comm: Any, job: SurfaceJob, surface: Optional[store.SurfaceFile], cfg: SurfaceConfig
 ) -> None:
     """The master hands out chunks of pending points and writes what comes back (gather); the
-    workers evaluate them. Ends with one log line per rank."""
+    workers evaluate them. Ends with one log line per rank, and the total."""
     rank, size = comm.Get_rank(), comm.Get_size()
     chunks: list[np.ndarray] = []
     n_pending = 0
@@ -272,6 +274,7 @@ def _run(
         chunks = chunk_indices(pending, chunk)
     bar = tqdm(total=n_pending, unit="pt", desc="surface", disable=rank != 0 or n_pending == 0)
     per_rank: dict[int, list[float]] = collections.defaultdict(lambda: [0, 0.0])
+    start = time.perf_counter()
     try:
         for result in parallel.run_tasks(comm, _surface_task, chunks, describe=_describe_chunk):
             if result.value is not None:
@@ -281,8 +284,16 @@ def _run(
             bar.update(len(result.task))
     finally:
         bar.close()
+    wall = time.perf_counter() - start
     for r, (n, secs) in sorted(per_rank.items()):
         log.info("rank %d: %d points in %.1f s (%.2f points/s)", r, n, secs, n / max(secs, 1e-9))
+    if per_rank:
+        log.info(
+            "all ranks: %d points in %.1f s (%.2f points/s)",
+            n_pending,
+            wall,
+            n_pending / max(wall, 1e-9),
+        )
 
 
 def _describe_chunk(flat: np.ndarray) -> str:
@@ -297,14 +308,15 @@ register_configs()
 def main(cfg) -> None:
     surface_cfg: SurfaceConfig = OmegaConf.to_object(cfg)
     comm = parallel.world()
-    path = compute_surface(surface_cfg, comm)
-    if comm.Get_rank() == 0:
-        log.info("surface file: %s", path)
-        if surface_cfg.plot:
-            from landscape_hpc.plot import plot_surface_file
+    with parallel.abort_on_error(comm):  # one failing rank ends them all, none hangs
+        path = compute_surface(surface_cfg, comm)
+        if comm.Get_rank() == 0:
+            log.info("surface file: %s", path)
+            if surface_cfg.plot:
+                from landscape_hpc.plot import plot_surface_file
 
-            for png in plot_surface_file(path):
-                log.info("plot: %s", png)
+                for png in plot_surface_file(path):
+                    log.info("plot: %s", png)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ write them."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -86,26 +88,6 @@ def _mpi_rank() -> int:
     return MPI.COMM_WORLD.Get_rank()
 
 
-class _SlowNet(nn.Module):
-    """tiny_net that takes `delay_s` longer per forward: a stand-in for a big model on a slow
-    device, so a test can act while a run is still in progress."""
-
-    def __init__(self, delay_s: float, width: int) -> None:
-        super().__init__()
-        self.net = tiny_net(width)
-        self.delay_s = delay_s
-
-    def forward(self, x: Tensor) -> Tensor:
-        import time
-
-        time.sleep(self.delay_s)
-        return self.net(x)
-
-
-def slow_net(delay_s: float = 0.1, width: int = 4) -> nn.Module:
-    return _SlowNet(delay_s, width)
-
-
 class _FailingNet(nn.Module):
     """tiny_net whose forward raises on MPI rank `fail_rank`, as a GPU out of memory would."""
 
@@ -131,15 +113,21 @@ def failing_net(fail_rank: int = 1, at: str = "forward", width: int = 4) -> nn.M
 class _DivergingNet(nn.Module):
     """tiny_net whose loss diverges far from its initial weights: where the first layer's weight
     norm exceeds `inf_factor` times its initial norm, class 0 gets logit -inf (loss +inf); beyond
-    `nan_factor` times, every logit is NaN (loss NaN). A real value everywhere else."""
+    `nan_factor` times, every logit is NaN (loss NaN). A real value everywhere else.
 
-    def __init__(self, inf_factor: float, nan_factor: float, width: int) -> None:
+    Each forward also sleeps `delay_s`: a stand-in for a big net on a slow device, so a test can
+    act while a run is still in progress."""
+
+    def __init__(self, inf_factor: float, nan_factor: float, width: int, delay_s: float) -> None:
         super().__init__()
         self.net = tiny_net(width)
         norm0 = float(self.net[0].weight.detach().norm())
         self.inf_norm, self.nan_norm = inf_factor * norm0, nan_factor * norm0
+        self.delay_s = delay_s
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         norm = self.net[0].weight.norm()
         logits = self.net(x)  # (B, 10)
         shift = torch.where(norm > self.inf_norm, float("-inf"), 0.0)
@@ -147,5 +135,7 @@ class _DivergingNet(nn.Module):
         return torch.where(norm > self.nan_norm, torch.full_like(logits, float("nan")), logits)
 
 
-def diverging_net(inf_factor: float = 1.3, nan_factor: float = 1.6, width: int = 4) -> nn.Module:
-    return _DivergingNet(inf_factor, nan_factor, width)
+def diverging_net(
+    inf_factor: float = 1.3, nan_factor: float = 1.6, width: int = 4, delay_s: float = 0.0
+) -> nn.Module:
+    return _DivergingNet(inf_factor, nan_factor, width, delay_s)

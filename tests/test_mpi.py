@@ -1,0 +1,294 @@
+"""MPI: the task pool in one process, then the surface command under the real mpirun: the same
+file at 1, 2 and 3 ranks, any chunk size, through parallel HDF5 (io=mpio) or the master
+(io=gather); a worker killed mid-run; a worker that raises; diverged points.
+
+    .venv/bin/python -m pytest tests/test_mpi.py        # about 3 minutes on 2 cores
+
+Every run is `mpirun -n N --oversubscribe python -m landscape_hpc.surface ...` under `timeout`,
+so a hang fails its test. Skipped where mpirun is missing; the io=mpio cases also where h5py was
+built without MPI. The nets are `model=custom` targets in tests/custom_objects.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from mpi_helpers import (
+    TIMED_OUT,
+    assert_same_surface,
+    check_ok,
+    h5py_has_mpi,
+    mpirun_available,
+    progress,
+    rank_pids,
+    read_surface,
+    run_surface,
+    surface_argv,
+    surface_env,
+)
+
+from landscape_hpc import parallel
+
+needs_mpirun = pytest.mark.skipif(
+    not mpirun_available(), reason="mpirun is not on PATH (apt-get install openmpi-bin)"
+)
+needs_mpio = pytest.mark.skipif(
+    not h5py_has_mpi(),
+    reason="h5py was built without MPI, so io=mpio is refused (see DESIGN.md: HDF5_MPI=ON)",
+)
+
+
+def _square_unless_three(x: int) -> int:
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x * x
+
+
+def test_world_of_one_runs_every_task_in_process() -> None:
+    results = list(parallel.run_tasks(parallel.world(), _square_unless_three, [1, 2, 4, 5]))
+    assert sorted(r.value for r in results) == [1, 4, 16, 25]
+    assert {r.rank for r in results} == {0}
+    assert sorted(r.task for r in results) == [1, 2, 4, 5]
+
+
+def test_failed_task_names_rank_task_and_error() -> None:
+    with pytest.raises(parallel.TaskError) as caught:
+        list(
+            parallel.run_tasks(
+                parallel.world(), _square_unless_three, [1, 3, 4], describe=lambda t: f"task {t}"
+            )
+        )
+    assert re.fullmatch(
+        r"rank 0 on \S+ failed on task 3: ValueError: three is not allowed", str(caught.value)
+    )
+    assert "_square_unless_three" in caught.value.worker_traceback
+
+
+def test_one_process_uses_the_cores_it_may_run_on() -> None:
+    place = parallel.placement(parallel.world())
+    assert (place.local_rank, place.ranks_on_node) == (0, 1)
+    assert place.cpu_threads == len(os.sched_getaffinity(0))
+
+
+# 64 points of a tiny net whose loss is finite near the origin, +inf further out and NaN at the
+# corners. vmap: the chunk size then changes how many points one batched forward holds.
+DIVERGING = [
+    "model=custom",
+    "model.target=custom_objects.diverging_net",
+    "grid.x=[-1,1,8]",
+    "grid.y=[-1,1,8]",
+    "dataset.max_samples=200",
+    "engine.strategy=vmap",
+]
+N_POINTS = 64
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+IO = "mpio" if h5py_has_mpi() else "gather"  # the reference run's driver
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """The surface of one rank (io=auto: parallel HDF5 where h5py has MPI)."""
+    run_dir = tmp_path_factory.mktemp("one_rank")
+    check_ok(run_surface(1, run_dir, DIVERGING))
+    datasets, attrs = read_surface(run_dir / "surface.h5")
+    assert attrs["io_driver"] == IO
+    return datasets
+
+
+@needs_mpirun
+def test_diverged_points_are_stored_as_is_and_done(reference: dict[str, np.ndarray]) -> None:
+    loss = reference["train_loss"]
+    assert np.isnan(loss).any() and np.isposinf(loss).any() and np.isfinite(loss).any()
+    assert reference["done"].all()  # so a resumed run never recomputes a diverged point
+    assert np.isnan(reference["test_loss"]).sum() == np.isnan(loss).sum()
+
+
+@needs_mpirun
+@needs_mpio
+def test_two_ranks_write_the_same_file(tmp_path: Path, reference: dict[str, np.ndarray]) -> None:
+    check_ok(run_surface(2, tmp_path, [*DIVERGING, "io=mpio", "chunk_points=5"]))
+    got, attrs = read_surface(tmp_path / "surface.h5")
+    assert attrs["io_driver"] == "mpio"
+    assert_same_surface(got, reference)
+    with h5py.File(tmp_path / "surface.h5", "r") as f:  # HDF5 forbids independent filtered writes
+        for name in (*METRICS, "done"):
+            assert f[name].id.get_create_plist().get_nfilters() == 0, name
+
+
+@needs_mpirun
+@needs_mpio
+def test_three_ranks_share_one_output_folder_and_rank_0_reports(
+    tmp_path: Path, reference: dict[str, np.ndarray]
+) -> None:
+    # No hydra.run.dir: rank 0 picks outputs/<date>/<time> and every rank must use it.
+    # --tag-output prefixes every line with [job,rank]<stream>, to see who printed it.
+    done = run_surface(
+        3,
+        None,
+        [*DIVERGING, "io=mpio", "chunk_points=3"],
+        cwd=tmp_path,
+        mpirun_options=("--tag-output",),
+    )
+    check_ok(done)
+    folders = [p.parent for p in (tmp_path / "outputs").glob("*/*/.hydra")]
+    assert len(folders) == 1, sorted(str(p) for p in (tmp_path / "outputs").rglob("*"))
+    out = folders[0]
+    assert sorted(p.name for p in out.iterdir()) == [".hydra", "surface.h5", "surface.log"]
+    got, attrs = read_surface(out / "surface.h5")
+    assert attrs["io_driver"] == "mpio"
+    assert_same_surface(got, reference)
+
+    speakers = set(re.findall(r"\[\d+,(\d+)\]<", done.stdout))
+    assert speakers == {"0"}, f"ranks other than 0 printed:\n{done.stdout}"
+    assert f"{N_POINTS}/{N_POINTS} [" in done.stdout  # rank 0's progress bar reached the end
+    log = (out / "surface.log").read_text()
+    per_rank = re.findall(r"rank (\d+): (\d+) points in [\d.]+ s \(([\d.]+) points/s\)", log)
+    assert sorted(r for r, _, _ in per_rank) == ["1", "2"], log  # once each: only rank 0 logs
+    assert sum(int(n) for _, n, _ in per_rank) == N_POINTS
+    assert all(float(rate) > 0 for _, _, rate in per_rank)
+
+
+# The same net sleeping 0.1 s per forward, 2 points per chunk: two forwards (train, test) per
+# chunk, so about 3 s of work for two workers, and a kill after the first chunks lands mid-run.
+SLOW = [*DIVERGING, "+model.kwargs.delay_s=0.1", "chunk_points=2"]
+KILL_AFTER = 8  # points rank 0 has seen done
+EXIT_WITHIN_S = 20  # after the kill; mpirun typically takes 1-2 s
+
+
+class _Output:
+    """Collects a process's output in a thread; `wait_for` returns once a condition holds."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.text = ""
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        while chunk := os.read(proc.stdout.fileno(), 4096):
+            with self._changed:
+                self.text += chunk.decode(errors="replace")
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, condition, timeout_s: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: condition(self.text) or not self._thread.is_alive(), timeout_s
+            ) and condition(self.text)
+
+    def finish(self) -> str:
+        self._thread.join(timeout=30)
+        return self.text
+
+
+@needs_mpirun
+@pytest.mark.parametrize("io", [pytest.param("mpio", marks=needs_mpio), "gather"])
+def test_killed_worker_ends_the_run_and_the_rerun_completes_it(
+    tmp_path: Path, io: str, reference: dict[str, np.ndarray]
+) -> None:
+    """Also the gather path end to end: its final file equals the (mpio) reference."""
+    overrides = [*SLOW, f"io={io}"]
+    argv = ["timeout", "-k", "10", "150", *surface_argv(3, tmp_path, overrides)]
+    proc = subprocess.Popen(
+        argv, env=surface_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        output = _Output(proc)
+        started = output.wait_for(lambda text: progress(text) >= KILL_AFTER, timeout_s=120)
+        assert started, f"no progress to {KILL_AFTER} points:\n{output.text}"
+        pids = rank_pids(str(tmp_path))
+        assert sorted(pids) == [0, 1, 2], pids
+        os.kill(pids[1], signal.SIGKILL)  # a worker; rank 0 is the master
+        killed_at = time.monotonic()
+        status = proc.wait(timeout=60)
+        exit_s = time.monotonic() - killed_at
+        text = output.finish()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert status not in (0, TIMED_OUT), f"exit status {status}:\n{text}"
+    assert exit_s < EXIT_WITHIN_S, f"mpirun took {exit_s:.1f} s to end after the kill"
+    assert rank_pids(str(tmp_path)) == {}, "ranks left running after mpirun ended"
+
+    partial, attrs = read_surface(tmp_path / "surface.h5")  # readable after the kill
+    assert attrs["io_driver"] == io
+    done = partial["done"].astype(bool)
+    assert KILL_AFTER <= done.sum() < N_POINTS, done.sum()
+    for name in METRICS:
+        assert np.isnan(partial[name][~done]).all(), name  # not computed yet
+
+    rerun = run_surface(3, tmp_path, overrides)
+    check_ok(rerun)
+    n_done = int(done.sum())
+    n_left = N_POINTS - n_done
+    assert (
+        f"{n_done} of {N_POINTS} points already done, {n_left} to compute"
+        in (tmp_path / "surface.log").read_text()
+    )
+    assert f"{n_left}/{n_left} [" in rerun.stdout  # only the pending points were computed
+    final, _ = read_surface(tmp_path / "surface.h5")
+    assert final["done"].all()
+    for name in METRICS:  # NaN and inf included: array_equal takes NaN as equal to NaN
+        np.testing.assert_array_equal(final[name][done], partial[name][done], err_msg=name)
+    assert_same_surface(final, reference)  # as if never interrupted
+
+
+@needs_mpirun
+def test_worker_exception_reaches_rank_0_with_rank_and_chunk(tmp_path: Path) -> None:
+    overrides = [
+        "model=custom",
+        "model.target=custom_objects.failing_net",
+        "+model.kwargs.fail_rank=2",
+        "grid.x=[-1,1,5]",
+        "grid.y=[-1,1,4]",
+        "chunk_points=2",
+        "dataset.max_samples=200",
+    ]
+    done = run_surface(3, tmp_path, overrides)
+    assert done.returncode == 1, done.stdout
+    message = re.search(
+        r"^error: rank 2 on \S+ failed on chunk of 2 points \(flat indices (\d+)\.\.(\d+)\): "
+        r"RuntimeError: out of memory \(simulated on rank 2\)$",
+        done.stdout,
+        re.MULTILINE,
+    )
+    assert message, done.stdout
+    assert int(message[2]) - int(message[1]) == 1
+    assert "custom_objects.py" in done.stdout  # the worker's traceback comes along
+    assert rank_pids(str(tmp_path)) == {}
+    partial, _ = read_surface(tmp_path / "surface.h5")
+    assert not partial["done"].all()
+
+
+@needs_mpirun
+def test_error_on_one_rank_before_the_work_ends_every_rank(tmp_path: Path) -> None:
+    # Rank 1 fails while building the net (a checkpoint bad only on its node) and never joins
+    # the collectives rank 0 waits in: without MPI_Abort the run would hang.
+    overrides = [
+        "model=custom",
+        "model.target=custom_objects.failing_net",
+        "+model.kwargs.fail_rank=1",
+        "+model.kwargs.at=build",
+        "grid.x=[-1,1,3]",
+        "grid.y=null",
+        "dataset.max_samples=200",
+    ]
+    done = run_surface(2, tmp_path, overrides)
+    assert done.returncode == 1, done.stdout
+    assert re.search(
+        r"^error on rank 1 \(\S+\): RuntimeError: corrupt checkpoint \(simulated on rank 1\)$",
+        done.stdout,
+        re.MULTILINE,
+    ), done.stdout
+    assert rank_pids(str(tmp_path)) == {}
