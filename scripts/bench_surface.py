@@ -3,8 +3,9 @@
 Measures in one run, on this machine, for three workloads (mlp on the digits, mpo_cnn on 1×28×28,
 resnet20 on 3×32×32), each on a 2D grid of points of a random filter-normalised plane:
 
-    matmul peak     GFLOP/s of a 2048×2048 @ 2048×2048 fp32 matmul (best of a few)
-    engine          points/s of `evaluate_points` with strategy auto, vmap and sequential
+    matmul peak     GFLOP/s of a 2048×2048 @ 2048×2048 fp32 matmul (the best of the run)
+    engine          points/s of `evaluate_points` with strategy auto, vmap and sequential (default
+                    options), and auto at a smaller batch size (a what-if, marked as such)
     loss-landscape  points/s of tomgoldstein/loss-landscape's way (`evaluation.py:eval_loss`):
                     per point, load_state_dict(origin + x·dx + y·dy), then a DataLoader over the
                     split (batch 128) with `.item()` per batch
@@ -14,13 +15,19 @@ resnet20 on 3×32×32), each on a 2D grid of points of a random filter-normalise
     FLOPs/sample    torch.utils.flop_counter, hence each method's GFLOP/s and % of the matmul peak
 
 and checks that the engine's losses equal the loss-landscape way's (max relative difference).
-Every rate is the best of its repetitions (other processes only ever slow a run down).
 Goals of the issue are printed as PASS/MISS; nothing is asserted (DESIGN.md, "Performance is
 measured, not asserted").
 
-    python scripts/bench_surface.py                     # full run, under 3 minutes on 2 cores
-    python scripts/bench_surface.py --quick             # a few seconds: tiny grids and splits
+Shared machines: the methods are measured in interleaved rounds and every figure is the fastest
+of its repetitions (other processes only ever slow a run down); before each measurement the
+script waits, within a total budget (--quiet-wait), for other processes to go quiet, and it
+prints the share of the CPUs they used during each figure's run ("others") and this process's
+minor page faults per sample ("faults/sample"; see docs/benchmarks.md for why they matter).
+
+    python scripts/bench_surface.py                     # full run: ~3 minutes on a quiet 2-core box
+    python scripts/bench_surface.py --quick             # seconds: tiny grids and splits
     python scripts/bench_surface.py --json bench.json   # also save every figure
+    python scripts/bench_surface.py --mallopt           # glibc malloc tuned first (a what-if)
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import ctypes
+import dataclasses
 import json
 import math
 import os
@@ -35,7 +43,6 @@ import platform
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -61,7 +68,7 @@ PEAK_FRACTION_GOAL = 0.60  # effective FLOP rate / matmul peak on the compute-bo
 AGREEMENT_GOAL = 1e-5  # max relative difference of the losses
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Workload:
     """One model on one data shape, evaluated on an nx × ny grid over [-1, 1]²."""
 
@@ -75,7 +82,7 @@ class Workload:
     what_if_batch: int | None = None  # also time engine auto at this batch size (not the default)
 
 
-#: full run: about 2.5 minutes on an idle 2-core machine
+#: full run: about 2.5 minutes on a quiet 2-core machine, plus any waiting for quiet
 FULL = (
     Workload("mlp", (1, 8, 8), 1797, (11, 11), (64, 128, 256, 512, 1024, 2048), "speedup", 1.0),
     Workload("mpo_cnn", (1, 28, 28), 1024, (2, 2), (64, 128, 256, 512, 1024), "peak", 1.0, 64),
@@ -91,7 +98,7 @@ QUICK_ROUNDS = 1
 
 
 # --------------------------------------------------------------------------------------- timing
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Timing:
     """One timed run: its wall time, and the share of the machine's CPUs that other processes
     used meanwhile (0 on an otherwise idle machine; 0.5 = one of two cores busy elsewhere)."""
@@ -237,8 +244,9 @@ def make_subspace(model: nn.Module) -> Subspace:
 
 def grid_coords(nx: int, ny: int) -> Tensor:
     """(nx·ny, 2) points of the grid over [-1, 1]², x fastest."""
-    xs, ys = torch.linspace(-1, 1, nx, dtype=torch.float64), torch.linspace(-1, 1, ny)
-    yy, xx = torch.meshgrid(ys.double(), xs, indexing="ij")
+    xs = torch.linspace(-1, 1, nx, dtype=torch.float64)
+    ys = torch.linspace(-1, 1, ny, dtype=torch.float64)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
 
 
@@ -259,7 +267,7 @@ def engine(
     coords, inputs, labels -> losses."""
     options = EvalOptions(strategy=strategy)
     if batch_size is not None:
-        options = EvalOptions(batch_size=batch_size, strategy=strategy)
+        options = dataclasses.replace(options, batch_size=batch_size)
 
     def run(coords: Tensor, inputs: Tensor, labels: Tensor) -> np.ndarray:
         metrics = evaluate_points(model, subspace, coords, {"train": (inputs, labels)}, options)
@@ -393,13 +401,13 @@ def bench_workload(
         for name, t in timings.items()
     }
     best_config = ceiling.best()
-    best_timing_ = ceiling.timings[best_config]
+    ceiling_timing = ceiling.timings[best_config]
     rows["eager ceiling"] = _rates(
         ceiling.samples_per_s(best_config) / samples,
         samples,
         flops,
-        best_timing_.others,
-        best_timing_.faults / ceiling.configs[best_config][1].shape[0],
+        ceiling_timing.others,
+        ceiling_timing.faults / ceiling.configs[best_config][1].shape[0],
     )
     reference = losses["loss-landscape way"]
     max_rel = max(
