@@ -100,14 +100,11 @@ def points_per_pass(
     """How many points fit the memory budget: stacked moving weights + activations of a batch."""
     moving = {k for d in subspace.basis for k in d}
     weight_bytes = sum(subspace.origin[k].numel() for k in moving) * _FLOAT_BYTES
-    act_bytes = activation_bytes_per_sample(model, sample.to(next(_tensors(subspace)).device))
+    device = next(iter(subspace.origin.values())).device
+    act_bytes = activation_bytes_per_sample(model, sample.to(device))
     # x2: the forward keeps a layer's input and output alive at once, plus the loss temporaries
     per_point = weight_bytes + 2 * act_bytes * batch_size
     return max(1, int(memory_mb * 2**20 // max(per_point, 1)))
-
-
-def _tensors(subspace: Subspace):
-    return iter(subspace.origin.values())
 
 
 class _Stacked:
