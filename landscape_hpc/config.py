@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 @dataclass
@@ -63,7 +63,7 @@ class DirectionsConfig:
     kind: str = "random"
     # seed of the random directions (x uses it, y the next stream)
     seed: int = 0
-    # normalisation of random directions: filter, layer, weight, none
+    # normalisation of random directions: filter, layer, weight, none (pca: unit vectors, unused)
     norm: str = "filter"
     # biasbn: zero direction on 1-D tensors (biases, BN affine and statistics); none: keep them
     ignore: str = "biasbn"
@@ -75,8 +75,12 @@ class DirectionsConfig:
     model2: Optional[str] = None
     # kind=models: checkpoint giving y = model3 - model (2D plane through three nets)
     model3: Optional[str] = None
-    # kind=pca: folder or glob of training checkpoints
+    # kind=pca: folder or glob of training checkpoints (a train run's folder: its checkpoints/);
+    # the origin is model.checkpoint, or the last checkpoint of the trajectory when not given
     trajectory: Optional[str] = None
+    # kind=pca: how checkpoints are placed in the plane: cos (scalar projection on each
+    # direction, as loss-landscape) or lstsq (least squares in the plane)
+    projection: str = "cos"
     # reuse the directions of a direction or surface file (ours or loss-landscape's layout)
     load: Optional[str] = None
 
@@ -176,6 +180,24 @@ class MaskConfig:
 
 
 @dataclass
+class SweepConfig:
+    # the nets compared (registry names); every net sees the same masks
+    models: list[str] = field(default_factory=lambda: ["mpo_cnn", "mpo_cnn_bn"])
+    # fill probabilities of the random masks, each in (0, 1)
+    fill_probs: list[float] = field(
+        default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    )
+    # seeds: of the mask (mask.seed), the plane's initial vectors and the batches (seed)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    # python -m landscape_hpc.sweep: the shared sweep file (HDF5, one group per job)
+    file: str = "${out_dir}/sweep.h5"
+    # sweep file writes: auto (mpio when h5py has MPI, else gather), mpio, gather
+    io: str = "auto"
+    # run failed (diverged) jobs again on a re-run instead of keeping their failure
+    retry_failed: bool = False
+
+
+@dataclass
 class MPOConfig:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -214,13 +236,19 @@ class MPOConfig:
     device: str = "auto"
     # write the mask, loss and accuracy PNGs
     plot: bool = True
+    # the job grid of python -m landscape_hpc.sweep and of the multirun preset
+    # +experiment=bn_sweep (a single run ignores it)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def register_configs() -> None:
     """Stores the schemas and one `model=<name>` / `dataset=<name>` option per registry entry."""
     from landscape_hpc.data import DATASET_NAMES
-    from landscape_hpc.models import MODEL_NAMES
+    from landscape_hpc.models import MODEL_KWARGS, MODEL_NAMES
 
+    # ${csv:${sweep.models}} -> "mpo_cnn,mpo_cnn_bn": a list key as a Hydra sweep over its values
+    if not OmegaConf.has_resolver("csv"):
+        OmegaConf.register_new_resolver("csv", lambda values: ",".join(str(v) for v in values))
     cs = ConfigStore.instance()
     cs.store(name="surface_schema", node=SurfaceConfig)
     cs.store(name="train_schema", node=TrainConfig)
@@ -229,6 +257,7 @@ def register_configs() -> None:
         size = {"builtin": 20, "image": 50, "random": 30}[kind]
         cs.store(group="mask", name=kind, node=MaskConfig(kind=kind, size=size))
     for name in MODEL_NAMES:
-        cs.store(group="model", name=name, node=ModelConfig(name=name))
+        kwargs = dict(MODEL_KWARGS.get(name, {}))
+        cs.store(group="model", name=name, node=ModelConfig(name=name, kwargs=kwargs))
     for name in DATASET_NAMES:
         cs.store(group="dataset", name=name, node=DatasetConfig(name=name))

@@ -21,7 +21,10 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +42,9 @@ from landscape_hpc.evaluate import BN_MODES, STRATEGIES, EvalOptions, _has_bn, e
 from landscape_hpc.grid import Grid
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.fit import FitOptions, fit_plane, validate_fit_options
-from landscape_hpc.mpo.patterns import make_mask
+from landscape_hpc.mpo.patterns import describe_mask, make_mask
 from landscape_hpc.mpo.plane import Plane, cell_coords, pattern_to_surface
+from landscape_hpc.subspace import Subspace
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +98,25 @@ def fingerprint(cfg: MPOConfig, mask: np.ndarray, counts: dict[str, Any]) -> dic
     }
 
 
-def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
-    """Fits (or resumes) the plane, evaluates every cell, writes the outputs; returns metrics."""
-    start = time.perf_counter()
+@dataclass
+class Job:
+    """One MPO fit set up on the data: the pattern, the plane to train, the model template, and
+    the fingerprint that says which checkpoints and surface files belong to it."""
+
+    cfg: MPOConfig
+    opts: FitOptions
+    mask: np.ndarray  # (H, W), True = low-loss
+    plane: Plane
+    model: nn.Module
+    counts: dict[str, Any]
+    fingerprint: dict[str, Any]
+
+
+def setup_job(cfg: MPOConfig, splits: dict[str, Split]) -> Job:
+    """Checks the config, draws the mask and builds the plane and model on the data's device."""
     opts = validate(cfg)
-    mask = make_mask(cfg.mask)  # (H, W), True = low-loss; before loading data, to fail fast
-    out_dir = Path(cfg.out_dir)
-    store.check_writable(out_dir / "plane.pt")
-    device = resolve_device(cfg.device)
-    splits = load_dataset(cfg.dataset, device)
+    mask = make_mask(cfg.mask)
+    device = splits["train"].inputs.device
     input_shape = tuple(splits["train"].inputs.shape[1:])
     n_classes = num_classes(cfg.dataset, splits)
     plane = build_plane(cfg, input_shape, n_classes).to(device)
@@ -113,8 +127,36 @@ def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
             "on batch statistics; evaluate with engine.bn=recompute"
         )
     counts = dataset_attrs(cfg.dataset, splits)
-    fp = fingerprint(cfg, mask, counts)
-    result = fit_plane(plane, model, mask, splits["train"], opts, out_dir, fp, cfg.overwrite)
+    return Job(cfg, opts, mask, plane, model, counts, fingerprint(cfg, mask, counts))
+
+
+def job_identity(cfg: MPOConfig, model: nn.Module) -> dict[str, Any]:
+    """What names a run in a sweep table: the net, whether it has BN, the pattern and the seed."""
+    return {
+        "model": cfg.model.name,
+        "bn": _has_bn(model),
+        "mask": describe_mask(cfg.mask),
+        "fill_prob": cfg.mask.fill_prob if cfg.mask.kind == "random" else None,
+        "seed": cfg.seed,
+        "host": socket.gethostname(),
+        # the process's rank when a launcher started several (srun, mpirun), else 0
+        "rank": int(os.environ.get("SLURM_PROCID", os.environ.get("OMPI_COMM_WORLD_RANK", 0))),
+    }
+
+
+def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
+    """Fits (or resumes) the plane, evaluates every cell, writes the outputs; returns metrics."""
+    start = time.perf_counter()
+    validate(cfg)
+    make_mask(cfg.mask)  # before loading data, to fail fast on a bad pattern
+    out_dir = Path(cfg.out_dir)
+    store.check_writable(out_dir / "plane.pt")
+    splits = load_dataset(cfg.dataset, resolve_device(cfg.device))
+    job = setup_job(cfg, splits)
+    mask, fp = job.mask, job.fingerprint
+    result = fit_plane(
+        job.plane, job.model, mask, splits["train"], job.opts, out_dir, fp, cfg.overwrite
+    )
     plane = result.plane
     resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     exported = {**plane.export(), "mask": torch.from_numpy(mask), "config": resolved}
@@ -122,7 +164,15 @@ def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
 
     fp_surface = {**fp, "steps": result.steps}
     values = evaluate_plane(
-        plane, model, mask, splits, cfg, out_dir / "surface.h5", fp_surface, resolved, counts
+        plane,
+        job.model,
+        mask,
+        splits,
+        cfg,
+        out_dir / "surface.h5",
+        fp_surface,
+        resolved,
+        job.counts,
     )
     metrics = pattern_metrics(values, mask)
     metrics.update(
@@ -130,6 +180,7 @@ def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
         train_seconds=round(result.seconds, 2),
         wall_seconds=round(time.perf_counter() - start, 2),
         scale=float(exported["scale"]),
+        job=job_identity(cfg, job.model),
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("metrics: %s", json.dumps(metrics))
@@ -139,6 +190,23 @@ def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
         for png in plot_mpo(out_dir, mask, values):
             log.info("plot: %s", png)
     return metrics
+
+
+def evaluate_cells(
+    subspace: Subspace,
+    grid: Grid,
+    model: nn.Module,
+    splits: dict[str, Split],
+    cfg: MPOConfig,
+    flat: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Loss and accuracy of the plane's cells `flat` (flat indices of the surface grid, row = y)
+    through the engine: {train_loss: (len(flat),), ...}."""
+    options = EvalOptions(**dataclasses.asdict(cfg.engine))
+    data = {s: (splits[s].inputs, splits[s].labels) for s in SPLITS}
+    coords = torch.from_numpy(grid.coords(flat))
+    m = evaluate_points(model, subspace, coords, data, options, splits["train"].inputs)
+    return {f"{s}_{k}": getattr(m[s], k) for s in SPLITS for k in ("loss", "acc")}
 
 
 def evaluate_plane(
@@ -152,10 +220,9 @@ def evaluate_plane(
     config_yaml: str,
     counts: dict[str, Any],
 ) -> dict[str, np.ndarray]:
-    """Loss and accuracy at every cell through the engine (`evaluate_points`), written to the
-    surface file in chunks (resumable); returns {train_loss, ...} in surface orientation (H, W)."""
-    x, y = cell_coords(mask.shape)
-    grid = Grid(x, y)
+    """Every cell through the engine, written to the surface file in chunks (resumable); returns
+    {train_loss, ...} in surface orientation (H, W)."""
+    grid = Grid(*cell_coords(mask.shape))
     subspace = plane.to_subspace()
     attrs = {"config": config_yaml, "kind": "mpo", "mask_sha256": fp["mask_sha256"], **counts}
     fp = {**fp, "plane_sha256": store.directions_sha256([subspace.origin, *subspace.basis])}
@@ -166,18 +233,23 @@ def evaluate_plane(
         path, grid, subspace.basis, list(SPLITS), fp, attrs, overwrite=cfg.overwrite or stale
     )
     try:
-        options = EvalOptions(**dataclasses.asdict(cfg.engine))
-        data = {s: (splits[s].inputs, splits[s].labels) for s in SPLITS}
         pending = surface.pending()
         for start in range(0, len(pending), EVAL_CHUNK_CELLS):
             flat = pending[start : start + EVAL_CHUNK_CELLS]
-            coords = torch.from_numpy(grid.coords(flat))
-            m = evaluate_points(model, subspace, coords, data, options, splits["train"].inputs)
-            values = {f"{s}_{k}": getattr(m[s], k) for s in SPLITS for k in ("loss", "acc")}
-            surface.write(flat, values)
+            surface.write(flat, evaluate_cells(subspace, grid, model, splits, cfg, flat))
         return {name: surface.f[name][()] for name in store.metric_names(list(SPLITS))}
     finally:
         surface.close()
+
+
+def plane_values(
+    plane: Plane, model: nn.Module, mask: np.ndarray, splits: dict[str, Split], cfg: MPOConfig
+) -> dict[str, np.ndarray]:
+    """Every cell through the engine, in memory: {train_loss, ...} (H, W), surface orientation."""
+    grid, subspace = Grid(*cell_coords(mask.shape)), plane.to_subspace()
+    chunks = np.array_split(np.arange(grid.size), -(-grid.size // EVAL_CHUNK_CELLS))
+    parts = [evaluate_cells(subspace, grid, model, splits, cfg, flat) for flat in chunks]
+    return {k: np.concatenate([p[k] for p in parts]).reshape(mask.shape) for k in parts[0]}
 
 
 def pattern_metrics(values: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:

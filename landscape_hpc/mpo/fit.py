@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -54,6 +55,10 @@ class FitOptions:
     seed: int = 0
     memory_mb: float = 2048.0
     checkpoint_every: int = 100
+
+
+class Diverged(UserError):
+    """The objective became NaN or infinite: the fit cannot go on (lr too high, no clipping)."""
 
 
 @dataclass
@@ -160,6 +165,12 @@ def fit_plane(
             opts.ce_threshold,
             chunk,
         )
+        if not math.isfinite(stats.loss):
+            bar.close()
+            raise Diverged(
+                f"the fit diverged at step {step + 1}: objective {stats.loss}; lower lr "
+                f"(now {opts.lr:g}) or set grad_clip"
+            )
         if opts.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(plane.parameters(), opts.grad_clip)
         optimizer.step()

@@ -1,0 +1,269 @@
+"""The sweep file (HDF5): one group per job, shared by every rank of an MPI sweep.
+
+    jobs/<model>/fill_<p>/seed_<s>/                 one job (SweepJob.key)
+        xcoordinates (W,), ycoordinates (H,)        the pattern's plane axes (α, β)
+        train_loss, train_acc, test_loss, test_acc  (H, W) float64, NaN = not computed
+        done                                        (H, W) uint8
+        mask                                        (H, W) uint8, 1 = low-loss cell
+        status                                      uint8: 0 pending, 1 done, 2 failed
+        reason, host                                fixed-length strings
+        rank, steps, bn                             integers
+        seconds, train_seconds, scale               float64
+        metrics                                     (2, 5) float64: rows train, test;
+                                                    columns METRIC_COLUMNS
+        attrs: model, fill_prob, seed, fingerprint (JSON of what makes two runs the same job)
+    attrs: version, config (resolved YAML), io_driver, created
+
+Each job group follows the surface-file layout (DESIGN.md), so `python -m landscape_hpc.plot`
+conventions and h5py readers apply to it. Under MPI every rank opens the file with
+driver='mpio' and creates every group and dataset collectively before work starts (HDF5 metadata
+changes are collective); a worker then writes its own job's values without any metadata change,
+`status` last, so a killed sweep leaves every finished job readable and the others pending.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import h5py
+import numpy as np
+
+from landscape_hpc import __version__, store
+from landscape_hpc.errors import UserError
+from landscape_hpc.mpo.plane import cell_coords, pattern_to_surface
+from landscape_hpc.sweep.jobs import SweepJob
+
+PENDING, DONE, FAILED = 0, 1, 2
+STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+METRIC_SPLITS = ("train", "test")
+METRIC_COLUMNS = ("acc_low", "acc_high", "acc_gap", "loss_low", "loss_high")
+VALUE_NAMES = store.metric_names(list(METRIC_SPLITS))
+_TEXT = {"reason": 512, "host": 64}
+_SCALARS = {
+    "rank": "i4",
+    "steps": "i8",
+    "bn": "u1",
+    "seconds": "f8",
+    "train_seconds": "f8",
+    "scale": "f8",
+}
+
+
+@dataclass
+class Outcome:
+    """What a job produced: its values over the plane (surface orientation) and metrics, or why
+    it failed; where and how long it ran."""
+
+    status: int
+    reason: str = ""
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    steps: int = 0
+    bn: bool = False
+    scale: float = float("nan")
+    seconds: float = 0.0
+    train_seconds: float = 0.0
+    host: str = ""
+    rank: int = 0
+
+    def without_values(self) -> Outcome:
+        """The small part, for a message to the master once the worker wrote the values."""
+        return Outcome(**{**self.__dict__, "values": {}})
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job with what its group is created from: its mask and fingerprint."""
+
+    job: SweepJob
+    mask: np.ndarray  # (H, W) pattern orientation, True = low-loss
+    fingerprint: dict[str, Any]
+
+
+class SweepFile:
+    """An open sweep file. `SweepFile.open(...)` creates or resumes; close in `finally`."""
+
+    def __init__(self, f: h5py.File, collective: bool):
+        self.f = f
+        self.collective = collective  # mpio: never flush outside collective calls
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        specs: list[JobSpec],
+        attrs: Mapping[str, Any],
+        overwrite: bool = False,
+        comm: Any = None,
+    ) -> SweepFile:
+        """Opens `path` for these jobs: keeps the jobs already in it when their fingerprints
+        match, refuses the file when one does not (unless overwrite), adds the missing job
+        groups. Collective when comm is given (then every rank must pass the same specs)."""
+        path = Path(path)
+        rank = 0 if comm is None else comm.rank
+        decision: tuple[Optional[str], bool] = (None, False)
+        if rank == 0:
+            try:
+                decision = (
+                    _check_existing(path, specs, overwrite),
+                    path.exists() and not overwrite,
+                )
+            except UserError as err:  # raised on every rank below, so none waits on a bcast
+                decision = (str(err), False)
+        if comm is not None:
+            decision = comm.bcast(decision, root=0)
+        problem, exists = decision
+        if problem is not None:
+            raise UserError(problem)
+        f = _open(path, "r+" if exists else "w", comm)
+        try:
+            if not exists:
+                f.attrs["version"] = __version__
+                f.attrs["created"] = datetime.datetime.now().isoformat(timespec="seconds")
+                f.attrs["io_driver"] = "mpio" if comm is not None else "gather"
+                for key, value in attrs.items():
+                    f.attrs[key] = "" if value is None else value
+            for spec in specs:
+                if f"jobs/{spec.job.key}" not in f:
+                    _create_job(f, spec)
+            # layout on disk before work starts (collective under mpio)
+            f.flush()
+        except BaseException:
+            f.close()
+            raise
+        return cls(f, comm is not None)
+
+    def status(self, job: SweepJob) -> int:
+        return int(self.f[f"jobs/{job.key}/status"][()])
+
+    def steps(self, job: SweepJob) -> int:
+        return int(self.f[f"jobs/{job.key}/steps"][()])
+
+    def write(self, job: SweepJob, outcome: Outcome) -> None:
+        """Writes a job's outcome into its group (raw data only: independent under mpio),
+        `status` last so a half-written job still reads as pending."""
+        g = self.f[f"jobs/{job.key}"]
+        for name, value in outcome.values.items():
+            g[name][...] = value
+        if outcome.values:
+            g["done"][...] = 1
+        metrics = np.full((len(METRIC_SPLITS), len(METRIC_COLUMNS)), np.nan)
+        for i, split in enumerate(METRIC_SPLITS):
+            for j, col in enumerate(METRIC_COLUMNS):
+                metrics[i, j] = outcome.metrics.get(split, {}).get(col, np.nan)
+        g["metrics"][...] = metrics
+        for name in _SCALARS:
+            g[name][()] = getattr(outcome, name)
+        for name, size in _TEXT.items():
+            g[name][()] = getattr(outcome, name).encode()[:size]
+        g["status"][()] = outcome.status
+        if not self.collective:
+            self.f.flush()  # one writer: hand the job to the OS now, so a killed run keeps it
+
+    def close(self) -> None:
+        if self.f.id.valid:
+            self.f.close()
+
+
+def _open(path: Path, mode: str, comm: Any) -> h5py.File:
+    if comm is not None:
+        return h5py.File(path, mode, driver="mpio", comm=comm)
+    return h5py.File(path, mode)
+
+
+def _check_existing(path: Path, specs: list[JobSpec], overwrite: bool) -> Optional[str]:
+    """None when `path` may be used; else the refusal message."""
+    store.check_writable(path)
+    if not path.exists() or overwrite:
+        return None
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        return f"{path} exists and is not an HDF5 file; move it away or pass overwrite=true"
+    with f:
+        if "jobs" not in f:
+            return (
+                f"{path} exists but is not a landscape_hpc sweep file; choose another "
+                "sweep.file= (or out_dir=) or pass overwrite=true"
+            )
+        for spec in specs:
+            key = f"jobs/{spec.job.key}"
+            if key not in f:
+                continue
+            stored = json.loads(f[key].attrs["fingerprint"])
+            wanted = json.loads(json.dumps(spec.fingerprint))
+            diff = [
+                f"{k}: file has {stored.get(k)!r}, this run {wanted.get(k)!r}"
+                for k in sorted(set(stored) | set(wanted))
+                if stored.get(k) != wanted.get(k)
+            ]
+            if diff:
+                return (
+                    f"{path} holds job {spec.job.key} made with other settings, so the sweep is "
+                    "not resumed:\n  " + "\n  ".join(diff) + "\nchoose another sweep.file= "
+                    "(or out_dir=) or pass overwrite=true to start the sweep again"
+                )
+    return None
+
+
+def _create_job(f: h5py.File, spec: JobSpec) -> None:
+    g = f.create_group(f"jobs/{spec.job.key}")
+    g.attrs["model"] = spec.job.model
+    g.attrs["fill_prob"] = spec.job.fill_prob
+    g.attrs["seed"] = spec.job.seed
+    g.attrs["fingerprint"] = json.dumps(spec.fingerprint, sort_keys=True)
+    x, y = cell_coords(spec.mask.shape)
+    g.create_dataset("xcoordinates", data=x)
+    g.create_dataset("ycoordinates", data=y)
+    shape = spec.mask.shape
+    for name in VALUE_NAMES:
+        g.create_dataset(name, shape=shape, dtype="f8", fillvalue=np.nan)
+    g.create_dataset("done", shape=shape, dtype="u1", fillvalue=0)
+    g.create_dataset("mask", data=pattern_to_surface(spec.mask).astype(np.uint8))
+    g.create_dataset("status", shape=(), dtype="u1", fillvalue=PENDING)
+    g.create_dataset(
+        "metrics", shape=(len(METRIC_SPLITS), len(METRIC_COLUMNS)), dtype="f8", fillvalue=np.nan
+    )
+    g["metrics"].attrs["rows"] = list(METRIC_SPLITS)
+    g["metrics"].attrs["columns"] = list(METRIC_COLUMNS)
+    for name, dtype in _SCALARS.items():
+        g.create_dataset(name, shape=(), dtype=dtype, fillvalue=0)
+    for name, size in _TEXT.items():
+        g.create_dataset(name, shape=(), dtype=f"S{size}")
+
+
+def read_jobs(path: str | Path) -> list[dict[str, Any]]:
+    """Every job of a sweep file as a row: model, bn, fill_prob, seed, status, reason, metrics
+    (train_acc_low, ..., test_loss_high), steps, seconds, host, rank; in file order."""
+    rows = []
+    with h5py.File(path, "r") as f:
+        groups: list[h5py.Group] = []
+        f["jobs"].visititems(
+            lambda _name, obj: (
+                groups.append(obj) if isinstance(obj, h5py.Group) and "status" in obj else None
+            )
+        )
+        for g in groups:
+            metrics = g["metrics"][()]
+            row: dict[str, Any] = {
+                "model": str(g.attrs["model"]),
+                "bn": bool(g["bn"][()]),
+                "fill_prob": float(g.attrs["fill_prob"]),
+                "seed": int(g.attrs["seed"]),
+                "status": STATUS_NAMES[int(g["status"][()])],
+            }
+            for i, split in enumerate(METRIC_SPLITS):
+                for j, col in enumerate(METRIC_COLUMNS):
+                    row[f"{split}_{col}"] = float(metrics[i, j])
+            row["steps"] = int(g["steps"][()])
+            row["seconds"] = float(g["seconds"][()])
+            row["host"] = g["host"][()].decode()
+            row["rank"] = int(g["rank"][()])
+            row["reason"] = g["reason"][()].decode()
+            rows.append(row)
+    return rows

@@ -1,0 +1,217 @@
+"""`python -m landscape_hpc.sweep`: every job of the grid through the MPI pool, into one sweep file.
+
+Every rank loads the data once and holds it for all its jobs. Rank 0 hands out the jobs not done
+yet (a killed or time-limited sweep resumes where it stopped: finished jobs are skipped, a job cut
+short resumes its fit from its checkpoint in <out_dir>/jobs/<job>/); a worker fits the plane,
+evaluates every cell through the engine and writes the job's group of the sweep file itself
+(parallel HDF5), or sends it to rank 0 to write when h5py has no MPI. A job whose fit diverges is
+recorded as failed with its reason, and the others go on. At the end rank 0 writes summary.csv and
+bn_sweep.png next to the sweep file and prints the table per (model, fill_prob).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from landscape_hpc import parallel, store
+from landscape_hpc.config import MPOConfig
+from landscape_hpc.data import load_dataset
+from landscape_hpc.devices import resolve_device
+from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.evaluate import _has_bn
+from landscape_hpc.mpo.command import (
+    pattern_metrics,
+    plane_values,
+    setup_job,
+    validate,
+)
+from landscape_hpc.mpo.fit import Diverged, fit_plane
+from landscape_hpc.mpo.patterns import make_mask
+from landscape_hpc.sweep import report
+from landscape_hpc.sweep.file import DONE, FAILED, PENDING, JobSpec, Outcome, SweepFile
+from landscape_hpc.sweep.jobs import SweepJob, expand, job_config
+
+log = logging.getLogger(__name__)
+
+IO_MODES = ("auto", "mpio", "gather")
+_STATE = "sweep"
+
+
+def check_jobs(cfg: MPOConfig) -> list[SweepJob]:
+    """The grid, with every job's config and mask checked: a UserError before any job starts."""
+    jobs = expand(cfg.sweep)
+    for job in jobs:
+        job_cfg = job_config(cfg, job)
+        validate(job_cfg)
+        make_mask(job_cfg.mask)  # e.g. a small mask at a low fill_prob with no low-loss cell
+    return jobs
+
+
+def _io_mode(cfg: MPOConfig, comm: Any) -> bool:
+    """True: workers write the file (mpio); False: rank 0 writes what they send (gather)."""
+    check_choice("sweep.io", cfg.sweep.io, IO_MODES)
+    if cfg.sweep.io == "mpio" and not store.mpi_available():
+        raise UserError("sweep.io=mpio needs h5py built with MPI (scripts/setup.sh); use gather")
+    return cfg.sweep.io != "gather" and store.mpi_available() and comm.Get_size() > 1
+
+
+def run_sweep(cfg: MPOConfig, comm: Any) -> Optional[Path]:
+    """Runs the pending jobs of the sweep; returns the sweep file's path on rank 0."""
+    rank = comm.Get_rank()
+    jobs = check_jobs(cfg)
+    mpio = _io_mode(cfg, comm)
+    path = Path(cfg.sweep.file)
+    out_dir = Path(cfg.out_dir)
+    place = parallel.placement(comm)
+    torch.set_num_threads(place.cpu_threads)
+    device = resolve_device(cfg.device, place.local_rank)
+    splits = load_dataset(cfg.dataset, device)
+    specs = []
+    for job in jobs:  # the same on every rank: deterministic in the config and the data
+        prepared = setup_job(job_config(cfg, job), splits)
+        specs.append(JobSpec(job, prepared.mask, prepared.fingerprint))
+    attrs = {"config": OmegaConf.to_yaml(OmegaConf.structured(cfg))}
+    if mpio:
+        sweep = SweepFile.open(path, specs, attrs, cfg.overwrite, comm=comm)
+    else:
+        sweep = _open_on_master(comm, path, specs, attrs, cfg.overwrite)
+    parallel.set_worker_state(_STATE, (cfg, splits, out_dir, sweep if mpio else None))
+    try:
+        todo = _pending(sweep, jobs, cfg) if rank == 0 else []
+        _run(comm, jobs, todo, sweep, mpio)
+    finally:
+        parallel.clear_worker_state(_STATE)
+        if sweep is not None:
+            sweep.close()  # collective under mpio
+    if rank != 0:
+        return None
+    rows = report.rows_from_sweep_file(path)
+    report.write_outputs(rows, path.parent)
+    return path
+
+
+def _open_on_master(
+    comm: Any, path: Path, specs: list[JobSpec], attrs: dict[str, Any], overwrite: bool
+) -> Optional[SweepFile]:
+    sweep, problem = None, None
+    if comm.Get_rank() == 0:
+        try:
+            sweep = SweepFile.open(path, specs, attrs, overwrite)
+        except UserError as err:
+            problem = str(err)
+    problem = comm.bcast(problem, root=0)
+    if problem is not None:
+        raise UserError(problem)
+    return sweep
+
+
+def _pending(sweep: SweepFile, jobs: list[SweepJob], cfg: MPOConfig) -> list[int]:
+    """Indices of the jobs to run: not done (or done with fewer steps), failed when retrying."""
+    todo = []
+    for i, job in enumerate(jobs):
+        status = sweep.status(job)
+        if (
+            status == PENDING
+            or (status == DONE and sweep.steps(job) != cfg.steps)
+            or (status == FAILED and cfg.sweep.retry_failed)
+        ):
+            todo.append(i)
+    skipped = len(jobs) - len(todo)
+    if skipped:
+        log.info("resuming the sweep: %d of %d jobs already finished or failed", skipped, len(jobs))
+    return todo
+
+
+def _run(
+    comm: Any, jobs: list[SweepJob], todo: list[int], sweep: Optional[SweepFile], mpio: bool
+) -> None:
+    bar = tqdm(total=len(todo), unit="job", desc="sweep", disable=comm.Get_rank() != 0)
+    per_rank: dict[int, list[float]] = collections.defaultdict(lambda: [0, 0.0])
+    failed = []
+    start = time.perf_counter()
+    try:
+        tasks = [(i, jobs[i]) for i in todo]
+        for result in parallel.run_tasks(comm, _job_task, tasks, describe=_describe):
+            _, job = result.task
+            outcome: Outcome = result.value
+            if not mpio:
+                sweep.write(job, outcome)
+            if outcome.status == FAILED:
+                failed.append(job.key)
+                log.warning("job %s failed: %s", job.key, outcome.reason)
+            per_rank[result.rank][0] += 1
+            per_rank[result.rank][1] += result.seconds
+            bar.update(1)
+            bar.set_postfix(last=job.key, failed=len(failed))
+    finally:
+        bar.close()
+    for r, (n, secs) in sorted(per_rank.items()):
+        log.info("rank %d: %d jobs in %.1f s (%.1f s/job)", r, n, secs, secs / max(n, 1))
+    if per_rank:
+        log.info(
+            "all ranks: %d jobs in %.1f s, %d failed",
+            len(todo),
+            time.perf_counter() - start,
+            len(failed),
+        )
+
+
+def _describe(task: tuple[int, SweepJob]) -> str:
+    return f"job {task[1].key}"
+
+
+def _job_task(task: tuple[int, SweepJob]) -> Outcome:
+    """On a worker: fit one plane, evaluate its cells, write (mpio) or return the outcome."""
+    _, job = task
+    cfg, splits, out_dir, sweep = parallel.worker_state(_STATE)
+    outcome = run_job(job_config(cfg, job), splits, out_dir / "jobs" / job.key)
+    if sweep is None:
+        return outcome
+    sweep.write(job, outcome)
+    return outcome.without_values()
+
+
+def run_job(cfg: MPOConfig, splits: dict, job_dir: Path) -> Outcome:
+    """One fit (resumed from job_dir/checkpoint.pt when there is one), every cell evaluated;
+    a diverged fit is an Outcome with status FAILED and the reason."""
+    start = time.perf_counter()
+    job = setup_job(cfg, splits)
+    where = {"host": socket.gethostname(), "rank": parallel.world().Get_rank()}
+    bn = _has_bn(job.model)
+    try:
+        result = fit_plane(
+            job.plane,
+            job.model,
+            job.mask,
+            splits["train"],
+            job.opts,
+            job_dir,
+            job.fingerprint,
+            cfg.overwrite,
+            progress=False,
+        )
+    except Diverged as err:
+        return Outcome(FAILED, reason=str(err), bn=bn, seconds=time.perf_counter() - start, **where)
+    exported = result.plane.export()
+    torch.save(exported, job_dir / "plane.pt")
+    values = plane_values(result.plane, job.model, job.mask, splits, cfg)
+    return Outcome(
+        DONE,
+        values=values,
+        metrics=pattern_metrics(values, job.mask),
+        steps=result.steps,
+        bn=bn,
+        scale=exported["scale"],
+        seconds=time.perf_counter() - start,
+        train_seconds=result.seconds,
+        **where,
+    )
