@@ -6,14 +6,19 @@ M = [θ_0 − θ_n; …; θ_{n-1} − θ_n] over the chosen tensors. Its top two
 checkpoint is then projected onto them to draw the optimisation path over the surface.
 
 Memory: M (n × P float32) is the only large object. The components come from the n × n Gram
-matrix M Mᵀ, so no P × P covariance and no second n × P factor is ever formed.
+matrix of the centred rows, accumulated over blocks of columns in float64, so no P × P
+covariance and no second n × P array is ever formed. The maths runs on one CPU thread, so the
+directions come out bit for bit the same whatever the number of threads or ranks (a resumed
+surface file is recognised by the digest of its directions).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +31,11 @@ from landscape_hpc.errors import UserError
 from landscape_hpc.params import ParamDict
 
 PROJECTIONS = ("cos", "lstsq")
+MIN_CHECKPOINTS = 3
+#: entries of M per float64 block (128 MiB) in the Gram matrix and the projections
+_BLOCK_ENTRIES = 1 << 24
+#: at most this many keys of each kind in an architecture-mismatch message
+_MAX_LISTED = 10
 
 
 @dataclass
@@ -40,6 +50,37 @@ class Trajectory:
     def lr_drops(self) -> list[int]:
         """Indices of checkpoints whose learning rate is lower than the previous one's."""
         return [i for i in range(1, len(self.lrs)) if self.lrs[i] < self.lrs[i - 1]]
+
+
+@dataclass
+class ProjectedTrajectory:
+    """A trajectory drawn in the plane of the surface: what the surface file stores about it."""
+
+    coords: np.ndarray  # (n, d) float64: checkpoint i at origin + Σ_k coords[i, k] · basis_k
+    epochs: np.ndarray  # (n,) int64
+    lrs: np.ndarray  # (n,) float64, NaN where unknown
+    explained_variance_ratio: np.ndarray  # (d,) float64, of the directions used
+
+    def datasets(self) -> dict[str, np.ndarray]:
+        """The arrays under `trajectory/` in the surface file: x, y (2D only), epoch, lr."""
+        out = {"x": self.coords[:, 0]}
+        if self.coords.shape[1] > 1:
+            out["y"] = self.coords[:, 1]
+        return {**out, "epoch": self.epochs, "lr": self.lrs}
+
+    def first(self, ndim: int) -> ProjectedTrajectory:
+        """The same trajectory in the first `ndim` directions only (PC1 for a 1D surface)."""
+        return ProjectedTrajectory(
+            self.coords[:, :ndim], self.epochs, self.lrs, self.explained_variance_ratio[:ndim]
+        )
+
+    def sha256(self) -> str:
+        """A digest of every stored number: a resumed file must hold the same trajectory."""
+        h = hashlib.sha256()
+        for name, values in (*self.datasets().items(), ("ratio", self.explained_variance_ratio)):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(values).tobytes())
+        return h.hexdigest()
 
 
 def _natural_key(path: Path) -> list:
@@ -69,13 +110,45 @@ def load_trajectory(spec: str, trust: bool = False) -> Trajectory:
     paths = find_checkpoints(spec)
     states, epochs, lrs = [], [], []
     for i, p in enumerate(paths):
-        raw = torch.load(p, map_location="cpu", weights_only=not trust)
-        meta = raw if isinstance(raw, dict) else {}
-        states.append(load_state_dict_file(str(p), trust))
-        epochs.append(int(meta.get("epoch", i)))
+        try:
+            states.append(load_state_dict_file(str(p), trust))
+        except UserError as err:
+            raise UserError(f"directions.trajectory={spec}: {err}") from None
+        meta = _metadata(p, trust)
+        epoch = meta.get("epoch")
+        epochs.append(int(epoch) if isinstance(epoch, (int, float)) else i)
         lr = meta.get("lr")
         lrs.append(float(lr) if isinstance(lr, (int, float)) else float("nan"))
     return Trajectory(paths, states, epochs, lrs)
+
+
+def _metadata(path: Path, trust: bool) -> dict:
+    """The checkpoint's dict (epoch, lr, ...); tensors memory-mapped, not read, where possible."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=not trust, mmap=True)
+    except RuntimeError:  # the legacy (non-zip) format cannot be mapped
+        raw = torch.load(path, map_location="cpu", weights_only=not trust)
+    return raw if isinstance(raw, dict) else {}
+
+
+def check_architecture(trajectory: Trajectory, like: Mapping[str, Tensor]) -> None:
+    """Every checkpoint must hold the tensors of `like` (the model's state) with their shapes."""
+    for path, state in zip(trajectory.paths, trajectory.states):
+        missing = [k for k in like if k not in state and not k.endswith("num_batches_tracked")]
+        unexpected = [k for k in state if k not in like]
+        mismatched = [
+            f"{k}: {tuple(state[k].shape)} vs {tuple(like[k].shape)}"
+            for k in like
+            if k in state and state[k].shape != like[k].shape
+        ]
+        if missing or unexpected or mismatched:
+            raise UserError(
+                f"trajectory checkpoint {path} does not have the architecture of the model: "
+                f"missing keys {missing[:_MAX_LISTED]}, unexpected keys "
+                f"{unexpected[:_MAX_LISTED]}, shape mismatches {mismatched[:_MAX_LISTED]}; "
+                "directions.trajectory must come from the run of the same model= (and "
+                "model.kwargs) as model.checkpoint"
+            )
 
 
 def difference_matrix(
@@ -83,48 +156,87 @@ def difference_matrix(
 ) -> Tensor:
     """M (n, P): one row θ_i − θ_final per checkpoint, over `keys`, float32."""
     return torch.stack(
-        [params.flatten(params.sub(params.select(s, keys), final), keys) for s in states]
+        [params.flatten(params.sub(params.select(s, keys), final), keys).float() for s in states]
     )
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """BLAS splits long reductions by thread count, which changes the last bits: use one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _blocks(n: int, p: int) -> Iterator[slice]:
+    """Column ranges of an (n, P) matrix, each about _BLOCK_ENTRIES entries."""
+    step = max(1024, _BLOCK_ENTRIES // max(n, 1))
+    for start in range(0, p, step):
+        yield slice(start, min(start + step, p))
+
+
 def principal_directions(m: Tensor, k: int = 2) -> tuple[Tensor, np.ndarray]:
-    """Top-k principal axes (k, P), unit norm, and their explained variance ratios (k,).
+    """Top-k principal axes (k, P), unit norm, float32, and their explained variance ratios (k,).
 
     The rows are centred first; the axes come from the eigenvectors of the Gram matrix
-    G = M_c M_cᵀ (n × n, float64): axis_j = M_cᵀ u_j / ‖M_cᵀ u_j‖.
+    G = M_c M_cᵀ (n × n, float64): axis_j = M_cᵀ u_j / ‖M_cᵀ u_j‖. Signs follow scikit-learn
+    (≥ 1.5): the largest entry of each axis in absolute value is positive.
     """
-    n = m.shape[0]
-    if n < 3:
+    n, p = m.shape
+    if n < MIN_CHECKPOINTS:
         raise UserError(
-            f"PCA directions need at least 3 checkpoints, the trajectory has {n}; "
-            "train with a smaller save_every"
+            f"PCA directions need at least {MIN_CHECKPOINTS} checkpoints, the trajectory has "
+            f"{n}; train with a smaller save_every"
         )
-    centred = m - m.mean(dim=0, keepdim=True)
-    gram = (centred.double() @ centred.double().T).cpu()  # (n, n)
-    eigvals, eigvecs = torch.linalg.eigh(gram)  # ascending
-    order = torch.argsort(eigvals, descending=True)
-    eigvals, eigvecs = eigvals[order].clamp_min(0), eigvecs[:, order]
-    total = float(eigvals.sum())
-    if total == 0:
-        raise UserError("the checkpoints of the trajectory are all identical: nothing to analyse")
-    axes = []
-    for j in range(k):
-        axis = centred.T @ eigvecs[:, j].to(centred.dtype)  # (P,)
-        axes.append(axis / axis.norm())
-    return torch.stack(axes), (eigvals[:k] / total).numpy()
+    with _one_thread():
+        gram = torch.zeros(n, n, dtype=torch.float64)
+        for cols in _blocks(n, p):
+            block = m[:, cols].double()  # (n, b); centring is per column, so per block
+            block -= block.mean(dim=0, keepdim=True)
+            gram += block @ block.T
+        eigvals, eigvecs = torch.linalg.eigh(gram)  # ascending
+        order = torch.argsort(eigvals, descending=True)
+        eigvals, eigvecs = eigvals[order].clamp_min(0), eigvecs[:, order]
+        total = float(eigvals.sum())
+        if total == 0:
+            raise UserError(
+                "the checkpoints of the trajectory are all identical: nothing to analyse"
+            )
+        u = eigvecs[:, :k]  # (n, k)
+        axes = torch.empty(k, p, dtype=torch.float64)
+        for cols in _blocks(n, p):
+            block = m[:, cols].double()
+            axes[:, cols] = u.T @ (block - block.mean(dim=0, keepdim=True))  # (k, b)
+        axes /= axes.norm(dim=1, keepdim=True)
+        peak = axes.abs().argmax(dim=1)
+        axes *= torch.sign(axes[torch.arange(k), peak]).unsqueeze(1)
+    return axes.float(), (eigvals[:k] / total).numpy()
 
 
 def project(m: Tensor, axes: Tensor, method: str = "cos") -> np.ndarray:
-    """Coordinates (n, k) of the rows of m on the axes (k, P).
+    """Coordinates (n, k) float64 of the rows of m (n, P) on the axes (k, P).
 
     cos: the scalar projection on each axis separately, ⟨d, a⟩/‖a‖ (loss-landscape's default);
     lstsq: least squares in the span of the axes (they differ when the axes are not orthogonal).
     """
-    if method == "cos":
-        return (m.double() @ axes.double().T / axes.double().norm(dim=1)).numpy()
-    if method == "lstsq":
-        return torch.linalg.lstsq(axes.double().T, m.double().T).solution.T.numpy()
-    raise UserError(f"directions.projection={method!r} is not known; valid values: cos, lstsq")
+    if method not in PROJECTIONS:
+        raise UserError(
+            f"directions.projection={method!r} is not known; valid values: {', '.join(PROJECTIONS)}"
+        )
+    with _one_thread():
+        dots = torch.zeros(m.shape[0], axes.shape[0], dtype=torch.float64)  # (n, k)
+        gram = torch.zeros(axes.shape[0], axes.shape[0], dtype=torch.float64)  # (k, k)
+        for cols in _blocks(*m.shape):
+            a = axes[:, cols].double()
+            dots += m[:, cols].double() @ a.T
+            gram += a @ a.T
+        if method == "cos":
+            return (dots / gram.diagonal().sqrt()).numpy()
+        # normal equations of min ‖c A − d‖: c (A Aᵀ) = d Aᵀ
+        return torch.linalg.solve(gram, dots.T).T.numpy()
 
 
 def pca_basis(
@@ -138,3 +250,29 @@ def pca_basis(
     like = {k: final[k] for k in keys}
     basis = [params.unflatten(a, like, keys) for a in axes]
     return basis, ratios, m
+
+
+def trajectory_directions(
+    trajectory: Trajectory,
+    origin: Mapping[str, Tensor],
+    keys: list[str],
+    ndim: int,
+    projection: str = "cos",
+) -> tuple[list[ParamDict], ProjectedTrajectory]:
+    """The first `ndim` PCA directions (on the CPU) and the trajectory projected onto them.
+
+    origin: the model's whole state at the surface's origin (the end of the run); keys: the
+    tensors the directions move (the others stay zero, as ignore=biasbn does for random
+    directions)."""
+    check_architecture(trajectory, origin)
+    final = {k: origin[k].detach().cpu() for k in keys}
+    basis, ratios, m = pca_basis(trajectory, final, keys)
+    axes = torch.stack([params.flatten(d, keys).float() for d in basis])
+    coords = project(m, axes, projection)
+    full = ProjectedTrajectory(
+        coords,
+        np.asarray(trajectory.epochs, dtype=np.int64),
+        np.asarray(trajectory.lrs, dtype=np.float64),
+        np.asarray(ratios, dtype=np.float64),
+    )
+    return basis[:ndim], full.first(ndim)

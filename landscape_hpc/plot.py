@@ -10,7 +10,11 @@ files, and only the command (and `plot_surface_file`) saves figures.
     python -m landscape_hpc.plot s.h5 --kind vtp --log --zmax 10              # ParaView
     python -m landscape_hpc.plot a.h5 b.h5 --kind 1d --log --out figs/        # 1D overlaid
 
-It reads loss-landscape's surface files too: their -1 "not computed" sentinel shows as missing.
+A surface along PCA directions (directions.kind=pca) also holds the projected training
+trajectory: 2D contour, filled and heat-map plots draw it as a line with dots, red where the
+learning rate dropped, and label the axes with the variance each direction explains (Li et al.
+2018, fig. 9). It reads loss-landscape's surface files too: their -1 "not computed" sentinel
+shows as missing.
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ class Surface:
     metrics: dict[str, np.ndarray]
     n_done: int
     legacy: bool  # loss-landscape's layout (no `done`; -1 meant not computed)
+    # PCA directions: trajectory/{x, y, epoch, lr} (n,) and the variance ratio of each direction
+    trajectory: Optional[dict[str, np.ndarray]] = None
+    explained_variance_ratio: Optional[np.ndarray] = None
 
     @property
     def size(self) -> int:
@@ -86,9 +93,16 @@ def read_surface(path: str | Path) -> Surface:
                 values[values == -1] = np.nan
             metrics[name] = values
         done = f["done"][()] if not legacy else np.isfinite(next(iter(metrics.values()), x))
+        trajectory = (
+            {name: f["trajectory"][name][()] for name in f["trajectory"]}
+            if "trajectory/x" in f
+            else None
+        )
+        ratio = f.attrs.get("explained_variance_ratio")
     if not metrics:
         raise UserError(f"{path} holds no *_loss or *_acc metric")
-    return Surface(path, x, y, metrics, int(np.sum(done)), legacy)
+    ratio = None if ratio is None else np.atleast_1d(np.asarray(ratio, dtype=np.float64))
+    return Surface(path, x, y, metrics, int(np.sum(done)), legacy, trajectory, ratio)
 
 
 def _levels(z: np.ndarray, vmin, vmax, vlevel, metric: str) -> np.ndarray:
@@ -175,6 +189,34 @@ def lines_1d(ax: Axes, x, loss: dict, acc: dict, log: bool = False, title: str =
     return twin
 
 
+def lr_drop_indices(lrs) -> np.ndarray:
+    """Indices of checkpoints whose learning rate is lower than the previous one's (the rule of
+    pca.Trajectory.lr_drops); NaN (unknown) never counts as a drop."""
+    lrs = np.asarray(lrs, dtype=np.float64)
+    return np.flatnonzero(lrs[1:] < lrs[:-1]) + 1
+
+
+def trajectory(ax: Axes, x, y, lrs=None, color: str = "black"):
+    """The optimisation path (checkpoints in training order) as a line with dots, and red dots
+    where the learning rate dropped (Li et al. 2018, fig. 9). Returns (path, drops) Line2Ds;
+    drops is None without learning rates."""
+    x, y = np.asarray(x), np.asarray(y)
+    (path,) = ax.plot(x, y, "-o", color=color, lw=1.2, ms=3, label="trajectory", zorder=3)
+    drops = None
+    if lrs is not None:
+        i = lr_drop_indices(lrs)
+        (drops,) = ax.plot(x[i], y[i], "o", color="red", ms=5, label="lr drop", zorder=4)
+    ax.legend(fontsize=7, loc="best")
+    return path, drops
+
+
+def pc_labels(ax: Axes, ratios) -> None:
+    """Axis labels "PC1: 64.0%" / "PC2: 12.0%": the variance each PCA direction explains."""
+    setters = (ax.set_xlabel, ax.set_ylabel)
+    for i, (setter, ratio) in enumerate(zip(setters, np.atleast_1d(ratios))):
+        setter(f"PC{i + 1}: {100 * ratio:.1f}%")
+
+
 def _axes(ax: Axes, title: str) -> None:
     ax.set_xlabel("x")
     ax.set_ylabel("y")
@@ -197,6 +239,8 @@ def _draw_2d(s: Surface, kind: str, metric: str, opts: argparse.Namespace, out: 
         if kind == "3d":
             ax = fig.add_subplot(1, len(names), i + 1, projection="3d")
             surface3d(ax, s.x, s.y, z, opts.zmax, opts.elev, opts.azim, title)
+            if s.explained_variance_ratio is not None:
+                pc_labels(ax, s.explained_variance_ratio)
             continue
         ax = fig.add_subplot(1, len(names), i + 1)
         if kind == "contour":
@@ -205,11 +249,20 @@ def _draw_2d(s: Surface, kind: str, metric: str, opts: argparse.Namespace, out: 
             filled(ax, s.x, s.y, z, opts.vmin, opts.vmax, opts.vlevel, metric, title)
         else:
             heatmap(ax, s.x, s.y, z, opts.vmin, opts.vmax, opts.log and metric == "loss", title)
+        _overlay_trajectory(ax, s, "black" if kind == "contour" else "white")
     fig.tight_layout()
     path = out / f"{s.path.stem}_{metric}_{_SUFFIX[kind]}.{opts.format}"
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def _overlay_trajectory(ax: Axes, s: Surface, color: str) -> None:
+    t = s.trajectory
+    if t is not None and "y" in t:
+        trajectory(ax, t["x"], t["y"], t.get("lr"), color)
+    if s.explained_variance_ratio is not None:
+        pc_labels(ax, s.explained_variance_ratio)
 
 
 def _draw_1d(surfaces: list[Surface], opts: argparse.Namespace, out: Path) -> Path:
@@ -224,6 +277,8 @@ def _draw_1d(surfaces: list[Surface], opts: argparse.Namespace, out: Path) -> Pa
     lines_1d(
         ax, surfaces[0].x, loss, acc, opts.log, title=" vs ".join(s.path.stem for s in surfaces)
     )
+    if len(surfaces) == 1 and surfaces[0].explained_variance_ratio is not None:
+        pc_labels(ax, surfaces[0].explained_variance_ratio[:1])
     fig.tight_layout()
     stem = surfaces[0].path.stem if len(surfaces) == 1 else "overlay"
     path = out / f"{stem}_1d_loss_acc.{opts.format}"

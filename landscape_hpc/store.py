@@ -7,6 +7,12 @@ Layout (DESIGN.md, readable by loss-landscape's plot scripts):
   directions/x/<key>, directions/y/<key>            float32, a missing key is zero
   attrs: version, config, checkpoint, checkpoint_sha256, dataset, n_<split>, io_driver, created,
          fingerprint (JSON of everything that makes two runs the same job)
+PCA directions (directions.kind=pca) add the projected training trajectory:
+  trajectory/x, trajectory/y (2D only), trajectory/lr  (n,) float64, one entry per checkpoint
+  trajectory/epoch                                     (n,) int64
+  attrs: explained_variance_ratio (d,) float64
+  and loss-landscape's names for its plot_2D.py: proj_xcoord, proj_ycoord (hard links to
+  trajectory/x, y) and explained_variance_ratio_ (d,)
 
 With `comm` given and h5py built with MPI, the file is opened with driver='mpio' on every rank;
 datasets are created collectively here, before work starts, without compression filters (HDF5
@@ -31,6 +37,7 @@ from landscape_hpc import __version__
 from landscape_hpc.errors import UserError
 from landscape_hpc.grid import Grid
 from landscape_hpc.params import ParamDict
+from landscape_hpc.pca import ProjectedTrajectory
 
 METRICS = ("loss", "acc")
 AXES = ("x", "y")
@@ -109,9 +116,11 @@ class SurfaceFile:
         attrs: dict[str, Any],
         overwrite: bool = False,
         comm: Any = None,
+        trajectory: Optional[ProjectedTrajectory] = None,
     ) -> SurfaceFile:
         """Opens `path` for this job: resumes a matching file, refuses one made for another job
-        (unless overwrite), creates a new one otherwise. Collective when comm is given."""
+        (unless overwrite), creates a new one otherwise. Collective when comm is given (every
+        rank passes the same basis and trajectory). `trajectory`: the path of PCA directions."""
         path = Path(path)
         rank = 0 if comm is None else comm.rank
         problem = None
@@ -133,6 +142,8 @@ class SurfaceFile:
         f = _open(path, "w", comm)
         try:
             _create_layout(f, grid, basis, names)
+            if trajectory is not None:
+                _write_trajectory(f, trajectory)
             f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
             f.attrs["io_driver"] = "mpio" if comm is not None else "gather"
             f.attrs["version"] = __version__
@@ -212,6 +223,37 @@ def _create_layout(f: h5py.File, grid: Grid, basis: list[ParamDict], names: list
         group = f.create_group(f"directions/{axis}")
         for key in sorted(direction):
             group.create_dataset(key, data=direction[key].detach().float().cpu().numpy())
+
+
+def _write_trajectory(f: h5py.File, trajectory: ProjectedTrajectory) -> None:
+    group = f.create_group("trajectory")
+    for name, values in trajectory.datasets().items():
+        group.create_dataset(name, data=values)
+    ratio = np.asarray(trajectory.explained_variance_ratio, dtype=np.float64)
+    f.attrs["explained_variance_ratio"] = ratio
+    # loss-landscape's plot_2D.py --surf_file s.h5 --dir_file s.h5 --proj_file s.h5 reads these
+    for ours, theirs in (("x", "proj_xcoord"), ("y", "proj_ycoord")):
+        if ours in group:
+            f[theirs] = group[ours]  # a hard link: the same data under a second name
+    f.create_dataset("explained_variance_ratio_", data=ratio)
+
+
+def read_trajectory(path: str | Path) -> Optional[ProjectedTrajectory]:
+    """The projected trajectory a surface file holds (PCA directions), None when it has none.
+
+    The file is one `read_directions` accepted; a loss-landscape direction file gives no path."""
+    with h5py.File(path, "r") as f:
+        if "trajectory/x" not in f:
+            return None
+        group = f["trajectory"]
+        coords = np.stack([group[a][()] for a in AXES if a in group], axis=1)
+        ratio = f.attrs.get("explained_variance_ratio")
+        return ProjectedTrajectory(
+            coords.astype(np.float64),
+            group["epoch"][()].astype(np.int64),
+            group["lr"][()].astype(np.float64),
+            np.full(coords.shape[1], np.nan) if ratio is None else np.asarray(ratio, np.float64),
+        )
 
 
 def _row_runs(flat: np.ndarray, nx: int):

@@ -1,11 +1,15 @@
 """Loss surfaces around a trained net (Li et al. 2018): 1D or 2D, along random filter-normalised
-directions, model differences or saved directions, on one process or many.
+directions, model differences, PCA directions of a training trajectory or saved directions, on
+one process or many.
 
     python -m landscape_hpc.surface                                    # digits, mpo_cnn, 21x21
     python -m landscape_hpc.surface model=resnet20 model.checkpoint=ck.pt dataset=cifar10 \\
         dataset.root=~/data grid.x=[-1,1,51] grid.y=[-1,1,51] out=resnet20.h5
     python -m landscape_hpc.surface directions.kind=models directions.model2=b.pt \\
         model.checkpoint=a.pt grid.x=[-0.5,1.5,41] grid.y=null          # 1D interpolation
+    python -m landscape_hpc.train epochs=12 save_every=1 hydra.run.dir=runs/t  # a trajectory
+    python -m landscape_hpc.surface directions.kind=pca directions.trajectory=runs/t \\
+        grid.x=[-9.5,1.5,23] grid.y=[-3,2,11]             # along its PC1/PC2, around its end
     mpirun -n 8 python -m landscape_hpc.surface model=resnet56 model.checkpoint=ck.pt ...
     sbatch slurm/surface.sh model=resnet56 model.checkpoint=ck.pt ...
 
@@ -29,7 +33,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from landscape_hpc import directions, parallel, store
+from landscape_hpc import directions, parallel, pca, store
 from landscape_hpc.cli import share_hydra_run_dir
 from landscape_hpc.config import DirectionsConfig, SurfaceConfig, register_configs
 from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes
@@ -54,6 +58,10 @@ log = logging.getLogger(__name__)
 
 IO_MODES = ("auto", "mpio", "gather")
 _JOB_KEY = "surface_job"
+_NEEDS_TRAJECTORY = (
+    "directions.kind=pca needs directions.trajectory=<folder or glob of checkpoints>, e.g. the "
+    "folder `python -m landscape_hpc.train save_every=1` wrote"
+)
 
 
 def build_basis(
@@ -65,6 +73,8 @@ def build_basis(
 ) -> list[ParamDict]:
     """The directions of a surface, as the directions config asks."""
     check_choice("directions.kind", cfg.kind, directions.KINDS)
+    if cfg.kind == "pca" and not cfg.load:
+        return pca_directions(cfg, model, origin, ndim, trust_checkpoint)[0]
     if cfg.load:
         param_keys = [name for name, _ in model.named_parameters()]
         basis = store.read_directions(cfg.load, origin, param_keys)
@@ -93,7 +103,104 @@ def build_basis(
             directions.model_difference(load_state_dict_file(path, trust_checkpoint), origin, path)
             for path in targets
         ]
-    raise UserError("directions.kind=pca is not available yet; use random or models")
+    raise AssertionError(f"directions.kind={cfg.kind} passed check_choice but is not handled")
+
+
+def pca_directions(
+    cfg: DirectionsConfig,
+    model: nn.Module,
+    origin: ParamDict,
+    ndim: int,
+    trust_checkpoint: bool = False,
+) -> tuple[list[ParamDict], pca.ProjectedTrajectory]:
+    """The top `ndim` PCA directions of the checkpoints `cfg.trajectory` around `origin` (the end
+    of the run), on the devices of the origin, and the trajectory projected onto them (Li et al.
+    2018, sec. 7). The tensors are chosen as for random directions: `dir_type` (parameters or
+    the whole state) and `ignore=biasbn` (1-D tensors stay zero)."""
+    if not cfg.trajectory:
+        raise UserError(_NEEDS_TRAJECTORY)
+    check_choice("directions.ignore", cfg.ignore, directions.IGNORES)
+    check_choice("directions.projection", cfg.projection, pca.PROJECTIONS)
+    keys = [
+        k
+        for k in directions.direction_keys(model, cfg.dir_type)
+        if cfg.ignore == "none" or origin[k].dim() > 1
+    ]
+    trajectory = pca.load_trajectory(cfg.trajectory, trust_checkpoint)
+    basis, projected = pca.trajectory_directions(trajectory, origin, keys, ndim, cfg.projection)
+    on_device = [{k: v.to(origin[k].device) for k, v in d.items()} for d in basis]
+    return on_device, projected
+
+
+def build_directions(
+    comm: Any,
+    cfg: DirectionsConfig,
+    model: nn.Module,
+    origin: ParamDict,
+    ndim: int,
+    trust_checkpoint: bool = False,
+) -> tuple[list[ParamDict], Optional[pca.ProjectedTrajectory]]:
+    """The basis on every rank, and the projected trajectory of PCA directions (None otherwise).
+
+    PCA reads the whole trajectory: rank 0 computes it and broadcasts the result, so every rank
+    holds the same bits. Directions loaded from a PCA surface file bring its trajectory along."""
+    if cfg.kind == "pca" and not cfg.load:
+        basis, projected = _on_master(
+            comm, lambda: pca_directions(cfg, model, _cpu(origin), ndim, trust_checkpoint)
+        )
+        return [{k: v.to(origin[k].device) for k, v in d.items()} for d in basis], projected
+    basis = build_basis(cfg, model, origin, ndim, trust_checkpoint)
+    projected = store.read_trajectory(cfg.load) if cfg.load else None
+    return basis, None if projected is None else projected.first(ndim)
+
+
+def _cpu(state: ParamDict) -> ParamDict:
+    return {k: v.cpu() for k, v in state.items()}
+
+
+def _on_master(comm: Any, compute: Any) -> Any:
+    """compute() on rank 0, its result on every rank; a UserError is raised on every rank."""
+    result, problem = None, None
+    if comm.Get_rank() == 0:
+        try:
+            result = compute()
+        except UserError as err:
+            problem = str(err)
+    result, problem = comm.bcast((result, problem), root=0)
+    if problem is not None:
+        raise UserError(problem)
+    return result
+
+
+def resolve_origin(cfg: SurfaceConfig) -> SurfaceConfig:
+    """kind=pca without model.checkpoint: the origin is the last checkpoint of the trajectory
+    (the end of the run; pass model.checkpoint=<run>/model.pt when the run's last epoch is not a
+    multiple of save_every). Other configs come back unchanged."""
+    d = cfg.directions
+    if d.kind != "pca" or d.load or cfg.model.checkpoint or not d.trajectory:
+        return cfg
+    last = str(pca.find_checkpoints(d.trajectory)[-1])
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, checkpoint=last))
+
+
+def _log_trajectory(projected: pca.ProjectedTrajectory, grid: Grid) -> None:
+    """The variance the plane explains, and where the path lies against the grid."""
+    ratios = ", ".join(
+        f"PC{i + 1} {100 * r:.1f}%" for i, r in enumerate(projected.explained_variance_ratio)
+    )
+    spans, outside = [], False
+    for i, values in enumerate((grid.x, grid.y)[: projected.coords.shape[1]]):
+        c = projected.coords[:, i]
+        spans.append(f"{'xy'[i]} in [{c.min():.3g}, {c.max():.3g}]")
+        outside |= bool(c.min() < values[0] or c.max() > values[-1])
+    log.info(
+        "PCA of %d checkpoints: %s of the variance; the path spans %s",
+        len(projected.epochs),
+        ratios,
+        ", ".join(spans),
+    )
+    if outside:
+        log.warning("the trajectory leaves the grid: widen grid.x / grid.y to see all of it")
 
 
 @dataclass
@@ -144,6 +251,16 @@ def _validate(cfg: SurfaceConfig) -> Grid:
     check_choice("engine.loss", cfg.engine.loss, LOSSES)
     check_choice("engine.strategy", cfg.engine.strategy, STRATEGIES)
     check_choice("io", cfg.io, IO_MODES)
+    check_choice("directions.kind", cfg.directions.kind, directions.KINDS)
+    check_choice("directions.projection", cfg.directions.projection, pca.PROJECTIONS)
+    if cfg.directions.kind == "pca" and not cfg.directions.load:
+        if not cfg.directions.trajectory:
+            raise UserError(_NEEDS_TRAJECTORY)
+        if cfg.directions.same_dir:
+            raise UserError(
+                "directions.same_dir=true does not apply to directions.kind=pca (y is PC2); "
+                "drop it, or use grid.y=null for PC1 only"
+            )
     if not cfg.splits:
         raise UserError("splits is empty; use e.g. splits=[train,test]")
     for key, value in (
@@ -158,9 +275,15 @@ def _validate(cfg: SurfaceConfig) -> Grid:
 
 
 def _fingerprint(
-    cfg: SurfaceConfig, grid: Grid, basis: list[ParamDict], sha: Optional[str], counts: dict
+    cfg: SurfaceConfig,
+    grid: Grid,
+    basis: list[ParamDict],
+    sha: Optional[str],
+    counts: dict,
+    projected: Optional[pca.ProjectedTrajectory] = None,
 ) -> dict:
-    """Everything that makes two runs the same job (so a file can be resumed)."""
+    """Everything that makes two runs the same job (so a file can be resumed). A key that is
+    None here matches a file written before the key existed."""
     return {
         "model": cfg.model.name,
         "model_target": cfg.model.target,
@@ -173,6 +296,7 @@ def _fingerprint(
         "grid_x": [float(grid.x[0]), float(grid.x[-1]), len(grid.x)],
         "grid_y": None if grid.y is None else [float(grid.y[0]), float(grid.y[-1]), len(grid.y)],
         "directions_sha256": store.directions_sha256(basis),
+        "trajectory_sha256": None if projected is None else projected.sha256(),
         "splits": list(cfg.splits),
         "loss": cfg.engine.loss,
         "bn": cfg.engine.bn,
@@ -184,6 +308,9 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     comm = comm if comm is not None else parallel.world()
     rank, size = comm.Get_rank(), comm.Get_size()
     grid = _validate(cfg)
+    cfg = resolve_origin(cfg)
+    if rank == 0 and cfg.model.checkpoint and cfg.directions.kind == "pca":
+        log.info("origin (end of the trajectory): %s", cfg.model.checkpoint)
     place = parallel.placement(comm)  # collective: every rank, here, whatever its device
     device = (
         torch.device("cpu")
@@ -203,12 +330,16 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     n_classes = num_classes(cfg.dataset, splits)
     model = build_model(cfg.model, tuple(first.inputs.shape[1:]), n_classes).to(device)
     origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    basis = build_basis(cfg.directions, model, origin, grid.ndim, cfg.model.trust_checkpoint)
+    basis, projected = build_directions(
+        comm, cfg.directions, model, origin, grid.ndim, cfg.model.trust_checkpoint
+    )
+    if projected is not None and rank == 0:
+        _log_trajectory(projected, grid)
     subspace = Subspace(origin, basis)
 
     sha = file_sha256(cfg.model.checkpoint) if cfg.model.checkpoint else None
     counts = dataset_attrs(cfg.dataset, splits)
-    fingerprint = _fingerprint(cfg, grid, basis, sha, counts)
+    fingerprint = _fingerprint(cfg, grid, basis, sha, counts, projected)
     attrs = {
         "config": OmegaConf.to_yaml(cfg),
         "checkpoint": str(Path(cfg.model.checkpoint).resolve()) if cfg.model.checkpoint else "",
@@ -218,7 +349,16 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     mpio = cfg.io == "mpio" or (cfg.io == "auto" and store.mpi_available())
     out = Path(cfg.out)
     surface = _open_surface(
-        comm, mpio, out, grid, basis, list(cfg.splits), fingerprint, attrs, cfg.overwrite
+        comm,
+        mpio,
+        out,
+        grid,
+        basis,
+        list(cfg.splits),
+        fingerprint,
+        attrs,
+        cfg.overwrite,
+        trajectory=projected,
     )
     try:
         options = EvalOptions(**dataclasses.asdict(cfg.engine))
@@ -234,15 +374,17 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     return out
 
 
-def _open_surface(comm: Any, mpio: bool, out: Path, *args: Any) -> Optional[store.SurfaceFile]:
+def _open_surface(
+    comm: Any, mpio: bool, out: Path, *args: Any, **kwargs: Any
+) -> Optional[store.SurfaceFile]:
     """mpio: every rank opens the file (collectively); gather: only the master does, and tells the
     workers whether it could, so no rank is left waiting when the file is refused."""
     if mpio:
-        return store.SurfaceFile.open(out, *args, comm=comm)
+        return store.SurfaceFile.open(out, *args, comm=comm, **kwargs)
     surface, problem = None, None
     if comm.Get_rank() == 0:
         try:
-            surface = store.SurfaceFile.open(out, *args)
+            surface = store.SurfaceFile.open(out, *args, **kwargs)
         except UserError as err:
             problem = str(err)
     problem = comm.bcast(problem, root=0)

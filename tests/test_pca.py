@@ -1,5 +1,7 @@
 """PCA directions of a trajectory: a known dominant direction and its variance ratio."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -44,6 +46,44 @@ def test_recovers_the_dominant_direction_and_matches_sklearn():
     ref = PCA(n_components=2).fit(m.double().numpy())
     np.testing.assert_allclose(ratios, ref.explained_variance_ratio_, rtol=1e-6)
     assert ratios[0] > 0.9
+    # scikit-learn's signs: the largest entry of each axis is positive
+    np.testing.assert_allclose(torch.stack([pc1, pc2]).numpy(), ref.components_, atol=1e-6)
+
+
+def test_blocks_of_columns_give_the_same_axes_and_coordinates(monkeypatch):
+    final, states, *_ = _trajectory()
+    m = pca.difference_matrix(states, final, KEYS)
+    axes, ratios = pca.principal_directions(m)
+    coords = {p: pca.project(m, axes, p) for p in pca.PROJECTIONS}
+    monkeypatch.setattr(pca, "_BLOCK_ENTRIES", 12 * 5)  # 1024-column blocks: 1 for 42 columns
+    m_wide = torch.cat([m, torch.zeros(m.shape[0], 3000)], dim=1)  # 3 blocks, extra all zero
+    axes_wide, ratios_wide = pca.principal_directions(m_wide)
+    np.testing.assert_allclose(axes_wide[:, :42].numpy(), axes.numpy(), atol=1e-6)
+    assert float(axes_wide[:, 42:].abs().max()) == 0
+    np.testing.assert_allclose(ratios_wide, ratios, rtol=1e-10)
+    for p in pca.PROJECTIONS:
+        np.testing.assert_allclose(pca.project(m_wide, axes_wide, p), coords[p], atol=1e-5)
+
+
+def test_projected_trajectory_keeps_pc1_and_its_digest_sees_every_number():
+    final, states, *_ = _trajectory()
+    traj = pca.Trajectory([], states, list(range(12)), [0.1] * 6 + [0.01] * 6)
+    basis, projected = pca.trajectory_directions(traj, final, KEYS, ndim=1, projection="lstsq")
+    assert len(basis) == 1 and projected.coords.shape == (12, 1)
+    assert list(projected.datasets()) == ["x", "epoch", "lr"]
+    other = pca.ProjectedTrajectory(
+        projected.coords, projected.epochs, projected.lrs * 2, projected.explained_variance_ratio
+    )
+    assert other.sha256() != projected.sha256()
+
+
+def test_checkpoints_of_another_architecture_are_named():
+    final, states, *_ = _trajectory(n=4)
+    states[2] = {"a.weight": torch.zeros(6, 4), "b.weight": states[2]["b.weight"]}
+    traj = pca.Trajectory([Path(f"ck{i}.pt") for i in range(4)], states, [0, 1, 2, 3], [0.1] * 4)
+    with pytest.raises(UserError, match=r"ck2\.pt does not have the architecture.*\(6, 4\)"):
+        pca.check_architecture(traj, final)
+    pca.check_architecture(pca.Trajectory(traj.paths[:2], states[:2], [0, 1], [0.1] * 2), final)
 
 
 def test_projections_agree_on_orthonormal_axes_and_differ_on_skewed_ones():

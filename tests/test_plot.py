@@ -114,3 +114,51 @@ def test_bad_input_is_a_message(tmp_path, capsys, make, args, words):
         make(path)
     assert plot.main([str(path), *args]) == 2
     assert words in capsys.readouterr().err
+
+
+def _with_trajectory(path):
+    with h5py.File(path, "a") as f:
+        f["trajectory/x"] = np.array([0.9, 0.5, 0.2, 0.0])
+        f["trajectory/y"] = np.array([0.4, -0.1, 0.05, 0.0])
+        f["trajectory/epoch"] = np.arange(4)
+        f["trajectory/lr"] = np.array([0.1, 0.1, 0.01, 0.01])
+        f.attrs["explained_variance_ratio"] = np.array([0.64, 0.12])
+    return path
+
+
+def test_the_command_overlays_the_stored_trajectory_on_every_flat_2d_kind(tmp_path, monkeypatch):
+    path = _with_trajectory(_ours(tmp_path / "p.h5", lambda x, y: 1 + x**2 + y**2))
+    drawn, real = [], plot.trajectory
+
+    def spy(ax, x, y, lrs=None, color="black"):
+        lines = real(ax, x, y, lrs, color)
+        drawn.append((lines, color))
+        return lines
+
+    monkeypatch.setattr(plot, "trajectory", spy)
+    args = [str(path), "--kind", "all", "--metric", "train_loss", "test_loss"]
+    out = plot.plot_files([path], plot.parser().parse_args(args))
+    assert len([p for p in out if p.suffix == ".png"]) == 4  # contour, filled, heatmap, 3d
+    assert len(drawn) == 2 * 3  # 2 splits × contour, filled, heatmap (not 3d)
+    for (path_line, drops), color in drawn:
+        np.testing.assert_array_equal(path_line.get_xdata(), [0.9, 0.5, 0.2, 0.0])
+        np.testing.assert_array_equal(path_line.get_ydata(), [0.4, -0.1, 0.05, 0.0])
+        np.testing.assert_array_equal(drops.get_xdata(), [0.2])  # lr 0.1 -> 0.01 at index 2
+        assert path_line.get_color() == color
+    assert {color for _, color in drawn} == {"black", "white"}
+    s = plot.read_surface(path)
+    fig, ax = plt.subplots()
+    plot.pc_labels(ax, s.explained_variance_ratio)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("PC1: 64.0%", "PC2: 12.0%")
+    plt.close(fig)
+
+
+def test_lr_drops_ignore_unknown_rates_and_plain_files_have_no_trajectory(tmp_path):
+    lrs = [np.nan, 0.1, 0.1, 0.01, np.nan, 0.001, 0.01]
+    assert plot.lr_drop_indices(lrs).tolist() == [3]
+    fig, ax = plt.subplots()
+    path_line, drops = plot.trajectory(ax, [1, 2], [3, 4])
+    assert drops is None and path_line.get_marker() == "o"
+    plt.close(fig)
+    s = plot.read_surface(_ours(tmp_path / "s.h5", lambda x, y: x + y))
+    assert s.trajectory is None and s.explained_variance_ratio is None
