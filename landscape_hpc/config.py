@@ -225,6 +225,9 @@ class MPOConfig:
     memory_mb: float = 2048.0
     # save the plane and optimiser every this many steps (0 = only at the end)
     checkpoint_every: int = 100
+    # evaluate the cells on a seeded subset of at most this many samples per split (BN
+    # statistics from the train subset); null = every sample. Training always uses every sample
+    eval_samples: Optional[int] = None
     # evaluation of the fitted plane over every cell; bn=recompute: running statistics
     # recomputed per cell from the training split (consistent with training on batch statistics)
     engine: EngineConfig = field(default_factory=lambda: EngineConfig(bn="recompute"))

@@ -119,9 +119,10 @@ def progress(output: str) -> int:
     return int(counts[-1]) if counts else 0
 
 
-def rank_pids(marker: str) -> dict[int, int]:
-    """{MPI rank: pid} of the running processes whose command line holds `marker` (a run folder
-    unique to one test), read from /proc (OMPI_COMM_WORLD_RANK in their environment)."""
+def rank_pids(marker: str, module: str = "landscape_hpc.surface") -> dict[int, int]:
+    """{MPI rank: pid} of the running `python -m <module>` processes whose command line holds
+    `marker` (a run folder unique to one test), read from /proc (OMPI_COMM_WORLD_RANK in their
+    environment)."""
     pids = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -131,7 +132,7 @@ def rank_pids(marker: str) -> dict[int, int]:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:  # gone, or not ours to read
             continue
-        ours = b"landscape_hpc.surface" in cmdline and any(marker.encode() in a for a in cmdline)
+        ours = module.encode() in cmdline and any(marker.encode() in a for a in cmdline)
         if not ours:
             continue
         for var in environ:

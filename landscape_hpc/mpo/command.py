@@ -35,7 +35,7 @@ from torch import nn
 
 from landscape_hpc import store
 from landscape_hpc.config import MPOConfig
-from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes
+from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes, subset
 from landscape_hpc.devices import resolve_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import BN_MODES, STRATEGIES, EvalOptions, _has_bn, evaluate_points
@@ -64,6 +64,8 @@ def validate(cfg: MPOConfig) -> FitOptions:
     check_choice("engine.strategy", cfg.engine.strategy, STRATEGIES)
     if cfg.engine.loss != "ce":
         raise UserError(f"engine.loss={cfg.engine.loss!r}: MPO trains on cross-entropy; use ce")
+    if cfg.eval_samples is not None and cfg.eval_samples < 1:
+        raise UserError(f"eval_samples={cfg.eval_samples} must be at least 1 (or null for all)")
     if not cfg.scale_init > 0:
         raise UserError(f"scale_init={cfg.scale_init} must be positive")
     return opts
@@ -162,7 +164,7 @@ def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
     exported = {**plane.export(), "mask": torch.from_numpy(mask), "config": resolved}
     torch.save(exported, out_dir / "plane.pt")
 
-    fp_surface = {**fp, "steps": result.steps}
+    fp_surface = {**fp, "steps": result.steps, "eval_samples": cfg.eval_samples}
     values = evaluate_plane(
         plane,
         job.model,
@@ -203,6 +205,8 @@ def evaluate_cells(
     """Loss and accuracy of the plane's cells `flat` (flat indices of the surface grid, row = y)
     through the engine: {train_loss: (len(flat),), ...}."""
     options = EvalOptions(**dataclasses.asdict(cfg.engine))
+    if cfg.eval_samples is not None:
+        splits = {s: subset(splits[s], cfg.eval_samples, cfg.dataset.seed) for s in SPLITS}
     data = {s: (splits[s].inputs, splits[s].labels) for s in SPLITS}
     coords = torch.from_numpy(grid.coords(flat))
     m = evaluate_points(model, subspace, coords, data, options, splits["train"].inputs)

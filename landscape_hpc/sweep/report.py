@@ -23,9 +23,10 @@ import numpy as np
 from landscape_hpc.errors import USER_ERROR_EXIT, UserError
 
 SPLITS = ("train", "test")
+METRICS = ("acc_low", "acc_high", "acc_gap", "loss_low", "loss_high")
 COLUMNS = (
     ["model", "bn", "fill_prob", "seed", "status"]
-    + [f"{s}_{m}" for s in SPLITS for m in ("acc_low", "acc_high", "acc_gap")]
+    + [f"{s}_{m}" for s in SPLITS for m in METRICS]
     + ["steps", "seconds", "host", "rank", "reason"]
 )
 SUMMARY_CSV = "summary.csv"
@@ -54,7 +55,7 @@ def rows_from_runs(folder: str | Path) -> list[dict[str, Any]]:
             "status": "done",
         }
         for split in SPLITS:
-            for col in ("acc_low", "acc_high", "acc_gap", "loss_low", "loss_high"):
+            for col in METRICS:
                 row[f"{split}_{col}"] = float(m[split][col])
         row.update(
             steps=int(m["steps"]),

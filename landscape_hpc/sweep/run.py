@@ -78,7 +78,8 @@ def run_sweep(cfg: MPOConfig, comm: Any) -> Optional[Path]:
     specs = []
     for job in jobs:  # the same on every rank: deterministic in the config and the data
         prepared = setup_job(job_config(cfg, job), splits)
-        specs.append(JobSpec(job, prepared.mask, prepared.fingerprint))
+        fp = {**prepared.fingerprint, "eval_samples": cfg.eval_samples}
+        specs.append(JobSpec(job, prepared.mask, fp))
     attrs = {"config": OmegaConf.to_yaml(OmegaConf.structured(cfg))}
     if mpio:
         sweep = SweepFile.open(path, specs, attrs, cfg.overwrite, comm=comm)

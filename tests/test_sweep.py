@@ -1,0 +1,377 @@
+"""The BN sweep: its grid and job configs, the sweep file, the report, and the routes that run it
+(mpirun + parallel HDF5, Hydra multirun with the basic and the submitit_local launchers) giving
+the same table; a killed sweep resumes; bad input stops it before any job starts.
+
+The SLURM routes (sbatch slurm/bn_sweep.sh, hydra/launcher=submitit_slurm) are in
+tests/test_slurm_sweep.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from mpi_helpers import MPI_ROOT_ENV, TIMED_OUT, h5py_has_mpi, mpirun_available, python, rank_pids
+from omegaconf import OmegaConf
+
+from landscape_hpc.config import SweepConfig, register_configs
+from landscape_hpc.errors import UserError
+from landscape_hpc.sweep import report
+from landscape_hpc.sweep.file import (
+    DONE,
+    FAILED,
+    METRIC_COLUMNS,
+    JobSpec,
+    Outcome,
+    SweepFile,
+    read_jobs,
+)
+from landscape_hpc.sweep.jobs import SweepJob, expand, job_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = str(REPO / "conf")
+needs_mpirun = pytest.mark.skipif(not mpirun_available(), reason="mpirun is not installed")
+
+# 2 fill probabilities × 2 nets × 1 seed, a few steps on a 5×5 mask: the issue's tiny sweep
+TINY = [
+    "sweep.fill_probs=[0.3,0.7]",
+    "sweep.seeds=[1]",
+    "steps=3",
+    "mask.size=5",
+    "dataset.max_samples=150",
+    "eval_samples=40",
+    "batch_size=32",
+    "cells_per_step=4",
+    "checkpoint_every=1",
+]
+N_JOBS = 4
+# Compared across routes: the job's identity and every metric
+KEY = ("model", "bn", "fill_prob", "seed", "status", "steps")
+METRICS = [f"{s}_{m}" for s in ("train", "test") for m in METRIC_COLUMNS]
+
+
+def compose_cfg(config: str, overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(CONF, version_base="1.3"):
+        return OmegaConf.to_object(compose(config, overrides=overrides))
+
+
+def env() -> dict[str, str]:
+    # one torch thread in every route: the same arithmetic, so the same numbers
+    return {**os.environ, **MPI_ROOT_ENV, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+
+
+def run(argv: list[str], limit_s: int = 300) -> subprocess.CompletedProcess:
+    argv = ["timeout", "-k", "10", str(limit_s), *argv]
+    done = subprocess.run(
+        argv, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert done.returncode != TIMED_OUT, f"{' '.join(argv)} hung:\n{done.stdout[-3000:]}"
+    return done
+
+
+def check_ok(done: subprocess.CompletedProcess) -> None:
+    assert done.returncode == 0, f"exit status {done.returncode}:\n{done.stdout[-4000:]}"
+
+
+def sweep_argv(out: Path, *extra: str, ranks: int | None = 3) -> list[str]:
+    launch = [] if ranks is None else ["mpirun", "-n", str(ranks), "--oversubscribe"]
+    return [*launch, python(), "-m", "landscape_hpc.sweep", f"hydra.run.dir={out}", *TINY, *extra]
+
+
+def multirun_argv(out: Path, *extra: str) -> list[str]:
+    return [
+        python(), "-m", "landscape_hpc.mpo", "-m", "+experiment=bn_sweep",
+        f"hydra.sweep.dir={out}", "plot=false", *TINY, *extra,
+    ]  # fmt: skip
+
+
+def assert_same_table(got: list[dict], want: list[dict]) -> None:
+    assert [tuple(r[k] for k in KEY) for r in got] == [tuple(r[k] for k in KEY) for r in want]
+    for g, w in zip(got, want):
+        for name in METRICS:
+            assert g[name] == pytest.approx(w[name], rel=1e-6, abs=1e-9), (name, g, w)
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+def test_grid_is_every_net_fill_and_seed_models_outermost():
+    jobs = expand(
+        SweepConfig(models=["mpo_cnn", "mpo_cnn_bn"], fill_probs=[0.1, 0.9], seeds=[0, 3])
+    )
+    assert len(jobs) == 8
+    assert jobs[0] == SweepJob("mpo_cnn", 0.1, 0) and jobs[-1] == SweepJob("mpo_cnn_bn", 0.9, 3)
+    assert len({j.key for j in jobs}) == 8
+    assert jobs[1].key == "mpo_cnn/fill_0.1/seed_3"
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        (SweepConfig(models=[]), "sweep.models is empty"),
+        (SweepConfig(seeds=[]), "sweep.seeds is empty"),
+        (SweepConfig(models=["mpo_cnn", "resnet7"]), "unknown net(s) resnet7"),
+        (SweepConfig(fill_probs=[0.5, 1.0]), "sweep.fill_probs: 1.0 not in (0, 1)"),
+        (SweepConfig(fill_probs=[0.0]), "not in (0, 1)"),
+        (SweepConfig(seeds=[1, 1]), "sweep.seeds repeats 1"),
+    ],
+)
+def test_bad_grids_are_refused_with_the_key(grid, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        expand(grid)
+
+
+def test_a_job_config_is_the_multirun_job_config():
+    """The MPI sweep's job = what `mpo -m +experiment=bn_sweep` runs for the same (net, p, seed),
+    so both routes fit the same planes; both nets get the same mask."""
+    base = compose_cfg("sweep", ["out_dir=/tmp/x"])
+    for model, fill, seed in (("mpo_cnn_bn", 0.3, 2), ("mpo_cnn", 0.8, 4)):
+        mine = job_config(base, SweepJob(model, fill, seed))
+        theirs = compose_cfg(
+            "mpo",
+            ["out_dir=/tmp/x", "+experiment=bn_sweep", f"model={model}",
+             f"mask.fill_prob={fill}", f"seed={seed}"],
+        )  # fmt: skip
+        assert dataclasses.asdict(mine) == dataclasses.asdict(theirs)
+    a = job_config(base, SweepJob("mpo_cnn", 0.3, 2)).mask
+    b = job_config(base, SweepJob("mpo_cnn_bn", 0.3, 2)).mask
+    assert a == b and a.seed == 2 and a.size == 30
+
+
+def test_the_sweep_fits_random_masks_only():
+    base = compose_cfg("sweep", ["out_dir=/tmp/x", "mask=builtin"])
+    with pytest.raises(UserError, match="use mask=random"):
+        job_config(base, SweepJob("mpo_cnn", 0.5, 0))
+
+
+# ----------------------------------------------------------------------------- the file
+
+
+def _specs(fill_probs=(0.3, 0.7), steps=3) -> list[JobSpec]:
+    rng = np.random.default_rng(0)
+    return [
+        JobSpec(SweepJob("mlp", p, 0), rng.random((3, 4)) < 0.5, {"steps_unused": 0, "lr": 1e-3})
+        for p in fill_probs
+    ]
+
+
+def _outcome(value: float) -> Outcome:
+    values = {
+        n: np.full((3, 4), value) for n in ("train_loss", "train_acc", "test_loss", "test_acc")
+    }
+    metrics = {
+        s: {"acc_low": 80.0, "acc_high": 20.0, "acc_gap": 60.0, "loss_low": 0.1, "loss_high": 5.0}
+        for s in ("train", "test")
+    }
+    return Outcome(DONE, values=values, metrics=metrics, steps=3, seconds=1.5, host="h", rank=2)
+
+
+def test_sweep_file_holds_each_job_as_a_surface_group_and_resumes(tmp_path):
+    path = tmp_path / "sweep.h5"
+    specs = _specs()
+    sweep = SweepFile.open(path, specs, {"config": "x: 1"})
+    try:
+        assert [sweep.status(s.job) for s in specs] == [0, 0]
+        sweep.write(specs[0].job, _outcome(7.0))
+        sweep.write(specs[1].job, Outcome(FAILED, reason="diverged at step 2", host="h", rank=1))
+    finally:
+        sweep.close()
+    rows = read_jobs(path)
+    assert [r["status"] for r in rows] == ["done", "failed"]
+    assert rows[0]["test_acc_gap"] == 60.0 and rows[0]["rank"] == 2 and rows[0]["steps"] == 3
+    assert rows[1]["reason"] == "diverged at step 2" and np.isnan(rows[1]["test_acc_gap"])
+    with h5py.File(path, "r") as f:
+        g = f["jobs/mlp/fill_0.3/seed_0"]
+        assert g["train_loss"].shape == (3, 4) and (g["train_loss"][()] == 7.0).all()
+        assert g["done"][()].all() and g["xcoordinates"].shape == (4,)
+        assert (g["mask"][()] == specs[0].mask[::-1]).all()  # surface orientation: row = y
+        assert np.isnan(f["jobs/mlp/fill_0.7/seed_0/train_loss"][()]).all()
+
+    # re-opened with one more job: the finished ones are kept, the new one is added as pending
+    more = _specs((0.3, 0.7, 0.5))
+    sweep = SweepFile.open(path, more, {})
+    try:
+        assert [sweep.status(s.job) for s in more] == [DONE, FAILED, 0]
+    finally:
+        sweep.close()
+
+    # a job made with other settings: refused, naming the setting; the file is left as it was
+    other = [dataclasses.replace(specs[0], fingerprint={"steps_unused": 0, "lr": 1e-2})]
+    with pytest.raises(UserError, match=r"lr: file has 0.001, this run 0.01"):
+        SweepFile.open(path, other, {})
+    assert read_jobs(path)[0]["status"] == "done"
+
+
+def test_report_table_aggregates_over_seeds():
+    rows = []
+    for seed, gap in ((0, 40.0), (1, 60.0)):
+        row = {"model": "mpo_cnn", "bn": False, "fill_prob": 0.5, "seed": seed, "status": "done"}
+        row.update(test_acc_gap=gap, test_acc_low=80.0, test_acc_high=80.0 - gap)
+        rows.append(row)
+    rows.append({**rows[0], "seed": 2, "status": "failed", "test_acc_gap": float("nan")})
+    (t,) = report.aggregate(rows)
+    assert (t["n"], t["failed"]) == (2, 1)
+    assert t["gap_mean"] == 50.0 and t["gap_std"] == 10.0 and t["acc_high"] == 30.0
+    assert "50.0 ± 10.0" in report.format_table([t])
+
+
+def test_a_diverging_fit_is_recorded_as_failed(tmp_path):
+    from landscape_hpc.data import load_dataset
+    from landscape_hpc.sweep.run import run_job
+
+    cfg = compose_cfg("sweep", ["out_dir=/tmp/x", *TINY, "lr=1e12", "steps=20"])
+    cfg = job_config(cfg, SweepJob("mpo_cnn", 0.5, 0))
+    import torch
+
+    outcome = run_job(cfg, load_dataset(cfg.dataset, torch.device("cpu")), tmp_path / "job")
+    assert outcome.status == FAILED, outcome
+    assert "diverged" in outcome.reason and "lower lr" in outcome.reason
+
+
+# ----------------------------------------------------------------------------- the routes
+
+
+@pytest.fixture(scope="module")
+def mpi_sweep(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """The MPI route: mpirun -n 3 (a master and two workers) into one sweep file."""
+    if not mpirun_available():
+        pytest.skip("mpirun is not installed")
+    out = tmp_path_factory.mktemp("mpi")
+    done = run(sweep_argv(out))
+    check_ok(done)
+    rows = read_jobs(out / "sweep.h5")
+    return out, sorted(rows, key=lambda r: (r["model"], r["fill_prob"], r["seed"]))
+
+
+@needs_mpirun
+def test_mpi_sweep_runs_every_job_and_writes_table_and_figure(mpi_sweep):
+    out, rows = mpi_sweep
+    assert len(rows) == N_JOBS and all(r["status"] == "done" for r in rows)
+    assert {r["model"] for r in rows} == {"mpo_cnn", "mpo_cnn_bn"}
+    assert [r["bn"] for r in rows] == [False, False, True, True]
+    assert {r["rank"] for r in rows} <= {1, 2}  # workers fit, the master hands out
+    with h5py.File(out / "sweep.h5", "r") as f:
+        assert f.attrs["io_driver"] == ("mpio" if h5py_has_mpi() else "gather")
+        for r in rows:
+            g = f[f"jobs/{r['model']}/fill_{r['fill_prob']:g}/seed_1"]
+            assert g["done"][()].all() and not np.isnan(g["test_acc"][()]).any()
+            low = g["mask"][()].astype(bool)
+            assert g["test_acc"][()][low].mean() == pytest.approx(r["test_acc_low"])
+    csv = (out / "summary.csv").read_text().splitlines()
+    assert csv[0].startswith("model,bn,fill_prob,seed,status,") and len(csv) == N_JOBS + 1
+    assert (out / "bn_sweep.png").stat().st_size > 10_000
+    log = (out / "__main__.log").read_text()
+    assert sorted(re.findall(r"rank (\d+): \d+ jobs in", log)) == ["1", "2"]
+
+
+@needs_mpirun
+def test_multirun_basic_launcher_gives_the_same_table(mpi_sweep, tmp_path):
+    _, want = mpi_sweep
+    check_ok(run(multirun_argv(tmp_path / "multirun")))
+    assert len(list((tmp_path / "multirun").rglob("metrics.json"))) == N_JOBS
+    done = run([python(), "-m", "landscape_hpc.sweep", "report", str(tmp_path / "multirun")])
+    check_ok(done)
+    assert "mpo_cnn_bn     yes  0.70   1" in done.stdout
+    got, _ = report.load_rows(tmp_path / "multirun")
+    assert_same_table(got, want)
+    assert (tmp_path / "multirun" / "summary.csv").exists()
+
+
+@needs_mpirun
+def test_multirun_submitit_local_gives_the_same_table(mpi_sweep, tmp_path):
+    _, want = mpi_sweep
+    out = tmp_path / "multirun"
+    done = run(multirun_argv(out, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"))
+    check_ok(done)
+    got, _ = report.load_rows(out)
+    assert_same_table(got, want)
+
+
+@needs_mpirun
+def test_killed_sweep_exits_nonzero_keeps_finished_jobs_and_resumes(mpi_sweep, tmp_path):
+    _, want = mpi_sweep
+    out = tmp_path / "run"
+    # the jobs take long enough (checkpoint every step) for the kill to land mid-sweep
+    argv = ["timeout", "-k", "10", "300", *sweep_argv(out, "steps=30")]
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not list(out.glob("jobs/*/*/*/plane.pt")):
+            time.sleep(0.2)  # a worker finished a fit: it is writing its job or the next
+        assert list(out.glob("jobs/*/*/*/plane.pt")), "no job finished"
+        time.sleep(1.0)
+        pids = rank_pids(str(out), "landscape_hpc.sweep")
+        assert sorted(pids) == [0, 1, 2], pids
+        os.kill(pids[1], signal.SIGKILL)
+        status = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        text = proc.stdout.read()
+    assert status not in (0, TIMED_OUT), f"exit status {status}:\n{text[-3000:]}"
+    assert rank_pids(str(out), "landscape_hpc.sweep") == {}, "ranks left running"
+    partial = read_jobs(out / "sweep.h5")  # readable after the kill
+    n_done = sum(r["status"] == "done" for r in partial)
+    assert n_done < N_JOBS, "the kill came after the sweep ended"
+
+    rerun = run(sweep_argv(out, "steps=30"))
+    check_ok(rerun)
+    log = (out / "__main__.log").read_text()
+    if n_done:
+        assert f"resuming the sweep: {n_done} of {N_JOBS} jobs already finished" in log
+    final = read_jobs(out / "sweep.h5")
+    assert all(r["status"] == "done" for r in final)
+    # the jobs finished before the kill are kept as they were, not recomputed
+    before = {(r["model"], r["fill_prob"]): r for r in partial if r["status"] == "done"}
+    for r in final:
+        if (r["model"], r["fill_prob"]) in before:
+            assert r["seconds"] == before[(r["model"], r["fill_prob"])]["seconds"]
+    # a resumed job (its fit continued from its checkpoint) equals the uninterrupted reference
+    ref = run(sweep_argv(tmp_path / "ref", "steps=30"))
+    check_ok(ref)
+    assert_same_table(
+        sorted(final, key=_order), sorted(read_jobs(tmp_path / "ref/sweep.h5"), key=_order)
+    )
+
+
+def _order(r: dict) -> tuple:
+    return (r["model"], r["fill_prob"], r["seed"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("sweep.models=[mpo_cnn,resnet7]", "unknown net(s) resnet7"),
+        ("sweep.fill_probs=[]", "sweep.fill_probs is empty"),
+        ("sweep.fill_probs=[0.5,1.5]", "not in (0, 1)"),
+        ("sweep.fill_probs=[0.01]", "has no low-loss cells"),
+    ],
+)
+def test_bad_input_stops_the_sweep_before_any_job(tmp_path, override, message):
+    done = run(sweep_argv(tmp_path, override, ranks=None), limit_s=120)
+    assert done.returncode == 2, done.stdout
+    assert "error: " in done.stdout and message in done.stdout, done.stdout
+    assert "Traceback" not in done.stdout
+    assert not (tmp_path / "sweep.h5").exists() and not (tmp_path / "jobs").exists()
+
+
+def test_report_on_a_folder_without_runs_is_a_clear_error(tmp_path):
+    done = run([python(), "-m", "landscape_hpc.sweep", "report", str(tmp_path)], limit_s=60)
+    assert done.returncode == 2 and "no sweep.h5 and no metrics.json" in done.stdout
+    assert "Traceback" not in done.stdout
+    (tmp_path / "metrics.json").write_text(json.dumps({"train": {}}))
+    done = run([python(), "-m", "landscape_hpc.sweep", "report", str(tmp_path)], limit_s=60)
+    assert done.returncode == 2
