@@ -303,7 +303,7 @@ def test_killed_sweep_exits_nonzero_keeps_finished_jobs_and_resumes(mpi_sweep, t
     _, want = mpi_sweep
     out = tmp_path / "run"
     # the jobs take long enough (checkpoint every step) for the kill to land mid-sweep
-    argv = ["timeout", "-k", "10", "300", *sweep_argv(out, "steps=30")]
+    argv = ["timeout", "-k", "10", "300", *sweep_argv(out, "steps=12")]
     proc = subprocess.Popen(
         argv, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -327,7 +327,7 @@ def test_killed_sweep_exits_nonzero_keeps_finished_jobs_and_resumes(mpi_sweep, t
     n_done = sum(r["status"] == "done" for r in partial)
     assert n_done < N_JOBS, "the kill came after the sweep ended"
 
-    rerun = run(sweep_argv(out, "steps=30"))
+    rerun = run(sweep_argv(out, "steps=12"))
     check_ok(rerun)
     log = (out / "__main__.log").read_text()
     if n_done:
@@ -340,7 +340,7 @@ def test_killed_sweep_exits_nonzero_keeps_finished_jobs_and_resumes(mpi_sweep, t
         if (r["model"], r["fill_prob"]) in before:
             assert r["seconds"] == before[(r["model"], r["fill_prob"])]["seconds"]
     # a resumed job (its fit continued from its checkpoint) equals the uninterrupted reference
-    ref = run(sweep_argv(tmp_path / "ref", "steps=30"))
+    ref = run(sweep_argv(tmp_path / "ref", "steps=12"))
     check_ok(ref)
     assert_same_table(
         sorted(final, key=_order), sorted(read_jobs(tmp_path / "ref/sweep.h5"), key=_order)
