@@ -9,6 +9,9 @@ of K Python-driven forwards. Points are processed in chunks that fit a memory bu
 weights into the model, run the batches, reduce. Both compute the exact per-sample mean loss
 (sums in float64) and the accuracy in percent.
 
+A model whose class sets `loss_output = True` (the n-wedge toy landscape, models/wedge.py) returns
+per-sample losses instead of logits: the mean of its output is the loss, and its accuracy is NaN.
+
 This module knows nothing of MPI, HDF5 or Hydra.
 """
 
@@ -65,6 +68,24 @@ def per_sample_loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
         target = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
         return (torch.softmax(logits, dim=-1) - target).pow(2).mean(-1)
     raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+
+
+def is_loss_output(model: nn.Module) -> bool:
+    """True when the model's forward returns per-sample losses (B,), not logits (B, C)."""
+    return bool(getattr(model, "loss_output", False))
+
+
+def batch_loss_and_correct(
+    outputs: Tensor, labels: Tensor, loss: str, loss_output: bool
+) -> tuple[Tensor, Tensor]:
+    """Summed loss (float64) and correct count over the batch axis: outputs (..., B, C) logits,
+    or (..., B) per-sample losses when `loss_output` (then the count is NaN) -> (...), (...)."""
+    if loss_output:
+        lead = outputs.shape[:-1]
+        nan = torch.full(lead, float("nan"), dtype=torch.float64, device=outputs.device)
+        return outputs.double().sum(-1), nan
+    summed = per_sample_loss(outputs, labels, loss).double().sum(-1)
+    return summed, (outputs.argmax(-1) == labels).sum(-1).double()
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:
@@ -236,6 +257,7 @@ def evaluate_points(
     else:
         per_pass = points_per_pass(model, subspace, first[0], options.batch_size, options.memory_mb)
     stacked = _Stacked(model)
+    loss_output = is_loss_output(model)
     sums = {name: ([], []) for name in data}
     with torch.no_grad():
         for chunk in _batches(coords.shape[0], per_pass):
@@ -248,7 +270,7 @@ def evaluate_points(
                     state = {key: _to_channels_last(v) for key, v in state.items()}
 
                 def forward(x: Tensor, state: ParamDict = state) -> Tensor:
-                    return functional_call(model, state, (x,)).unsqueeze(0)  # (1, B, C)
+                    return functional_call(model, state, (x,)).unsqueeze(0)  # (1, B, [C])
             else:
                 moving, fixed = subspace.points(coords[chunk])
                 if recompute:
@@ -260,21 +282,23 @@ def evaluate_points(
                     x: Tensor, moving: ParamDict = moving, fixed: ParamDict = fixed, k: int = k
                 ) -> Tensor:
                     if moving:
-                        return stacked(moving, fixed, x)  # (k, B, C)
+                        return stacked(moving, fixed, x)  # (k, B, [C])
                     # no direction moves anything: one network, shared by all k points
-                    return functional_call(model, fixed, (x,)).expand(k, -1, -1)
+                    out = functional_call(model, fixed, (x,))
+                    return out.expand(k, *out.shape)
 
             for name, (inputs, labels) in data.items():
                 n = inputs.shape[0]
                 loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
-                correct = torch.zeros(k, dtype=torch.long, device=device)
+                correct = torch.zeros(k, dtype=torch.float64, device=device)
                 for b in _batches(n, options.batch_size):
-                    logits = forward(inputs[b])
-                    y = labels[b]
-                    loss_sum += per_sample_loss(logits, y, options.loss).double().sum(-1)
-                    correct += (logits.argmax(-1) == y).sum(-1)
+                    batch_loss, batch_correct = batch_loss_and_correct(
+                        forward(inputs[b]), labels[b], options.loss, loss_output
+                    )
+                    loss_sum += batch_loss
+                    correct += batch_correct
                 sums[name][0].append(loss_sum / n)
-                sums[name][1].append(100.0 * correct.double() / n)
+                sums[name][1].append(100.0 * correct / n)
     return {
         name: Metrics(torch.cat(loss).cpu().numpy(), torch.cat(acc).cpu().numpy())
         for name, (loss, acc) in sums.items()
@@ -291,6 +315,7 @@ def evaluate_points_loop(
 ) -> dict[str, Metrics]:
     """The plain reference: one point at a time, weights loaded into a copy of the model."""
     net = copy.deepcopy(model).eval()
+    loss_output = is_loss_output(model)
     coords = coords.to(dtype=torch.float64)
     out = {name: Metrics(np.zeros(coords.shape[0]), np.zeros(coords.shape[0])) for name in data}
     with torch.no_grad():
@@ -302,10 +327,14 @@ def evaluate_points_loop(
                 n = inputs.shape[0]
                 loss_sum, correct = 0.0, 0
                 for b in _batches(n, options.batch_size):
-                    logits = net(inputs[b])
-                    loss = per_sample_loss(logits, labels[b], options.loss)
+                    outputs = net(inputs[b])
+                    if loss_output:  # per-sample losses (B,): no classes, no accuracy
+                        loss_sum += outputs.double().sum().item()
+                        correct = float("nan")
+                        continue
+                    loss = per_sample_loss(outputs, labels[b], options.loss)
                     loss_sum += loss.double().sum().item()
-                    correct += int((logits.argmax(-1) == labels[b]).sum())
+                    correct += int((outputs.argmax(-1) == labels[b]).sum())
                 out[name].loss[i] = loss_sum / n
                 out[name].acc[i] = 100.0 * correct / n
     return out

@@ -34,8 +34,8 @@ def _subspace(model, dir_type="weights", ignore="biasbn"):
 def _assert_close(a, b, rtol=1e-5):
     for split in b:
         np.testing.assert_allclose(a[split].loss, b[split].loss, rtol=rtol)
-        # an argmax may flip only on an exact tie; allow one sample's worth
-        assert np.abs(a[split].acc - b[split].acc).max() <= 100.0 / 96 + 1e-9
+        # an argmax may flip only on an exact tie; allow one sample's worth (NaN: loss models)
+        np.testing.assert_allclose(a[split].acc, b[split].acc, rtol=0, atol=100.0 / 96 + 1e-9)
 
 
 @pytest.mark.parametrize("name", REGISTRY)

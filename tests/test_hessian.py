@@ -50,3 +50,25 @@ def test_quadratic_model_eigenvalues_and_trace_are_exact():
     assert lo == pytest.approx(-2.0, abs=1e-9) and hi == pytest.approx(7.0, abs=1e-9)
     est = hessian.hutchinson_trace(loss, theta, samples=2000)
     assert est == pytest.approx(float(diag.sum()), rel=0.05)
+
+
+def test_flat_loss_takes_the_engine_losses():
+    torch.manual_seed(1)
+    model = nn.Linear(3, 4).double()
+    x, y = torch.randn(9, 3, dtype=torch.float64), torch.randint(0, 4, (9,))
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    mse, theta = hessian.flat_loss(model, state, list(state), x, y, batch_size=4, loss="mse")
+    target = nn.functional.one_hot(y, 4).double()
+    ref = (torch.softmax(model(x), -1) - target).pow(2).mean()
+    torch.testing.assert_close(mse(theta), ref.detach())
+    ce, _ = hessian.flat_loss(model, state, list(state), x, y, batch_size=4)
+    torch.testing.assert_close(ce(theta), nn.functional.cross_entropy(model(x), y).detach())
+
+
+def test_hvp_of_a_linear_loss_is_zero():
+    w = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    theta, v = torch.randn(3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    assert torch.equal(hessian.hvp(lambda t: t @ w, theta, v), torch.zeros(3, dtype=torch.float64))
+    with torch.no_grad():  # callers may hold no_grad (the engine does)
+        hv = hessian.hvp(lambda t: (t**2).sum(), theta, v)
+    torch.testing.assert_close(hv, 2 * v)

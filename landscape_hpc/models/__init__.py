@@ -2,10 +2,11 @@
 
 Registry names are the nets of the seed papers: `mpo_cnn` / `mpo_cnn_bn` (Skorokhodov & Burtsev
 2019, appendix B), `vgg9` (Li et al. 2018, appendix A.5), the CIFAR ResNets `resnet20/56/110` and
-their `_noshort` twins (Li et al. 2018, sec. 6), and `mlp`. `custom` builds any net from
-`model.target="package.module.callable"`. Every registry net runs under
-`torch.func.functional_call` + `torch.func.vmap` over stacked weights: no in-place activations,
-no `.item()`, no data-dependent control flow.
+their `_noshort` twins (Li et al. 2018, sec. 6), `mlp`, and `wedge`, the n-wedge toy landscape
+of Fort & Jastrzebski 2019, sec. 3 (a `loss_output` model: its forward returns the loss itself).
+`custom` builds any net from `model.target="package.module.callable"`. Every registry net runs
+under `torch.func.functional_call` + `torch.func.vmap` over stacked weights: no in-place
+activations, no `.item()`, no data-dependent control flow.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from landscape_hpc.models.mlp import mlp
 from landscape_hpc.models.mpo_cnn import mpo_cnn, mpo_cnn_bn
 from landscape_hpc.models.resnet import resnet_builder
 from landscape_hpc.models.vgg import vgg9
+from landscape_hpc.models.wedge import WEDGE_KWARGS, wedge
 
 __all__ = [
+    "MODEL_KWARGS",
     "MODEL_NAMES",
     "build_model",
     "file_sha256",
@@ -46,6 +49,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "resnet20_noshort",
     "resnet56_noshort",
     "resnet110_noshort",
+    "wedge",
     "custom",
 )
 
@@ -61,10 +65,14 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet20_noshort": resnet_builder(20, shortcuts=False),
     "resnet56_noshort": resnet_builder(56, shortcuts=False),
     "resnet110_noshort": resnet_builder(110, shortcuts=False),
+    "wedge": wedge,
 }
 
+#: model.kwargs preset in the config node of model=<name> (the others start empty)
+MODEL_KWARGS: dict[str, dict[str, Any]] = {"wedge": WEDGE_KWARGS}
+
 #: registry nets that take images (C, H, W); the others take any shape
-_IMAGE_MODELS = frozenset(_BUILDERS) - {"mlp"}
+_IMAGE_MODELS = frozenset(_BUILDERS) - {"mlp", "wedge"}
 
 #: arguments every registry builder gets from the data, not from model.kwargs
 _DATA_ARGUMENTS = ("input_shape", "num_classes")

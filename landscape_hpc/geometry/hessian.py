@@ -1,0 +1,641 @@
+"""Curvature of the landscape: the extreme Hessian eigenvalues at a point and over a surface grid
+(Li et al. 2018, "are we really seeing convexity?"; loss-landscape's `plot_hessian_eigen.py`;
+PyHessian's trace).
+
+At a point (the model, its checkpoint or init) it prints and saves λ_max, λ_min (Lanczos on
+Hessian-vector products, landscape_hpc/hessian.py) and tr H (Hutchinson). Over a surface it takes
+the grid and directions of a surface file made by `python -m landscape_hpc.surface` and writes
+`max_eig` and `min_eig` at every grid point into that file, plus a map of |λ_min / λ_max|:
+near 0 where the landscape is convex, large where negative curvature dominates.
+
+    python -m landscape_hpc.geometry hessian model=mlp model.checkpoint=ck.pt     # one point
+    python -m landscape_hpc.geometry hessian surface=runs/s/surface.h5            # the grid
+    python -m landscape_hpc.geometry hessian surface=s.h5 lanczos_steps=40 max_samples=500
+    mpirun -n 4 python -m landscape_hpc.geometry hessian surface=s.h5             # 3 workers
+
+Surface mode rebuilds the model and the data set from the surface file itself (its `config`
+attribute, the checkpoint it names with that file's SHA-256 checked, its directions), so the
+maps always belong to the surface they are stored in: the model/dataset keys of this command are
+not used there (give `surface_checkpoint=` when the checkpoint has moved). The loss is the
+surface's `engine.loss`; BN layers use the running statistics of each point (engine.bn=eval).
+
+`max_eig` / `min_eig` are (ny, nx) float64 like the surface's metrics, NaN = not computed yet:
+re-running computes only the NaN points (a diverged point, whose eigenvalues are NaN, is tried
+again); no other dataset of the file is touched. The settings the maps were made with (split,
+samples, Lanczos steps, seed, precision) are stored in the `hessian` attribute of `max_eig`, and
+a run with other settings is refused unless overwrite=true. Points go one per task over the MPI
+pool; rank 0 writes them.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import h5py
+import hydra
+import numpy as np
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+from torch import Tensor, nn
+
+from landscape_hpc import parallel, store
+from landscape_hpc.cli import share_hydra_run_dir
+from landscape_hpc.config import DatasetConfig, ModelConfig, register_configs
+from landscape_hpc.data import Split, load_dataset, num_classes, subset
+from landscape_hpc.devices import resolve_device
+from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
+from landscape_hpc.evaluate import LOSSES
+from landscape_hpc.grid import Grid
+from landscape_hpc.hessian import LossFn, flat_loss, hutchinson_trace, hvp, lanczos
+from landscape_hpc.models import build_model
+from landscape_hpc.models.checkpoint import file_sha256
+from landscape_hpc.subspace import Subspace
+
+log = logging.getLogger(__name__)
+
+MAPS = ("max_eig", "min_eig")
+_JOB_KEY = "hessian_job"
+_FINGERPRINT_ATTR = "hessian"
+
+
+@dataclass
+class HessianConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    # surface file (from landscape_hpc.surface) to add max_eig / min_eig maps to; null = one point
+    surface: Optional[str] = None
+    # surface mode: the surface's checkpoint when it has moved (its SHA-256 must match the file's)
+    surface_checkpoint: Optional[str] = None
+    # split whose mean loss is differentiated
+    split: str = "train"
+    # seeded random subset of at most this many samples of the split; null = all of it
+    max_samples: Optional[int] = None
+    # Lanczos iterations (Hessian-vector products) per point. Ritz values lie inside the
+    # spectrum: max_eig is a lower bound of λ_max, min_eig an upper bound of λ_min, tightening
+    # with more steps (the largest converges first; exact at steps = parameter count)
+    lanczos_steps: int = 20
+    # Hutchinson probes for tr H at a point (0 = no trace); not computed over a grid
+    trace_samples: int = 100
+    # seed of the Lanczos start vector and of the Hutchinson probes
+    seed: int = 0
+    # point mode: ce or mse (surface mode uses the surface's engine.loss)
+    loss: str = "ce"
+    # compute in float64 (model and data cast): small eigenvalues exact, a few times slower
+    double: bool = False
+    # samples per forward pass inside a Hessian-vector product (memory only)
+    batch_size: int = 1024
+    # surface mode: recompute every point, replacing maps made with other settings
+    overwrite: bool = False
+    # point mode output folder: hessian_point.csv, hessian_ritz.png
+    out_dir: str = "${hydra:runtime.output_dir}"
+    # auto, cpu, cuda, ...
+    device: str = "auto"
+    # write the PNG (surface mode: next to the surface file, <stem>_hessian.png)
+    plot: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-point kernel (no MPI, no files)
+
+
+@dataclass
+class CurvatureJob:
+    """A model template, the data, and the settings: the curvature at any full state."""
+
+    model: nn.Module
+    keys: list[str]  # the differentiated tensors (the parameters; buffers stay fixed)
+    inputs: Tensor
+    labels: Tensor
+    loss: str
+    steps: int
+    seed: int
+    batch_size: int
+    dtype: torch.dtype
+
+    def loss_fn(self, state: dict[str, Tensor]) -> tuple[LossFn, Tensor]:
+        """loss(θ) over the job's data, and θ at `state` (cast to the job's dtype)."""
+        state = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in state.items()}
+        return flat_loss(
+            self.model, state, self.keys, self.inputs, self.labels, self.batch_size, self.loss
+        )
+
+    def ritz_values(self, state: dict[str, Tensor]) -> Tensor:
+        """Eigenvalues of the Lanczos tridiagonal (ascending): ends ≈ λ_min, λ_max."""
+        loss, theta = self.loss_fn(state)
+        matvec = lambda v: hvp(loss, theta, v.to(theta.dtype))  # noqa: E731
+        return lanczos(matvec, theta.numel(), self.steps, self.seed, device=theta.device).cpu()
+
+    def extremes(self, state: dict[str, Tensor]) -> tuple[float, float]:
+        """(λ_max, λ_min) of the Hessian of the mean loss at `state`."""
+        ritz = self.ritz_values(state)
+        return float(ritz[-1]), float(ritz[0])
+
+    def trace(self, state: dict[str, Tensor], samples: int) -> float:
+        loss, theta = self.loss_fn(state)
+        return hutchinson_trace(loss, theta, samples, self.seed)
+
+
+def make_job(model: nn.Module, split: Split, cfg: HessianConfig, loss: str) -> CurvatureJob:
+    """The kernel for `model` (a template: a copy is cast to the precision and put in eval
+    mode) on `split`, with cfg's Lanczos settings."""
+    dtype = torch.float64 if cfg.double else torch.float32
+    model = copy.deepcopy(model).to(dtype).eval()
+    inputs = split.inputs.to(dtype) if split.inputs.is_floating_point() else split.inputs
+    keys = [name for name, _ in model.named_parameters()]
+    return CurvatureJob(
+        model, keys, inputs, split.labels, loss, cfg.lanczos_steps, cfg.seed, cfg.batch_size, dtype
+    )
+
+
+def pick_split(splits: dict[str, Split], cfg: HessianConfig, seed: int) -> Split:
+    if cfg.split not in splits:
+        raise UserError(f"split={cfg.split!r} is not in the data set ({', '.join(splits)})")
+    split = splits[cfg.split]
+    return split if cfg.max_samples is None else subset(split, cfg.max_samples, seed)
+
+
+def validate(cfg: HessianConfig) -> None:
+    check_choice("loss", cfg.loss, LOSSES)
+    if cfg.lanczos_steps < 2:
+        raise UserError(f"lanczos_steps={cfg.lanczos_steps} must be at least 2")
+    if cfg.trace_samples < 0:
+        raise UserError(f"trace_samples={cfg.trace_samples} must be 0 (no trace) or positive")
+    if cfg.batch_size < 1:
+        raise UserError(f"batch_size={cfg.batch_size} must be at least 1")
+    if cfg.max_samples is not None and cfg.max_samples < 1:
+        raise UserError(f"max_samples={cfg.max_samples} must be at least 1 (or null for all)")
+
+
+def _device(comm: Any, cfg: HessianConfig) -> torch.device:
+    rank, size = comm.Get_rank(), comm.Get_size()
+    place = parallel.placement(comm)
+    device = (
+        torch.device("cpu")
+        if (rank == 0 and size > 1)  # the master only hands out work
+        else resolve_device(cfg.device, place.local_rank)
+    )
+    if device.type == "cpu":
+        torch.set_num_threads(place.cpu_threads)
+    return device
+
+
+# ---------------------------------------------------------------------------------------------
+# at a point
+
+
+@dataclass
+class PointResult:
+    max_eig: float
+    min_eig: float
+    trace: float  # NaN when trace_samples = 0
+    ritz: np.ndarray  # (steps,) Lanczos Ritz values, ascending
+    num_params: int
+    num_samples: int
+    seconds: float
+
+
+def _point_task(what: str) -> Any:
+    job, cfg, state = parallel.worker_state(_JOB_KEY)
+    if what == "lanczos":
+        return job.ritz_values(state).numpy()
+    return job.trace(state, cfg.trace_samples)
+
+
+def run_point(cfg: HessianConfig, comm: Any = None) -> Optional[PointResult]:
+    """λ_max, λ_min and tr H at the model's weights; the Lanczos run and the Hutchinson probes
+    are two tasks of the pool (in parallel on two workers). Returns the result on rank 0."""
+    comm = comm if comm is not None else parallel.world()
+    validate(cfg)
+    device = _device(comm, cfg)
+    splits = load_dataset(cfg.dataset, device)
+    split = pick_split(splits, cfg, cfg.dataset.seed)
+    model = build_model(
+        cfg.model, tuple(split.inputs.shape[1:]), num_classes(cfg.dataset, splits)
+    ).to(device)
+    job = make_job(model, split, cfg, cfg.loss)
+    state = {k: v.detach() for k, v in job.model.state_dict().items()}
+    parallel.set_worker_state(_JOB_KEY, (job, cfg, state))
+    start = time.perf_counter()
+    tasks = ["lanczos"] + (["trace"] if cfg.trace_samples > 0 else [])
+    values: dict[str, Any] = {}
+    try:
+        for result in parallel.run_tasks(comm, _point_task, tasks):
+            values[result.task] = result.value
+    finally:
+        parallel.clear_worker_state(_JOB_KEY)
+    if comm.Get_rank() != 0:
+        return None
+    ritz = np.asarray(values["lanczos"], dtype=np.float64)
+    return PointResult(
+        max_eig=float(ritz[-1]),
+        min_eig=float(ritz[0]),
+        trace=float(values.get("trace", float("nan"))),
+        ritz=ritz,
+        num_params=sum(state[k].numel() for k in job.keys),
+        num_samples=len(split.labels),
+        seconds=time.perf_counter() - start,
+    )
+
+
+POINT_FIELDS = (
+    "max_eig",
+    "min_eig",
+    "abs_min_over_max",
+    "trace",
+    "lanczos_steps",
+    "trace_samples",
+    "num_params",
+    "num_samples",
+    "seconds",
+)
+
+
+def write_point(result: PointResult, cfg: HessianConfig, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "hessian_point.csv"
+    row = {
+        "max_eig": result.max_eig,
+        "min_eig": result.min_eig,
+        "abs_min_over_max": abs(result.min_eig / result.max_eig),
+        "trace": result.trace,
+        "lanczos_steps": len(result.ritz),
+        "trace_samples": cfg.trace_samples,
+        "num_params": result.num_params,
+        "num_samples": result.num_samples,
+        "seconds": round(result.seconds, 3),
+    }
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=POINT_FIELDS)
+        writer.writeheader()
+        writer.writerow(row)
+    files = [path]
+    if cfg.plot:
+        files.append(plot_ritz(result, out_dir / "hessian_ritz.png", cfg.model.name))
+    return files
+
+
+def summarize_point(result: PointResult, cfg: HessianConfig) -> str:
+    ratio = abs(result.min_eig / result.max_eig)
+    lines = [
+        f"Hessian of the mean {cfg.split} loss of {cfg.model.name} "
+        f"({result.num_params} parameters, {result.num_samples} samples):",
+        f"  max eigenvalue {result.max_eig:.6g}, min eigenvalue {result.min_eig:.6g}, "
+        f"|min/max| {ratio:.4g}  ({len(result.ritz)} Lanczos steps)",
+    ]
+    if np.isfinite(result.trace):
+        lines.append(f"  trace ≈ {result.trace:.6g} (Hutchinson, {cfg.trace_samples} probes)")
+    lines.append(f"  {result.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# over a surface grid
+
+
+@dataclass
+class SurfaceSource:
+    """What a surface file says about itself: grid, model, data, loss, and its directions."""
+
+    path: Path
+    grid: Grid
+    model: ModelConfig
+    dataset: DatasetConfig
+    loss: str
+    bn: str
+
+
+def read_source(path: Path, checkpoint: Optional[str]) -> SurfaceSource:
+    """The grid and the model/dataset configs stored in a surface file; the checkpoint it was made
+    from is located (its stored path, or `checkpoint`) and checked against the stored SHA-256."""
+    if not path.is_file():
+        raise UserError(
+            f"surface={path} does not exist; make it with python -m landscape_hpc.surface"
+        )
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise UserError(f"surface={path} is not an HDF5 file") from None
+    with f:
+        attrs = dict(f.attrs)
+        if "config" not in attrs or "xcoordinates" not in f:
+            raise UserError(
+                f"surface={path} has no `config` attribute or grid: only surface files written "
+                "by python -m landscape_hpc.surface say which model and data they belong to"
+            )
+        x = f["xcoordinates"][()]
+        y = f["ycoordinates"][()] if "ycoordinates" in f else None
+    stored = OmegaConf.create(str(attrs["config"]))
+    model_cfg: ModelConfig = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(ModelConfig), stored.model)
+    )
+    dataset_cfg: DatasetConfig = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(DatasetConfig), stored.dataset)
+    )
+    sha = str(attrs.get("checkpoint_sha256", ""))
+    if sha:
+        where = checkpoint or str(attrs.get("checkpoint", "")) or model_cfg.checkpoint
+        if not where or not Path(where).is_file():
+            raise UserError(
+                f"the checkpoint of surface={path} is not at {where!r}; pass "
+                f"surface_checkpoint=<file> (its SHA-256 must be {sha})"
+            )
+        if file_sha256(where) != sha:
+            raise UserError(
+                f"{where} is not the checkpoint surface={path} was made from (SHA-256 "
+                f"{file_sha256(where)}, the file says {sha}); pass the right surface_checkpoint="
+            )
+        model_cfg.checkpoint = str(where)
+    engine = stored.get("engine", {})
+    return SurfaceSource(
+        path,
+        Grid(np.asarray(x), None if y is None else np.asarray(y)),
+        model_cfg,
+        dataset_cfg,
+        str(engine.get("loss", "ce")),
+        str(engine.get("bn", "eval")),
+    )
+
+
+def map_fingerprint(cfg: HessianConfig, source: SurfaceSource, num_samples: int) -> dict:
+    """The settings that make two maps the same computation (so a file can be resumed)."""
+    return {
+        "split": cfg.split,
+        "max_samples": cfg.max_samples,
+        "num_samples": num_samples,
+        "lanczos_steps": cfg.lanczos_steps,
+        "seed": cfg.seed,
+        "double": cfg.double,
+        "loss": source.loss,
+    }
+
+
+def open_maps(path: Path, grid: Grid, fingerprint: dict, overwrite: bool) -> h5py.File:
+    """Opens the surface file for writing the maps: creates max_eig / min_eig (NaN) when absent,
+    refuses maps made with other settings (unless overwrite, which resets them to NaN)."""
+    store.check_writable(path)
+    f = h5py.File(path, "r+")
+    try:
+        wanted = json.dumps(fingerprint, sort_keys=True)
+        if MAPS[0] in f:
+            raw = f[MAPS[0]].attrs.get(_FINGERPRINT_ATTR)
+            stored = json.loads(raw) if raw is not None else {}
+            if stored != fingerprint and not overwrite:
+                diff = [
+                    f"{k}: file has {stored.get(k)!r}, this run {fingerprint.get(k)!r}"
+                    for k in sorted(set(stored) | set(fingerprint))
+                    if stored.get(k) != fingerprint.get(k)
+                ]
+                raise UserError(
+                    f"the Hessian maps in {path} were made with other settings:\n  "
+                    + "\n  ".join(diff)
+                    + "\npass overwrite=true to recompute them (other datasets are kept)"
+                )
+        for name in MAPS:
+            if name not in f:
+                f.create_dataset(name, shape=grid.shape, dtype="f8", fillvalue=np.nan)
+            elif overwrite:
+                f[name][...] = np.nan
+            if f[name].shape != grid.shape:
+                raise UserError(f"{path}: {name} has shape {f[name].shape}, the grid {grid.shape}")
+        f[MAPS[0]].attrs[_FINGERPRINT_ATTR] = wanted
+        f.flush()
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def pending_points(f: h5py.File) -> np.ndarray:
+    """Flat indices where either map is NaN (not computed yet), ascending."""
+    missing = np.isnan(f[MAPS[0]][()]) | np.isnan(f[MAPS[1]][()])
+    return np.flatnonzero(missing.reshape(-1))
+
+
+@dataclass
+class MapJob:
+    kernel: CurvatureJob
+    subspace: Subspace
+    grid: Grid
+
+    def point(self, flat: int) -> tuple[float, float]:
+        device = next(iter(self.subspace.origin.values())).device
+        coords = torch.from_numpy(self.grid.coords(np.array([flat]))[0]).to(device)  # (ndim,)
+        return self.kernel.extremes(self.subspace.point(coords))
+
+
+def _map_task(flat: int) -> tuple[float, float]:
+    job: MapJob = parallel.worker_state(_JOB_KEY)
+    return job.point(flat)
+
+
+def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
+    """Computes the pending max_eig / min_eig points of cfg.surface, one task per point; rank 0
+    writes each into the file as it arrives. Returns a summary dict on rank 0."""
+    comm = comm if comm is not None else parallel.world()
+    rank = comm.Get_rank()
+    validate(cfg)
+    path = Path(cfg.surface)
+    # every rank reads the (read-only) file before rank 0 opens it for writing
+    source = read_source(path, cfg.surface_checkpoint)
+    device = _device(comm, cfg)
+    splits = load_dataset(source.dataset, device)
+    split = pick_split(splits, cfg, source.dataset.seed)
+    model = build_model(
+        source.model, tuple(split.inputs.shape[1:]), num_classes(source.dataset, splits)
+    ).to(device)
+    origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    param_keys = [name for name, _ in model.named_parameters()]
+    basis = store.read_directions(path, origin, param_keys)[: source.grid.ndim]
+    job = MapJob(make_job(model, split, cfg, source.loss), Subspace(origin, basis), source.grid)
+    if source.bn == "recompute" and rank == 0:
+        log.warning(
+            "the surface used engine.bn=recompute; the Hessian uses each point's stored running "
+            "statistics (engine.bn=eval)"
+        )
+    comm.Barrier()  # all reads done
+    f, problem, pending = None, None, np.array([], dtype=np.int64)
+    if rank == 0:
+        try:
+            fingerprint = map_fingerprint(cfg, source, len(split.labels))
+            f = open_maps(path, source.grid, fingerprint, cfg.overwrite)
+            pending = pending_points(f)
+        except UserError as err:
+            problem = str(err)
+    problem = comm.bcast(problem, root=0)
+    if problem is not None:
+        raise UserError(problem)
+    parallel.set_worker_state(_JOB_KEY, job)
+    seconds, start = [], time.perf_counter()
+    try:
+        for result in parallel.run_tasks(
+            comm, _map_task, [int(i) for i in pending], describe=lambda i: f"grid point {i}"
+        ):
+            index = np.unravel_index(result.task, source.grid.shape)
+            f[MAPS[0]][index], f[MAPS[1]][index] = result.value
+            f.flush()
+            seconds.append(result.seconds)
+    finally:
+        parallel.clear_worker_state(_JOB_KEY)
+        if f is not None:
+            f.close()
+    if rank != 0:
+        return None
+    return {
+        "points": len(pending),
+        "grid_points": source.grid.size,
+        "seconds_per_point": float(np.mean(seconds)) if seconds else float("nan"),
+        "wall_seconds": time.perf_counter() - start,
+        "model": source.model.name,
+        "num_params": sum(origin[k].numel() for k in param_keys),
+        "num_samples": len(split.labels),
+    }
+
+
+def read_maps(path: Path) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray]:
+    with h5py.File(path, "r") as f:
+        x = f["xcoordinates"][()]
+        y = f["ycoordinates"][()] if "ycoordinates" in f else None
+        return x, y, f[MAPS[0]][()], f[MAPS[1]][()]
+
+
+def summarize_map(path: Path, info: dict[str, Any]) -> str:
+    _, _, hi, lo = read_maps(path)
+    ratio = np.abs(lo / hi)
+    done = np.isfinite(hi) & np.isfinite(lo)
+    lines = [
+        f"Hessian maps of {info['model']} ({info['num_params']} parameters, "
+        f"{info['num_samples']} samples) in {path}:",
+        f"  {info['points']} points computed now, {int(done.sum())} of {info['grid_points']} "
+        "done in all",
+    ]
+    if info["points"]:
+        lines.append(f"  {info['seconds_per_point']:.3f} s per point on a worker")
+    if done.any():
+        lines.append(
+            f"  max_eig in [{np.nanmin(hi):.4g}, {np.nanmax(hi):.4g}], min_eig in "
+            f"[{np.nanmin(lo):.4g}, {np.nanmax(lo):.4g}], |min/max| in "
+            f"[{np.nanmin(ratio):.3g}, {np.nanmax(ratio):.3g}]"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+
+def plot_maps(path: Path, out: Path) -> Path:
+    """max_eig, min_eig and |min/max| over the grid (2D: heat maps with contours; 1D: lines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, y, hi, lo = read_maps(path)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.abs(lo / hi)
+    if y is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        axes[0].plot(x, hi, "o-", label="max eigenvalue")
+        axes[0].plot(x, lo, "o-", label="min eigenvalue")
+        axes[0].axhline(0, color="grey", lw=0.8)
+        axes[0].legend()
+        axes[1].plot(x, ratio, "o-", color="C3")
+        axes[1].set_title("|min / max|")
+        for ax in axes:
+            ax.set_xlabel("x")
+            ax.grid(alpha=0.3)
+    else:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+        panels = (
+            (hi, "max eigenvalue", "viridis"),
+            (lo, "min eigenvalue", "viridis"),
+            (ratio, "|min / max|", "magma"),
+        )
+        for ax, (z, title, cmap) in zip(axes, panels):
+            mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(z), shading="nearest", cmap=cmap)
+            fig.colorbar(mesh, ax=ax)
+            if np.isfinite(z).sum() >= 4 and len(x) > 1 and len(y) > 1:
+                ax.contour(x, y, np.ma.masked_invalid(z), levels=8, colors="white", linewidths=0.6)
+            ax.set_title(title)
+            ax.set_xlabel("x")
+            ax.set_ylabel("y")
+            ax.set_aspect("auto")
+    fig.suptitle(f"Hessian eigenvalues over {path.name}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_ritz(result: PointResult, out: Path, name: str) -> Path:
+    """The Lanczos Ritz values at the point: a coarse picture of the spectrum's spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.stem(np.arange(len(result.ritz)), result.ritz)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("Ritz value index (ascending)")
+    ax.set_ylabel("eigenvalue estimate")
+    ax.set_title(f"{name}: Lanczos Ritz values, max {result.max_eig:.4g}, min {result.min_eig:.4g}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the Hydra app
+
+
+def register() -> None:
+    register_configs()
+    ConfigStore.instance().store(name="hessian_schema", node=HessianConfig)
+
+
+register()
+
+# An absolute path: run through `python -m landscape_hpc.geometry`, this module is not __main__,
+# and Hydra would read a relative config_path as the package conf.geometry.
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf" / "geometry")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="hessian")
+@exit_on_user_error
+def _app(cfg) -> None:
+    hessian_cfg: HessianConfig = OmegaConf.to_object(cfg)
+    comm = parallel.world()
+    with parallel.abort_on_error(comm):
+        if hessian_cfg.surface is None:
+            result = run_point(hessian_cfg, comm)
+            if result is None:
+                return
+            files = write_point(result, hessian_cfg, Path(hessian_cfg.out_dir))
+            print(summarize_point(result, hessian_cfg))
+        else:
+            info = run_map(hessian_cfg, comm)
+            if info is None:
+                return
+            path = Path(hessian_cfg.surface)
+            files = [path]
+            if hessian_cfg.plot:
+                files.append(plot_maps(path, path.with_name(f"{path.stem}_hessian.png")))
+            print(summarize_map(path, info))
+        for f in files:
+            log.info("wrote %s", f)
+
+
+def main() -> None:
+    share_hydra_run_dir()
+    _app()

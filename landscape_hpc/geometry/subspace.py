@@ -1,0 +1,469 @@
+"""Training in random d-dimensional hyperplanes: the intrinsic dimension of a task (Li, Farkhoor,
+Liu & Yosinski 2018, "Measuring the intrinsic dimension of objective landscapes"; Fort &
+Jastrzebski 2019, sec. 3, on the n-wedge toy landscape).
+
+θ(c) = θ0 + P·c with P (P_params × d) random and fixed, c ∈ R^d trained from 0 by Adam. The
+smallest d at which training succeeds is the intrinsic dimension; on the n-wedge model in D
+dimensions success flips at d = D − n, where a random d-plane starts to meet an n-wedge.
+
+    python -m landscape_hpc.geometry subspace                       # mlp on digits, d = 1..200
+    python -m landscape_hpc.geometry subspace dims=[10,100,1000] sparse=true steps=1000
+    python -m landscape_hpc.geometry subspace model=mpo_cnn model.checkpoint=ck.pt
+    python -m landscape_hpc.geometry subspace model=wedge model.kwargs.dim=40 model.kwargs.n=30 \\
+        dims=[2,4,6,8,9,10,11,12,15,20] lr=0.05
+    mpirun -n 3 python -m landscape_hpc.geometry subspace           # one task per d over 2 workers
+
+Training is full-batch (the whole training split, or dataset.max_samples of it) in eval mode:
+BN layers use the model's stored running statistics. Writes results.csv (d, final loss,
+train/test accuracy, success, seconds, rank) and accuracy_vs_d.png to the output folder, and
+prints a summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from landscape_hpc import parallel, params
+from landscape_hpc.cli import share_hydra_run_dir
+from landscape_hpc.config import DatasetConfig, ModelConfig, register_configs
+from landscape_hpc.data import Split, load_dataset, num_classes
+from landscape_hpc.devices import resolve_device
+from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
+from landscape_hpc.evaluate import LOSSES, is_loss_output
+from landscape_hpc.hessian import LossFn, flat_loss
+from landscape_hpc.models import build_model
+
+log = logging.getLogger(__name__)
+
+#: nonzeros of each row of a sparse projection (one row per parameter; fewer when d is smaller)
+SPARSE_NONZEROS_PER_ROW = 4
+_JOB_KEY = "subspace_job"
+CSV_FIELDS = ("d", "final_loss", "train_acc", "test_acc", "success", "seconds", "rank")
+
+
+# ---------------------------------------------------------------------------------------------
+# the maths: projections and training of c
+
+
+class DenseProjection:
+    """P (P_params × d) with i.i.d. Gaussian columns scaled to unit norm, stored as (d, P_params).
+
+    Drawn row by row of the stored (d, P) matrix, so the first d columns are the same for every
+    larger d with the same seed: the hyperplanes of one seed are nested.
+    """
+
+    def __init__(self, num_params: int, d: int, generator: torch.Generator, like: Tensor):
+        basis = torch.randn(d, num_params, generator=generator, dtype=torch.float64)  # (d, P)
+        basis /= basis.norm(dim=1, keepdim=True)
+        self.basis = basis.to(device=like.device, dtype=like.dtype)
+
+    def __call__(self, c: Tensor) -> Tensor:
+        return c @ self.basis  # (P,)
+
+
+class SparseProjection:
+    """A sparse P (Li et al. 2018, sec. 2: sparse random projections instead of a dense P):
+    every parameter's row holds ±1 in min(SPARSE_NONZEROS_PER_ROW, d) distinct random columns,
+    and the columns are scaled to unit norm.
+
+    Only the nonzeros are stored, (rows, cols, values) of length P_params · nonzeros; P·c is
+    one gather and one scatter-add, never a dense P_params × d matrix.
+    """
+
+    def __init__(self, num_params: int, d: int, generator: torch.Generator, like: Tensor):
+        per_row = min(SPARSE_NONZEROS_PER_ROW, d)
+        cols = _distinct_columns(num_params, d, per_row, generator).reshape(-1)  # (P·k,)
+        rows = torch.arange(num_params).repeat_interleave(per_row)
+        signs = torch.randint(0, 2, (num_params * per_row,), generator=generator) * 2 - 1
+        values = signs.to(torch.float64)
+        col_norm = torch.zeros(d, dtype=torch.float64).index_add_(0, cols, values**2).sqrt()
+        # a column no parameter drew would be zero: P would have rank < d (rare for small P)
+        values = values / col_norm.clamp_min(1e-12)[cols]
+        self.num_params = num_params
+        self.rows = rows.to(like.device)
+        self.cols = cols.to(like.device)
+        self.values = values.to(device=like.device, dtype=like.dtype)
+
+    def __call__(self, c: Tensor) -> Tensor:
+        out = c.new_zeros(self.num_params)
+        return out.index_add(0, self.rows, self.values * c[self.cols])  # (P,)
+
+
+def _distinct_columns(rows: int, d: int, k: int, generator: torch.Generator) -> Tensor:
+    """(rows, k) column indices, each row a uniform random k-subset of range(d): Floyd's
+    algorithm, vectorised over rows (k steps, no (rows, d) matrix)."""
+    chosen = torch.empty(rows, k, dtype=torch.long)
+    for i, j in enumerate(range(d - k, d)):
+        t = (torch.rand(rows, generator=generator, dtype=torch.float64) * (j + 1)).long()
+        taken = (chosen[:, :i] == t[:, None]).any(dim=1)
+        chosen[:, i] = torch.where(taken, torch.full_like(t, j), t)
+    return chosen
+
+
+@dataclass
+class SubspaceResult:
+    """The outcome of training c in one random d-dimensional hyperplane."""
+
+    d: int
+    final_loss: float  # loss at the final θ
+    c: Tensor  # (d,) coordinates of the final point
+    theta: Tensor  # (P,) the final weights θ0 + P·c
+    losses: list[float] = field(default_factory=list)  # loss before each Adam step
+    seconds: float = 0.0
+
+
+def train_in_subspace(
+    loss_fn: Callable[[Tensor], Tensor],
+    theta0: Tensor,
+    d: int,
+    *,
+    sparse: bool = False,
+    steps: int = 500,
+    lr: float = 1e-2,
+    seed: int = 0,
+) -> SubspaceResult:
+    """Minimises loss_fn(θ0 + P·c) over c ∈ R^d, from c = 0, by `steps` Adam steps.
+
+    loss_fn maps a flat θ (P,) to a scalar (as hessian.LossFn). P is a random projection with
+    unit-norm columns drawn from `seed` (dense Gaussian, or sparse with a few nonzeros per row).
+    The learning rate follows a cosine decay from `lr` to 0, so the last iterate settles instead
+    of circling the minimum at the step size (the wedge loss is a norm: its gradient never
+    shrinks). Raises UserError when d is not in [1, P].
+    """
+    num_params = theta0.numel()
+    if not 1 <= d <= num_params:
+        raise UserError(
+            f"subspace dimension d={d} must lie in [1, {num_params}], the number of trained "
+            "parameters; drop it from dims"
+        )
+    if steps < 0:
+        raise UserError(f"steps={steps} must be zero or positive")
+    start = time.perf_counter()
+    theta0 = theta0.detach().reshape(-1)
+    generator = torch.Generator().manual_seed(seed)
+    projection = (SparseProjection if sparse else DenseProjection)(num_params, d, generator, theta0)
+    c = torch.zeros(d, dtype=theta0.dtype, device=theta0.device, requires_grad=True)
+    optimizer = torch.optim.Adam([c], lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
+    )
+    losses: list[float] = []
+    for _ in range(steps):
+        loss = loss_fn(theta0 + projection(c))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+    with torch.no_grad():
+        theta = theta0 + projection(c)
+        final = float(loss_fn(theta))
+    return SubspaceResult(d, final, c.detach(), theta.detach(), losses, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+@dataclass
+class SubspaceConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    # dimensions d of the random hyperplanes, one training run each
+    dims: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200])
+    # sparse projection (a few ±1 per parameter) instead of a dense Gaussian one
+    sparse: bool = False
+    # Adam steps on c (full batch), and the initial learning rate (cosine decay to 0); P has
+    # unit-norm columns, so |Δθ| = |Δc|: 0.1 moves the mlp on digits to ~99% train accuracy at
+    # d = 200 in 500 steps
+    steps: int = 500
+    lr: float = 0.1
+    # seed of the projections (the same for every d: dense hyperplanes of one seed are nested)
+    seed: int = 0
+    # ce or mse (softmax vs one-hot); ignored by loss-output models (the wedge)
+    loss: str = "ce"
+    # samples per forward pass of the full-batch loss (memory only, not the optimisation)
+    batch_size: int = 1024
+    # loss-output models (the wedge): a run succeeds when its final loss is below this
+    threshold: float = 0.05
+    # output folder: results.csv, accuracy_vs_d.png
+    out_dir: str = "${hydra:runtime.output_dir}"
+    # auto, cpu, cuda, ...
+    device: str = "auto"
+    # write accuracy_vs_d.png
+    plot: bool = True
+
+
+@dataclass
+class SubspaceJob:
+    """What every rank needs to train one d: the model template, θ0, the data, the settings."""
+
+    model: nn.Module
+    state: dict[str, Tensor]
+    keys: list[str]
+    splits: dict[str, Split]
+    cfg: SubspaceConfig
+
+    def loss_fn(self) -> LossFn:
+        train = self.splits["train"]
+        loss, _ = flat_loss(
+            self.model,
+            self.state,
+            self.keys,
+            train.inputs,
+            train.labels,
+            self.cfg.batch_size,
+            self.cfg.loss,
+        )
+        return loss
+
+    def theta0(self) -> Tensor:
+        return params.flatten(self.state, self.keys).detach()
+
+    def accuracy(self, theta: Tensor, split: Split) -> float:
+        """Accuracy (%) of the net at θ on a split; NaN for a loss-output model."""
+        if is_loss_output(self.model):
+            return float("nan")
+        weights = {**self.state, **params.unflatten(theta, self.state, self.keys)}
+        correct, n, size = 0, len(split.labels), self.cfg.batch_size
+        with torch.no_grad():
+            for i in range(0, n, size):
+                logits = functional_call(self.model, weights, (split.inputs[i : i + size],))
+                correct += int((logits.argmax(-1) == split.labels[i : i + size]).sum())
+        return 100.0 * correct / n
+
+    def run(self, d: int) -> dict[str, Any]:
+        cfg = self.cfg
+        result = train_in_subspace(
+            self.loss_fn(),
+            self.theta0(),
+            d,
+            sparse=cfg.sparse,
+            steps=cfg.steps,
+            lr=cfg.lr,
+            seed=cfg.seed,
+        )
+        row = {
+            "d": d,
+            "final_loss": result.final_loss,
+            "train_acc": self.accuracy(result.theta, self.splits["train"]),
+            "test_acc": self.accuracy(result.theta, self.splits["test"]),
+            "success": "",
+            "seconds": round(result.seconds, 3),
+        }
+        if is_loss_output(self.model):
+            row["success"] = int(result.final_loss < cfg.threshold)
+        return row
+
+
+def _subspace_task(d: int) -> dict[str, Any]:
+    job: SubspaceJob = parallel.worker_state(_JOB_KEY)
+    return job.run(d)
+
+
+def validate(cfg: SubspaceConfig) -> None:
+    check_choice("loss", cfg.loss, LOSSES)
+    if not cfg.dims:
+        raise UserError("dims is empty; give the hyperplane dimensions, e.g. dims=[1,10,100]")
+    if any(not isinstance(d, int) or d < 1 for d in cfg.dims):
+        raise UserError(f"dims={list(cfg.dims)}: every d must be a positive integer")
+    if cfg.steps < 1:
+        raise UserError(f"steps={cfg.steps} must be at least 1")
+    if not cfg.lr > 0:
+        raise UserError(f"lr={cfg.lr} must be positive")
+    if cfg.batch_size < 1:
+        raise UserError(f"batch_size={cfg.batch_size} must be at least 1")
+
+
+def setup_job(cfg: SubspaceConfig, device: torch.device) -> SubspaceJob:
+    """Loads the data, builds the model (θ0 = its checkpoint or init), checks every d ≤ P."""
+    splits = load_dataset(cfg.dataset, device)
+    input_shape = tuple(splits["train"].inputs.shape[1:])
+    model = build_model(cfg.model, input_shape, num_classes(cfg.dataset, splits)).to(device)
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    keys = [name for name, _ in model.named_parameters()]
+    num_params = sum(state[k].numel() for k in keys)
+    too_big = [d for d in cfg.dims if d > num_params]
+    if too_big:
+        raise UserError(
+            f"dims {too_big} exceed the {num_params} trained parameters of model="
+            f"{cfg.model.name}; a hyperplane cannot have more dimensions than the space"
+        )
+    return SubspaceJob(model, state, keys, splits, cfg)
+
+
+def run_subspace(cfg: SubspaceConfig, comm: Any = None) -> Optional[list[dict[str, Any]]]:
+    """Trains every d of cfg.dims (one task each over the MPI pool); on rank 0 returns the rows
+    sorted by d, on the other ranks None."""
+    comm = comm if comm is not None else parallel.world()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    validate(cfg)
+    place = parallel.placement(comm)
+    device = (
+        torch.device("cpu")
+        if (rank == 0 and size > 1)  # the master only hands out work
+        else resolve_device(cfg.device, place.local_rank)
+    )
+    if device.type == "cpu":
+        torch.set_num_threads(place.cpu_threads)
+    job = setup_job(cfg, device)
+    parallel.set_worker_state(_JOB_KEY, job)
+    rows = []
+    try:
+        describe = lambda d: f"subspace d={d}"  # noqa: E731
+        for result in parallel.run_tasks(comm, _subspace_task, list(cfg.dims), describe):
+            rows.append({**result.value, "rank": result.rank})
+            log.info(
+                "d=%d: final loss %.4g, test acc %s (rank %d, %.1f s)",
+                result.task,
+                result.value["final_loss"],
+                f"{result.value['test_acc']:.2f}%",
+                result.rank,
+                result.seconds,
+            )
+    finally:
+        parallel.clear_worker_state(_JOB_KEY)
+    return sorted(rows, key=lambda r: r["d"]) if rank == 0 else None
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def plot_results(
+    rows: list[dict[str, Any]],
+    path: Path,
+    title: str,
+    threshold: Optional[float] = None,
+    flip: Optional[int] = None,
+) -> Path:
+    """Accuracy vs d (classifiers) and the final loss vs d, log-scaled d; the success threshold
+    and the wedge's expected flip d = D − n as guides where given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = np.array([r["d"] for r in rows])
+    loss = np.array([r["final_loss"] for r in rows], dtype=float)
+    has_acc = any(np.isfinite(r["test_acc"]) for r in rows)
+    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5.5, 4))
+    axes = np.atleast_1d(axes)
+    if has_acc:
+        for split, style in (("train", "o--"), ("test", "o-")):
+            axes[0].plot(d, [r[f"{split}_acc"] for r in rows], style, label=split)
+        axes[0].set_ylabel("accuracy (%)")
+        axes[0].set_title("accuracy after training in a random d-plane")
+        axes[0].legend()
+    ax = axes[-1]
+    ax.plot(d, loss, "o-", color="C3")
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", ls=":", label=f"success threshold {threshold:g}")
+    if flip is not None:
+        ax.axvline(flip, color="C0", ls="--", label=f"D − n = {flip}")
+    if threshold is not None or flip is not None:
+        ax.legend()
+    if np.all(loss[np.isfinite(loss)] > 0):
+        ax.set_yscale("log")
+    ax.set_ylabel("final training loss")
+    ax.set_title("final loss")
+    for a in axes:
+        a.set_xscale("log")
+        a.set_xticks(d, [str(v) for v in d], minor=False)
+        a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        a.set_xlabel("hyperplane dimension d")
+        a.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def summarize(rows: list[dict[str, Any]], cfg: SubspaceConfig) -> str:
+    kind = "sparse" if cfg.sparse else "dense"
+    lines = [f"subspace training, {cfg.model.name}, {kind} projections, {cfg.steps} Adam steps:"]
+    for r in rows:
+        text = f"  d={r['d']:>6}: final loss {r['final_loss']:.4g}"
+        if np.isfinite(r["test_acc"]):
+            text += f", train acc {r['train_acc']:.2f}%, test acc {r['test_acc']:.2f}%"
+        if r["success"] != "":
+            text += ", success" if r["success"] else ", no success"
+        lines.append(text + f"  ({r['seconds']:.1f} s, rank {r['rank']})")
+    wins = [r["d"] for r in rows if r["success"] == 1]
+    if any(r["success"] != "" for r in rows):
+        first = f"d={min(wins)}" if wins else "none of the dims"
+        lines.append(f"  first success (loss < {cfg.threshold:g}): {first}")
+        flip = wedge_flip(cfg)
+        if flip is not None:
+            lines.append(f"  D - n = {flip} (where the paper's toy model flips)")
+    return "\n".join(lines)
+
+
+def wedge_flip(cfg: SubspaceConfig) -> Optional[int]:
+    """D − n for model=wedge: the smallest d at which a random d-plane meets an n-wedge."""
+    kwargs = cfg.model.kwargs
+    if cfg.model.name != "wedge" or "dim" not in kwargs or "n" not in kwargs:
+        return None
+    return int(kwargs["dim"]) - int(kwargs["n"])
+
+
+def register() -> None:
+    register_configs()
+    ConfigStore.instance().store(name="subspace_schema", node=SubspaceConfig)
+
+
+register()
+
+
+# An absolute path: run through `python -m landscape_hpc.geometry`, this module is not __main__,
+# and Hydra would read a relative config_path as the package conf.geometry.
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf" / "geometry")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="subspace")
+@exit_on_user_error
+def _app(cfg) -> None:
+    subspace_cfg: SubspaceConfig = OmegaConf.to_object(cfg)
+    comm = parallel.world()
+    with parallel.abort_on_error(comm):
+        rows = run_subspace(subspace_cfg, comm)
+        if rows is None:
+            return
+        out = Path(subspace_cfg.out_dir)
+        files = [write_csv(rows, out / "results.csv")]
+        if subspace_cfg.plot:
+            loss_model = any(r["success"] != "" for r in rows)
+            title = f"{subspace_cfg.model.name}: training in random d-dimensional hyperplanes"
+            threshold = subspace_cfg.threshold if loss_model else None
+            flip = wedge_flip(subspace_cfg)
+            png = plot_results(rows, out / "accuracy_vs_d.png", title, threshold, flip)
+            files.append(png)
+        print(summarize(rows, subspace_cfg))
+        for f in files:
+            log.info("wrote %s", f)
+
+
+def main() -> None:
+    share_hydra_run_dir()
+    _app()

@@ -1,0 +1,190 @@
+"""Hessian eigenvalues at a point and over a surface grid (landscape_hpc/geometry/hessian.py)."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch import nn
+
+from landscape_hpc import hessian
+from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.data import load_dataset
+from landscape_hpc.errors import UserError
+from landscape_hpc.geometry.hessian import HessianConfig, plot_maps, run_map, run_point
+from landscape_hpc.models import build_model
+from landscape_hpc.surface import compute_surface
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+TINY_DATA = ["dataset=synthetic", "dataset.shape=[3]", "dataset.num_classes=3"]
+TINY = ["model=mlp", "+model.kwargs.hidden=[3]", *TINY_DATA, "dataset.num_train=40"]
+TINY_PARAMS = 3 * 3 + 3 + 3 * 3 + 3  # Linear(3, 3) and Linear(3, 3)
+
+
+class LeastSquares(nn.Module):
+    """A quadratic landscape: per-sample loss ½(x·w − Σx)², so H = XᵀX / N exactly."""
+
+    loss_output = True
+
+    def __init__(self, features: int = 4) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (x @ self.w - x.sum(-1)) ** 2  # (B,)
+
+
+def _config(**overrides) -> HessianConfig:
+    base = dict(model=ModelConfig(name="mlp"), dataset=DatasetConfig(), device="cpu")
+    return HessianConfig(**{**base, **overrides})
+
+
+def test_quadratic_model_eigenvalues_are_exact_and_the_trace_close():
+    data = DatasetConfig(name="synthetic", shape=[4], num_train=30)
+    model = ModelConfig(name="custom", target="test_geometry_hessian.LeastSquares")
+    cfg = _config(model=model, dataset=data, lanczos_steps=4, double=True, trace_samples=300)
+    result = run_point(cfg)
+    x = load_dataset(data)["train"].inputs.double()  # (30, 4)
+    h = x.T @ x / len(x)
+    exact = torch.linalg.eigvalsh(h)
+    assert result.max_eig == pytest.approx(float(exact[-1]), rel=1e-10)
+    assert result.min_eig == pytest.approx(float(exact[0]), rel=1e-8)
+    # Hutchinson with Rademacher probes: variance 2·Σ_{i≠j} H_ij² per probe; allow 4 std errors
+    off_diagonal = h - torch.diag(torch.diag(h))
+    std_error = float((2 * off_diagonal.pow(2).sum() / cfg.trace_samples).sqrt())
+    assert result.trace == pytest.approx(float(torch.trace(h)), abs=4 * std_error)
+    assert result.trace != pytest.approx(float(torch.trace(h)), abs=1e-9)  # an estimate
+    assert result.num_params == 4 and result.num_samples == 30
+
+
+def _surface(out: Path) -> Path:
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        overrides = [f"out={out}", "plot=false", *TINY, "grid.x=[-1,1,3]", "grid.y=[-1,1,3]"]
+        cfg = compose("surface", overrides=overrides)
+    return compute_surface(OmegaConf.to_object(cfg))
+
+
+@pytest.fixture(scope="module")
+def surface_file(tmp_path_factory) -> Path:
+    return _surface(tmp_path_factory.mktemp("surface") / "s.h5")
+
+
+@pytest.fixture()
+def surface(surface_file, tmp_path) -> Path:
+    copy = tmp_path / "s.h5"
+    shutil.copy(surface_file, copy)
+    return copy
+
+
+def _datasets(path: Path) -> dict[str, np.ndarray]:
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda k, v: out.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset) else None
+        )
+    return out
+
+
+def _exact_extremes(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(ny, nx) largest and smallest eigenvalues of the exact Hessian at each grid point."""
+    model = build_model(ModelConfig(name="mlp", kwargs={"hidden": [3]}), (3,), 3).double()
+    split = load_dataset(DatasetConfig(name="synthetic", shape=[3], num_classes=3, num_train=40))
+    inputs, labels = split["train"].inputs.double(), split["train"].labels
+    origin = {k: v.double() for k, v in model.state_dict().items()}
+    data = _datasets(path)
+    x, y = data["xcoordinates"], data["ycoordinates"]
+    hi, lo = np.zeros((len(y), len(x))), np.zeros((len(y), len(x)))
+    for iy, cy in enumerate(y):
+        for ix, cx in enumerate(x):
+            state = dict(origin)
+            for axis, c in (("x", cx), ("y", cy)):
+                for key in data:
+                    if key.startswith(f"directions/{axis}/"):
+                        name = key.split("/", 2)[2]
+                        state[name] = state[name] + c * torch.from_numpy(data[key]).double()
+            loss, theta = hessian.flat_loss(model, state, list(state), inputs, labels)
+            eig = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta))
+            hi[iy, ix], lo[iy, ix] = float(eig[-1]), float(eig[0])
+    return hi, lo
+
+
+def test_map_over_a_3x3_surface_equals_the_exact_hessian_and_keeps_the_rest(surface):
+    before = _datasets(surface)
+    info = run_map(_config(surface=str(surface), lanczos_steps=TINY_PARAMS, double=True))
+    assert info["points"] == 9 and info["num_params"] == TINY_PARAMS
+    after = _datasets(surface)
+    assert sorted(after) == sorted([*before, "max_eig", "min_eig"])
+    for name, values in before.items():
+        np.testing.assert_array_equal(after[name], values, err_msg=name)
+    hi, lo = _exact_extremes(surface)
+    # the map builds each point's weights in float32 (as the surface did), the reference in float64
+    scale = np.abs(hi).max()
+    np.testing.assert_allclose(after["max_eig"], hi, rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(after["min_eig"], lo, rtol=0, atol=1e-6 * scale)
+    assert (lo < 0).any() and not np.allclose(hi, hi[0, 0])  # a curved map, not a constant
+    png = plot_maps(surface, surface.with_name("map.png"))
+    assert png.stat().st_size > 20_000
+
+
+def test_map_resumes_only_missing_points_and_refuses_other_settings(surface):
+    cfg = _config(surface=str(surface), lanczos_steps=8)
+    run_map(cfg)
+    with h5py.File(surface, "r+") as f:
+        full = f["max_eig"][()]
+        f["max_eig"][0, 0] = 1234.5  # a value that must not be recomputed
+        f["min_eig"][2, 1] = np.nan  # one pending point
+    info = run_map(cfg)
+    assert info["points"] == 1
+    after = _datasets(surface)
+    assert after["max_eig"][0, 0] == 1234.5
+    np.testing.assert_allclose(after["max_eig"][2, 1], full[2, 1], rtol=1e-12)
+    digest = hashlib.sha256(surface.read_bytes()).hexdigest()
+    with pytest.raises(UserError, match="lanczos_steps: file has 8, this run 12"):
+        run_map(_config(surface=str(surface), lanczos_steps=12))
+    assert hashlib.sha256(surface.read_bytes()).hexdigest() == digest
+    info = run_map(_config(surface=str(surface), lanczos_steps=12, overwrite=True))
+    assert info["points"] == 9 and _datasets(surface)["max_eig"][0, 0] != 1234.5
+
+
+def test_a_file_that_is_not_a_surface_is_refused(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        run_map(_config(surface=str(tmp_path / "missing.h5")))
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["xcoordinates"] = np.zeros(3)
+    with pytest.raises(UserError, match="no `config` attribute"):
+        run_map(_config(surface=str(tmp_path / "plain.h5")))
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun is not on PATH")
+def test_map_over_mpi_workers_equals_the_serial_map(surface, tmp_path):
+    serial_copy = tmp_path / "serial.h5"
+    shutil.copy(surface, serial_copy)
+    run_map(_config(surface=str(serial_copy), lanczos_steps=TINY_PARAMS, double=True))
+    done = subprocess.run(
+        [
+            *("mpirun", "-n", "3", "--oversubscribe", PYTHON, "-m", "landscape_hpc.geometry"),
+            *("hessian", f"hydra.run.dir={tmp_path}/run", f"surface={surface}"),
+            *(f"lanczos_steps={TINY_PARAMS}", "double=true"),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, **MPI_ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    spread, serial = _datasets(surface), _datasets(serial_copy)
+    for name in ("max_eig", "min_eig"):
+        np.testing.assert_allclose(spread[name], serial[name], rtol=1e-10, err_msg=name)
+    assert "9 points computed now, 9 of 9 done in all" in done.stdout
+    assert surface.with_name("s_hessian.png").stat().st_size > 20_000
