@@ -1,0 +1,245 @@
+"""m-connectors between m optima (Fort & Jastrzebski 2019, sec. 4.3).
+
+Points of the convex hull of m optima, on the regular barycentric grid of the (m−1)-simplex
+(λ = n / resolution), are each optimised inside the space orthogonal to the optima's affine hull
+through them (updates projected onto the complement of span{θ_j − θ_1}: the same core as the
+tunnel, which is the m = 2 case). Reported: loss and accuracy at every grid point on the linear
+simplex (Σ λ_j θ_j) and on the connector (the optimised points), and their maxima.
+
+    python -m landscape_hpc.geometry connector optima=[a.pt,b.pt,c.pt] model=mlp resolution=4
+    mpirun -n 4 python -m landscape_hpc.geometry connector optima=[a.pt,b.pt,c.pt,d.pt] \\
+        model=resnet20 dataset=cifar10 dataset.root=~/data hyperplane.steps=2000 device=cuda
+
+One pool task per non-vertex grid point, then the evaluation in chunks of grid points. Writes
+connector.csv (one row per grid point: λ, loss and accuracy linear and connector per split) and
+connector.png (m = 3: both triangles coloured by loss; any m: loss per grid point) to out_dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import numpy as np
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from landscape_hpc import parallel
+from landscape_hpc.cli import share_hydra_run_dir
+from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
+from landscape_hpc.errors import UserError, exit_on_user_error
+from landscape_hpc.evaluate import EvalOptions
+from landscape_hpc.geometry.hyperplane import simplex_grid
+from landscape_hpc.geometry.tunnel import (
+    CONF_DIR,
+    HullJob,
+    HyperplaneConfig,
+    load_problem,
+    register,
+    run_hull,
+    validate_common,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConnectorConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    # the m ≥ 2 optima: checkpoints of one architecture (the one model=... builds)
+    optima: list[str] = MISSING
+    # grid of the simplex: barycentric coordinates in steps of 1/resolution
+    resolution: int = 4
+    hyperplane: HyperplaneConfig = field(default_factory=HyperplaneConfig)
+    # splits evaluated at the grid points (the optimisation always uses train)
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    # evaluation; engine.loss is also the loss the points are optimised on
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    # grid points per evaluation task handed to a worker
+    chunk_points: int = 16
+    # seed of the minibatch order of every point (point i uses an independent stream of it)
+    seed: int = 0
+    # auto (cuda when present, else cpu), cpu, cuda, cuda:1, ...
+    device: str = "auto"
+    # output folder of connector.csv and connector.png
+    out_dir: str = "${hydra:runtime.output_dir}"
+    # write connector.png
+    plot: bool = True
+
+
+@dataclass
+class ConnectorResult:
+    """grid (Q, m) barycentric coordinates (vertices first); per split and kind ("linear",
+    "connector"): (loss (Q,), acc (Q,))."""
+
+    optima: list[str]
+    grid: np.ndarray
+    metrics: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
+    opt_losses: np.ndarray
+
+
+def validate_connector(cfg: ConnectorConfig) -> None:
+    m = len(cfg.optima)
+    if m < 2:
+        raise UserError(
+            f"optima lists {m} checkpoint(s); an m-connector needs m ≥ 2 optima, e.g. "
+            "optima=[a.pt,b.pt,c.pt]"
+        )
+    if cfg.resolution < 2:
+        raise UserError(
+            f"resolution={cfg.resolution} must be at least 2 (1 leaves only the optima themselves)"
+        )
+
+
+def run_connector(cfg: ConnectorConfig, comm: Any = None) -> Optional[ConnectorResult]:
+    """The whole experiment; the result on rank 0 (None on the others)."""
+    comm = comm if comm is not None else parallel.world()
+    validate_connector(cfg)
+    hyperplane = validate_common(cfg)
+    paths = [str(p) for p in cfg.optima]
+    m = len(paths)
+    problem = load_problem(cfg.model, cfg.dataset, paths, cfg.device, comm, list(cfg.splits))
+    grid = simplex_grid(m, cfg.resolution)  # (Q, m), the m vertices first
+    inner = grid[m:]  # (K, m): the points that are optimised
+    options = EvalOptions(**dataclasses.asdict(cfg.engine))
+    job = HullJob(
+        problem, inner, hyperplane, cfg.hyperplane.batch_size, options, list(cfg.splits), cfg.seed
+    )
+    # coordinates in the hull subspace: (λ_2..λ_m, then one-hot of the point's deviation)
+    k = len(inner)
+    deviation = np.zeros((len(grid), k))
+    deviation[np.arange(m, len(grid)), np.arange(k)] = 1.0
+    linear = np.concatenate([grid[:, 1:], np.zeros_like(deviation)], axis=1)
+    connector = np.concatenate([grid[:, 1:], deviation], axis=1)
+    hull = run_hull(comm, job, np.concatenate([linear, connector]), cfg.chunk_points)
+    if hull is None:
+        return None
+    q = len(grid)
+    metrics = {
+        s: {"linear": (loss[:q], acc[:q]), "connector": (loss[q:], acc[q:])}
+        for s, (loss, acc) in hull.metrics.items()
+    }
+    return ConnectorResult(paths, grid, metrics, hull.opt_losses)
+
+
+def write_connector(result: ConnectorResult, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    m = result.grid.shape[1]
+    header = [f"lambda_{j + 1}" for j in range(m)]
+    columns = list(result.grid.T)
+    for s, kinds in result.metrics.items():
+        for kind, (loss, acc) in kinds.items():
+            header += [f"{s}_loss_{kind}", f"{s}_acc_{kind}"]
+            columns += [loss, acc]
+    path = out_dir / "connector.csv"
+    np.savetxt(path, np.stack(columns, axis=1), delimiter=",", header=",".join(header), comments="")
+    return path
+
+
+def plot_connector(result: ConnectorResult, path: Path) -> Path:
+    """m = 3: the linear triangle and the connector coloured by loss (first split, one scale);
+    every m: the loss at each grid point, linear dashed vs connector solid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.tri import Triangulation
+
+    split = next(iter(result.metrics))
+    m = result.grid.shape[1]
+    triangles = m == 3
+    fig, axes = plt.subplots(
+        1, 3 if triangles else 1, figsize=(14 if triangles else 6, 4.2), layout="constrained"
+    )
+    axes = np.atleast_1d(axes)
+    lines = axes[-1]
+    order = np.argsort(result.metrics[split]["linear"][0], kind="stable")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (s, kinds) in enumerate(result.metrics.items()):
+        lines.plot(kinds["linear"][0][order], "--", color=colors[i], label=f"{s} linear simplex")
+        lines.plot(
+            kinds["connector"][0][order], "-o", ms=3, color=colors[i], label=f"{s} connector"
+        )
+    lines.set_xlabel("grid point (sorted by the linear loss)")
+    lines.set_ylabel("loss")
+    lines.set_title(f"{m}-connector vs linear simplex")
+    lines.legend(fontsize=7)
+    if triangles:
+        # barycentric -> plane: vertices at (0, 0), (1, 0), (1/2, √3/2)
+        x = result.grid[:, 1] + 0.5 * result.grid[:, 2]
+        y = (np.sqrt(3) / 2) * result.grid[:, 2]
+        tri = Triangulation(x, y)
+        values = [result.metrics[split][kind][0] for kind in ("linear", "connector")]
+        vmin = min(np.nanmin(v) for v in values)
+        vmax = max(np.nanmax(v) for v in values)
+        for ax, kind, z in zip(axes[:2], ("linear simplex", "connector"), values):
+            image = ax.tripcolor(tri, z, shading="gouraud", vmin=vmin, vmax=vmax, cmap="viridis")
+            ax.plot(x, y, "k.", ms=3)
+            corners = ((0, 0, -12, -10), (1, 0, 12, -10), (0.5, np.sqrt(3) / 2, 0, 5))
+            for j, (vx, vy, dx, dy) in enumerate(corners):
+                ax.annotate(
+                    f"θ_{j + 1}",
+                    (vx, vy),
+                    xytext=(dx, dy),
+                    textcoords="offset points",
+                    fontsize=8,
+                    ha="center",
+                )
+            ax.set_xlim(-0.08, 1.08)
+            ax.set_ylim(-0.1, 0.95)
+            ax.set_aspect("equal")
+            ax.axis("off")
+            ax.set_title(f"{split} loss: {kind}")
+        fig.colorbar(image, ax=axes[1], fraction=0.05, label=f"{split} loss")
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def summarize_connector(result: ConnectorResult) -> str:
+    m = result.grid.shape[1]
+    k = len(result.grid) - m
+    lines = [f"{m}-connector of {', '.join(result.optima)}: {k} grid points optimised"]
+    for s, kinds in result.metrics.items():
+        parts = []
+        for kind, (loss, acc) in kinds.items():
+            i = int(np.nanargmax(loss))
+            text = f"{kind} max loss {loss[i]:.4g} at λ={np.round(result.grid[i], 3).tolist()}"
+            if np.isfinite(acc).any():
+                text += f", min acc {np.nanmin(acc):.2f}%"
+            parts.append(text)
+        lines.append(f"  {s}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+register()
+ConfigStore.instance().store(name="connector_schema", node=ConnectorConfig)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="connector")
+@exit_on_user_error
+def _app(cfg) -> None:
+    connector_cfg: ConnectorConfig = OmegaConf.to_object(cfg)
+    comm = parallel.world()
+    with parallel.abort_on_error(comm):
+        result = run_connector(connector_cfg, comm)
+        if result is None:
+            return
+        out = Path(connector_cfg.out_dir)
+        files = [write_connector(result, out)]
+        if connector_cfg.plot:
+            files.append(plot_connector(result, out / "connector.png"))
+        print(summarize_connector(result))
+        for f in files:
+            log.info("wrote %s", f)
+
+
+def main() -> None:
+    """`python -m landscape_hpc.geometry connector [overrides]` (the dispatcher calls this)."""
+    share_hydra_run_dir()
+    _app()

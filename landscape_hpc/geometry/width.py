@@ -1,0 +1,400 @@
+"""Radial tunnel width around optima (Fort & Jastrzebski 2019, sec. 4.4).
+
+From an optimum θ*, the loss along `n_directions` random directions d at distances r in
+[0, r_max]: L(θ* + r·d). The width along a ray is the first distance where the loss exceeds the
+threshold level, linearly interpolated between the two grid distances around the crossing.
+Several optima (e.g. nets trained with different lr / weight_decay by `landscape_hpc.train`) are
+compared in one figure: loss against distance, and the widths as bars.
+
+    python -m landscape_hpc.geometry width optima=[runs/lr0.1/model.pt,runs/lr0.01/model.pt] \\
+        labels=[lr0.1,lr0.01] model=mlp threshold=1.0 r_max=40
+    mpirun -n 4 python -m landscape_hpc.geometry width optima=[a.pt,b.pt] model=resnet20 \\
+        dataset=cifar10 dataset.root=~/data n_directions=100 device=cuda
+
+Choices (keys): `directions=unit` draws isotropic Gaussian directions normalised to unit length
+over all parameters, so r is a Euclidean distance in weight space (the paper's rays);
+`directions=filter` uses Li et al.'s filter-normalised directions instead (biases and BN
+parameters left out), r then counts filter norms of the optimum itself, which makes nets of
+different weight scale (weight decay) comparable. `threshold_kind=above_optimum` (default): the
+level is the optimum's own loss + threshold; `absolute`: the level is threshold itself. The
+same rays (seeded by `seed` and the ray index) are used from every optimum.
+
+A ray that never exceeds the level up to r_max gets width r_max as a lower bound, and the
+summary says so; an optimum where no ray crosses is an error (after the files are written).
+One pool task per (optimum, ray); each evaluates the ray's distances together through the
+engine (a 1D subspace: origin θ*, basis d). Writes width.csv (one row per ray),
+width_curves.csv (loss and accuracy per ray and distance) and width.png to out_dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+from torch import Tensor
+
+from landscape_hpc import parallel, params
+from landscape_hpc.cli import share_hydra_run_dir
+from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
+from landscape_hpc.directions import normalize_direction
+from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
+from landscape_hpc.evaluate import BN_MODES, LOSSES, STRATEGIES, EvalOptions, evaluate_points
+from landscape_hpc.geometry.hyperplane import stream_seed
+from landscape_hpc.geometry.tunnel import CONF_DIR, Problem, load_problem, register
+from landscape_hpc.hessian import LossFn
+from landscape_hpc.params import ParamDict
+from landscape_hpc.subspace import Subspace
+
+log = logging.getLogger(__name__)
+
+DIRECTION_KINDS: tuple[str, ...] = ("unit", "filter")
+THRESHOLD_KINDS: tuple[str, ...] = ("above_optimum", "absolute")
+_JOB_KEY = "width_job"
+
+
+@dataclass
+class WidthConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    # one or more optima (checkpoints of one architecture) to measure and compare
+    optima: list[str] = MISSING
+    # a name per optimum for the table and the plot; null = the checkpoints' folder names
+    labels: Optional[list[str]] = None
+    # random rays from each optimum
+    n_directions: int = 20
+    # largest distance along a ray (units: see `directions`)
+    r_max: float = 20.0
+    # distances 0..r_max evaluated along each ray
+    n_distances: int = 41
+    # loss level that ends the tunnel: see threshold_kind
+    threshold: float = 1.0
+    # above_optimum: level = loss at the optimum + threshold; absolute: level = threshold
+    threshold_kind: str = "above_optimum"
+    # unit: unit-length Gaussian rays (Euclidean distance); filter: filter-normalised rays
+    directions: str = "unit"
+    # split whose loss defines the width
+    split: str = "train"
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    # seed of the rays (ray i uses an independent stream of it, the same from every optimum)
+    seed: int = 0
+    # auto (cuda when present, else cpu), cpu, cuda, cuda:1, ...
+    device: str = "auto"
+    # output folder of width.csv, width_curves.csv and width.png
+    out_dir: str = "${hydra:runtime.output_dir}"
+    # write width.png
+    plot: bool = True
+
+
+# --- pure maths --------------------------------------------------------------------------------
+
+
+def random_unit_direction(n_params: int, seed: int, dtype=torch.float32) -> Tensor:
+    """An isotropic Gaussian direction of length 1 (P,), drawn on the CPU from `seed`."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.randn(n_params, generator=g, dtype=torch.float64)
+    return (d / d.norm()).to(dtype)
+
+
+def crossing_distance(
+    distances: np.ndarray, losses: np.ndarray, level: float
+) -> tuple[float, bool]:
+    """(width, crossed): the first distance where the loss exceeds `level`, interpolated linearly
+    between the grid distances around it; (distances[-1], False) when it never does. A
+    non-finite loss (diverged) counts as above the level at its distance."""
+    above = ~(losses <= level)  # NaN counts as above
+    if not above.any():
+        return float(distances[-1]), False
+    j = int(np.argmax(above))
+    if j == 0:
+        return float(distances[0]), True
+    lo, hi = losses[j - 1], losses[j]
+    if not np.isfinite(hi):
+        return float(distances[j]), True
+    frac = (level - lo) / (hi - lo)
+    return float(distances[j - 1] + frac * (distances[j] - distances[j - 1])), True
+
+
+def threshold_level(kind: str, threshold: float, loss_at_optimum: float) -> float:
+    return threshold + (loss_at_optimum if kind == "above_optimum" else 0.0)
+
+
+def ray_widths(
+    loss_fn: LossFn,
+    theta: Tensor,
+    n_directions: int,
+    distances: np.ndarray,
+    threshold: float,
+    kind: str = "above_optimum",
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The plain reference on a flat loss: (widths (n,), crossed (n,), losses (n, R)) along
+    `n_directions` unit rays from θ, ray i drawn from stream_seed(seed, i) as the command does."""
+    losses = np.zeros((n_directions, len(distances)))
+    with torch.no_grad():
+        for i in range(n_directions):
+            d = random_unit_direction(theta.numel(), stream_seed(seed, i), theta.dtype)
+            losses[i] = [float(loss_fn(theta + float(r) * d)) for r in distances]
+    level = threshold_level(kind, threshold, float(loss_fn(theta)))
+    found = [crossing_distance(distances, row, level) for row in losses]
+    return np.array([w for w, _ in found]), np.array([c for _, c in found]), losses
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+@dataclass
+class WidthJob:
+    problem: Problem
+    distances: np.ndarray
+    directions: str
+    split: str
+    options: EvalOptions
+    seed: int
+
+    def direction(self, optimum: int, ray: int) -> ParamDict:
+        p = self.problem
+        origin = p.optima[optimum]
+        n_params = sum(origin[k].numel() for k in p.keys)
+        flat = random_unit_direction(n_params, stream_seed(self.seed, ray))
+        like = {k: origin[k] for k in p.keys}
+        d = params.unflatten(flat.to(p.device), like, p.keys)
+        if self.directions == "filter":
+            d = normalize_direction(d, like, "filter", "biasbn")
+        return d
+
+    def ray(self, optimum: int, ray: int) -> tuple[np.ndarray, np.ndarray]:
+        """Loss and accuracy (R,) at the distances along ray `ray` from optimum `optimum`."""
+        p = self.problem
+        subspace = Subspace(p.optima[optimum], [self.direction(optimum, ray)])
+        split = p.splits[self.split]
+        coords = torch.from_numpy(self.distances)[:, None]  # (R, 1)
+        metrics = evaluate_points(
+            p.model,
+            subspace,
+            coords,
+            {self.split: (split.inputs, split.labels)},
+            self.options,
+            p.splits["train"].inputs,
+        )[self.split]
+        return metrics.loss, metrics.acc
+
+
+def _ray_task(task: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    return parallel.worker_state(_JOB_KEY).ray(*task)
+
+
+@dataclass
+class WidthResult:
+    """Per optimum o and ray i: losses/accs (O, n, R) along distances (R,), levels (O,),
+    widths and crossed (O, n)."""
+
+    labels: list[str]
+    optima: list[str]
+    distances: np.ndarray
+    losses: np.ndarray
+    accs: np.ndarray
+    levels: np.ndarray
+    widths: np.ndarray
+    crossed: np.ndarray
+
+
+def default_labels(paths: list[str]) -> list[str]:
+    """The checkpoints' folder names (train's run folders) when they differ, else the paths."""
+    names = [Path(p).parent.name or Path(p).stem for p in paths]
+    return names if len(set(names)) == len(names) else list(paths)
+
+
+def validate_width(cfg: WidthConfig) -> list[str]:
+    """Checks the config; returns the labels."""
+    if len(cfg.optima) < 1:
+        raise UserError("optima is empty; give at least one checkpoint: optima=[model.pt]")
+    check_choice("directions", cfg.directions, DIRECTION_KINDS)
+    check_choice("threshold_kind", cfg.threshold_kind, THRESHOLD_KINDS)
+    check_choice("engine.bn", cfg.engine.bn, BN_MODES)
+    check_choice("engine.loss", cfg.engine.loss, LOSSES)
+    check_choice("engine.strategy", cfg.engine.strategy, STRATEGIES)
+    if cfg.n_directions < 1:
+        raise UserError(f"n_directions={cfg.n_directions} must be at least 1")
+    if cfg.n_distances < 2:
+        raise UserError(f"n_distances={cfg.n_distances} must be at least 2")
+    if not cfg.r_max > 0:
+        raise UserError(f"r_max={cfg.r_max} must be positive")
+    if cfg.threshold_kind == "above_optimum" and not cfg.threshold > 0:
+        raise UserError(
+            f"threshold={cfg.threshold} must be positive with threshold_kind=above_optimum "
+            "(it is the rise of the loss above the optimum's)"
+        )
+    labels = list(cfg.labels) if cfg.labels is not None else default_labels(list(cfg.optima))
+    if len(labels) != len(cfg.optima):
+        raise UserError(
+            f"labels has {len(labels)} entries but optima has {len(cfg.optima)}: give one label "
+            "per optimum, or leave labels=null"
+        )
+    return labels
+
+
+def run_width(cfg: WidthConfig, comm: Any = None) -> Optional[WidthResult]:
+    """The whole experiment; the result on rank 0 (None on the others)."""
+    comm = comm if comm is not None else parallel.world()
+    labels = validate_width(cfg)
+    paths = [str(p) for p in cfg.optima]
+    problem = load_problem(cfg.model, cfg.dataset, paths, cfg.device, comm, [cfg.split])
+    distances = np.linspace(0.0, cfg.r_max, cfg.n_distances)
+    options = EvalOptions(**dataclasses.asdict(cfg.engine))
+    job = WidthJob(problem, distances, cfg.directions, cfg.split, options, cfg.seed)
+    shape = (len(paths), cfg.n_directions, len(distances))
+    losses, accs = np.zeros(shape), np.zeros(shape)
+    tasks = [(o, i) for o in range(len(paths)) for i in range(cfg.n_directions)]
+    parallel.set_worker_state(_JOB_KEY, job)
+    try:
+        describe = lambda t: f"ray {t[1]} from optimum {paths[t[0]]}"  # noqa: E731
+        for result in parallel.run_tasks(comm, _ray_task, tasks, describe=describe):
+            losses[result.task], accs[result.task] = result.value
+    finally:
+        parallel.clear_worker_state(_JOB_KEY)
+    if comm.Get_rank() != 0:
+        return None
+    # every ray starts at the optimum itself: its loss is the same on all of them
+    levels = np.array(
+        [threshold_level(cfg.threshold_kind, cfg.threshold, float(row[0, 0])) for row in losses]
+    )
+    found = [
+        [crossing_distance(distances, ray, level) for ray in rays]
+        for rays, level in zip(losses, levels)
+    ]
+    widths = np.array([[w for w, _ in row] for row in found])
+    crossed = np.array([[c for _, c in row] for row in found])
+    return WidthResult(labels, paths, distances, losses, accs, levels, widths, crossed)
+
+
+def write_width(result: WidthResult, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = out_dir / "width.csv"
+    with open(table, "w") as f:
+        f.write("label,optimum,ray,width,crossed,level,loss_at_optimum,max_loss\n")
+        for o, label in enumerate(result.labels):
+            for i in range(result.widths.shape[1]):
+                f.write(
+                    f"{label},{result.optima[o]},{i},{result.widths[o, i]:.6g},"
+                    f"{int(result.crossed[o, i])},{result.levels[o]:.6g},"
+                    f"{result.losses[o, i, 0]:.6g},{np.nanmax(result.losses[o, i]):.6g}\n"
+                )
+    curves = out_dir / "width_curves.csv"
+    with open(curves, "w") as f:
+        f.write("label,ray,distance,loss,acc\n")
+        for o, label in enumerate(result.labels):
+            for i in range(result.losses.shape[1]):
+                for r, loss, acc in zip(result.distances, result.losses[o, i], result.accs[o, i]):
+                    f.write(f"{label},{i},{r:.6g},{loss:.6g},{acc:.6g}\n")
+    return [table, curves]
+
+
+def plot_width(result: WidthResult, path: Path, split: str = "train") -> Path:
+    """Left: loss vs distance (thin: every ray, thick: the mean; dotted: each level). Right: the
+    mean width per optimum ± std, every ray's width a dot (hollow: lower bound, not crossed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    rng = np.random.default_rng(0)  # horizontal jitter of the dots only
+    for o, label in enumerate(result.labels):
+        c = colors[o % len(colors)]
+        for ray in result.losses[o]:
+            curves.plot(result.distances, ray, "-", color=c, alpha=0.15, lw=0.8)
+        mean = np.nanmean(result.losses[o], axis=0)
+        curves.plot(result.distances, mean, "-", color=c, lw=2, label=f"{label} (mean)")
+        curves.axhline(result.levels[o], ls=":", color=c, lw=1.2, label=f"{label} level")
+        w, crossed = result.widths[o], result.crossed[o]
+        bars.bar(o, np.mean(w), yerr=np.std(w), color=c, alpha=0.5, capsize=4)
+        x = o + rng.uniform(-0.2, 0.2, len(w))
+        bars.plot(x[crossed], w[crossed], "o", color=c, ms=4)
+        bars.plot(x[~crossed], w[~crossed], "o", mfc="none", color=c, ms=5)
+    curves.set_xlabel("distance r along the ray")
+    curves.set_ylabel(f"{split} loss")
+    if np.all(result.losses > 0):
+        curves.set_yscale("log")
+    curves.set_title("loss along random rays from each optimum")
+    curves.legend(fontsize=7)
+    bars.set_xticks(range(len(result.labels)), result.labels, rotation=20, fontsize=8)
+    bars.set_ylabel("width (distance where the level is crossed)")
+    bars.set_title("radial tunnel width (mean ± std; hollow: ≥, not crossed)")
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def summarize_width(result: WidthResult, threshold: float, kind: str) -> str:
+    n = result.widths.shape[1]
+    rule = "loss at the optimum + " if kind == "above_optimum" else ""
+    lines = [f"radial tunnel width over {n} rays, level = {rule}{threshold:g}"]
+    for o, label in enumerate(result.labels):
+        w, crossed = result.widths[o], result.crossed[o]
+        text = f"  {label}: loss at optimum {result.losses[o, 0, 0]:.4g}"
+        text += f", level {result.levels[o]:.4g}"
+        if crossed.any():
+            mean, std = w[crossed].mean(), w[crossed].std()
+            text += f"; width {mean:.4g} ± {std:.4g} over {crossed.sum()} rays"
+        if not crossed.all():
+            largest = np.nanmax(result.losses[o][~crossed])
+            text += (
+                f"; {(~crossed).sum()} ray(s) never cross up to r_max={result.distances[-1]:g} "
+                f"(width ≥ {result.distances[-1]:g}; largest loss there {largest:.4g})"
+            )
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def check_crossed(result: WidthResult) -> None:
+    """A UserError for the optima where no ray crosses the level: their width is unknown."""
+    never = [o for o in range(len(result.labels)) if not result.crossed[o].any()]
+    if never:
+        details = "; ".join(
+            f"{result.labels[o]}: level {result.levels[o]:.4g}, largest loss reached "
+            f"{np.nanmax(result.losses[o]):.4g}"
+            for o in never
+        )
+        raise UserError(
+            f"threshold never crossed: on none of the {result.widths.shape[1]} rays up to "
+            f"r_max={result.distances[-1]:g} did the loss exceed the level ({details}); the width "
+            f"is at least {result.distances[-1]:g}. Raise r_max or lower threshold"
+        )
+
+
+register()
+ConfigStore.instance().store(name="width_schema", node=WidthConfig)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="width")
+@exit_on_user_error
+def _app(cfg) -> None:
+    width_cfg: WidthConfig = OmegaConf.to_object(cfg)
+    comm = parallel.world()
+    with parallel.abort_on_error(comm):
+        result = run_width(width_cfg, comm)
+        if result is None:
+            return
+        out = Path(width_cfg.out_dir)
+        files = write_width(result, out)
+        if width_cfg.plot:
+            files.append(plot_width(result, out / "width.png", width_cfg.split))
+        print(summarize_width(result, width_cfg.threshold, width_cfg.threshold_kind))
+        for f in files:
+            log.info("wrote %s", f)
+        check_crossed(result)
+
+
+def main() -> None:
+    """`python -m landscape_hpc.geometry width [overrides]` (the dispatcher calls this)."""
+    share_hydra_run_dir()
+    _app()
