@@ -318,6 +318,14 @@ def plot_files(paths: Sequence[str | Path], opts: argparse.Namespace) -> list[Pa
                     f"{s.path} holds no {', '.join(missing)}; it has {', '.join(sorted(s.metrics))}"
                 )
             s.metrics = {m: s.metrics[m] for m in opts.metric}
+    for s in surfaces:
+        # e.g. the accuracy of a model that outputs its loss (wedge): NaN at every done point
+        empty = sorted(m for m, v in s.metrics.items() if not np.isfinite(v).any())
+        if empty and opts.metric:
+            raise UserError(f"{s.path}: {', '.join(empty)} has no finite value to plot")
+        for m in empty:
+            print(f"note: {s.path}: {m} has no finite value (not computed for this model); skipped")
+            del s.metrics[m]
     written: list[Path] = []
     if "1d" in kinds:
         if not one_d:

@@ -162,3 +162,23 @@ def test_lr_drops_ignore_unknown_rates_and_plain_files_have_no_trajectory(tmp_pa
     plt.close(fig)
     s = plot.read_surface(_ours(tmp_path / "s.h5", lambda x, y: x + y))
     assert s.trajectory is None and s.explained_variance_ratio is None
+
+
+def test_a_metric_without_any_finite_value_is_skipped_with_a_note(tmp_path, capsys):
+    """A loss-output model (the wedge) has no accuracy: its all-NaN acc datasets are skipped, the
+    loss is still drawn; asking for them by name is a clear error."""
+    from landscape_hpc.errors import UserError
+    from landscape_hpc.plot import parser, plot_files
+
+    path = tmp_path / "wedge.h5"
+    x, y = np.linspace(-1, 1, 5), np.linspace(-1, 1, 4)
+    with h5py.File(path, "w") as f:
+        f["xcoordinates"], f["ycoordinates"] = x, y
+        f["train_loss"] = np.add.outer(y**2, x**2)
+        f["train_acc"] = np.full((4, 5), np.nan)
+        f["done"] = np.ones((4, 5), dtype=np.uint8)
+    written = plot_files([path], parser().parse_args([str(path), "--kind", "contour"]))
+    assert [p.name for p in written] == ["wedge_loss_2dcontour.png"]
+    assert "train_acc has no finite value" in capsys.readouterr().out
+    with pytest.raises(UserError, match="train_acc has no finite value"):
+        plot_files([path], parser().parse_args([str(path), "--metric", "train_acc"]))
