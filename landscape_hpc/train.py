@@ -20,7 +20,7 @@ from pathlib import Path
 import hydra
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from landscape_hpc.config import TrainConfig, register_configs
@@ -111,19 +111,26 @@ def train_epoch(
     n = len(split.labels)
     order = torch.randperm(n, generator=generator).to(split.labels.device)
     loss_sum = torch.zeros((), device=split.labels.device)
-    correct = torch.zeros((), dtype=torch.int64, device=split.labels.device)
+    correct = torch.zeros((), device=split.labels.device)
     for start in range(0, n, batch_size):
         batch = order[start : start + batch_size]
         inputs, labels = split.inputs[batch], split.labels[batch]
-        logits = model(inputs)  # (B, classes)
-        loss = F.cross_entropy(logits, labels)
+        loss, n_correct = batch_loss(model, model(inputs), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         # accumulated on the device: no host sync per step
         loss_sum += loss.detach() * len(batch)
-        correct += (logits.argmax(dim=1) == labels).sum()
+        correct += n_correct
     return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+def batch_loss(model: nn.Module, outputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy of a batch and its count of correct predictions; for a model whose
+    output is its per-sample loss (`loss_output`, e.g. the wedge) the mean output, and NaN."""
+    if getattr(model, "loss_output", False):
+        return outputs.mean(), outputs.new_tensor(float("nan")).detach()
+    return F.cross_entropy(outputs, labels), (outputs.argmax(dim=1) == labels).sum().float()
 
 
 @torch.no_grad()
@@ -132,13 +139,13 @@ def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
     was_training = model.training
     model.eval()
     n = len(split.labels)
-    loss_sum, correct = 0.0, 0
+    loss_sum, correct = 0.0, 0.0
     for start in range(0, n, EVAL_BATCH_SIZE):
         inputs = split.inputs[start : start + EVAL_BATCH_SIZE]
         labels = split.labels[start : start + EVAL_BATCH_SIZE]
-        logits = model(inputs)  # (B, classes)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-        correct += int((logits.argmax(dim=1) == labels).sum())
+        loss, n_correct = batch_loss(model, model(inputs), labels)
+        loss_sum += loss.item() * len(labels)
+        correct += n_correct.item()
     model.train(was_training)
     return loss_sum / n, 100.0 * correct / n
 

@@ -163,3 +163,17 @@ def test_hydra_command_bad_value_exits_2_without_traceback(tmp_path: Path) -> No
     assert "error: optimizer='rmsprop'" in result.stderr and "sgd, adam" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_loss_output_model_trains_on_its_own_loss(tmp_path: Path) -> None:
+    """The wedge's output is its loss: training descends it towards a wedge; no accuracy."""
+    from landscape_hpc.models.wedge import wedge_distance
+
+    data = load_dataset(DatasetConfig(name="synthetic", shape=[2], num_train=64, num_test=16))
+    model = build_model(ModelConfig(name="wedge", kwargs={"dim": 6, "n": 2}), (2,), 10)
+    start = float(wedge_distance(model.theta.detach(), 2))
+    cfg = _config(model=ModelConfig(name="wedge"), lr=0.05, weight_decay=0.0, epochs=5)
+    final = _load(train(model, data, cfg, tmp_path))
+    end = float(wedge_distance(final["state_dict"]["theta"], 2))
+    assert end < 0.5 * start, (start, end)
+    assert final["test_acc"] != final["test_acc"]  # NaN: a loss has no accuracy
