@@ -36,6 +36,9 @@ BN_MODES = ("eval", "recompute")
 STRATEGIES = ("auto", "vmap", "sequential")
 
 _FLOAT_BYTES = 4
+#: the largest activation a CPU forward may allocate: glibc's largest mmap threshold (32 MiB)
+#: halved, so the tuned allocator (cli.tune_allocator) keeps it in the heap with room to spare
+CPU_ACTIVATION_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -96,14 +99,13 @@ def _has_bn(model: nn.Module) -> bool:
     return any(isinstance(m, _BatchNorm) for m in model.modules())
 
 
-def activation_bytes_per_sample(model: nn.Module, sample: Tensor) -> int:
-    """Bytes of every module output for one sample: a bound on the activations a forward holds."""
-    total = 0
+def _activation_sizes(model: nn.Module, sample: Tensor) -> list[int]:
+    """Bytes of each module output for one sample."""
+    sizes: list[int] = []
 
     def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-        nonlocal total
         if isinstance(output, Tensor):
-            total += output.numel() * output.element_size()
+            sizes.append(output.numel() * output.element_size())
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
@@ -112,7 +114,21 @@ def activation_bytes_per_sample(model: nn.Module, sample: Tensor) -> int:
     finally:
         for h in handles:
             h.remove()
-    return total
+    return sizes
+
+
+def activation_bytes_per_sample(model: nn.Module, sample: Tensor) -> int:
+    """Bytes of every module output for one sample: a bound on the activations a forward holds."""
+    return sum(_activation_sizes(model, sample))
+
+
+def cpu_batch_size(model: nn.Module, sample: Tensor, batch_size: int) -> int:
+    """The batch of a one-point-at-a-time forward on a CPU: at most `batch_size`, and small enough
+    that the largest activation stays within CPU_ACTIVATION_BYTES. A larger block is mmap'ed
+    and page-faulted in afresh by every forward, and spills the last-level cache: mpo_cnn on
+    28×28 inputs runs 2× faster at batch 64 than at 256 (docs/benchmarks.md)."""
+    largest = max(_activation_sizes(model, sample), default=0)
+    return max(1, min(batch_size, CPU_ACTIVATION_BYTES // max(largest, 1)))
 
 
 def points_per_pass(
@@ -250,10 +266,12 @@ def evaluate_points(
     if recompute and bn_data is None:
         raise ValueError("bn=recompute needs bn_data (the training inputs)")
     strategy = resolve_strategy(model, device, options.strategy)
+    batch_size = options.batch_size
     if strategy == "sequential":
         per_pass = 1
         if device.type == "cpu":
             data = {name: (_to_channels_last(x), y) for name, (x, y) in data.items()}
+            batch_size = cpu_batch_size(model, first[0], batch_size)
     else:
         per_pass = points_per_pass(model, subspace, first[0], options.batch_size, options.memory_mb)
     stacked = _Stacked(model)
@@ -291,7 +309,7 @@ def evaluate_points(
                 n = inputs.shape[0]
                 loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
                 correct = torch.zeros(k, dtype=torch.float64, device=device)
-                for b in _batches(n, options.batch_size):
+                for b in _batches(n, batch_size):
                     batch_loss, batch_correct = batch_loss_and_correct(
                         forward(inputs[b]), labels[b], options.loss, loss_output
                     )

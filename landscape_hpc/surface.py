@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from landscape_hpc import directions, parallel, pca, store
-from landscape_hpc.cli import share_hydra_run_dir
+from landscape_hpc.cli import share_hydra_run_dir, tune_allocator
 from landscape_hpc.config import DirectionsConfig, SurfaceConfig, register_configs
 from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes
 from landscape_hpc.devices import resolve_device
@@ -462,5 +462,6 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
+    tune_allocator()
     share_hydra_run_dir()
     main()

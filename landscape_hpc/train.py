@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from landscape_hpc.cli import tune_allocator
 from landscape_hpc.config import TrainConfig, register_configs
 from landscape_hpc.data import Split, load_dataset, num_classes
 from landscape_hpc.devices import resolve_device
@@ -193,4 +194,5 @@ def main(cfg: TrainConfig) -> None:
 
 
 if __name__ == "__main__":
+    tune_allocator()
     main()

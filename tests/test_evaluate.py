@@ -123,3 +123,16 @@ def test_nan_and_inf_losses_are_returned_as_they_are():
     far = torch.tensor([[1e30, 1e30]], dtype=torch.float64)
     out = evaluate_points(model, sub, far, {"t": (x, y)})
     assert not np.isfinite(out["t"].loss[0])
+
+
+def test_cpu_batch_keeps_the_largest_activation_within_16_mib():
+    from landscape_hpc.evaluate import CPU_ACTIVATION_BYTES, cpu_batch_size
+
+    model = build_model(ModelConfig(name="mpo_cnn"), (1, 28, 28), 10)
+    sample = torch.zeros(1, 28, 28)
+    batch = cpu_batch_size(model, sample, 256)
+    largest = 64 * 28 * 28 * 4  # the third conv's output per sample
+    assert batch == CPU_ACTIVATION_BYTES // largest == 83
+    assert batch * largest <= CPU_ACTIVATION_BYTES < (batch + 1) * largest
+    assert cpu_batch_size(model, torch.zeros(1, 8, 8), 256) == 256  # digits: no cap
+    assert cpu_batch_size(model, sample, 16) == 16

@@ -9,7 +9,7 @@ import hydra
 from omegaconf import OmegaConf
 
 from landscape_hpc import parallel
-from landscape_hpc.cli import share_hydra_run_dir
+from landscape_hpc.cli import share_hydra_run_dir, tune_allocator
 from landscape_hpc.config import MPOConfig, register_configs
 from landscape_hpc.errors import exit_on_user_error
 
@@ -35,5 +35,6 @@ if __name__ == "__main__":
 
         report_main(sys.argv[2:])
     else:
+        tune_allocator()
         share_hydra_run_dir()
         main()
