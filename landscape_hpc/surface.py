@@ -37,7 +37,7 @@ from landscape_hpc import directions, parallel, pca, store
 from landscape_hpc.cli import share_hydra_run_dir, tune_allocator
 from landscape_hpc.config import DirectionsConfig, SurfaceConfig, register_configs
 from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes
-from landscape_hpc.devices import resolve_device
+from landscape_hpc.devices import rank_device
 from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
 from landscape_hpc.evaluate import (
     BN_MODES,
@@ -306,19 +306,12 @@ def _fingerprint(
 def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     """Computes (or resumes) the surface file `cfg.out`; returns its path on every rank."""
     comm = comm if comm is not None else parallel.world()
-    rank, size = comm.Get_rank(), comm.Get_size()
+    rank = comm.Get_rank()
     grid = _validate(cfg)
     cfg = resolve_origin(cfg)
     if rank == 0 and cfg.model.checkpoint and cfg.directions.kind == "pca":
         log.info("origin (end of the trajectory): %s", cfg.model.checkpoint)
-    place = parallel.placement(comm)  # collective: every rank, here, whatever its device
-    device = (
-        torch.device("cpu")
-        if (rank == 0 and size > 1)  # the master only hands out work
-        else resolve_device(cfg.device, place.local_rank)
-    )
-    if device.type == "cpu":
-        torch.set_num_threads(place.cpu_threads)
+    device = rank_device(comm, cfg.device)  # collective: every rank, here
 
     splits: dict[str, Split] = load_dataset(cfg.dataset, device)
     unknown = [s for s in cfg.splits if s not in splits]

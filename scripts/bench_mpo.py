@@ -3,6 +3,7 @@ loop (one forward and backward per cell), same plane, cells and batch, in one ru
 
     python scripts/bench_mpo.py          # 8x8 and 28x28 inputs, 50+50 cells, batch 128
     python scripts/bench_mpo.py --sizes 8 --steps 3 --model mpo_cnn_bn
+    python scripts/bench_mpo.py --chunk-cells 25 --malloc default   # chunked, untuned malloc
 
 Prints steps/s, effective GFLOP/s (forward FLOPs counted by torch's FlopCounterMode, ×3 for
 forward + backward) next to the measured float32 matmul peak, and the peak RSS of each path
@@ -22,6 +23,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from landscape_hpc.cli import tune_allocator
 from landscape_hpc.config import ModelConfig
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.objective import objective_batched, objective_loop, training_template
@@ -37,7 +39,9 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return repeats * 2 * n**3 / (time.perf_counter() - start) / 1e9
 
 
-def worker(mode: str, size: int, model_name: str, cells: int, batch: int, steps: int) -> dict:
+def worker(
+    mode: str, size: int, model_name: str, cells: int, batch: int, steps: int, chunk: int
+) -> dict:
     shape = (1, size, size)
     models = [build_model(ModelConfig(name=model_name, init_seed=i), shape, 10) for i in range(3)]
     plane = Plane.init(tuple(models))
@@ -53,7 +57,7 @@ def worker(mode: str, size: int, model_name: str, cells: int, batch: int, steps:
         for t in plane.parameters():
             t.grad = None
         if mode == "batched":
-            objective_batched(plane, template, low, high, x, y, 2.5, chunk_cells=2 * cells)
+            objective_batched(plane, template, low, high, x, y, 2.5, chunk_cells=chunk)
         else:
             objective_loop(plane, template, low, high, x, y, 2.5)
 
@@ -76,21 +80,37 @@ def main() -> None:
     p.add_argument("--cells", type=int, default=50, help="cells of each class per step")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=2)
+    p.add_argument(
+        "--chunk-cells", type=int, help="cells per vmapped forward/backward (default: all at once)"
+    )
+    p.add_argument(
+        "--malloc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="glibc malloc as the commands set it (tuned) or as it comes (default)",
+    )
     p.add_argument("--worker", nargs=2, metavar=("MODE", "SIZE"), help=argparse.SUPPRESS)
     a = p.parse_args()
+    chunk = a.chunk_cells or 2 * a.cells
     if a.worker:
+        if a.malloc == "tuned":
+            tune_allocator()
         mode, size = a.worker
-        print(json.dumps(worker(mode, int(size), a.model, a.cells, a.batch, a.steps)))
+        print(json.dumps(worker(mode, int(size), a.model, a.cells, a.batch, a.steps, chunk)))
         return
     peak = matmul_peak()
     print(f"threads {torch.get_num_threads()}, matmul peak {peak:.1f} GFLOP/s (float32)")
-    print(f"{a.model}, {a.cells}+{a.cells} cells, batch {a.batch}, mean of {a.steps} steps")
+    print(
+        f"{a.model}, {a.cells}+{a.cells} cells, batch {a.batch}, {chunk} cells per chunk, "
+        f"malloc {a.malloc}, mean of {a.steps} steps"
+    )
     print(f"{'input':>7} {'path':>8} {'steps/s':>8} {'GFLOP/s':>8} {'% peak':>7} {'RSS MiB':>8}")
     for size in a.sizes:
         rows = {}
         for mode in ("batched", "loop"):
             cmd = [sys.executable, __file__, "--worker", mode, str(size), "--model", a.model]
             cmd += ["--cells", str(a.cells), "--batch", str(a.batch), "--steps", str(a.steps)]
+            cmd += ["--chunk-cells", str(chunk), "--malloc", a.malloc]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows[mode] = r = json.loads(out.strip().splitlines()[-1])
             print(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,8 @@ from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry import hyperplane as hp
 from landscape_hpc.geometry.connector import ConnectorConfig, run_connector
-from landscape_hpc.geometry.tunnel import (
-    HyperplaneConfig,
-    TunnelConfig,
-    run_tunnel,
-    write_tunnel,
-)
+from landscape_hpc.geometry.hull import HyperplaneConfig
+from landscape_hpc.geometry.tunnel import TunnelConfig, run_tunnel, write_tunnel
 from landscape_hpc.models import build_model
 from landscape_hpc.models.wedge import wedge_distance
 from landscape_hpc.train import train
@@ -33,12 +28,7 @@ HIDDEN = [8]
 MAX_SAMPLES = 300
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _quadratic(p: int, seed: int = 0):

@@ -3,7 +3,6 @@ from d = D − n on, and the tunnel between two wedges is below their linear pat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +24,7 @@ from landscape_hpc.models.wedge import wedge_distance
 DIM, N = 12, 8  # D − n = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_optima_lie_on_two_wedges_joined_by_a_high_loss_line() -> None:

@@ -3,7 +3,6 @@ losses, the engine path against the plain reference, and the never-crossed cases
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +24,7 @@ from landscape_hpc.geometry.width import (
 from landscape_hpc.hessian import flat_loss
 from landscape_hpc.models import build_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_quadratic_width_is_the_root_of_the_threshold_on_every_ray() -> None:
@@ -61,7 +54,8 @@ def _wedge_origin(tmp_path: Path, dim: int = 30) -> str:
     return str(path)
 
 
-def _wedge_cfg(optima: list[str], out: Path, **overrides) -> WidthConfig:
+def _width_cfg(optima: list[str], out: Path, **overrides) -> WidthConfig:
+    """A small width run; by default on model=wedge as the norm (see _wedge_origin)."""
     values = dict(
         model=ModelConfig(name="wedge", kwargs={"dim": 30, "n": 0}),
         dataset=DatasetConfig(name="digits", max_samples=10),
@@ -78,7 +72,7 @@ def _wedge_cfg(optima: list[str], out: Path, **overrides) -> WidthConfig:
 
 def test_norm_loss_through_the_engine_has_width_equal_to_the_threshold(tmp_path: Path) -> None:
     origin = _wedge_origin(tmp_path)
-    result = run_width(_wedge_cfg([origin, origin], tmp_path, labels=["a", "b"]))
+    result = run_width(_width_cfg([origin, origin], tmp_path, labels=["a", "b"]))
     assert result.widths.shape == (2, 6) and result.crossed.all()
     np.testing.assert_allclose(result.widths, 0.35, atol=1e-6)
     np.testing.assert_allclose(result.losses, np.broadcast_to(result.distances, (2, 6, 11)), 1e-6)
@@ -90,7 +84,7 @@ def test_norm_loss_through_the_engine_has_width_equal_to_the_threshold(tmp_path:
 
 def test_threshold_never_crossed_is_a_lower_bound_then_an_error(tmp_path: Path) -> None:
     origin = _wedge_origin(tmp_path)
-    result = run_width(_wedge_cfg([origin], tmp_path, threshold=2.0, threshold_kind="absolute"))
+    result = run_width(_width_cfg([origin], tmp_path, threshold=2.0, threshold_kind="absolute"))
     assert not result.crossed.any()
     np.testing.assert_allclose(result.widths, 1.0)  # r_max, as a lower bound
     summary = summarize_width(result, 2.0, "absolute")
@@ -105,17 +99,16 @@ def test_engine_rays_match_the_flat_reference_on_an_mlp(tmp_path: Path) -> None:
     model = build_model(model_cfg, (1, 8, 8), 10)
     path = tmp_path / "net.pt"
     torch.save(model.state_dict(), path)
-    cfg = WidthConfig(
+    cfg = _width_cfg(
+        [str(path)],
+        tmp_path,
         model=model_cfg,
         dataset=dataset,
-        optima=[str(path)],
         n_directions=4,
         r_max=30.0,
         n_distances=16,
         threshold=0.5,
         seed=5,
-        device="cpu",
-        out_dir=str(tmp_path),
     )
     result = run_width(cfg)
     train = load_dataset(dataset)["train"]

@@ -2,6 +2,10 @@
 experiment, each a Hydra app with its config in conf/geometry/<experiment>.yaml.
 
     python -m landscape_hpc.geometry <experiment> [overrides]
+
+Besides the experiments: `app` builds each one's Hydra app (`experiment_main`), `hull` holds the
+points of the optima's hull that tunnel and connector share (loading the optima, optimising the
+points over the MPI pool, evaluating them), and `hyperplane` the maths of both (no MPI, no files).
 """
 
 #: experiment name -> what it measures (the module landscape_hpc.geometry.<name> runs it)

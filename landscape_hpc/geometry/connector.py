@@ -17,59 +17,30 @@ connector.png (m = 3: both triangles coloured by loss; any m: loss per grid poin
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import hydra
 import numpy as np
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
 
 from landscape_hpc import parallel
-from landscape_hpc.cli import share_hydra_run_dir
-from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
-from landscape_hpc.errors import UserError, exit_on_user_error
-from landscape_hpc.evaluate import EvalOptions
-from landscape_hpc.geometry.hyperplane import simplex_grid
-from landscape_hpc.geometry.tunnel import (
-    CONF_DIR,
-    HullJob,
-    HyperplaneConfig,
-    load_problem,
-    register,
+from landscape_hpc.errors import UserError
+from landscape_hpc.geometry.app import Report, experiment_main
+from landscape_hpc.geometry.hull import (
+    HullConfig,
     run_hull,
-    validate_common,
+    summarize_metrics,
+    write_metrics_csv,
 )
-
-log = logging.getLogger(__name__)
+from landscape_hpc.geometry.hyperplane import simplex_grid
 
 
 @dataclass
-class ConnectorConfig:
-    model: ModelConfig = MISSING
-    dataset: DatasetConfig = MISSING
-    # the m ≥ 2 optima: checkpoints of one architecture (the one model=... builds)
-    optima: list[str] = MISSING
+class ConnectorConfig(HullConfig):
+    """HullConfig's keys (optima: m ≥ 2), then the connector's own."""
+
     # grid of the simplex: barycentric coordinates in steps of 1/resolution
     resolution: int = 4
-    hyperplane: HyperplaneConfig = field(default_factory=HyperplaneConfig)
-    # splits evaluated at the grid points (the optimisation always uses train)
-    splits: list[str] = field(default_factory=lambda: ["train", "test"])
-    # evaluation; engine.loss is also the loss the points are optimised on
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    # grid points per evaluation task handed to a worker
-    chunk_points: int = 16
-    # seed of the minibatch order of every point (point i uses an independent stream of it)
-    seed: int = 0
-    # auto (cuda when present, else cpu), cpu, cuda, cuda:1, ...
-    device: str = "auto"
-    # output folder of connector.csv and connector.png
-    out_dir: str = "${hydra:runtime.output_dir}"
-    # write connector.png
-    plot: bool = True
 
 
 @dataclass
@@ -84,6 +55,7 @@ class ConnectorResult:
 
 
 def validate_connector(cfg: ConnectorConfig) -> None:
+    """Checks the connector's own keys (run_hull checks the shared ones)."""
     m = len(cfg.optima)
     if m < 2:
         raise UserError(
@@ -100,45 +72,26 @@ def run_connector(cfg: ConnectorConfig, comm: Any = None) -> Optional[ConnectorR
     """The whole experiment; the result on rank 0 (None on the others)."""
     comm = comm if comm is not None else parallel.world()
     validate_connector(cfg)
-    hyperplane = validate_common(cfg)
-    paths = [str(p) for p in cfg.optima]
-    m = len(paths)
-    problem = load_problem(cfg.model, cfg.dataset, paths, cfg.device, comm, list(cfg.splits))
+    m = len(cfg.optima)
     grid = simplex_grid(m, cfg.resolution)  # (Q, m), the m vertices first
     inner = grid[m:]  # (K, m): the points that are optimised
-    options = EvalOptions(**dataclasses.asdict(cfg.engine))
-    job = HullJob(
-        problem, inner, hyperplane, cfg.hyperplane.batch_size, options, list(cfg.splits), cfg.seed
-    )
     # coordinates in the hull subspace: (λ_2..λ_m, then one-hot of the point's deviation)
     k = len(inner)
     deviation = np.zeros((len(grid), k))
     deviation[np.arange(m, len(grid)), np.arange(k)] = 1.0
     linear = np.concatenate([grid[:, 1:], np.zeros_like(deviation)], axis=1)
     connector = np.concatenate([grid[:, 1:], deviation], axis=1)
-    hull = run_hull(comm, job, np.concatenate([linear, connector]), cfg.chunk_points)
+    hull = run_hull(cfg, comm, inner, {"linear": linear, "connector": connector})
     if hull is None:
         return None
-    q = len(grid)
-    metrics = {
-        s: {"linear": (loss[:q], acc[:q]), "connector": (loss[q:], acc[q:])}
-        for s, (loss, acc) in hull.metrics.items()
-    }
-    return ConnectorResult(paths, grid, metrics, hull.opt_losses)
+    return ConnectorResult(hull.optima, grid, hull.metrics, hull.opt_losses)
 
 
 def write_connector(result: ConnectorResult, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     m = result.grid.shape[1]
     header = [f"lambda_{j + 1}" for j in range(m)]
-    columns = list(result.grid.T)
-    for s, kinds in result.metrics.items():
-        for kind, (loss, acc) in kinds.items():
-            header += [f"{s}_loss_{kind}", f"{s}_acc_{kind}"]
-            columns += [loss, acc]
-    path = out_dir / "connector.csv"
-    np.savetxt(path, np.stack(columns, axis=1), delimiter=",", header=",".join(header), comments="")
-    return path
+    return write_metrics_csv(out_dir / "connector.csv", header, list(result.grid.T), result.metrics)
 
 
 def plot_connector(result: ConnectorResult, path: Path) -> Path:
@@ -205,41 +158,21 @@ def summarize_connector(result: ConnectorResult) -> str:
     m = result.grid.shape[1]
     k = len(result.grid) - m
     lines = [f"{m}-connector of {', '.join(result.optima)}: {k} grid points optimised"]
-    for s, kinds in result.metrics.items():
-        parts = []
-        for kind, (loss, acc) in kinds.items():
-            i = int(np.nanargmax(loss))
-            text = f"{kind} max loss {loss[i]:.4g} at λ={np.round(result.grid[i], 3).tolist()}"
-            if np.isfinite(acc).any():
-                text += f", min acc {np.nanmin(acc):.2f}%"
-            parts.append(text)
-        lines.append(f"  {s}: " + "; ".join(parts))
+    lines += summarize_metrics(
+        result.metrics, lambda i: f"λ={np.round(result.grid[i], 3).tolist()}"
+    )
     return "\n".join(lines)
 
 
-register()
-ConfigStore.instance().store(name="connector_schema", node=ConnectorConfig)
+def _command(cfg: ConnectorConfig, comm: Any) -> Optional[Report]:
+    result = run_connector(cfg, comm)
+    if result is None:
+        return None
+    out = Path(cfg.out_dir)
+    files = [write_connector(result, out)]
+    if cfg.plot:
+        files.append(plot_connector(result, out / "connector.png"))
+    return Report(summarize_connector(result), files)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="connector")
-@exit_on_user_error
-def _app(cfg) -> None:
-    connector_cfg: ConnectorConfig = OmegaConf.to_object(cfg)
-    comm = parallel.world()
-    with parallel.abort_on_error(comm):
-        result = run_connector(connector_cfg, comm)
-        if result is None:
-            return
-        out = Path(connector_cfg.out_dir)
-        files = [write_connector(result, out)]
-        if connector_cfg.plot:
-            files.append(plot_connector(result, out / "connector.png"))
-        print(summarize_connector(result))
-        for f in files:
-            log.info("wrote %s", f)
-
-
-def main() -> None:
-    """`python -m landscape_hpc.geometry connector [overrides]` (the dispatcher calls this)."""
-    share_hydra_run_dir()
-    _app()
+main = experiment_main("connector", ConnectorConfig, _command)

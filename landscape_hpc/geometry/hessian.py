@@ -39,20 +39,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 import h5py
-import hydra
 import numpy as np
 import torch
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 from torch import Tensor, nn
 
 from landscape_hpc import parallel, store
-from landscape_hpc.cli import share_hydra_run_dir
-from landscape_hpc.config import DatasetConfig, ModelConfig, register_configs
+from landscape_hpc.config import DatasetConfig, ModelConfig
 from landscape_hpc.data import Split, load_dataset, num_classes, subset
-from landscape_hpc.devices import resolve_device
-from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
+from landscape_hpc.devices import rank_device
+from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import LOSSES
+from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.grid import Grid
 from landscape_hpc.hessian import LossFn, flat_loss, hutchinson_trace, hvp, lanczos
 from landscape_hpc.models import build_model
@@ -162,6 +160,19 @@ def pick_split(splits: dict[str, Split], cfg: HessianConfig, seed: int) -> Split
     return split if cfg.max_samples is None else subset(split, cfg.max_samples, seed)
 
 
+def load_model_and_split(
+    comm: Any, cfg: HessianConfig, model_cfg: ModelConfig, dataset_cfg: DatasetConfig
+) -> tuple[nn.Module, Split]:
+    """The model and the differentiated split (cfg.split, at most cfg.max_samples of it) on this
+    rank's device. Collective: every rank calls it."""
+    device = rank_device(comm, cfg.device)
+    splits = load_dataset(dataset_cfg, device)
+    split = pick_split(splits, cfg, dataset_cfg.seed)
+    input_shape = tuple(split.inputs.shape[1:])
+    model = build_model(model_cfg, input_shape, num_classes(dataset_cfg, splits)).to(device)
+    return model, split
+
+
 def validate(cfg: HessianConfig) -> None:
     check_choice("loss", cfg.loss, LOSSES)
     if cfg.lanczos_steps < 2:
@@ -172,19 +183,6 @@ def validate(cfg: HessianConfig) -> None:
         raise UserError(f"batch_size={cfg.batch_size} must be at least 1")
     if cfg.max_samples is not None and cfg.max_samples < 1:
         raise UserError(f"max_samples={cfg.max_samples} must be at least 1 (or null for all)")
-
-
-def _device(comm: Any, cfg: HessianConfig) -> torch.device:
-    rank, size = comm.Get_rank(), comm.Get_size()
-    place = parallel.placement(comm)
-    device = (
-        torch.device("cpu")
-        if (rank == 0 and size > 1)  # the master only hands out work
-        else resolve_device(cfg.device, place.local_rank)
-    )
-    if device.type == "cpu":
-        torch.set_num_threads(place.cpu_threads)
-    return device
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,12 +212,7 @@ def run_point(cfg: HessianConfig, comm: Any = None) -> Optional[PointResult]:
     are two tasks of the pool (in parallel on two workers). Returns the result on rank 0."""
     comm = comm if comm is not None else parallel.world()
     validate(cfg)
-    device = _device(comm, cfg)
-    splits = load_dataset(cfg.dataset, device)
-    split = pick_split(splits, cfg, cfg.dataset.seed)
-    model = build_model(
-        cfg.model, tuple(split.inputs.shape[1:]), num_classes(cfg.dataset, splits)
-    ).to(device)
+    model, split = load_model_and_split(comm, cfg, cfg.model, cfg.dataset)
     job = make_job(model, split, cfg, cfg.loss)
     state = {k: v.detach() for k, v in job.model.state_dict().items()}
     parallel.set_worker_state(_JOB_KEY, (job, cfg, state))
@@ -445,12 +438,7 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
     path = Path(cfg.surface)
     # every rank reads the (read-only) file before rank 0 opens it for writing
     source = read_source(path, cfg.surface_checkpoint)
-    device = _device(comm, cfg)
-    splits = load_dataset(source.dataset, device)
-    split = pick_split(splits, cfg, source.dataset.seed)
-    model = build_model(
-        source.model, tuple(split.inputs.shape[1:]), num_classes(source.dataset, splits)
-    ).to(device)
+    model, split = load_model_and_split(comm, cfg, source.model, source.dataset)
     origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
     param_keys = [name for name, _ in model.named_parameters()]
     basis = store.read_directions(path, origin, param_keys)[: source.grid.ndim]
@@ -599,43 +587,21 @@ def plot_ritz(result: PointResult, out: Path, name: str) -> Path:
 # the Hydra app
 
 
-def register() -> None:
-    register_configs()
-    ConfigStore.instance().store(name="hessian_schema", node=HessianConfig)
+def _command(cfg: HessianConfig, comm: Any) -> Optional[Report]:
+    if cfg.surface is None:
+        result = run_point(cfg, comm)
+        if result is None:
+            return None
+        files = write_point(result, cfg, Path(cfg.out_dir))
+        return Report(summarize_point(result, cfg), files)
+    info = run_map(cfg, comm)
+    if info is None:
+        return None
+    path = Path(cfg.surface)
+    files = [path]
+    if cfg.plot:
+        files.append(plot_maps(path, path.with_name(f"{path.stem}_hessian.png")))
+    return Report(summarize_map(path, info), files)
 
 
-register()
-
-# An absolute path: run through `python -m landscape_hpc.geometry`, this module is not __main__,
-# and Hydra would read a relative config_path as the package conf.geometry.
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf" / "geometry")
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="hessian")
-@exit_on_user_error
-def _app(cfg) -> None:
-    hessian_cfg: HessianConfig = OmegaConf.to_object(cfg)
-    comm = parallel.world()
-    with parallel.abort_on_error(comm):
-        if hessian_cfg.surface is None:
-            result = run_point(hessian_cfg, comm)
-            if result is None:
-                return
-            files = write_point(result, hessian_cfg, Path(hessian_cfg.out_dir))
-            print(summarize_point(result, hessian_cfg))
-        else:
-            info = run_map(hessian_cfg, comm)
-            if info is None:
-                return
-            path = Path(hessian_cfg.surface)
-            files = [path]
-            if hessian_cfg.plot:
-                files.append(plot_maps(path, path.with_name(f"{path.stem}_hessian.png")))
-            print(summarize_map(path, info))
-        for f in files:
-            log.info("wrote %s", f)
-
-
-def main() -> None:
-    share_hydra_run_dir()
-    _app()
+main = experiment_main("hessian", HessianConfig, _command)

@@ -30,21 +30,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import hydra
 import numpy as np
 import torch
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from landscape_hpc import parallel, params
-from landscape_hpc.cli import share_hydra_run_dir
-from landscape_hpc.config import DatasetConfig, ModelConfig, register_configs
+from landscape_hpc.config import DatasetConfig, ModelConfig
 from landscape_hpc.data import Split, load_dataset, num_classes
-from landscape_hpc.devices import resolve_device
-from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
+from landscape_hpc.devices import rank_device
+from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import LOSSES, is_loss_output
+from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.hessian import LossFn, flat_loss
 from landscape_hpc.models import build_model
 
@@ -311,17 +309,9 @@ def run_subspace(cfg: SubspaceConfig, comm: Any = None) -> Optional[list[dict[st
     """Trains every d of cfg.dims (one task each over the MPI pool); on rank 0 returns the rows
     sorted by d, on the other ranks None."""
     comm = comm if comm is not None else parallel.world()
-    rank, size = comm.Get_rank(), comm.Get_size()
+    rank = comm.Get_rank()
     validate(cfg)
-    place = parallel.placement(comm)
-    device = (
-        torch.device("cpu")
-        if (rank == 0 and size > 1)  # the master only hands out work
-        else resolve_device(cfg.device, place.local_rank)
-    )
-    if device.type == "cpu":
-        torch.set_num_threads(place.cpu_threads)
-    job = setup_job(cfg, device)
+    job = setup_job(cfg, rank_device(comm, cfg.device))
     parallel.set_worker_state(_JOB_KEY, job)
     rows = []
     try:
@@ -428,42 +418,19 @@ def wedge_flip(cfg: SubspaceConfig) -> Optional[int]:
     return int(kwargs["dim"]) - int(kwargs["n"])
 
 
-def register() -> None:
-    register_configs()
-    ConfigStore.instance().store(name="subspace_schema", node=SubspaceConfig)
+def _command(cfg: SubspaceConfig, comm: Any) -> Optional[Report]:
+    rows = run_subspace(cfg, comm)
+    if rows is None:
+        return None
+    out = Path(cfg.out_dir)
+    files = [write_csv(rows, out / "results.csv")]
+    if cfg.plot:
+        loss_model = any(r["success"] != "" for r in rows)
+        title = f"{cfg.model.name}: training in random d-dimensional hyperplanes"
+        threshold = cfg.threshold if loss_model else None
+        png = plot_results(rows, out / "accuracy_vs_d.png", title, threshold, wedge_flip(cfg))
+        files.append(png)
+    return Report(summarize(rows, cfg), files)
 
 
-register()
-
-
-# An absolute path: run through `python -m landscape_hpc.geometry`, this module is not __main__,
-# and Hydra would read a relative config_path as the package conf.geometry.
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf" / "geometry")
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="subspace")
-@exit_on_user_error
-def _app(cfg) -> None:
-    subspace_cfg: SubspaceConfig = OmegaConf.to_object(cfg)
-    comm = parallel.world()
-    with parallel.abort_on_error(comm):
-        rows = run_subspace(subspace_cfg, comm)
-        if rows is None:
-            return
-        out = Path(subspace_cfg.out_dir)
-        files = [write_csv(rows, out / "results.csv")]
-        if subspace_cfg.plot:
-            loss_model = any(r["success"] != "" for r in rows)
-            title = f"{subspace_cfg.model.name}: training in random d-dimensional hyperplanes"
-            threshold = subspace_cfg.threshold if loss_model else None
-            flip = wedge_flip(subspace_cfg)
-            png = plot_results(rows, out / "accuracy_vs_d.png", title, threshold, flip)
-            files.append(png)
-        print(summarize(rows, subspace_cfg))
-        for f in files:
-            log.info("wrote %s", f)
-
-
-def main() -> None:
-    share_hydra_run_dir()
-    _app()
+main = experiment_main("subspace", SubspaceConfig, _command)

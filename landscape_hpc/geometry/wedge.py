@@ -24,21 +24,17 @@ linear path and the tunnel), wedge.png, and the two optima as checkpoints of mod
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import hydra
 import numpy as np
 import torch
-from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
 from torch import Tensor
 
 from landscape_hpc import parallel
-from landscape_hpc.cli import share_hydra_run_dir
-from landscape_hpc.errors import UserError, exit_on_user_error
+from landscape_hpc.errors import UserError
+from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hyperplane import (
     HyperplaneOptions,
     cosine_matrix,
@@ -48,10 +44,7 @@ from landscape_hpc.geometry.hyperplane import (
     stream_seed,
 )
 from landscape_hpc.geometry.subspace import train_in_subspace
-from landscape_hpc.geometry.tunnel import CONF_DIR
 from landscape_hpc.models.wedge import wedge_distance
-
-log = logging.getLogger(__name__)
 
 _JOB_KEY = "wedge_job"
 
@@ -307,31 +300,15 @@ def summarize_wedge(result: WedgeResult, dim: int, n: int, success_loss: float) 
     return "\n".join(lines)
 
 
-ConfigStore.instance().store(name="wedge_schema", node=WedgeConfig)
+def _command(cfg: WedgeConfig, comm: Any) -> Optional[Report]:
+    result = run_wedge(cfg, comm)
+    if result is None:
+        return None
+    out = Path(cfg.out_dir)
+    files = write_wedge(result, out)
+    if cfg.plot:
+        files.append(plot_wedge(result, cfg.dim, cfg.n, cfg.success_loss, out / "wedge.png"))
+    return Report(summarize_wedge(result, cfg.dim, cfg.n, cfg.success_loss), files)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="wedge")
-@exit_on_user_error
-def _app(cfg) -> None:
-    wedge_cfg: WedgeConfig = OmegaConf.to_object(cfg)
-    comm = parallel.world()
-    with parallel.abort_on_error(comm):
-        result = run_wedge(wedge_cfg, comm)
-        if result is None:
-            return
-        out = Path(wedge_cfg.out_dir)
-        files = write_wedge(result, out)
-        if wedge_cfg.plot:
-            png = plot_wedge(
-                result, wedge_cfg.dim, wedge_cfg.n, wedge_cfg.success_loss, out / "wedge.png"
-            )
-            files.append(png)
-        print(summarize_wedge(result, wedge_cfg.dim, wedge_cfg.n, wedge_cfg.success_loss))
-        for f in files:
-            log.info("wrote %s", f)
-
-
-def main() -> None:
-    """`python -m landscape_hpc.geometry wedge [overrides]` (the dispatcher calls this)."""
-    share_hydra_run_dir()
-    _app()
+main = experiment_main("wedge", WedgeConfig, _command)

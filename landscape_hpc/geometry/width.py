@@ -29,31 +29,27 @@ width_curves.csv (loss and accuracy per ray and distance) and width.png to out_d
 from __future__ import annotations
 
 import dataclasses
-import logging
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import hydra
 import numpy as np
 import torch
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 from torch import Tensor
 
 from landscape_hpc import parallel, params
-from landscape_hpc.cli import share_hydra_run_dir
 from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
 from landscape_hpc.directions import normalize_direction
-from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
+from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import BN_MODES, LOSSES, STRATEGIES, EvalOptions, evaluate_points
+from landscape_hpc.geometry.app import Report, experiment_main
+from landscape_hpc.geometry.hull import Problem, load_problem
 from landscape_hpc.geometry.hyperplane import stream_seed
-from landscape_hpc.geometry.tunnel import CONF_DIR, Problem, load_problem, register
 from landscape_hpc.hessian import LossFn
 from landscape_hpc.params import ParamDict
 from landscape_hpc.subspace import Subspace
-
-log = logging.getLogger(__name__)
 
 DIRECTION_KINDS: tuple[str, ...] = ("unit", "filter")
 THRESHOLD_KINDS: tuple[str, ...] = ("above_optimum", "absolute")
@@ -371,30 +367,16 @@ def check_crossed(result: WidthResult) -> None:
         )
 
 
-register()
-ConfigStore.instance().store(name="width_schema", node=WidthConfig)
+def _command(cfg: WidthConfig, comm: Any) -> Optional[Report]:
+    result = run_width(cfg, comm)
+    if result is None:
+        return None
+    out = Path(cfg.out_dir)
+    files = write_width(result, out)
+    if cfg.plot:
+        files.append(plot_width(result, out / "width.png", cfg.split))
+    summary = summarize_width(result, cfg.threshold, cfg.threshold_kind)
+    return Report(summary, files, then=functools.partial(check_crossed, result))
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="width")
-@exit_on_user_error
-def _app(cfg) -> None:
-    width_cfg: WidthConfig = OmegaConf.to_object(cfg)
-    comm = parallel.world()
-    with parallel.abort_on_error(comm):
-        result = run_width(width_cfg, comm)
-        if result is None:
-            return
-        out = Path(width_cfg.out_dir)
-        files = write_width(result, out)
-        if width_cfg.plot:
-            files.append(plot_width(result, out / "width.png", width_cfg.split))
-        print(summarize_width(result, width_cfg.threshold, width_cfg.threshold_kind))
-        for f in files:
-            log.info("wrote %s", f)
-        check_crossed(result)
-
-
-def main() -> None:
-    """`python -m landscape_hpc.geometry width [overrides]` (the dispatcher calls this)."""
-    share_hydra_run_dir()
-    _app()
+main = experiment_main("width", WidthConfig, _command)

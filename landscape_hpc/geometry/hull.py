@@ -1,0 +1,373 @@
+"""Points of the affine hull of m optima, optimised over the MPI pool and evaluated there: what the
+tunnel (m = 2) and the m-connector experiments share (Fort & Jastrzebski 2019, sec. 4.2-4.3).
+
+`load_problem` loads the optima (one architecture, checked) and the data on every rank; `run_hull`
+optimises the points given by their barycentric weights, each inside the space orthogonal to the
+hull through it (`hyperplane.optimise_in_hyperplane`, one pool task per point), shares their
+deviations δ_k with every rank, then evaluates named sets of coordinates of the hull subspace
+(origin θ_1, basis [θ_2 − θ_1, ..., θ_m − θ_1, δ_1, ..., δ_K]) in chunks through the engine.
+
+A point's optimisation depends only on `seed` and its index, and the chunks are fixed, so results
+do not depend on the number of ranks. The optimised vector θ is the model's parameters; buffers
+(BN running statistics) follow the hull linearly, as in Li et al.'s interpolations
+(engine.bn=recompute recomputes them instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from omegaconf import MISSING
+from torch import nn
+
+from landscape_hpc import parallel, params
+from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
+from landscape_hpc.data import Split, load_dataset, num_classes
+from landscape_hpc.devices import rank_device
+from landscape_hpc.directions import model_difference
+from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.evaluate import BN_MODES, LOSSES, STRATEGIES, EvalOptions, evaluate_points
+from landscape_hpc.geometry.hyperplane import (
+    HyperplaneOptions,
+    hull_normals,
+    minibatch_loss,
+    optimise_in_hyperplane,
+    stream_seed,
+)
+from landscape_hpc.models import build_model, load_into, load_state_dict_file
+from landscape_hpc.params import ParamDict
+from landscape_hpc.subspace import Subspace
+
+_JOB_KEY = "hull_job"
+
+
+@dataclass
+class HyperplaneConfig:
+    # optimiser of each point inside its hyperplane: adam or sgd (with momentum)
+    optimizer: str = "adam"
+    # learning rate
+    lr: float = 1e-3
+    # SGD momentum
+    momentum: float = 0.9
+    # optimisation steps per point
+    steps: int = 300
+    # training samples per step; null = the whole training split at every step
+    batch_size: Optional[int] = 128
+
+
+@dataclass
+class HullConfig:
+    """The keys the tunnel and connector experiments share (each adds its own after them)."""
+
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    # the optima: checkpoints of one architecture (the one model=... builds); tunnel: two,
+    # connector: m ≥ 2
+    optima: list[str] = MISSING
+    hyperplane: HyperplaneConfig = field(default_factory=HyperplaneConfig)
+    # splits evaluated at the points (the optimisation always uses train)
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    # evaluation; engine.loss is also the loss the points are optimised on
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    # positions (tunnel) or grid points (connector) per evaluation task handed to a worker
+    # (fixed, so results do not depend on the number of ranks)
+    chunk_points: int = 16
+    # seed of the minibatch order of every point (point i uses an independent stream of it)
+    seed: int = 0
+    # auto (cuda when present, else cpu), cpu, cuda, cuda:1, ...
+    device: str = "auto"
+    # output folder of the experiment's CSV, .pt and PNG files
+    out_dir: str = "${hydra:runtime.output_dir}"
+    # write the experiment's PNG (tunnel.png, connector.png)
+    plot: bool = True
+
+
+def validate_hull_config(cfg: HullConfig) -> HyperplaneOptions:
+    """Checks the keys tunnel and connector share; returns the hyperplane options."""
+    h = cfg.hyperplane
+    options = HyperplaneOptions(h.optimizer, h.lr, h.momentum, h.steps)
+    options.validate("hyperplane")
+    if h.batch_size is not None and h.batch_size < 1:
+        raise UserError(f"hyperplane.batch_size={h.batch_size} must be at least 1 (or null)")
+    check_choice("engine.bn", cfg.engine.bn, BN_MODES)
+    check_choice("engine.loss", cfg.engine.loss, LOSSES)
+    check_choice("engine.strategy", cfg.engine.strategy, STRATEGIES)
+    if not cfg.splits:
+        raise UserError("splits is empty; use e.g. splits=[train,test]")
+    if cfg.chunk_points < 1:
+        raise UserError(f"chunk_points={cfg.chunk_points} must be at least 1")
+    return options
+
+
+# --- optima and the problem every rank holds ---------------------------------------------------
+
+
+def check_same_architecture(states: list[ParamDict], paths: list[str]) -> None:
+    """Refuses optima whose state_dicts differ in keys or shapes, naming both files."""
+    first = states[0]
+    for path, state in zip(paths[1:], states[1:]):
+        only_first = sorted(set(first) - set(state))
+        only_other = sorted(set(state) - set(first))
+        shapes = [
+            f"{k}: {tuple(first[k].shape)} vs {tuple(state[k].shape)}"
+            for k in first
+            if k in state and first[k].shape != state[k].shape
+        ]
+        if only_first or only_other or shapes:
+            details = [
+                f"  only in {paths[0]}: {only_first[:10]}" if only_first else "",
+                f"  only in {path}: {only_other[:10]}" if only_other else "",
+                f"  shape mismatches: {shapes[:10]}" if shapes else "",
+            ]
+            raise UserError(
+                f"optima {paths[0]!r} and {path!r} are of different architectures; every "
+                "optimum must be a checkpoint of the same model (model=..., model.kwargs)\n"
+                + "\n".join(d for d in details if d)
+            )
+
+
+@dataclass
+class Problem:
+    """A model template and its optima on this rank's device, with the data."""
+
+    model: nn.Module
+    optima: list[ParamDict]  # full state_dicts
+    keys: list[str]  # parameter names: the entries of a flat θ
+    splits: dict[str, Split]
+    device: torch.device
+
+    def flat(self, state: ParamDict) -> torch.Tensor:
+        return params.flatten(state, self.keys).detach()
+
+
+def load_problem(
+    model_cfg: ModelConfig,
+    dataset_cfg: DatasetConfig,
+    paths: list[str],
+    device_spec: str,
+    comm: Any,
+    needed_splits: list[str],
+) -> Problem:
+    """Loads the optima (same architecture, fitting `model_cfg`) and the data on this rank's
+    device: the CPU on the master of a multi-rank run, which only hands out work."""
+    states = [load_state_dict_file(p, trust=bool(model_cfg.trust_checkpoint)) for p in paths]
+    check_same_architecture(states, paths)
+    device = rank_device(comm, device_spec)  # collective: every rank
+    splits = load_dataset(dataset_cfg, device)
+    unknown = [s for s in needed_splits if s not in splits]
+    if unknown:
+        raise UserError(f"splits {unknown} are not in the data set ({', '.join(splits)})")
+    first = splits["train"]
+    template = dataclasses.replace(model_cfg, checkpoint=None)
+    model = build_model(template, tuple(first.inputs.shape[1:]), num_classes(dataset_cfg, splits))
+    optima = []
+    for path, state in zip(paths, states):
+        load_into(model, state, path)  # refuses a checkpoint of another model, naming the keys
+        optima.append({k: v.detach().clone().to(device) for k, v in model.state_dict().items()})
+    model = model.to(device).eval()
+    keys = [name for name, _ in model.named_parameters()]
+    return Problem(model, optima, keys, splits, device)
+
+
+# --- points of the optima's hull, optimised over the pool, then evaluated -----------------------
+
+
+@dataclass
+class HullJob:
+    """What every rank needs: the points to optimise (barycentric weights (K, m) over the optima)
+    and, once their deviations are known, the subspace the evaluation runs in:
+    origin θ_1, basis [θ_2 − θ_1, ..., θ_m − θ_1, δ_1, ..., δ_K]."""
+
+    problem: Problem
+    weights: np.ndarray  # (K, m)
+    hyperplane: HyperplaneOptions
+    batch_size: Optional[int]
+    options: EvalOptions
+    splits: list[str]
+    seed: int
+    differences: list[ParamDict] = field(init=False)
+    normals: torch.Tensor = field(init=False)
+    n_params: int = field(init=False)
+    subspace: Optional[Subspace] = None
+
+    def __post_init__(self) -> None:
+        origin = self.problem.optima[0]
+        # float tensors, buffers included: BN statistics move with the hull (Li et al. A.5)
+        self.differences = [model_difference(o, origin, "optimum") for o in self.problem.optima[1:]]
+        flat = torch.stack([self.problem.flat(o) for o in self.problem.optima])  # (m, P)
+        self.normals = hull_normals(flat)
+        if self.normals.shape[0] < len(flat) - 1:
+            raise UserError(
+                f"the {len(flat)} optima do not span a {len(flat) - 1}-dimensional hull (two of "
+                "them are the same point, or one lies on the hull of the others): give distinct "
+                "optima"
+            )
+        self.n_params = flat.shape[1]
+
+    def linear_state(self, weights: np.ndarray) -> ParamDict:
+        """Σ_j λ_j θ_j as a full state (weights λ: (m,))."""
+        coords = torch.as_tensor(weights[1:], dtype=torch.float64)
+        return params.combine(self.problem.optima[0], self.differences, coords)
+
+    def optimise(self, k: int) -> tuple[np.ndarray, float, float]:
+        """Point k optimised in its hyperplane: (δ_k (P,), first and last minibatch loss)."""
+        p = self.problem
+        state = self.linear_state(self.weights[k])
+        start = p.flat(state)
+        train = p.splits["train"]
+        loss_fn = minibatch_loss(
+            p.model,
+            state,
+            p.keys,
+            train.inputs,
+            train.labels,
+            self.batch_size,
+            stream_seed(self.seed, k),
+            self.options.loss,
+        )
+        result = optimise_in_hyperplane(loss_fn, start, self.normals, self.hyperplane)
+        delta = (result.theta - start).cpu().numpy()
+        return delta, result.losses[0], result.losses[-1]
+
+    def set_deviations(self, deviations: np.ndarray) -> None:
+        p = self.problem
+        like = {k: p.optima[0][k] for k in p.keys}
+        devs = [
+            params.unflatten(torch.as_tensor(d, device=p.device), like, p.keys) for d in deviations
+        ]
+        self.subspace = Subspace(p.optima[0], [*self.differences, *devs])
+
+    def evaluate(self, coords: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        splits = self.problem.splits
+        data = {s: (splits[s].inputs, splits[s].labels) for s in self.splits}
+        bn_data = splits["train"].inputs
+        metrics = evaluate_points(
+            self.problem.model, self.subspace, torch.from_numpy(coords), data, self.options, bn_data
+        )
+        return {s: (m.loss, m.acc) for s, m in metrics.items()}
+
+
+def _optimise_task(k: int) -> tuple[np.ndarray, float, float]:
+    return parallel.worker_state(_JOB_KEY).optimise(k)
+
+
+def _evaluate_task(task: tuple[int, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return parallel.worker_state(_JOB_KEY).evaluate(task[1])
+
+
+def optimise_and_evaluate(
+    comm: Any, job: HullJob, coords: np.ndarray, chunk_points: int
+) -> Optional[tuple[np.ndarray, np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+    """Optimises job.weights' points over the pool (one task each), shares their deviations with
+    every rank, then evaluates `coords` (Q, m − 1 + K) of the hull subspace in chunks. Returns on
+    rank 0 the deviations (K, P), the first/last optimisation losses (K, 2) and per split the
+    metrics at every row of coords: {split: (loss (Q,), acc (Q,))}; None on the others."""
+    rank = comm.Get_rank()
+    n_points = len(job.weights)
+    parallel.set_worker_state(_JOB_KEY, job)
+    try:
+        deviations = opt_losses = None
+        if rank == 0:
+            deviations = np.zeros((n_points, job.n_params), dtype=np.float32)
+            opt_losses = np.zeros((n_points, 2))
+        tasks = range(n_points)
+        describe = lambda k: f"hull point {k} (weights {np.round(job.weights[k], 4).tolist()})"  # noqa: E731
+        for result in parallel.run_tasks(comm, _optimise_task, tasks, describe=describe):
+            deviations[result.task] = result.value[0]
+            opt_losses[result.task] = result.value[1:]
+        deviations = comm.bcast(deviations, root=0)
+        job.set_deviations(deviations)
+
+        chunks = [(i, coords[i : i + chunk_points]) for i in range(0, len(coords), chunk_points)]
+        metrics = {s: (np.zeros(len(coords)), np.zeros(len(coords))) for s in job.splits}
+        describe = lambda t: f"evaluation of positions {t[0]}..{t[0] + len(t[1]) - 1}"  # noqa: E731
+        for result in parallel.run_tasks(comm, _evaluate_task, chunks, describe=describe):
+            start = result.task[0]
+            for s, (loss, acc) in result.value.items():
+                metrics[s][0][start : start + len(loss)] = loss
+                metrics[s][1][start : start + len(acc)] = acc
+    finally:
+        parallel.clear_worker_state(_JOB_KEY)
+    return (deviations, opt_losses, metrics) if rank == 0 else None
+
+
+@dataclass
+class HullResult:
+    """On rank 0: the optima's paths, the parameter names of a flat θ, the deviations (K, P) of
+    the optimised points, their optimisation losses (K, 2) first/last, and per split and kind of
+    coordinates (e.g. "linear", "tunnel") the metrics at each row: (loss (Q,), acc (Q,))."""
+
+    optima: list[str]
+    keys: list[str]
+    deviations: np.ndarray
+    opt_losses: np.ndarray
+    metrics: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
+
+
+def run_hull(
+    cfg: HullConfig, comm: Any, weights: np.ndarray, coords: dict[str, np.ndarray]
+) -> Optional[HullResult]:
+    """Validates cfg's shared keys, loads the optima and the data on every rank, optimises the
+    points of barycentric `weights` (K, m) and evaluates each kind of `coords`
+    {kind: (Q_kind, m − 1 + K)} of the hull subspace. The result on rank 0, None on the others."""
+    hyperplane = validate_hull_config(cfg)
+    paths = [str(p) for p in cfg.optima]
+    problem = load_problem(cfg.model, cfg.dataset, paths, cfg.device, comm, list(cfg.splits))
+    options = EvalOptions(**dataclasses.asdict(cfg.engine))
+    job = HullJob(
+        problem, weights, hyperplane, cfg.hyperplane.batch_size, options, list(cfg.splits), cfg.seed
+    )
+    done = optimise_and_evaluate(comm, job, np.concatenate(list(coords.values())), cfg.chunk_points)
+    if done is None:
+        return None
+    deviations, opt_losses, flat = done
+    ends = np.cumsum([len(c) for c in coords.values()])
+    metrics = {
+        s: {
+            kind: (loss[end - len(c) : end], acc[end - len(c) : end])
+            for (kind, c), end in zip(coords.items(), ends)
+        }
+        for s, (loss, acc) in flat.items()
+    }
+    return HullResult(paths, problem.keys, deviations, opt_losses, metrics)
+
+
+# --- reporting the metrics per split and kind ----------------------------------------------------
+
+Metrics = dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]  # {split: {kind: (loss, acc)}}
+
+
+def write_metrics_csv(
+    path: Path, header: list[str], columns: list[np.ndarray], metrics: Metrics
+) -> Path:
+    """One row per evaluated point: the given leading columns, then per split and kind its loss
+    and accuracy (<split>_loss_<kind>, <split>_acc_<kind>)."""
+    header, columns = list(header), list(columns)
+    for s, kinds in metrics.items():
+        for kind, (loss, acc) in kinds.items():
+            header += [f"{s}_loss_{kind}", f"{s}_acc_{kind}"]
+            columns += [loss, acc]
+    np.savetxt(path, np.stack(columns, axis=1), delimiter=",", header=",".join(header), comments="")
+    return path
+
+
+def summarize_metrics(metrics: Metrics, where: Callable[[int], str]) -> list[str]:
+    """A line per split: for each kind its max loss and where (`where(row)`), and its min
+    accuracy where there is one."""
+    lines = []
+    for s, kinds in metrics.items():
+        parts = []
+        for kind, (loss, acc) in kinds.items():
+            i = int(np.nanargmax(loss))
+            text = f"{kind} max loss {loss[i]:.4g} at {where(i)}"
+            if np.isfinite(acc).any():
+                text += f", min acc {np.nanmin(acc):.2f}%"
+            parts.append(text)
+        lines.append(f"  {s}: " + "; ".join(parts))
+    return lines

@@ -1,0 +1,19 @@
+"""Fixtures shared by several test modules; a module opts in with
+`pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    # Tiny models on small batches gain nothing from a second thread, and OpenMP threads that
+    # share two cores with other processes slow down several-fold; one thread keeps them fast.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
