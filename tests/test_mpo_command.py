@@ -113,3 +113,15 @@ def test_bad_input_is_a_short_error(tmp_path, args, key):
     assert result.returncode == 2, result.stderr
     assert "error:" in result.stderr and key in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_model_that_outputs_its_loss_is_refused(tmp_path):
+    from landscape_hpc.errors import UserError
+
+    cfg = make_cfg(
+        tmp_path, "model=wedge", "dataset=synthetic", "dataset.shape=[2]", "mask.name=square",
+        "mask.size=8", "steps=1",
+    )  # fmt: skip
+    with pytest.raises(UserError, match="outputs its own loss; MPO fits classifiers"):
+        run_mpo(cfg)
+    assert not (tmp_path / "checkpoint.pt").exists()

@@ -38,7 +38,14 @@ from landscape_hpc.config import MPOConfig
 from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes, subset
 from landscape_hpc.devices import resolve_device
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.evaluate import BN_MODES, STRATEGIES, EvalOptions, _has_bn, evaluate_points
+from landscape_hpc.evaluate import (
+    BN_MODES,
+    STRATEGIES,
+    EvalOptions,
+    _has_bn,
+    evaluate_points,
+    is_loss_output,
+)
 from landscape_hpc.grid import Grid
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.fit import FitOptions, fit_plane, validate_fit_options
@@ -123,6 +130,11 @@ def setup_job(cfg: MPOConfig, splits: dict[str, Split]) -> Job:
     n_classes = num_classes(cfg.dataset, splits)
     plane = build_plane(cfg, input_shape, n_classes).to(device)
     model = build_model(cfg.model, input_shape, n_classes).to(device)
+    if is_loss_output(model):
+        raise UserError(
+            f"model={cfg.model.name} outputs its own loss; MPO fits classifiers (its objective is "
+            "cross-entropy over the pattern's cells): use mpo_cnn, mpo_cnn_bn, mlp, ..."
+        )
     if _has_bn(model) and cfg.engine.bn != "recompute":
         raise UserError(
             f"engine.bn={cfg.engine.bn}: {cfg.model.name} has BatchNorm and the plane was trained "
