@@ -435,3 +435,15 @@ def test_bad_custom_target(target: str | None, kwargs: dict, reason: str) -> Non
     with pytest.raises(UserError, match=reason) as err:
         build("custom", target=target, kwargs=kwargs)
     assert "model.target" in str(err.value)
+
+
+def test_mlp_dropout_acts_in_training_only_and_keeps_the_checkpoint_keys():
+    plain = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
+    dropped = build_model(ModelConfig(name="mlp", kwargs={"dropout": 0.5}), (1, 8, 8), 10)
+    assert plain.state_dict().keys() == dropped.state_dict().keys()
+    x = torch.randn(16, 1, 8, 8)
+    torch.testing.assert_close(dropped.eval()(x), plain.eval()(x))  # same init, no dropout
+    dropped.train()
+    assert not torch.equal(dropped(x), dropped(x))
+    with pytest.raises(UserError, match="model.kwargs.dropout"):
+        build_model(ModelConfig(name="mlp", kwargs={"dropout": 1.0}), (1, 8, 8), 10)
