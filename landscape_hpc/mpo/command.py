@@ -102,7 +102,12 @@ def fingerprint(cfg: MPOConfig, mask: np.ndarray, counts: dict[str, Any]) -> dic
         "mask_sha256": hashlib.sha256(
             np.packbits(mask).tobytes() + str(mask.shape).encode()
         ).hexdigest(),
-        **{k: v for k, v in dataclasses.asdict(fit_options(cfg)).items() if k != "steps"},
+        # more steps resume the fit; the strategy changes only the float rounding
+        **{
+            k: v
+            for k, v in dataclasses.asdict(fit_options(cfg)).items()
+            if k not in ("steps", "strategy")
+        },
         "scale_init": cfg.scale_init,
     }
 

@@ -23,12 +23,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from landscape_hpc.data import Split
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.mpo.objective import (
+    STEP_STRATEGIES,
     StepStats,
     cell_bytes,
     cells_per_chunk,
     objective_batched,
+    objective_loop,
     training_template,
 )
 from landscape_hpc.mpo.patterns import trainable_cells
@@ -55,6 +57,7 @@ class FitOptions:
     seed: int = 0
     memory_mb: float = 2048.0
     checkpoint_every: int = 100
+    strategy: str = "vmap"
 
 
 class Diverged(UserError):
@@ -83,6 +86,7 @@ def validate_fit_options(opts: FitOptions) -> None:
         raise UserError(f"grad_clip={opts.grad_clip} must be positive, or null for no clipping")
     if opts.checkpoint_every < 0:
         raise UserError(f"checkpoint_every={opts.checkpoint_every} must be 0 (end only) or more")
+    check_choice("strategy", opts.strategy, STEP_STRATEGIES)
     if not opts.memory_mb > 0:
         raise UserError(f"memory_mb={opts.memory_mb} must be positive (MiB)")
 
@@ -155,16 +159,12 @@ def fit_plane(
         low_coords = cell_alpha_beta(shape, *sample_cells(low, opts.cells_per_step, g).T)
         high_coords = cell_alpha_beta(shape, *sample_cells(high, opts.cells_per_step, g).T)
         optimizer.zero_grad(set_to_none=True)
-        stats = objective_batched(
-            plane,
-            template,
-            low_coords.to(device),
-            high_coords.to(device),
-            train.inputs[batch],
-            train.labels[batch],
-            opts.ce_threshold,
-            chunk,
-        )
+        cells = (low_coords.to(device), high_coords.to(device))
+        x, y = train.inputs[batch], train.labels[batch]
+        if opts.strategy == "loop":
+            stats = objective_loop(plane, template, *cells, x, y, opts.ce_threshold)
+        else:
+            stats = objective_batched(plane, template, *cells, x, y, opts.ce_threshold, chunk)
         if not math.isfinite(stats.loss):
             bar.close()
             raise Diverged(

@@ -57,6 +57,10 @@ def training_template(model: nn.Module) -> nn.Module:
     return template
 
 
+#: how the cells of a step run: one vmapped forward/backward per chunk, or one per cell
+STEP_STRATEGIES = ("vmap", "loop")
+
+
 def cell_bytes(model: nn.Module, sample: Tensor, batch_size: int) -> int:
     """Memory one cell needs in a training step: its stacked weights and the activations of a
     batch, with their gradients."""
