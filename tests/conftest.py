@@ -17,3 +17,17 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def partition() -> str:
+    """The default partition of a reachable SLURM cluster; skips the test where there is none."""
+    from mpi_helpers import slurm_partition
+
+    name = slurm_partition()
+    if name is None:
+        pytest.skip(
+            "sbatch is missing or sinfo cannot reach a SLURM controller "
+            "(start the local one: scripts/slurm_local.sh up)"
+        )
+    return name

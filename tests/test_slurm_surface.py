@@ -21,22 +21,10 @@ from mpi_helpers import (
     h5py_has_mpi,
     read_surface,
     run_surface,
-    slurm_partition,
 )
 
 JOB_LIMIT_S = 240  # a one-node test cluster starts a job in about a second; the run takes ~30 s
 TINY = ["grid.x=[-1,1,5]", "grid.y=[-1,1,4]", "dataset.max_samples=200"]
-
-
-@pytest.fixture(scope="module")
-def partition() -> str:
-    name = slurm_partition()
-    if name is None:
-        pytest.skip(
-            "sbatch is missing or sinfo cannot reach a SLURM controller "
-            "(start the local one: scripts/slurm_local.sh up)"
-        )
-    return name
 
 
 def test_sbatch_surface_matches_one_process(partition: str, tmp_path: Path) -> None:

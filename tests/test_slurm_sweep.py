@@ -16,24 +16,13 @@ import uuid
 
 import h5py
 import pytest
-from mpi_helpers import REPO, h5py_has_mpi, python, slurm_partition
+from mpi_helpers import REPO, h5py_has_mpi, python
 from test_sweep import N_JOBS, TINY, assert_same_table, check_ok, env, multirun_argv, run
 
 from landscape_hpc.sweep import report
 from landscape_hpc.sweep.file import read_jobs
 
 JOB_LIMIT_S = 300
-
-
-@pytest.fixture(scope="module")
-def partition() -> str:
-    name = slurm_partition()
-    if name is None:
-        pytest.skip(
-            "sbatch is missing or sinfo cannot reach a SLURM controller "
-            "(start the local one: scripts/slurm_local.sh up)"
-        )
-    return name
 
 
 @pytest.fixture(scope="module")
