@@ -216,6 +216,10 @@ class MPOConfig:
     grad_clip: Optional[float] = None
     # initial plane scale s (learned)
     scale_init: float = 0.1
+    # origin (unless model.checkpoint), up and φ_right start as: fresh (three freshly built
+    # models, PyTorch's default init, as the paper's code loss-patterns does) or xavier
+    # (Xavier-uniform weights, zero biases, BN scale 1)
+    plane_init: str = "fresh"
     # skip cells whose neighbours are all of their own class (appendix A)
     skip_interior_cells: bool = True
     # seed of the plane's initial vectors (origin, up, right use seed, seed+1, seed+2), batches

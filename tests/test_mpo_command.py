@@ -125,3 +125,24 @@ def test_a_model_that_outputs_its_loss_is_refused(tmp_path):
     with pytest.raises(UserError, match="outputs its own loss; MPO fits classifiers"):
         run_mpo(cfg)
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_plane_init_xavier_draws_glorot_weights_and_zero_biases(tmp_path):
+    import math
+
+    from landscape_hpc.errors import UserError
+    from landscape_hpc.mpo.command import build_plane, validate
+
+    fresh = build_plane(make_cfg(tmp_path, *TINY), (1, 8, 8), 10)
+    cfg = make_cfg(tmp_path, *TINY, "plane_init=xavier")
+    xavier, again = build_plane(cfg, (1, 8, 8), 10), build_plane(cfg, (1, 8, 8), 10)
+    w = xavier.up["layers.1.weight"].detach()  # Linear 64 -> 32
+    bound = math.sqrt(6 / (64 + 32))
+    assert w.abs().max() <= bound and abs(float(w.std()) - bound / math.sqrt(3)) < 0.05 * bound
+    assert float(xavier.up["layers.1.bias"].abs().max()) == 0
+    assert float(xavier.origin["layers.1.bias"].abs().max()) == 0
+    assert torch.equal(w, again.up["layers.1.weight"].detach())  # seeded
+    assert not torch.equal(w, fresh.up["layers.1.weight"].detach())
+    assert not torch.equal(w, xavier.origin["layers.1.weight"].detach())
+    with pytest.raises(UserError, match="plane_init='glorot' is not known"):
+        validate(make_cfg(tmp_path, *TINY, "plane_init=glorot"))

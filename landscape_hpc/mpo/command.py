@@ -56,6 +56,8 @@ from landscape_hpc.subspace import Subspace
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
+#: how origin, up and φ_right start: as freshly built models (loss-patterns' way) or Xavier
+PLANE_INITS = ("fresh", "xavier")
 #: cells per engine call when evaluating the fitted plane (one surface-file write each)
 EVAL_CHUNK_CELLS = 100
 
@@ -73,6 +75,7 @@ def validate(cfg: MPOConfig) -> FitOptions:
         raise UserError(f"engine.loss={cfg.engine.loss!r}: MPO trains on cross-entropy; use ce")
     if cfg.eval_samples is not None and cfg.eval_samples < 1:
         raise UserError(f"eval_samples={cfg.eval_samples} must be at least 1 (or null for all)")
+    check_choice("plane_init", cfg.plane_init, PLANE_INITS)
     if not cfg.scale_init > 0:
         raise UserError(f"scale_init={cfg.scale_init} must be positive")
     return opts
@@ -80,14 +83,31 @@ def validate(cfg: MPOConfig) -> FitOptions:
 
 def build_plane(cfg: MPOConfig, input_shape: tuple[int, ...], n_classes: int) -> Plane:
     """origin from model (its checkpoint or init_seed), up and φ_right from fresh inits with
-    init_seed + 1 and + 2 (appendix A)."""
+    init_seed + 1 and + 2 (appendix A); with plane_init=xavier every freshly initialised one is
+    re-drawn Xavier-uniform (see xavier_init)."""
     models = [build_model(cfg.model, input_shape, n_classes)]
     for offset in (1, 2):
         fresh = dataclasses.replace(
             cfg.model, checkpoint=None, init_seed=cfg.model.init_seed + offset
         )
         models.append(build_model(fresh, input_shape, n_classes))
+    if cfg.plane_init == "xavier":
+        for offset, model in enumerate(models):
+            if offset > 0 or cfg.model.checkpoint is None:
+                xavier_init(model, cfg.model.init_seed + offset)
     return Plane.init(tuple(models), cfg.scale_init)  # type: ignore[arg-type]
+
+
+def xavier_init(model: nn.Module, seed: int) -> None:
+    """Glorot/Xavier-uniform weights (every parameter of 2 or more dimensions), zero biases;
+    BN scales stay 1 and shifts 0. Seeded: the same seed gives the same weights."""
+    generator = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                nn.init.xavier_uniform_(param, generator=generator)
+            elif name.endswith("bias"):
+                param.zero_()
 
 
 def fingerprint(cfg: MPOConfig, mask: np.ndarray, counts: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +129,8 @@ def fingerprint(cfg: MPOConfig, mask: np.ndarray, counts: dict[str, Any]) -> dic
             if k not in ("steps", "strategy")
         },
         "scale_init": cfg.scale_init,
+        # only when not the default, so checkpoints and sweep files made before the key resume
+        **({"plane_init": cfg.plane_init} if cfg.plane_init != "fresh" else {}),
     }
 
 
