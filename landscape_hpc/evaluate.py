@@ -83,19 +83,24 @@ def batch_loss_and_correct(
 ) -> tuple[Tensor, Tensor]:
     """Summed loss (float64) and correct count over the batch axis: outputs (..., B, C) logits,
     or (..., B) per-sample losses when `loss_output` (then the count is NaN) -> (...), (...)."""
+    summed = sample_losses(outputs, labels, loss, loss_output).double().sum(-1)
     if loss_output:
-        lead = outputs.shape[:-1]
-        nan = torch.full(lead, float("nan"), dtype=torch.float64, device=outputs.device)
-        return outputs.double().sum(-1), nan
-    summed = per_sample_loss(outputs, labels, loss).double().sum(-1)
+        nan = torch.full(summed.shape, float("nan"), dtype=torch.float64, device=outputs.device)
+        return summed, nan
     return summed, (outputs.argmax(-1) == labels).sum(-1).double()
+
+
+def sample_losses(outputs: Tensor, labels: Tensor, loss: str, loss_output: bool) -> Tensor:
+    """The loss of every sample (..., B): a loss-output model's outputs themselves, else `loss`
+    of the logits (..., B, C)."""
+    return outputs if loss_output else per_sample_loss(outputs, labels, loss)
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
-def _has_bn(model: nn.Module) -> bool:
+def has_bn(model: nn.Module) -> bool:
     return any(isinstance(m, _BatchNorm) for m in model.modules())
 
 
@@ -177,16 +182,23 @@ def _fresh_bn_state(model: nn.Module, moving: ParamDict, fixed: ParamDict, k: in
     return moving, fixed
 
 
-def _bn_recompute_template(model: nn.Module) -> nn.Module:
-    """A copy in train mode whose BN layers average the statistics of every batch equally
-    (momentum=None), as torch.optim.swa_utils.update_bn and dnn-mode-connectivity do."""
+def train_mode_copy(model: nn.Module, **bn_settings: object) -> nn.Module:
+    """A copy in train mode (BN normalises with the statistics of each batch) with dropout off,
+    its BN layers given `bn_settings` (attribute values, e.g. momentum=None)."""
     template = copy.deepcopy(model).train()
     for m in template.modules():
         if isinstance(m, _BatchNorm):
-            m.momentum = None
+            for name, value in bn_settings.items():
+                setattr(m, name, value)
         elif isinstance(m, nn.Dropout):
             m.eval()
     return template
+
+
+def _bn_recompute_template(model: nn.Module) -> nn.Module:
+    """A copy in train mode whose BN layers average the statistics of every batch equally
+    (momentum=None), as torch.optim.swa_utils.update_bn and dnn-mode-connectivity do."""
+    return train_mode_copy(model, momentum=None)
 
 
 def recompute_bn_batched(
@@ -262,7 +274,7 @@ def evaluate_points(
     first = next(iter(data.values()))[0]
     device = first.device
     coords = coords.to(device=device, dtype=torch.float64)
-    recompute = options.bn == "recompute" and _has_bn(model)
+    recompute = options.bn == "recompute" and has_bn(model)
     if recompute and bn_data is None:
         raise ValueError("bn=recompute needs bn_data (the training inputs)")
     strategy = resolve_strategy(model, device, options.strategy)
@@ -339,7 +351,7 @@ def evaluate_points_loop(
     with torch.no_grad():
         for i, c in enumerate(coords):
             net.load_state_dict(subspace.point(c.to(next(net.parameters()).device)))
-            if options.bn == "recompute" and _has_bn(net):
+            if options.bn == "recompute" and has_bn(net):
                 recompute_bn_single(net, bn_data, options.batch_size)
             for name, (inputs, labels) in data.items():
                 n = inputs.shape[0]

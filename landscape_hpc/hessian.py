@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from landscape_hpc import params
-from landscape_hpc.evaluate import is_loss_output, per_sample_loss
+from landscape_hpc.evaluate import is_loss_output, sample_losses
 
 LossFn = Callable[[Tensor], Tensor]
 
@@ -45,9 +45,7 @@ def flat_loss(
         total = theta.new_zeros(())
         for i in range(0, n, batch_size):
             out = functional_call(model, weights, (inputs[i : i + batch_size],))
-            if not loss_output:
-                out = per_sample_loss(out, labels[i : i + batch_size], loss)  # (B,)
-            total = total + out.sum()
+            total = total + sample_losses(out, labels[i : i + batch_size], loss, loss_output).sum()
         return total / n
 
     return mean_loss, params.flatten(state, keys).detach()

@@ -172,6 +172,23 @@ def run_tasks(
                 fut.cancel()
 
 
+def on_master(comm: MPI.Intracomm, compute: Callable[[], Any], share: bool = True) -> Any:
+    """compute() on rank 0 only. A UserError it raises is raised on every rank, so none waits on
+    a collective the master will not join. Its result reaches every rank when `share`, else only
+    rank 0 (the others get None), for a result that cannot be sent, such as an open file.
+    Collective: every rank calls it."""
+    result, problem = None, None
+    if comm.Get_rank() == 0:
+        try:
+            result = compute()
+        except UserError as err:
+            problem = str(err)
+    shared = comm.bcast((result if share else None, problem), root=0)
+    if shared[1] is not None:
+        raise UserError(shared[1])
+    return shared[0] if share else result
+
+
 @contextlib.contextmanager
 def abort_on_error(comm: MPI.Intracomm) -> Iterator[None]:
     """Wraps the body of a multi-rank entry point: an exception escaping it on any rank is

@@ -118,3 +118,23 @@ def combine_batch(
         moving[key] = stacked.expand(coords.shape[0], *o.shape).to(o.dtype)
     fixed = {k: v for k, v in origin.items() if k not in moving}
     return moving, fixed
+
+
+#: state_dict entries a checkpoint may lack: BN's batch counter, absent before PyTorch 0.4
+OPTIONAL_SUFFIXES = ("num_batches_tracked",)
+
+
+def layout_diff(
+    expected: Mapping[str, Tensor], got: Mapping[str, Tensor], optional: tuple[str, ...] = ()
+) -> tuple[list[str], list[str], list[tuple[str, tuple, tuple]]]:
+    """How `got` differs from `expected` in keys and shapes: the keys of `expected` it lacks
+    (except those ending in one of `optional`), its keys `expected` does not have, and
+    (key, expected shape, its shape) for the shared keys whose shapes differ."""
+    missing = [k for k in expected if k not in got and not k.endswith(optional)]
+    unexpected = [k for k in got if k not in expected]
+    mismatched = [
+        (k, tuple(expected[k].shape), tuple(got[k].shape))
+        for k in expected
+        if k in got and got[k].shape != expected[k].shape
+    ]
+    return missing, unexpected, mismatched

@@ -47,10 +47,6 @@ class Trajectory:
     epochs: list[int]
     lrs: list[float]  # NaN where the checkpoint does not say
 
-    def lr_drops(self) -> list[int]:
-        """Indices of checkpoints whose learning rate is lower than the previous one's."""
-        return [i for i in range(1, len(self.lrs)) if self.lrs[i] < self.lrs[i - 1]]
-
 
 @dataclass
 class ProjectedTrajectory:
@@ -134,13 +130,8 @@ def _metadata(path: Path, trust: bool) -> dict:
 def check_architecture(trajectory: Trajectory, like: Mapping[str, Tensor]) -> None:
     """Every checkpoint must hold the tensors of `like` (the model's state) with their shapes."""
     for path, state in zip(trajectory.paths, trajectory.states):
-        missing = [k for k in like if k not in state and not k.endswith("num_batches_tracked")]
-        unexpected = [k for k in state if k not in like]
-        mismatched = [
-            f"{k}: {tuple(state[k].shape)} vs {tuple(like[k].shape)}"
-            for k in like
-            if k in state and state[k].shape != like[k].shape
-        ]
+        missing, unexpected, shapes = params.layout_diff(like, state, params.OPTIONAL_SUFFIXES)
+        mismatched = [f"{k}: {got} vs {want}" for k, want, got in shapes]
         if missing or unexpected or mismatched:
             raise UserError(
                 f"trajectory checkpoint {path} does not have the architecture of the model: "

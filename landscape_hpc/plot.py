@@ -190,8 +190,8 @@ def lines_1d(ax: Axes, x, loss: dict, acc: dict, log: bool = False, title: str =
 
 
 def lr_drop_indices(lrs) -> np.ndarray:
-    """Indices of checkpoints whose learning rate is lower than the previous one's (the rule of
-    pca.Trajectory.lr_drops); NaN (unknown) never counts as a drop."""
+    """Indices of checkpoints whose learning rate is lower than the previous one's; NaN
+    (unknown) never counts as a drop."""
     lrs = np.asarray(lrs, dtype=np.float64)
     return np.flatnonzero(lrs[1:] < lrs[:-1]) + 1
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from landscape_hpc import __version__
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.grid import Grid
 from landscape_hpc.params import ParamDict
 from landscape_hpc.pca import ProjectedTrajectory
@@ -57,8 +57,25 @@ def directions_sha256(basis: list[ParamDict]) -> str:
     return h.hexdigest()
 
 
+#: how a command writes its file: auto (mpio when h5py has MPI, else gather), mpio (every rank
+#: writes through parallel HDF5), gather (the master writes what the workers send)
+IO_MODES = ("auto", "mpio", "gather")
+
+
 def mpi_available() -> bool:
     return bool(h5py.get_config().mpi)
+
+
+def use_mpio(key: str, mode: str) -> bool:
+    """Whether io mode `mode` (the value of config key `key`) means parallel-HDF5 writes; a
+    UserError for an unknown mode, or for mpio where h5py was built without MPI."""
+    check_choice(key, mode, IO_MODES)
+    if mode == "mpio" and not mpi_available():
+        raise UserError(
+            f"{key}=mpio but this h5py was built without MPI (scripts/setup.sh builds one); "
+            f"use {key}=gather or {key}=auto"
+        )
+    return mode == "mpio" or (mode == "auto" and mpi_available())
 
 
 def check_writable(path: Path) -> None:
@@ -79,10 +96,13 @@ def _open(path: Path, mode: str, comm: Any) -> h5py.File:
     return h5py.File(path, mode)
 
 
-def _fingerprint_diff(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+def fingerprint_diff(
+    stored: Mapping[str, Any], wanted: Mapping[str, Any], holder: str = "file"
+) -> list[str]:
+    """One line per key whose value differs: `key: <holder> has X, this run Y`."""
     keys = sorted(set(stored) | set(wanted))
     return [
-        f"{k}: file has {stored.get(k)!r}, this run {wanted.get(k)!r}"
+        f"{k}: {holder} has {stored.get(k)!r}, this run {wanted.get(k)!r}"
         for k in keys
         if stored.get(k) != wanted.get(k)
     ]
@@ -202,7 +222,7 @@ def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) ->
             f"{path} exists but is not a landscape_hpc surface file; "
             "choose another out= or pass overwrite=true"
         )
-    diff = _fingerprint_diff(stored, fingerprint)
+    diff = fingerprint_diff(stored, fingerprint)
     if diff:
         return (
             f"{path} was made for another job, so it is not resumed:\n  "

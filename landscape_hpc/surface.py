@@ -56,7 +56,6 @@ from landscape_hpc.subspace import Subspace
 
 log = logging.getLogger(__name__)
 
-IO_MODES = ("auto", "mpio", "gather")
 _JOB_KEY = "surface_job"
 _NEEDS_TRAJECTORY = (
     "directions.kind=pca needs directions.trajectory=<folder or glob of checkpoints>, e.g. the "
@@ -145,7 +144,7 @@ def build_directions(
     PCA reads the whole trajectory: rank 0 computes it and broadcasts the result, so every rank
     holds the same bits. Directions loaded from a PCA surface file bring its trajectory along."""
     if cfg.kind == "pca" and not cfg.load:
-        basis, projected = _on_master(
+        basis, projected = parallel.on_master(
             comm, lambda: pca_directions(cfg, model, _cpu(origin), ndim, trust_checkpoint)
         )
         return [{k: v.to(origin[k].device) for k, v in d.items()} for d in basis], projected
@@ -156,20 +155,6 @@ def build_directions(
 
 def _cpu(state: ParamDict) -> ParamDict:
     return {k: v.cpu() for k, v in state.items()}
-
-
-def _on_master(comm: Any, compute: Any) -> Any:
-    """compute() on rank 0, its result on every rank; a UserError is raised on every rank."""
-    result, problem = None, None
-    if comm.Get_rank() == 0:
-        try:
-            result = compute()
-        except UserError as err:
-            problem = str(err)
-    result, problem = comm.bcast((result, problem), root=0)
-    if problem is not None:
-        raise UserError(problem)
-    return result
 
 
 def resolve_origin(cfg: SurfaceConfig) -> SurfaceConfig:
@@ -250,7 +235,7 @@ def _validate(cfg: SurfaceConfig) -> Grid:
     check_choice("engine.bn", cfg.engine.bn, BN_MODES)
     check_choice("engine.loss", cfg.engine.loss, LOSSES)
     check_choice("engine.strategy", cfg.engine.strategy, STRATEGIES)
-    check_choice("io", cfg.io, IO_MODES)
+    store.use_mpio("io", cfg.io)  # a known mode, available here
     check_choice("directions.kind", cfg.directions.kind, directions.KINDS)
     check_choice("directions.projection", cfg.directions.projection, pca.PROJECTIONS)
     if cfg.directions.kind == "pca" and not cfg.directions.load:
@@ -269,8 +254,6 @@ def _validate(cfg: SurfaceConfig) -> Grid:
     ):
         if value <= 0:
             raise UserError(f"{key}={value} must be > 0")
-    if cfg.io == "mpio" and not store.mpi_available():
-        raise UserError("io=mpio but this h5py was built without MPI; use io=gather or io=auto")
     return grid
 
 
@@ -339,7 +322,7 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         "checkpoint_sha256": sha or "",
         **{k: v for k, v in counts.items()},
     }
-    mpio = cfg.io == "mpio" or (cfg.io == "auto" and store.mpi_available())
+    mpio = store.use_mpio("io", cfg.io)
     out = Path(cfg.out)
     surface = _open_surface(
         comm,
@@ -374,16 +357,9 @@ def _open_surface(
     workers whether it could, so no rank is left waiting when the file is refused."""
     if mpio:
         return store.SurfaceFile.open(out, *args, comm=comm, **kwargs)
-    surface, problem = None, None
-    if comm.Get_rank() == 0:
-        try:
-            surface = store.SurfaceFile.open(out, *args, **kwargs)
-        except UserError as err:
-            problem = str(err)
-    problem = comm.bcast(problem, root=0)
-    if problem is not None:
-        raise UserError(problem)
-    return surface
+    return parallel.on_master(
+        comm, lambda: store.SurfaceFile.open(out, *args, **kwargs), share=False
+    )
 
 
 def _run(

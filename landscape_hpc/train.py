@@ -28,6 +28,7 @@ from landscape_hpc.config import TrainConfig, register_configs
 from landscape_hpc.data import Split, load_dataset, num_classes
 from landscape_hpc.devices import resolve_device
 from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
+from landscape_hpc.evaluate import is_loss_output
 from landscape_hpc.models import build_model
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def train_epoch(
 def batch_loss(model: nn.Module, outputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Mean cross-entropy of a batch and its count of correct predictions; for a model whose
     output is its per-sample loss (`loss_output`, e.g. the wedge) the mean output, and NaN."""
-    if getattr(model, "loss_output", False):
+    if is_loss_output(model):
         return outputs.mean(), outputs.new_tensor(float("nan")).detach()
     return F.cross_entropy(outputs, labels), (outputs.argmax(dim=1) == labels).sum().float()
 

@@ -71,13 +71,18 @@ def run_surface(
     cwd: Path = REPO,
     mpirun_options: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
-    """Runs the surface command under `timeout` (a hang fails the test instead of the suite);
-    stdout and stderr together in `.stdout`."""
-    argv = ["timeout", "-k", "10", str(limit_s)]
-    argv += surface_argv(ranks, run_dir, overrides, mpirun_options)
-    done = subprocess.run(
-        argv, cwd=cwd, env=surface_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    """Runs the surface command (see run_command)."""
+    argv = surface_argv(ranks, run_dir, overrides, mpirun_options)
+    return run_command(argv, surface_env(), limit_s, cwd)
+
+
+def run_command(
+    argv: list[str], env: dict[str, str], limit_s: int = 150, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
+    """Runs argv under `timeout` (a hang fails the test instead of the suite); stdout and stderr
+    together in `.stdout`, as text."""
+    argv = ["timeout", "-k", "10", str(limit_s), *argv]
+    done = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     done.stdout = done.stdout.decode(errors="replace")
     assert done.returncode != TIMED_OUT, f"{' '.join(argv)} hung for {limit_s} s:\n{done.stdout}"
     return done

@@ -139,8 +139,8 @@ def test_plane_init_xavier_draws_glorot_weights_and_zero_biases(tmp_path):
     w = xavier.up["layers.1.weight"].detach()  # Linear 64 -> 32
     bound = math.sqrt(6 / (64 + 32))
     assert w.abs().max() <= bound and abs(float(w.std()) - bound / math.sqrt(3)) < 0.05 * bound
-    assert float(xavier.up["layers.1.bias"].abs().max()) == 0
-    assert float(xavier.origin["layers.1.bias"].abs().max()) == 0
+    assert float(xavier.up["layers.1.bias"].detach().abs().max()) == 0
+    assert float(xavier.origin["layers.1.bias"].detach().abs().max()) == 0
     assert torch.equal(w, again.up["layers.1.weight"].detach())  # seeded
     assert not torch.equal(w, fresh.up["layers.1.weight"].detach())
     assert not torch.equal(w, xavier.origin["layers.1.weight"].detach())

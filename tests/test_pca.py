@@ -101,11 +101,6 @@ def test_projections_agree_on_orthonormal_axes_and_differ_on_skewed_ones():
     assert not np.allclose(pca.project(m, skew, "cos"), coords, atol=1e-2)
 
 
-def test_lr_drops():
-    t = pca.Trajectory([], [], [0, 1, 2, 3], [0.1, 0.1, 0.01, 0.001])
-    assert t.lr_drops() == [2, 3]
-
-
 def test_bad_trajectories(tmp_path):
     with pytest.raises(UserError, match="holds no checkpoints"):
         pca.find_checkpoints(str(tmp_path))

@@ -155,6 +155,7 @@ def test_the_command_overlays_the_stored_trajectory_on_every_flat_2d_kind(tmp_pa
 
 def test_lr_drops_ignore_unknown_rates_and_plain_files_have_no_trajectory(tmp_path):
     lrs = [np.nan, 0.1, 0.1, 0.01, np.nan, 0.001, 0.01]
+    assert plot.lr_drop_indices([0.1, 0.1, 0.01, 0.001]).tolist() == [2, 3]
     assert plot.lr_drop_indices(lrs).tolist() == [3]
     fig, ax = plt.subplots()
     path_line, drops = plot.trajectory(ax, [1, 2], [3, 4])

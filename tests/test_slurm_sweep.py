@@ -16,8 +16,8 @@ import uuid
 
 import h5py
 import pytest
-from mpi_helpers import REPO, h5py_has_mpi, python
-from test_sweep import N_JOBS, TINY, assert_same_table, check_ok, env, multirun_argv, run
+from mpi_helpers import REPO, check_ok, h5py_has_mpi, python
+from test_sweep import N_JOBS, TINY, assert_same_table, env, multirun_argv, run
 
 from landscape_hpc.sweep import report
 from landscape_hpc.sweep.file import read_jobs

@@ -21,7 +21,16 @@ import h5py
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from mpi_helpers import MPI_ROOT_ENV, TIMED_OUT, h5py_has_mpi, mpirun_available, python, rank_pids
+from mpi_helpers import (
+    MPI_ROOT_ENV,
+    TIMED_OUT,
+    check_ok,
+    h5py_has_mpi,
+    mpirun_available,
+    python,
+    rank_pids,
+    run_command,
+)
 from omegaconf import OmegaConf
 
 from landscape_hpc.config import SweepConfig, register_configs
@@ -72,16 +81,7 @@ def env() -> dict[str, str]:
 
 
 def run(argv: list[str], limit_s: int = 300) -> subprocess.CompletedProcess:
-    argv = ["timeout", "-k", "10", str(limit_s), *argv]
-    done = subprocess.run(
-        argv, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert done.returncode != TIMED_OUT, f"{' '.join(argv)} hung:\n{done.stdout[-3000:]}"
-    return done
-
-
-def check_ok(done: subprocess.CompletedProcess) -> None:
-    assert done.returncode == 0, f"exit status {done.returncode}:\n{done.stdout[-4000:]}"
+    return run_command(argv, env(), limit_s)
 
 
 def sweep_argv(out: Path, *extra: str, ranks: int | None = 3) -> list[str]:

@@ -381,11 +381,7 @@ def open_maps(path: Path, grid: Grid, fingerprint: dict, overwrite: bool) -> h5p
             raw = f[MAPS[0]].attrs.get(_FINGERPRINT_ATTR)
             stored = json.loads(raw) if raw is not None else {}
             if stored != fingerprint and not overwrite:
-                diff = [
-                    f"{k}: file has {stored.get(k)!r}, this run {fingerprint.get(k)!r}"
-                    for k in sorted(set(stored) | set(fingerprint))
-                    if stored.get(k) != fingerprint.get(k)
-                ]
+                diff = store.fingerprint_diff(stored, fingerprint)
                 raise UserError(
                     f"the Hessian maps in {path} were made with other settings:\n  "
                     + "\n  ".join(diff)
@@ -449,17 +445,14 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
             "statistics (engine.bn=eval)"
         )
     comm.Barrier()  # all reads done
-    f, problem, pending = None, None, np.array([], dtype=np.int64)
-    if rank == 0:
-        try:
-            fingerprint = map_fingerprint(cfg, source, len(split.labels))
-            f = open_maps(path, source.grid, fingerprint, cfg.overwrite)
-            pending = pending_points(f)
-        except UserError as err:
-            problem = str(err)
-    problem = comm.bcast(problem, root=0)
-    if problem is not None:
-        raise UserError(problem)
+
+    def open_on_master() -> tuple[h5py.File, np.ndarray]:
+        fingerprint = map_fingerprint(cfg, source, len(split.labels))
+        f = open_maps(path, source.grid, fingerprint, cfg.overwrite)
+        return f, pending_points(f)
+
+    opened = parallel.on_master(comm, open_on_master, share=False)
+    f, pending = opened if opened is not None else (None, np.array([], dtype=np.int64))
     parallel.set_worker_state(_JOB_KEY, job)
     seconds, start = [], time.perf_counter()
     try:

@@ -112,13 +112,9 @@ def check_same_architecture(states: list[ParamDict], paths: list[str]) -> None:
     """Refuses optima whose state_dicts differ in keys or shapes, naming both files."""
     first = states[0]
     for path, state in zip(paths[1:], states[1:]):
-        only_first = sorted(set(first) - set(state))
-        only_other = sorted(set(state) - set(first))
-        shapes = [
-            f"{k}: {tuple(first[k].shape)} vs {tuple(state[k].shape)}"
-            for k in first
-            if k in state and first[k].shape != state[k].shape
-        ]
+        only_first, only_other, mismatched = params.layout_diff(first, state)
+        only_first, only_other = sorted(only_first), sorted(only_other)
+        shapes = [f"{k}: {a} vs {b}" for k, a, b in mismatched]
         if only_first or only_other or shapes:
             details = [
                 f"  only in {paths[0]}: {only_first[:10]}" if only_first else "",

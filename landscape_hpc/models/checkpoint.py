@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape_hpc.errors import UserError
+from landscape_hpc.params import OPTIONAL_SUFFIXES, layout_diff
 
 #: keys under which training scripts nest the state_dict, tried in this order
 WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model")
@@ -72,16 +73,8 @@ def load_into(model: nn.Module, state: Mapping[str, Tensor], source: str) -> Non
     BatchNorm's `num_batches_tracked` counter may be absent: checkpoints from PyTorch < 0.4 (as
     loss-landscape's published nets) do not have it, and PyTorch fills it in.
     """
-    expected = model.state_dict()
-    missing = [
-        key for key in expected if key not in state and not key.endswith("num_batches_tracked")
-    ]
-    unexpected = [key for key in state if key not in expected]
-    mismatched = [
-        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in expected
-        if key in state and state[key].shape != expected[key].shape
-    ]
+    missing, unexpected, shapes = layout_diff(model.state_dict(), state, OPTIONAL_SUFFIXES)
+    mismatched = [f"{k}: checkpoint {got} vs model {want}" for k, want, got in shapes]
     if missing or unexpected or mismatched:
         parts = [
             _listing("missing keys", missing),

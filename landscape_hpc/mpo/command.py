@@ -42,8 +42,8 @@ from landscape_hpc.evaluate import (
     BN_MODES,
     STRATEGIES,
     EvalOptions,
-    _has_bn,
     evaluate_points,
+    has_bn,
     is_loss_output,
 )
 from landscape_hpc.grid import Grid
@@ -155,27 +155,32 @@ def setup_job(cfg: MPOConfig, splits: dict[str, Split]) -> Job:
     device = splits["train"].inputs.device
     input_shape = tuple(splits["train"].inputs.shape[1:])
     n_classes = num_classes(cfg.dataset, splits)
-    plane = build_plane(cfg, input_shape, n_classes).to(device)
     model = build_model(cfg.model, input_shape, n_classes).to(device)
+    check_model(cfg, model)
+    plane = build_plane(cfg, input_shape, n_classes).to(device)
+    counts = dataset_attrs(cfg.dataset, splits)
+    return Job(cfg, opts, mask, plane, model, counts, fingerprint(cfg, mask, counts))
+
+
+def check_model(cfg: MPOConfig, model: nn.Module) -> None:
+    """A UserError for a net MPO cannot fit, or cannot evaluate the way it was trained."""
     if is_loss_output(model):
         raise UserError(
             f"model={cfg.model.name} outputs its own loss; MPO fits classifiers (its objective is "
             "cross-entropy over the pattern's cells): use mpo_cnn, mpo_cnn_bn, mlp, ..."
         )
-    if _has_bn(model) and cfg.engine.bn != "recompute":
+    if has_bn(model) and cfg.engine.bn != "recompute":
         raise UserError(
             f"engine.bn={cfg.engine.bn}: {cfg.model.name} has BatchNorm and the plane was trained "
             "on batch statistics; evaluate with engine.bn=recompute"
         )
-    counts = dataset_attrs(cfg.dataset, splits)
-    return Job(cfg, opts, mask, plane, model, counts, fingerprint(cfg, mask, counts))
 
 
 def job_identity(cfg: MPOConfig, model: nn.Module) -> dict[str, Any]:
     """What names a run in a sweep table: the net, whether it has BN, the pattern and the seed."""
     return {
         "model": cfg.model.name,
-        "bn": _has_bn(model),
+        "bn": has_bn(model),
         "mask": describe_mask(cfg.mask),
         "fill_prob": cfg.mask.fill_prob if cfg.mask.kind == "random" else None,
         "seed": cfg.seed,

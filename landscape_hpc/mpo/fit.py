@@ -35,6 +35,7 @@ from landscape_hpc.mpo.objective import (
 )
 from landscape_hpc.mpo.patterns import trainable_cells
 from landscape_hpc.mpo.plane import Plane, cell_alpha_beta
+from landscape_hpc.store import fingerprint_diff
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +233,7 @@ def _resume(
     stored = json.loads(ck["fingerprint"])
     wanted = json.loads(json.dumps(fingerprint or {}, sort_keys=True))
     if stored != wanted:
-        diff = [
-            f"{k}: checkpoint {stored.get(k)!r}, this run {wanted.get(k)!r}"
-            for k in sorted(set(stored) | set(wanted))
-            if stored.get(k) != wanted.get(k)
-        ]
+        diff = fingerprint_diff(stored, wanted, holder="checkpoint")
         raise UserError(
             f"{path} was made by another MPO job ({'; '.join(diff)}); use another out_dir or "
             "overwrite=true to start again"

@@ -16,15 +16,13 @@ track no running statistics, so nothing is updated in place and vmap can batch t
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from landscape_hpc.evaluate import activation_bytes_per_sample, per_sample_loss
+from landscape_hpc.evaluate import activation_bytes_per_sample, per_sample_loss, train_mode_copy
 from landscape_hpc.mpo.plane import Plane
 
 _FLOAT_BYTES = 4
@@ -48,13 +46,7 @@ class StepStats:
 
 def training_template(model: nn.Module) -> nn.Module:
     """A copy that computes BN with the statistics of each batch and updates no buffers."""
-    template = copy.deepcopy(model).train()
-    for m in template.modules():
-        if isinstance(m, _BatchNorm):
-            m.track_running_stats = False
-        elif isinstance(m, nn.Dropout):
-            m.eval()
-    return template
+    return train_mode_copy(model, track_running_stats=False)
 
 
 #: how the cells of a step run: one vmapped forward/backward per chunk, or one per cell

@@ -23,6 +23,7 @@ changes are collective); a worker then writes its own job's values without any m
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from collections.abc import Mapping
@@ -73,7 +74,7 @@ class Outcome:
 
     def without_values(self) -> Outcome:
         """The small part, for a message to the master once the worker wrote the values."""
-        return Outcome(**{**self.__dict__, "values": {}})
+        return dataclasses.replace(self, values={})
 
 
 @dataclass(frozen=True)
@@ -197,11 +198,7 @@ def _check_existing(path: Path, specs: list[JobSpec], overwrite: bool) -> Option
                 continue
             stored = json.loads(f[key].attrs["fingerprint"])
             wanted = json.loads(json.dumps(spec.fingerprint))
-            diff = [
-                f"{k}: file has {stored.get(k)!r}, this run {wanted.get(k)!r}"
-                for k in sorted(set(stored) | set(wanted))
-                if stored.get(k) != wanted.get(k)
-            ]
+            diff = store.fingerprint_diff(stored, wanted)
             if diff:
                 return (
                     f"{path} holds job {spec.job.key} made with other settings, so the sweep is "

@@ -18,17 +18,20 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from landscape_hpc import parallel, store
 from landscape_hpc.config import MPOConfig
-from landscape_hpc.data import load_dataset
+from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes
 from landscape_hpc.devices import resolve_device
-from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.evaluate import _has_bn
+from landscape_hpc.evaluate import has_bn
+from landscape_hpc.models import build_model
 from landscape_hpc.mpo.command import (
+    check_model,
+    fingerprint,
     pattern_metrics,
     plane_values,
     setup_job,
@@ -42,32 +45,50 @@ from landscape_hpc.sweep.jobs import SweepJob, expand, job_config
 
 log = logging.getLogger(__name__)
 
-IO_MODES = ("auto", "mpio", "gather")
 _STATE = "sweep"
 
 
-def check_jobs(cfg: MPOConfig) -> list[SweepJob]:
-    """The grid, with every job's config and mask checked: a UserError before any job starts."""
-    jobs = expand(cfg.sweep)
-    for job in jobs:
+def check_jobs(cfg: MPOConfig) -> list[tuple[SweepJob, MPOConfig, np.ndarray]]:
+    """The grid, each job with its config and mask, checked: a UserError before any job starts
+    (e.g. a small mask at a low fill_prob that has no low-loss cell)."""
+    checked = []
+    for job in expand(cfg.sweep):
         job_cfg = job_config(cfg, job)
         validate(job_cfg)
-        make_mask(job_cfg.mask)  # e.g. a small mask at a low fill_prob with no low-loss cell
-    return jobs
+        checked.append((job, job_cfg, make_mask(job_cfg.mask)))
+    return checked
+
+
+def job_specs(
+    checked: list[tuple[SweepJob, MPOConfig, np.ndarray]], splits: dict[str, Split]
+) -> list[JobSpec]:
+    """What each job's group is made from; the nets checked once each. The same on every rank:
+    deterministic in the config and the data."""
+    input_shape = tuple(splits["train"].inputs.shape[1:])
+    counts = dataset_attrs(checked[0][1].dataset, splits)
+    nets = {job_cfg.model.name: job_cfg for _, job_cfg, _ in checked}
+    for job_cfg in nets.values():
+        n_classes = num_classes(job_cfg.dataset, splits)
+        check_model(job_cfg, build_model(job_cfg.model, input_shape, n_classes))
+    return [
+        JobSpec(
+            job, mask, {**fingerprint(job_cfg, mask, counts), "eval_samples": job_cfg.eval_samples}
+        )
+        for job, job_cfg, mask in checked
+    ]
 
 
 def _io_mode(cfg: MPOConfig, comm: Any) -> bool:
-    """True: workers write the file (mpio); False: rank 0 writes what they send (gather)."""
-    check_choice("sweep.io", cfg.sweep.io, IO_MODES)
-    if cfg.sweep.io == "mpio" and not store.mpi_available():
-        raise UserError("sweep.io=mpio needs h5py built with MPI (scripts/setup.sh); use gather")
-    return cfg.sweep.io != "gather" and store.mpi_available() and comm.Get_size() > 1
+    """True: workers write the file (mpio); False: rank 0 writes what they send (gather, and
+    always on a world of one)."""
+    return store.use_mpio("sweep.io", cfg.sweep.io) and comm.Get_size() > 1
 
 
 def run_sweep(cfg: MPOConfig, comm: Any) -> Optional[Path]:
     """Runs the pending jobs of the sweep; returns the sweep file's path on rank 0."""
     rank = comm.Get_rank()
-    jobs = check_jobs(cfg)
+    checked = check_jobs(cfg)
+    jobs = [job for job, _, _ in checked]
     mpio = _io_mode(cfg, comm)
     path = Path(cfg.sweep.file)
     out_dir = Path(cfg.out_dir)
@@ -75,16 +96,14 @@ def run_sweep(cfg: MPOConfig, comm: Any) -> Optional[Path]:
     torch.set_num_threads(place.cpu_threads)
     device = resolve_device(cfg.device, place.local_rank)
     splits = load_dataset(cfg.dataset, device)
-    specs = []
-    for job in jobs:  # the same on every rank: deterministic in the config and the data
-        prepared = setup_job(job_config(cfg, job), splits)
-        fp = {**prepared.fingerprint, "eval_samples": cfg.eval_samples}
-        specs.append(JobSpec(job, prepared.mask, fp))
+    specs = job_specs(checked, splits)
     attrs = {"config": OmegaConf.to_yaml(OmegaConf.structured(cfg))}
     if mpio:
         sweep = SweepFile.open(path, specs, attrs, cfg.overwrite, comm=comm)
     else:
-        sweep = _open_on_master(comm, path, specs, attrs, cfg.overwrite)
+        sweep = parallel.on_master(
+            comm, lambda: SweepFile.open(path, specs, attrs, cfg.overwrite), share=False
+        )
     parallel.set_worker_state(_STATE, (cfg, splits, out_dir, sweep if mpio else None))
     try:
         todo = _pending(sweep, jobs, cfg) if rank == 0 else []
@@ -98,21 +117,6 @@ def run_sweep(cfg: MPOConfig, comm: Any) -> Optional[Path]:
     rows = report.rows_from_sweep_file(path)
     report.write_outputs(rows, path.parent)
     return path
-
-
-def _open_on_master(
-    comm: Any, path: Path, specs: list[JobSpec], attrs: dict[str, Any], overwrite: bool
-) -> Optional[SweepFile]:
-    sweep, problem = None, None
-    if comm.Get_rank() == 0:
-        try:
-            sweep = SweepFile.open(path, specs, attrs, overwrite)
-        except UserError as err:
-            problem = str(err)
-    problem = comm.bcast(problem, root=0)
-    if problem is not None:
-        raise UserError(problem)
-    return sweep
 
 
 def _pending(sweep: SweepFile, jobs: list[SweepJob], cfg: MPOConfig) -> list[int]:
@@ -187,7 +191,7 @@ def run_job(cfg: MPOConfig, splits: dict, job_dir: Path) -> Outcome:
     start = time.perf_counter()
     job = setup_job(cfg, splits)
     where = {"host": socket.gethostname(), "rank": parallel.world().Get_rank()}
-    bn = _has_bn(job.model)
+    bn = has_bn(job.model)
     try:
         result = fit_plane(
             job.plane,
