@@ -175,14 +175,18 @@ class MaskConfig:
     invert: bool = False
     # random: probability that a cell is low-loss, in (0, 1)
     fill_prob: float = 0.5
-    # random: seed of the pattern (with size and fill_prob the only thing it depends on)
+    # random: seed of the pattern (with size, fill_prob and frame the only things it depends on)
     seed: int = 0
+    # random: the paper code's layout (loss-patterns): high-loss outer ring, low-loss frame at
+    # rows/columns 1 and -2, random interior; false = every cell drawn (needs size >= 4)
+    frame: bool = False
 
 
 @dataclass
 class SweepConfig:
-    # the nets compared (registry names); every net sees the same masks
-    models: list[str] = field(default_factory=lambda: ["mpo_cnn", "mpo_cnn_bn"])
+    # the nets compared (registry names); every net sees the same masks. The default pair is the
+    # paper's: one six-conv net without and with BN (appendix B)
+    models: list[str] = field(default_factory=lambda: ["mpo_cnn6", "mpo_cnn_bn"])
     # fill probabilities of the random masks, each in (0, 1)
     fill_probs: list[float] = field(
         default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -202,17 +206,20 @@ class MPOConfig:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
     mask: MaskConfig = MISSING
-    # optimisation steps (each: one data batch, cells_per_step cells of each class)
+    # the most optimisation steps (each: one data batch, cells_per_step cells of each class);
+    # with early_stop the fit ends sooner once the held-out gap stops improving
     steps: int = 2000
     # training samples per step, shared by all sampled cells
     batch_size: int = 512
     # cells of each class (low-loss, high-loss) sampled per step
     cells_per_step: int = 50
-    # high-loss cells count min(CE, ce_threshold) (eq. 3), in nats
+    # high-loss cells count min(CE, ce_threshold) (eq. 3), in nats; the paper's text says 2.5,
+    # its code's BN-sweep config (loss-patterns, neg_loss_clip_threshold) 5
     ce_threshold: float = 2.5
     # Adam learning rate
     lr: float = 3e-4
-    # clip the gradient norm of the plane to this value; null = no clipping
+    # clip the gradient norm of the plane to this value; null = no clipping (the paper's code
+    # clips at 100, grad_clip_threshold)
     grad_clip: Optional[float] = None
     # initial plane scale s (learned)
     scale_init: float = 0.1
@@ -233,6 +240,22 @@ class MPOConfig:
     strategy: str = "vmap"
     # save the plane and optimiser every this many steps (0 = only at the end)
     checkpoint_every: int = 100
+    # check the plane on the held-out set every this many steps (history.csv; the stop rule)
+    eval_every: int = 50
+    # the held-out set: at most this many samples of the test split (seeded, fixed for the fit)
+    heldout_samples: int = 256
+    # ... and at most this many cells of each class, drawn from the trained cells and from all
+    heldout_cells: int = 50
+    # end the fit once converged: the held-out gap over trained cells of the last `patience`
+    # checks is at most `min_delta` points above the best before them (after min_steps steps)
+    early_stop: bool = True
+    patience: int = 5
+    # in points of accuracy (percent)
+    min_delta: float = 1.0
+    min_steps: int = 0
+    # CPU threads of a fit; null = the process's default (the MPI sweep: the cores per rank).
+    # Fixed in the sweep preset so every route sums in the same order and gives the same bits
+    threads: Optional[int] = None
     # evaluate the cells on a seeded subset of at most this many samples per split (BN
     # statistics from the train subset); null = every sample. Training always uses every sample
     eval_samples: Optional[int] = None

@@ -213,17 +213,27 @@ def test_sweep_file_holds_each_job_as_a_surface_group_and_resumes(tmp_path):
     assert read_jobs(path)[0]["status"] == "done"
 
 
-def test_report_table_aggregates_over_seeds():
+def test_report_table_aggregates_both_metrics_over_seeds_with_sample_std():
     rows = []
-    for seed, gap in ((0, 40.0), (1, 60.0)):
+    for seed, gap, trained_gap, converged in ((0, 40.0, 70.0, True), (1, 60.0, 90.0, False)):
         row = {"model": "mpo_cnn", "bn": False, "fill_prob": 0.5, "seed": seed, "status": "done"}
         row.update(test_acc_gap=gap, test_acc_low=80.0, test_acc_high=80.0 - gap)
+        row.update(
+            test_trained_acc_gap=trained_gap,
+            test_trained_acc_low=95.0,
+            test_trained_acc_high=95.0 - trained_gap,
+            converged=converged,
+        )
         rows.append(row)
-    rows.append({**rows[0], "seed": 2, "status": "failed", "test_acc_gap": float("nan")})
+    nan = float("nan")
+    rows.append({**rows[0], "seed": 2, "status": "failed", "test_acc_gap": nan, "converged": False})
     (t,) = report.aggregate(rows)
-    assert (t["n"], t["failed"]) == (2, 1)
-    assert t["gap_mean"] == 50.0 and t["gap_std"] == 10.0 and t["acc_high"] == 30.0
-    assert "50.0 ± 10.0" in report.format_table([t])
+    assert (t["n"], t["failed"], t["converged"]) == (2, 1, 1)
+    # std over seeds with ddof=1: values 40 and 60 give 14.14, not 10
+    assert t["gap_all_mean"] == 50.0 and t["gap_all_std"] == pytest.approx(200**0.5)
+    assert t["gap_mean"] == 80.0 and t["acc_high"] == 15.0 and t["acc_high_all"] == 30.0
+    text = report.format_table([t])
+    assert "80.0 ± 14.1" in text and "50.0 ± 14.1" in text
 
 
 def test_a_diverging_fit_is_recorded_as_failed(tmp_path):
@@ -258,8 +268,11 @@ def mpi_sweep(tmp_path_factory) -> tuple[Path, list[dict]]:
 def test_mpi_sweep_runs_every_job_and_writes_table_and_figure(mpi_sweep):
     out, rows = mpi_sweep
     assert len(rows) == N_JOBS and all(r["status"] == "done" for r in rows)
-    assert {r["model"] for r in rows} == {"mpo_cnn", "mpo_cnn_bn"}
+    assert {r["model"] for r in rows} == {"mpo_cnn6", "mpo_cnn_bn"}  # the paper's pair
     assert [r["bn"] for r in rows] == [False, False, True, True]
+    # the held-out check before the first and after the last step; 3 steps cannot converge
+    assert all(r["history"][:, 0].tolist() == [0.0, 3.0] for r in rows)
+    assert not any(r["converged"] for r in rows) and all(r["steps"] == 3 for r in rows)
     assert {r["rank"] for r in rows} <= {1, 2}  # workers fit, the master hands out
     with h5py.File(out / "sweep.h5", "r") as f:
         assert f.attrs["io_driver"] == ("mpio" if h5py_has_mpi() else "gather")
@@ -268,9 +281,14 @@ def test_mpi_sweep_runs_every_job_and_writes_table_and_figure(mpi_sweep):
             assert g["done"][()].all() and not np.isnan(g["test_acc"][()]).any()
             low = g["mask"][()].astype(bool)
             assert g["test_acc"][()][low].mean() == pytest.approx(r["test_acc_low"])
+            # framed: the outer ring high-loss, the frame low-loss
+            assert not low[0].any() and low[1, 1:-1].all() and low[1:-1, -2].all()
     csv = (out / "summary.csv").read_text().splitlines()
-    assert csv[0].startswith("model,bn,fill_prob,seed,status,") and len(csv) == N_JOBS + 1
+    assert csv[0].startswith("model,bn,fill_prob,seed,status,converged,steps,")
+    assert "test_trained_acc_gap" in csv[0] and "test_acc_gap" in csv[0]
+    assert len(csv) == N_JOBS + 1
     assert (out / "bn_sweep.png").stat().st_size > 10_000
+    assert (out / "bn_sweep_history.png").stat().st_size > 10_000
     log = (out / "__main__.log").read_text()
     assert sorted(re.findall(r"rank (\d+): \d+ jobs in", log)) == ["1", "2"]
 
@@ -282,7 +300,7 @@ def test_multirun_basic_launcher_gives_the_same_table(mpi_sweep, tmp_path):
     assert len(list((tmp_path / "multirun").rglob("metrics.json"))) == N_JOBS
     done = run([python(), "-m", "landscape_hpc.sweep", "report", str(tmp_path / "multirun")])
     check_ok(done)
-    assert "mpo_cnn_bn     yes  0.70   1" in done.stdout
+    assert re.search(r"mpo_cnn_bn\s+yes\s+0.70\s+1\s+0\s+0", done.stdout), done.stdout
     got, _ = report.load_rows(tmp_path / "multirun")
     assert_same_table(got, want)
     assert (tmp_path / "multirun" / "summary.csv").exists()
@@ -357,11 +375,13 @@ def _order(r: dict) -> tuple:
         ("sweep.models=[mpo_cnn,resnet7]", "unknown net(s) resnet7"),
         ("sweep.fill_probs=[]", "sweep.fill_probs is empty"),
         ("sweep.fill_probs=[0.5,1.5]", "not in (0, 1)"),
-        ("sweep.fill_probs=[0.01]", "has no low-loss cells"),
+        ("sweep.fill_probs=[0.01] mask.frame=false", "has no low-loss cells"),
+        ("eval_every=0", "eval_every=0 must be a positive integer"),
+        ("mask.size=3", "mask.frame=true needs mask.size of at least 4×4"),
     ],
 )
 def test_bad_input_stops_the_sweep_before_any_job(tmp_path, override, message):
-    done = run(sweep_argv(tmp_path, override, ranks=None), limit_s=120)
+    done = run(sweep_argv(tmp_path, *override.split(), ranks=None), limit_s=120)
     assert done.returncode == 2, done.stdout
     assert "error: " in done.stdout and message in done.stdout, done.stdout
     assert "Traceback" not in done.stdout

@@ -1,7 +1,8 @@
 """Model registry: `build_model(cfg, input_shape, num_classes)` gives the net every tool evaluates.
 
-Registry names are the nets of the seed papers: `mpo_cnn` / `mpo_cnn_bn` (Skorokhodov & Burtsev
-2019, appendix B), `vgg9` (Li et al. 2018, appendix A.5), the CIFAR ResNets `resnet20/56/110` and
+Registry names are the nets of the seed papers: `mpo_cnn` (pictures) and the pair `mpo_cnn6` /
+`mpo_cnn_bn` (the BN experiment) of Skorokhodov & Burtsev 2019, appendix B, `vgg9` (Li et al.
+2018, appendix A.5), the CIFAR ResNets `resnet20/56/110` and
 their `_noshort` twins (Li et al. 2018, sec. 6), `mlp`, and `wedge`, the n-wedge toy landscape
 of Fort & Jastrzebski 2019, sec. 3 (a `loss_output` model: its forward returns the loss itself).
 `custom` builds any net from `model.target="package.module.callable"`. Every registry net runs
@@ -24,7 +25,7 @@ from landscape_hpc.config import ModelConfig
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.models.checkpoint import file_sha256, load_into, load_state_dict_file
 from landscape_hpc.models.mlp import mlp
-from landscape_hpc.models.mpo_cnn import mpo_cnn, mpo_cnn_bn
+from landscape_hpc.models.mpo_cnn import mpo_cnn, mpo_cnn6, mpo_cnn_bn
 from landscape_hpc.models.resnet import resnet_builder
 from landscape_hpc.models.vgg import vgg9
 from landscape_hpc.models.wedge import WEDGE_KWARGS, wedge
@@ -41,6 +42,7 @@ __all__ = [
 MODEL_NAMES: tuple[str, ...] = (
     "mlp",
     "mpo_cnn",
+    "mpo_cnn6",
     "mpo_cnn_bn",
     "vgg9",
     "resnet20",
@@ -57,6 +59,7 @@ MODEL_NAMES: tuple[str, ...] = (
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
     "mpo_cnn": mpo_cnn,
+    "mpo_cnn6": mpo_cnn6,
     "mpo_cnn_bn": mpo_cnn_bn,
     "vgg9": vgg9,
     "resnet20": resnet_builder(20),

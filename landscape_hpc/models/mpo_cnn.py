@@ -1,19 +1,27 @@
 """The small convolutional nets of the MPO experiments (Skorokhodov & Burtsev 2019, appendix B).
 
-`mpo_cnn`: three 3×3 conv layers with 8, 32 and 64 channels, each followed by ReLU, then an
-adaptive average pooling to 4×4 and a two-layer head (1024 → 128 → classes).
-`mpo_cnn_bn`: the same with six conv layers (8, 8, 32, 32, 64, 64), each conv → BatchNorm → ReLU,
-the pair of nets the paper compares to show what batch normalisation does to the landscape.
-Spatial size is kept by padding 1 and no pooling, so any image size works.
+Which net belongs to which experiment:
+
+- `mpo_cnn`: three 3×3 conv layers (8, 32, 64 channels) with ReLU: the paper's net for fitting
+  *pictures* (section 4.1) and the default of `python -m landscape_hpc.mpo`.
+- `mpo_cnn6` and `mpo_cnn_bn`: the BN experiment's *one* architecture (section 4.2, appendix B),
+  six 3×3 conv layers (8, 8, 32, 32, 64, 64), once without and once with BatchNorm after every
+  conv (conv → BN → ReLU). The pair is identical but for BN: the same conv weight shapes, the
+  same head. The BN net drops the conv biases, which BN's shift makes redundant (the paper's
+  code, loss-patterns, keeps them: directions along them change nothing in front of BN). The BN
+  sweep compares exactly these two.
+
+All: spatial size kept by padding 1 and no pooling, then an adaptive average pooling to 4×4 and a
+two-layer head (64 · 4 · 4 = 1024 → 128 → classes), so any image size works.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-#: conv channels of the plain net and of the batch-normalised one (appendix B)
+#: conv channels of the pictures net (section 4.1) and of the BN experiment's net (section 4.2)
 MPO_CHANNELS: tuple[int, ...] = (8, 32, 64)
-MPO_BN_CHANNELS: tuple[int, ...] = (8, 8, 32, 32, 64, 64)
+MPO_DEEP_CHANNELS: tuple[int, ...] = (8, 8, 32, 32, 64, 64)
 
 #: spatial size after the adaptive pooling: the head sees 64 × 4 × 4 = 1024 features
 POOLED_SIZE = 4
@@ -54,10 +62,15 @@ class MPOConvNet(nn.Module):
 
 
 def mpo_cnn(input_shape: tuple[int, ...], num_classes: int) -> MPOConvNet:
-    """The plain conv net of MPO appendix B, for images of shape (C, H, W)."""
+    """The three-conv net the paper fits pictures with (section 4.1), images (C, H, W)."""
     return MPOConvNet(input_shape[0], num_classes, MPO_CHANNELS, batch_norm=False)
 
 
+def mpo_cnn6(input_shape: tuple[int, ...], num_classes: int) -> MPOConvNet:
+    """The BN experiment's six-conv net without BN (section 4.2, appendix B), images (C, H, W)."""
+    return MPOConvNet(input_shape[0], num_classes, MPO_DEEP_CHANNELS, batch_norm=False)
+
+
 def mpo_cnn_bn(input_shape: tuple[int, ...], num_classes: int) -> MPOConvNet:
-    """The six-layer batch-normalised conv net of MPO appendix B, for images (C, H, W)."""
-    return MPOConvNet(input_shape[0], num_classes, MPO_BN_CHANNELS, batch_norm=True)
+    """The BN experiment's six-conv net with BN after every conv (section 4.2, appendix B)."""
+    return MPOConvNet(input_shape[0], num_classes, MPO_DEEP_CHANNELS, batch_norm=True)

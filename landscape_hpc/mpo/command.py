@@ -9,9 +9,11 @@ the loss over it draws a pattern, then evaluate every cell through the surface e
     python -m landscape_hpc.mpo -m model=mpo_cnn,mpo_cnn_bn mask=random \\
         mask.fill_prob=0.1,0.5,0.9 seed=0,1,2 hydra/launcher=submitit_slurm
 
-Writes to the output folder (hydra.run.dir or out_dir=): checkpoint.pt (plane + Adam state,
-every checkpoint_every steps), plane.pt, surface.h5 (DESIGN.md layout over the pattern's grid,
-x = α along `right`, y = β along `up`), metrics.json and mask.png, loss.png, acc.png.
+Writes to the output folder (hydra.run.dir or out_dir=): checkpoint.pt (plane + Adam state +
+history, every checkpoint_every steps), history.csv (the held-out check every eval_every steps),
+plane.pt, surface.h5 (the surface-file layout over the pattern's grid, x = α along `right`,
+y = β along `up`), metrics.json and mask.png, loss.png, acc.png. The fit stops by itself when
+the held-out gap stops improving (early_stop; `steps` is the maximum).
 Running the same command again resumes the fit and the surface; a finished run does nothing.
 """
 
@@ -48,8 +50,8 @@ from landscape_hpc.evaluate import (
 )
 from landscape_hpc.grid import Grid
 from landscape_hpc.models import build_model
-from landscape_hpc.mpo.fit import FitOptions, fit_plane, validate_fit_options
-from landscape_hpc.mpo.patterns import describe_mask, make_mask
+from landscape_hpc.mpo.fit import RESUMABLE_OPTIONS, FitOptions, fit_plane, validate_fit_options
+from landscape_hpc.mpo.patterns import describe_mask, make_mask, trainable_cells
 from landscape_hpc.mpo.plane import Plane, cell_coords, pattern_to_surface
 from landscape_hpc.subspace import Subspace
 
@@ -122,11 +124,12 @@ def fingerprint(cfg: MPOConfig, mask: np.ndarray, counts: dict[str, Any]) -> dic
         "mask_sha256": hashlib.sha256(
             np.packbits(mask).tobytes() + str(mask.shape).encode()
         ).hexdigest(),
-        # more steps resume the fit; the strategy changes only the float rounding
+        # more steps resume the fit; the strategy and threads change only the float rounding;
+        # the stop rule is re-applied to the stored history
         **{
             k: v
             for k, v in dataclasses.asdict(fit_options(cfg)).items()
-            if k not in ("steps", "strategy")
+            if k not in RESUMABLE_OPTIONS
         },
         "scale_init": cfg.scale_init,
         # only when not the default, so checkpoints and sweep files made before the key resume
@@ -190,10 +193,17 @@ def job_identity(cfg: MPOConfig, model: nn.Module) -> dict[str, Any]:
     }
 
 
+def set_threads(opts: FitOptions) -> None:
+    """CPU threads of this process's fits, when the config fixes them (the sweep preset does:
+    reductions then run in the same order on every route, so every route gives the same bits)."""
+    if opts.threads is not None:
+        torch.set_num_threads(int(opts.threads))
+
+
 def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
     """Fits (or resumes) the plane, evaluates every cell, writes the outputs; returns metrics."""
     start = time.perf_counter()
-    validate(cfg)
+    set_threads(validate(cfg))
     make_mask(cfg.mask)  # before loading data, to fail fast on a bad pattern
     out_dir = Path(cfg.out_dir)
     store.check_writable(out_dir / "plane.pt")
@@ -201,7 +211,15 @@ def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
     job = setup_job(cfg, splits)
     mask, fp = job.mask, job.fingerprint
     result = fit_plane(
-        job.plane, job.model, mask, splits["train"], job.opts, out_dir, fp, cfg.overwrite
+        job.plane,
+        job.model,
+        mask,
+        splits["train"],
+        job.opts,
+        out_dir,
+        fp,
+        cfg.overwrite,
+        heldout=splits["test"],
     )
     plane = result.plane
     resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
@@ -209,6 +227,7 @@ def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
     torch.save(exported, out_dir / "plane.pt")
 
     fp_surface = {**fp, "steps": result.steps, "eval_samples": cfg.eval_samples}
+    t_eval = time.perf_counter()
     values = evaluate_plane(
         plane,
         job.model,
@@ -220,10 +239,15 @@ def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
         resolved,
         job.counts,
     )
-    metrics = pattern_metrics(values, mask)
+    eval_seconds = time.perf_counter() - t_eval
+    metrics = pattern_metrics(values, mask, trainable_cells(mask, cfg.skip_interior_cells))
     metrics.update(
         steps=result.steps,
+        max_steps=cfg.steps,
+        converged=result.converged,
         train_seconds=round(result.seconds, 2),
+        heldout_seconds=round(result.heldout_seconds, 2),
+        eval_seconds=round(eval_seconds, 2),
         wall_seconds=round(time.perf_counter() - start, 2),
         scale=float(exported["scale"]),
         job=job_identity(cfg, job.model),
@@ -300,18 +324,28 @@ def plane_values(
     return {k: np.concatenate([p[k] for p in parts]).reshape(mask.shape) for k in parts[0]}
 
 
-def pattern_metrics(values: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
-    """Means over low-loss and high-loss cells per split; acc in percent, gap = low − high."""
+def pattern_metrics(
+    values: dict[str, np.ndarray], mask: np.ndarray, trained: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Means over low-loss and high-loss cells per split, acc in percent, gap = low − high: over
+    all cells (acc_low, ...) and over the trained (boundary) cells only (trained_acc_low, ...,
+    the paper code's figure-4 numbers). `trained` (H, W) defaults to every cell."""
     low = pattern_to_surface(mask)  # the mask in surface orientation
+    used = pattern_to_surface(np.ones_like(mask) if trained is None else trained)
     out: dict[str, Any] = {}
     for split in SPLITS:
         loss, acc = values[f"{split}_loss"], values[f"{split}_acc"]
-        row = {
-            "acc_low": float(acc[low].mean()),
-            "acc_high": float(acc[~low].mean()),
-            "loss_low": float(loss[low].mean()),
-            "loss_high": float(loss[~low].mean()),
-        }
-        row["acc_gap"] = row["acc_low"] - row["acc_high"]
+        row: dict[str, float] = {}
+        for prefix, cells in (("", np.ones_like(used)), ("trained_", used)):
+            row[f"{prefix}acc_low"] = _mean(acc[low & cells])
+            row[f"{prefix}acc_high"] = _mean(acc[~low & cells])
+            row[f"{prefix}acc_gap"] = row[f"{prefix}acc_low"] - row[f"{prefix}acc_high"]
+            row[f"{prefix}loss_low"] = _mean(loss[low & cells])
+            row[f"{prefix}loss_high"] = _mean(loss[~low & cells])
         out[split] = row
     return out
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean, NaN for no values (a pattern whose class has no trained cell)."""
+    return float(values.mean()) if values.size else float("nan")

@@ -2,8 +2,11 @@
 
 Each step draws a data batch and `cells_per_step` trainable cells of each class from a generator
 seeded by (seed, step), so a resumed run draws exactly what an uninterrupted one would have.
-The plane and the Adam state are saved to `checkpoint.pt` every `checkpoint_every` steps and at
-the end; `fit_plane` continues from that file when it exists and was made by the same job.
+With a held-out split, every `eval_every` steps the plane is checked on a fixed held-out set
+(mpo/convergence.py); the history is kept, and the fit ends by itself once the stop rule says it
+has converged (`steps` is then only the maximum). The plane, the Adam state and the history are
+saved to `checkpoint.pt` every `checkpoint_every` steps and at the end; `fit_plane` continues from
+that file when it exists and was made by the same job.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,6 +27,14 @@ from tqdm import tqdm
 
 from landscape_hpc.data import Split
 from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.mpo.convergence import (
+    HISTORY_COLUMNS,
+    HISTORY_CSV,
+    HeldOut,
+    StopRule,
+    history_row,
+    write_history_csv,
+)
 from landscape_hpc.mpo.objective import (
     STEP_STRATEGIES,
     StepStats,
@@ -59,6 +70,31 @@ class FitOptions:
     memory_mb: float = 2048.0
     checkpoint_every: int = 100
     strategy: str = "vmap"
+    eval_every: int = 50
+    heldout_samples: int = 256
+    heldout_cells: int = 50
+    early_stop: bool = True
+    patience: int = 5
+    min_delta: float = 1.0
+    min_steps: int = 0
+    threads: Optional[int] = None
+
+    @property
+    def stop_rule(self) -> StopRule:
+        return StopRule(self.early_stop, self.patience, self.min_delta, self.min_steps)
+
+
+#: FitOptions that change neither the trajectory nor the history: a checkpoint made with other
+#: values resumes (more steps continue; the stop rule is re-applied to the stored history)
+RESUMABLE_OPTIONS = (
+    "steps",
+    "strategy",
+    "early_stop",
+    "patience",
+    "min_delta",
+    "min_steps",
+    "threads",
+)
 
 
 class Diverged(UserError):
@@ -71,6 +107,9 @@ class FitResult:
     steps: int  # steps done in total, resumed ones included
     seconds: float  # training wall time in total, resumed runs included
     last: Optional[StepStats]
+    history: list[list[float]] = field(default_factory=list)  # rows in HISTORY_COLUMNS order
+    converged: bool = False  # the stop rule ended the fit (not the step limit)
+    heldout_seconds: float = 0.0  # of `seconds`, spent on held-out checks
 
 
 def validate_fit_options(opts: FitOptions) -> None:
@@ -85,6 +124,16 @@ def validate_fit_options(opts: FitOptions) -> None:
         raise UserError(f"ce_threshold={opts.ce_threshold} must be positive (nats)")
     if opts.grad_clip is not None and not opts.grad_clip > 0:
         raise UserError(f"grad_clip={opts.grad_clip} must be positive, or null for no clipping")
+    for key in ("eval_every", "heldout_samples", "heldout_cells", "patience"):
+        value = getattr(opts, key)
+        if value <= 0:
+            raise UserError(f"{key}={value} must be a positive integer")
+    if not opts.min_delta >= 0:
+        raise UserError(f"min_delta={opts.min_delta} must be 0 or more (points of accuracy)")
+    if opts.min_steps < 0:
+        raise UserError(f"min_steps={opts.min_steps} must be 0 or more")
+    if opts.threads is not None and opts.threads < 1:
+        raise UserError(f"threads={opts.threads} must be at least 1, or null for the default")
     if opts.checkpoint_every < 0:
         raise UserError(f"checkpoint_every={opts.checkpoint_every} must be 0 (end only) or more")
     check_choice("strategy", opts.strategy, STEP_STRATEGIES)
@@ -125,9 +174,12 @@ def fit_plane(
     fingerprint: Optional[dict[str, Any]] = None,
     overwrite: bool = False,
     progress: bool = True,
+    heldout: Optional[Split] = None,
 ) -> FitResult:
     """Trains `plane` on `mask` (H, W; True = low-loss) with eq. (3); resumes and writes
-    `out_dir/checkpoint.pt` when out_dir is given. The data are tensors on the plane's device."""
+    `out_dir/checkpoint.pt` (and history.csv) when out_dir is given. With `heldout` (a split,
+    normally test), checks the plane every eval_every steps and stops by the stop rule.
+    The data are tensors on the plane's device."""
     validate_fit_options(opts)
     device = train.inputs.device
     chunk = chunk_cells_for(model, train.inputs[0], opts)
@@ -136,24 +188,54 @@ def fit_plane(
     low = torch.from_numpy(np.argwhere(mask & trained))  # (N_low, 2) pattern (row, col)
     high = torch.from_numpy(np.argwhere(~mask & trained))
     shape = (int(mask.shape[0]), int(mask.shape[1]))
+    check = None
+    if heldout is not None:
+        check = HeldOut.build(
+            mask, trained, heldout, opts.heldout_samples, opts.heldout_cells, opts.seed
+        )
+    rule = opts.stop_rule
 
     optimizer = torch.optim.Adam(plane.parameters(), lr=opts.lr)
-    start_step, seconds = 0, 0.0
+    start_step, seconds, history = 0, 0.0, []
     path = None if out_dir is None else Path(out_dir) / CHECKPOINT_NAME
+    losses: list[float] = []  # objectives since the last held-out check
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     if path is not None and path.exists() and not overwrite:
-        plane, optimizer, start_step, seconds = _resume(path, fingerprint, opts, device)
-    if start_step >= opts.steps:
-        log.info(
-            "plane already trained for %d steps (steps=%d): nothing to do", start_step, opts.steps
+        plane, optimizer, start_step, seconds, history, losses = _resume(
+            path, fingerprint, opts, device
         )
-        return FitResult(plane, start_step, seconds, None)
+    converged = rule.converged(history)
+    if converged or start_step >= opts.steps:
+        why = "converged" if converged else f"steps={opts.steps}"
+        log.info("plane already trained for %d steps (%s): nothing to do", start_step, why)
+        return FitResult(plane, start_step, seconds, None, history, converged)
     if start_step:
         log.info("resuming the fit from %s at step %d", path, start_step)
 
     n = train.labels.shape[0]
     bar = tqdm(range(start_step, opts.steps), desc="mpo", unit="step", disable=not progress)
     running_loss, running_gap, stats = None, None, None
+    heldout_seconds = 0.0
     t0 = time.perf_counter()
+
+    def record(step: int) -> None:
+        """One held-out check: a history row, history.csv, the progress bar."""
+        nonlocal heldout_seconds
+        t = time.perf_counter()
+        values = check.evaluate(plane, template, chunk)  # type: ignore[union-attr]
+        heldout_seconds += time.perf_counter() - t
+        loss = float(np.mean(losses)) if losses else math.nan
+        scale = float(plane.scale.detach())
+        history.append(history_row(step, values, loss, scale, seconds + t - t0))
+        if step % opts.eval_every == 0:  # a last row off the beat leaves the average running,
+            losses.clear()  # so a resumed fit's rows equal an uninterrupted one's
+        if out_dir is not None:
+            write_history_csv(history, Path(out_dir) / HISTORY_CSV)
+
+    if check is not None and not history:
+        record(0)
+    done = start_step
     for step in bar:
         g = step_generator(opts.seed, step)
         batch = torch.randperm(n, generator=g)[: min(opts.batch_size, n)].to(device)
@@ -175,22 +257,31 @@ def fit_plane(
         if opts.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(plane.parameters(), opts.grad_clip)
         optimizer.step()
+        losses.append(stats.loss)
         gap = stats.acc_low - stats.acc_high
         running_loss = stats.loss if running_loss is None else _ema(running_loss, stats.loss)
         running_gap = gap if running_gap is None else _ema(running_gap, gap)
-        bar.set_postfix(
-            loss=f"{running_loss:.3f}",
-            gap=f"{running_gap:.1f}",
-            s=f"{float(plane.scale.detach()):.3f}",
-        )
         done = step + 1
-        if path is not None and opts.checkpoint_every and done % opts.checkpoint_every == 0:
-            _save(path, plane, optimizer, done, seconds + time.perf_counter() - t0, fingerprint)
+        if check is not None and (done % opts.eval_every == 0 or done == opts.steps):
+            record(done)
+            converged = rule.converged(history)
+        postfix = {"loss": f"{running_loss:.3f}", "gap": f"{running_gap:.1f}"}
+        if history:
+            postfix["held-out gap"] = f"{history[-1][1]:.1f}"
+        bar.set_postfix(**postfix, s=f"{float(plane.scale.detach()):.3f}")
+        if path is not None and (
+            converged or (opts.checkpoint_every and done % opts.checkpoint_every == 0)
+        ):
+            elapsed = seconds + time.perf_counter() - t0
+            _save(path, plane, optimizer, done, elapsed, fingerprint, history, losses)
+        if converged:
+            log.info("converged at step %d: held-out gap %.1f points", done, history[-1][1])
+            break
     bar.close()
     seconds += time.perf_counter() - t0
     if path is not None:
-        _save(path, plane, optimizer, opts.steps, seconds, fingerprint)
-    return FitResult(plane, opts.steps, seconds, stats)
+        _save(path, plane, optimizer, done, seconds, fingerprint, history, losses)
+    return FitResult(plane, done, seconds, stats, history, converged, heldout_seconds)
 
 
 def _ema(old: float, new: float) -> float:
@@ -204,6 +295,8 @@ def _save(
     step: int,
     seconds: float,
     fingerprint: Optional[dict[str, Any]],
+    history: list[list[float]],
+    losses: list[float],
 ) -> None:
     """Writes the checkpoint atomically: a killed run leaves the previous one intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +308,9 @@ def _save(
             "step": int(step),
             "seconds": float(seconds),
             "fingerprint": json.dumps(fingerprint or {}, sort_keys=True),
+            "history": torch.tensor(history, dtype=torch.float64).reshape(-1, len(HISTORY_COLUMNS)),
+            # objectives since the last history row, so a resumed row averages the same steps
+            "pending_losses": torch.tensor(losses, dtype=torch.float64),
         },
         tmp,
     )
@@ -223,7 +319,7 @@ def _save(
 
 def _resume(
     path: Path, fingerprint: Optional[dict[str, Any]], opts: FitOptions, device: torch.device
-) -> tuple[Plane, torch.optim.Optimizer, int, float]:
+) -> tuple[Plane, torch.optim.Optimizer, int, float, list[list[float]], list[float]]:
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which and how to get past it
@@ -241,4 +337,6 @@ def _resume(
     plane = Plane.from_raw_state(ck["plane"], device)
     optimizer = torch.optim.Adam(plane.parameters(), lr=opts.lr)
     optimizer.load_state_dict(ck["optimizer"])
-    return plane, optimizer, int(ck["step"]), float(ck["seconds"])
+    history = ck["history"].tolist() if "history" in ck else []
+    losses = ck["pending_losses"].tolist() if "pending_losses" in ck else []
+    return plane, optimizer, int(ck["step"]), float(ck["seconds"]), history, losses

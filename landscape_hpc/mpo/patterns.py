@@ -6,6 +6,7 @@ True = low-loss cell, False = high-loss cell. Three sources:
     mask=builtin mask.name=ring              # shapes drawn by code (default, tests)
     mask=image mask.path=cat.png             # a picture: dark pixels are low-loss (mask.invert)
     mask=random mask.size=30 mask.fill_prob=0.5 mask.seed=0
+    mask=random mask.size=30 mask.fill_prob=0.5 mask.frame=true   # the paper code's layout
 
 `trainable_cells` drops cells whose neighbours all share their class (appendix A): the loss there
 follows from the border cells, and skipping them spends the step on the boundary.
@@ -22,6 +23,8 @@ import numpy as np
 from landscape_hpc.errors import UserError, check_choice
 
 MASK_KINDS = ("builtin", "image", "random")
+#: the smallest framed random mask: outer ring, frame, and a 0×0 interior at 4×4
+FRAMED_MIN_SIZE = 4
 
 
 def _square_size(key: str, size: Any) -> tuple[int, int]:
@@ -90,12 +93,29 @@ def builtin_mask(name: str, size: Any = 20) -> np.ndarray:
     return BUILTINS[name](_square_size("mask.size", size))
 
 
-def random_mask(size: Any, fill_prob: float, seed: int) -> np.ndarray:
-    """Each cell low-loss with probability fill_prob; depends only on (size, fill_prob, seed)."""
+def random_mask(size: Any, fill_prob: float, seed: int, frame: bool = False) -> np.ndarray:
+    """Each cell low-loss with probability fill_prob; depends only on (size, fill_prob, seed,
+    frame). With `frame`, the layout of the paper's code (loss-patterns,
+    `randomly_fill_square`): the outer ring (rows/columns 0 and −1) high-loss, a low-loss frame at
+    rows/columns 1 and −2, and only the interior [2:−2, 2:−2] drawn at random."""
     if not 0.0 < float(fill_prob) < 1.0:
         raise UserError(f"mask.fill_prob={fill_prob} must lie strictly between 0 and 1")
     shape = _square_size("mask.size", size)
-    return np.random.default_rng(int(seed)).random(shape) < float(fill_prob)
+    rng = np.random.default_rng(int(seed))
+    if not frame:
+        return rng.random(shape) < float(fill_prob)
+    if min(shape) < FRAMED_MIN_SIZE:
+        raise UserError(
+            f"mask.frame=true needs mask.size of at least {FRAMED_MIN_SIZE}×{FRAMED_MIN_SIZE} "
+            f"(an outer ring, a frame and an interior), got {shape[0]}×{shape[1]}; raise "
+            "mask.size or set mask.frame=false"
+        )
+    h, w = shape
+    mask = np.zeros(shape, dtype=bool)
+    mask[1 : h - 1, [1, w - 2]] = True  # the low-loss frame: columns 1 and −2 ...
+    mask[[1, h - 2], 1 : w - 1] = True  # ... and rows 1 and −2
+    mask[2 : h - 2, 2 : w - 2] = rng.random((h - 4, w - 4)) < float(fill_prob)
+    return mask
 
 
 def image_mask(path: str | None, size: Any = 50, threshold: float = 0.5, invert: bool = False):
@@ -130,7 +150,7 @@ def make_mask(cfg: Any) -> np.ndarray:
     if cfg.kind == "builtin":
         mask = builtin_mask(cfg.name, cfg.size)
     elif cfg.kind == "random":
-        mask = random_mask(cfg.size, cfg.fill_prob, cfg.seed)
+        mask = random_mask(cfg.size, cfg.fill_prob, cfg.seed, cfg.frame)
     else:
         mask = image_mask(cfg.path, cfg.size, cfg.threshold, cfg.invert)
     check_both_classes(mask, describe_mask(cfg))
@@ -141,7 +161,8 @@ def describe_mask(cfg: Any) -> str:
     if cfg.kind == "image":
         return f"mask=image mask.path={cfg.path}"
     if cfg.kind == "random":
-        return f"mask=random mask.fill_prob={cfg.fill_prob} mask.seed={cfg.seed}"
+        framed = " mask.frame=true" if cfg.frame else ""
+        return f"mask=random mask.fill_prob={cfg.fill_prob} mask.seed={cfg.seed}{framed}"
     return f"mask=builtin mask.name={cfg.name}"
 
 

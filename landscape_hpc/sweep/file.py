@@ -7,10 +7,15 @@
         mask                                        (H, W) uint8, 1 = low-loss cell
         status                                      uint8: 0 pending, 1 done, 2 failed
         reason, host                                fixed-length strings
-        rank, steps, bn                             integers
-        seconds, train_seconds, scale               float64
-        metrics                                     (2, 5) float64: rows train, test;
-                                                    columns METRIC_COLUMNS
+        rank, steps, bn, converged                  integers (steps: where the fit stopped)
+        seconds, train_seconds, heldout_seconds,    float64: the job's wall time, of it the fit
+        eval_seconds, scale                         (held-out checks included), the checks, the
+                                                    evaluation of every cell; the plane's scale
+        metrics                                     (2, 10) float64: rows train, test;
+                                                    columns METRIC_COLUMNS (attrs rows, columns)
+        history                                     (rows, 10) float64, NaN rows unused: the
+                                                    held-out check every eval_every steps,
+                                                    columns HISTORY_COLUMNS (attrs columns)
         attrs: model, fill_prob, seed, fingerprint (JSON of what makes two runs the same job)
     attrs: version, config (resolved YAML), io_driver, created
 
@@ -36,21 +41,30 @@ import numpy as np
 
 from landscape_hpc import __version__, store
 from landscape_hpc.errors import UserError
+from landscape_hpc.mpo.convergence import HISTORY_COLUMNS
 from landscape_hpc.mpo.plane import cell_coords, pattern_to_surface
 from landscape_hpc.sweep.jobs import SweepJob
 
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 METRIC_SPLITS = ("train", "test")
-METRIC_COLUMNS = ("acc_low", "acc_high", "acc_gap", "loss_low", "loss_high")
+#: over all cells, then over the trained (boundary) cells only (the paper code's metric)
+METRIC_COLUMNS = tuple(
+    f"{prefix}{name}"
+    for prefix in ("", "trained_")
+    for name in ("acc_low", "acc_high", "acc_gap", "loss_low", "loss_high")
+)
 VALUE_NAMES = store.metric_names(list(METRIC_SPLITS))
 _TEXT = {"reason": 512, "host": 64}
 _SCALARS = {
     "rank": "i4",
     "steps": "i8",
     "bn": "u1",
+    "converged": "u1",
     "seconds": "f8",
     "train_seconds": "f8",
+    "heldout_seconds": "f8",
+    "eval_seconds": "f8",
     "scale": "f8",
 }
 
@@ -64,26 +78,31 @@ class Outcome:
     reason: str = ""
     values: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    history: np.ndarray = field(default_factory=lambda: np.zeros((0, len(HISTORY_COLUMNS))))
     steps: int = 0
     bn: bool = False
+    converged: bool = False
     scale: float = float("nan")
     seconds: float = 0.0
     train_seconds: float = 0.0
+    heldout_seconds: float = 0.0
+    eval_seconds: float = 0.0
     host: str = ""
     rank: int = 0
 
     def without_values(self) -> Outcome:
         """The small part, for a message to the master once the worker wrote the values."""
-        return dataclasses.replace(self, values={})
+        return dataclasses.replace(self, values={}, history=self.history[:0])
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """A job with what its group is created from: its mask and fingerprint."""
+    """A job with what its group is created from: its mask, fingerprint, history length."""
 
     job: SweepJob
     mask: np.ndarray  # (H, W) pattern orientation, True = low-loss
     fingerprint: dict[str, Any]
+    history_rows: int = 1  # the most held-out checks the fit can record
 
 
 class SweepFile:
@@ -132,6 +151,7 @@ class SweepFile:
             for spec in specs:
                 if f"jobs/{spec.job.key}" not in f:
                     _create_job(f, spec)
+                _fit_history(f[f"jobs/{spec.job.key}"], spec.history_rows)
             # layout on disk before work starts (collective under mpio)
             f.flush()
         except BaseException:
@@ -144,6 +164,9 @@ class SweepFile:
 
     def steps(self, job: SweepJob) -> int:
         return int(self.f[f"jobs/{job.key}/steps"][()])
+
+    def converged(self, job: SweepJob) -> bool:
+        return bool(self.f[f"jobs/{job.key}/converged"][()])
 
     def write(self, job: SweepJob, outcome: Outcome) -> None:
         """Writes a job's outcome into its group (raw data only: independent under mpio),
@@ -158,6 +181,10 @@ class SweepFile:
             for j, col in enumerate(METRIC_COLUMNS):
                 metrics[i, j] = outcome.metrics.get(split, {}).get(col, np.nan)
         g["metrics"][...] = metrics
+        history = np.full(g["history"].shape, np.nan)
+        rows = min(len(outcome.history), history.shape[0])
+        history[:rows] = outcome.history[:rows]
+        g["history"][...] = history
         for name in _SCALARS:
             g[name][()] = getattr(outcome, name)
         for name, size in _TEXT.items():
@@ -234,9 +261,29 @@ def _create_job(f: h5py.File, spec: JobSpec) -> None:
         g.create_dataset(name, shape=(), dtype=f"S{size}")
 
 
+def _fit_history(g: h5py.Group, rows: int) -> None:
+    """The job's history dataset, created or grown to `rows` rows (metadata: collective under
+    mpio, so every rank calls it with the same specs). Chunked without filters: workers still
+    write it independently."""
+    if "history" not in g:
+        h = g.create_dataset(
+            "history",
+            shape=(rows, len(HISTORY_COLUMNS)),
+            maxshape=(None, len(HISTORY_COLUMNS)),
+            chunks=(64, len(HISTORY_COLUMNS)),
+            dtype="f8",
+            fillvalue=np.nan,
+        )
+        h.attrs["columns"] = list(HISTORY_COLUMNS)
+    elif g["history"].shape[0] < rows:
+        g["history"].resize(rows, axis=0)
+
+
 def read_jobs(path: str | Path) -> list[dict[str, Any]]:
-    """Every job of a sweep file as a row: model, bn, fill_prob, seed, status, reason, metrics
-    (train_acc_low, ..., test_loss_high), steps, seconds, host, rank; in file order."""
+    """Every job of a sweep file as a row: model, bn, fill_prob, seed, status, converged, reason,
+    metrics (train_acc_low, ..., test_trained_loss_high; NaN where the file has no such column),
+    steps, seconds (and their split), host, rank, and `history` (rows, HISTORY_COLUMNS) without
+    unused rows; in file order."""
     rows = []
     with h5py.File(path, "r") as f:
         groups: list[h5py.Group] = []
@@ -247,20 +294,26 @@ def read_jobs(path: str | Path) -> list[dict[str, Any]]:
         )
         for g in groups:
             metrics = g["metrics"][()]
+            columns = [str(c) for c in g["metrics"].attrs.get("columns", METRIC_COLUMNS[:5])]
             row: dict[str, Any] = {
                 "model": str(g.attrs["model"]),
                 "bn": bool(g["bn"][()]),
                 "fill_prob": float(g.attrs["fill_prob"]),
                 "seed": int(g.attrs["seed"]),
                 "status": STATUS_NAMES[int(g["status"][()])],
+                "converged": bool(g["converged"][()]) if "converged" in g else False,
             }
             for i, split in enumerate(METRIC_SPLITS):
-                for j, col in enumerate(METRIC_COLUMNS):
-                    row[f"{split}_{col}"] = float(metrics[i, j])
+                for col in METRIC_COLUMNS:
+                    j = columns.index(col) if col in columns else None
+                    row[f"{split}_{col}"] = float(metrics[i, j]) if j is not None else np.nan
             row["steps"] = int(g["steps"][()])
-            row["seconds"] = float(g["seconds"][()])
+            for name in ("seconds", "train_seconds", "heldout_seconds", "eval_seconds"):
+                row[name] = float(g[name][()]) if name in g else np.nan
             row["host"] = g["host"][()].decode()
             row["rank"] = int(g["rank"][()])
             row["reason"] = g["reason"][()].decode()
+            history = g["history"][()] if "history" in g else np.zeros((0, len(HISTORY_COLUMNS)))
+            row["history"] = history[np.isfinite(history[:, 0])]
             rows.append(row)
     return rows

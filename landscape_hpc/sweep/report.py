@@ -1,5 +1,10 @@
 """The sweep's result, whichever route ran it: one row per job (summary.csv), the table per
-(model, fill_prob) and the figure of the paper's figure 4 (bn_sweep.png).
+(model, fill_prob), the paper's figure 4 (bn_sweep.png) and the convergence curves of every job
+(bn_sweep_history.png).
+
+Two accuracy gaps are reported side by side: over the *trained* (boundary) cells, the numbers of
+the paper's figure 4 as its code (loss-patterns) computes them, and over *all* cells of the mask.
+Failed and unconverged jobs are rows like the others (never dropped); the table counts them.
 
     python -m landscape_hpc.sweep report <sweep.h5 | folder with sweep.h5 | multirun folder>
 
@@ -23,14 +28,20 @@ import numpy as np
 from landscape_hpc.errors import USER_ERROR_EXIT, UserError
 
 SPLITS = ("train", "test")
-METRICS = ("acc_low", "acc_high", "acc_gap", "loss_low", "loss_high")
+METRICS = tuple(
+    f"{prefix}{name}"
+    for prefix in ("", "trained_")
+    for name in ("acc_low", "acc_high", "acc_gap", "loss_low", "loss_high")
+)
+TIMES = ("seconds", "train_seconds", "heldout_seconds", "eval_seconds")
 COLUMNS = (
-    ["model", "bn", "fill_prob", "seed", "status"]
+    ["model", "bn", "fill_prob", "seed", "status", "converged", "steps"]
     + [f"{s}_{m}" for s in SPLITS for m in METRICS]
-    + ["steps", "seconds", "host", "rank", "reason"]
+    + [*TIMES, "host", "rank", "reason"]
 )
 SUMMARY_CSV = "summary.csv"
 FIGURE = "bn_sweep.png"
+HISTORY_FIGURE = "bn_sweep_history.png"
 
 
 def rows_from_sweep_file(path: str | Path) -> list[dict[str, Any]]:
@@ -40,7 +51,10 @@ def rows_from_sweep_file(path: str | Path) -> list[dict[str, Any]]:
 
 
 def rows_from_runs(folder: str | Path) -> list[dict[str, Any]]:
-    """One row per metrics.json below `folder` (runs of python -m landscape_hpc.mpo)."""
+    """One row per metrics.json below `folder` (runs of python -m landscape_hpc.mpo), with the
+    history.csv beside it."""
+    from landscape_hpc.mpo.convergence import HISTORY_COLUMNS, read_history_csv
+
     rows = []
     for path in sorted(Path(folder).rglob("metrics.json")):
         m = json.loads(path.read_text())
@@ -53,16 +67,22 @@ def rows_from_runs(folder: str | Path) -> list[dict[str, Any]]:
             "fill_prob": float(job["fill_prob"]),
             "seed": int(job["seed"]),
             "status": "done",
+            "converged": bool(m.get("converged", False)),
         }
         for split in SPLITS:
             for col in METRICS:
-                row[f"{split}_{col}"] = float(m[split][col])
+                row[f"{split}_{col}"] = float(m[split].get(col, math.nan))
+        history = read_history_csv(path.parent / "history.csv")
         row.update(
             steps=int(m["steps"]),
             seconds=float(m["wall_seconds"]),
+            train_seconds=float(m.get("train_seconds", math.nan)),
+            heldout_seconds=float(m.get("heldout_seconds", math.nan)),
+            eval_seconds=float(m.get("eval_seconds", math.nan)),
             host=job.get("host", ""),
             rank=int(job.get("rank", 0)),
             reason="",
+            history=np.zeros((0, len(HISTORY_COLUMNS))) if history is None else history,
         )
         rows.append(row)
     return sorted(rows, key=_order)
@@ -111,52 +131,66 @@ def _fmt(value: Any) -> Any:
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (model, fill_prob) over the done jobs: n, mean and std over seeds of the test
-    acc_gap, the mean test acc_low and acc_high, and how many jobs failed."""
+    """Per (model, fill_prob) over the done jobs: n, how many converged and failed, mean and std
+    (ddof=1, over seeds) of the test acc_gap over trained cells (`gap_*`, the paper code's) and
+    over all cells (`gap_all_*`), and the mean test acc_low / acc_high both ways."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["model"], row["fill_prob"])].append(row)
     table = []
     for (model, fill), members in sorted(groups.items()):
         done = [r for r in members if r["status"] == "done"]
-        gap = np.array([r["test_acc_gap"] for r in done])
-        table.append(
-            {
-                "model": model,
-                "bn": any(r["bn"] for r in members),
-                "fill_prob": fill,
-                "n": len(done),
-                "failed": sum(r["status"] == "failed" for r in members),
-                "gap_mean": float(gap.mean()) if len(gap) else math.nan,
-                "gap_std": float(gap.std()) if len(gap) else math.nan,
-                "acc_low": _mean(done, "test_acc_low"),
-                "acc_high": _mean(done, "test_acc_high"),
-            }
-        )
+        entry: dict[str, Any] = {
+            "model": model,
+            "bn": any(r["bn"] for r in members),
+            "fill_prob": fill,
+            "n": len(done),
+            "converged": sum(bool(r.get("converged")) for r in done),
+            "failed": sum(r["status"] == "failed" for r in members),
+        }
+        for name, prefix in (("gap", "trained_"), ("gap_all", "")):
+            mean, std = _mean_std([r[f"test_{prefix}acc_gap"] for r in done])
+            entry[f"{name}_mean"], entry[f"{name}_std"] = mean, std
+        for name, prefix in (("", "trained_"), ("_all", "")):
+            entry[f"acc_low{name}"] = _mean_std([r[f"test_{prefix}acc_low"] for r in done])[0]
+            entry[f"acc_high{name}"] = _mean_std([r[f"test_{prefix}acc_high"] for r in done])[0]
+        table.append(entry)
     return table
 
 
-def _mean(rows: list[dict[str, Any]], key: str) -> float:
-    return float(np.mean([r[key] for r in rows])) if rows else math.nan
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1) of the finite values; NaN where there are too few."""
+    finite = np.array([v for v in values if math.isfinite(v)], dtype=np.float64)
+    mean = float(finite.mean()) if len(finite) else math.nan
+    std = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
+    return mean, std
 
 
 def format_table(table: list[dict[str, Any]]) -> str:
     lines = [
-        f"{'model':<14} {'bn':<3} {'fill':>5} {'n':>3} {'failed':>6} "
-        f"{'test acc_gap':>16} {'acc_low':>8} {'acc_high':>8}"
+        f"{'model':<11} {'bn':<3} {'fill':>4} {'n':>2} {'conv':>4} {'fail':>4}  "
+        f"{'gap, trained cells':>18} {'low':>5} {'high':>5}  "
+        f"{'gap, all cells':>15} {'low':>5} {'high':>5}"
     ]
     for t in table:
-        gap = f"{t['gap_mean']:6.1f} ± {t['gap_std']:4.1f}"
         lines.append(
-            f"{t['model']:<14} {'yes' if t['bn'] else 'no':<3} {t['fill_prob']:>5.2f} "
-            f"{t['n']:>3} {t['failed']:>6} {gap:>16} {t['acc_low']:8.1f} {t['acc_high']:8.1f}"
+            f"{t['model']:<11} {'yes' if t['bn'] else 'no':<3} {t['fill_prob']:>4.2f} "
+            f"{t['n']:>2} {t['converged']:>4} {t['failed']:>4}  "
+            f"{_pm(t['gap_mean'], t['gap_std']):>18} {t['acc_low']:5.1f} {t['acc_high']:5.1f}  "
+            f"{_pm(t['gap_all_mean'], t['gap_all_std']):>15} "
+            f"{t['acc_low_all']:5.1f} {t['acc_high_all']:5.1f}"
         )
     return "\n".join(lines)
 
 
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:5.1f} ± {std:4.1f}"
+
+
 def plot_sweep(table: list[dict[str, Any]], path: str | Path) -> Path:
-    """The paper's figure 4: (a) test acc_gap vs fill_prob, mean ± std over seeds, one line per
-    net; (b) mean test accuracy in low-loss (solid) and high-loss (dotted) cells."""
+    """The paper's figure 4: (a) test acc_gap vs fill_prob, mean ± std over seeds, one colour
+    per net (solid: trained cells, the paper code's metric; dashed: all cells); (b) mean test
+    accuracy of the trained low-loss (solid) and high-loss (dotted) cells."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,10 +203,12 @@ def plot_sweep(table: list[dict[str, Any]], path: str | Path) -> Path:
         fill = np.array([t["fill_prob"] for t in rows])
         label = f"{model} ({'with' if rows and rows[0]['bn'] else 'no'} BN)"
         color = f"C{i}"
-        mean = np.array([t["gap_mean"] for t in rows])
-        std = np.array([t["gap_std"] for t in rows])
-        ax_gap.plot(fill, mean, "o-", color=color, label=label)
-        ax_gap.fill_between(fill, mean - std, mean + std, color=color, alpha=0.2)
+        for name, style, note in (("gap", "o-", "trained cells"), ("gap_all", "s--", "all cells")):
+            mean = np.array([t[f"{name}_mean"] for t in rows])
+            std = np.nan_to_num(np.array([t[f"{name}_std"] for t in rows]))
+            ax_gap.plot(fill, mean, style, color=color, label=f"{label}, {note}")
+            if name == "gap":
+                ax_gap.fill_between(fill, mean - std, mean + std, color=color, alpha=0.2)
         ax_acc.plot(fill, [t["acc_low"] for t in rows], "o-", color=color, label=f"{label}, low")
         ax_acc.plot(fill, [t["acc_high"] for t in rows], "o:", color=color, label=f"{label}, high")
     ax_gap.set(
@@ -183,11 +219,46 @@ def plot_sweep(table: list[dict[str, Any]], path: str | Path) -> Path:
     ax_acc.set(
         xlabel="fill probability (share of low-loss cells)",
         ylabel="test accuracy (%)",
-        title="(b) low-loss cells (solid), high-loss cells (dotted)",
+        title="(b) trained low-loss (solid) and high-loss (dotted) cells",
     )
     for ax in (ax_gap, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_histories(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Held-out acc_gap over trained cells vs step, one line per job, one panel per net,
+    coloured by fill probability; a dot where a converged fit stopped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in rows})
+    fills = sorted({r["fill_prob"] for r in rows})
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for r in rows:
+            h = r.get("history")
+            if r["model"] != model or h is None or not len(h):
+                continue
+            color = cmap(fills.index(r["fill_prob"]) / max(len(fills) - 1, 1))
+            ax.plot(h[:, 0], h[:, 1], color=color, lw=1, alpha=0.8)
+            if r.get("converged"):
+                ax.plot(h[-1, 0], h[-1, 1], "o", color=color, ms=3)
+        ax.set(title=model, xlabel="step", ylabel="held-out acc_gap, trained cells (points)")
+        ax.grid(alpha=0.3)
+    handles = [
+        plt.Line2D([], [], color=cmap(i / max(len(fills) - 1, 1)), label=f"fill {f:g}")
+        for i, f in enumerate(fills)
+    ]
+    axes[0][-1].legend(handles=handles, fontsize=7, title="dot: converged")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
@@ -204,13 +275,16 @@ def write_outputs(rows: list[dict[str, Any]], folder: str | Path) -> list[Path]:
     paths = [write_csv(rows, folder / SUMMARY_CSV)]
     if any(t["n"] for t in table):
         paths.append(plot_sweep(table, folder / FIGURE))
+    if any(len(r.get("history", ())) for r in rows):
+        paths.append(plot_histories(rows, folder / HISTORY_FIGURE))
     return paths
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m landscape_hpc.sweep report",
-        description="Gather a sweep into summary.csv and bn_sweep.png and print its table.",
+        description="Gather a sweep into summary.csv, bn_sweep.png, bn_sweep_history.png and "
+        "print its table.",
     )
     parser.add_argument("path", help="sweep file, its folder, or a Hydra multirun folder")
     parser.add_argument("--out", help="folder for summary.csv and bn_sweep.png (default: path's)")

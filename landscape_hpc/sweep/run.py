@@ -37,8 +37,9 @@ from landscape_hpc.mpo.command import (
     setup_job,
     validate,
 )
+from landscape_hpc.mpo.convergence import HISTORY_COLUMNS
 from landscape_hpc.mpo.fit import Diverged, fit_plane
-from landscape_hpc.mpo.patterns import make_mask
+from landscape_hpc.mpo.patterns import make_mask, trainable_cells
 from landscape_hpc.sweep import report
 from landscape_hpc.sweep.file import DONE, FAILED, PENDING, JobSpec, Outcome, SweepFile
 from landscape_hpc.sweep.jobs import SweepJob, expand, job_config
@@ -72,10 +73,18 @@ def job_specs(
         check_model(job_cfg, build_model(job_cfg.model, input_shape, n_classes))
     return [
         JobSpec(
-            job, mask, {**fingerprint(job_cfg, mask, counts), "eval_samples": job_cfg.eval_samples}
+            job,
+            mask,
+            {**fingerprint(job_cfg, mask, counts), "eval_samples": job_cfg.eval_samples},
+            history_rows(job_cfg),
         )
         for job, job_cfg, mask in checked
     ]
+
+
+def history_rows(cfg: MPOConfig) -> int:
+    """The most held-out checks a fit of `cfg` records: step 0, every eval_every, the last."""
+    return cfg.steps // cfg.eval_every + 2
 
 
 def _io_mode(cfg: MPOConfig, comm: Any) -> bool:
@@ -93,7 +102,8 @@ def run_sweep(cfg: MPOConfig, comm: Any) -> Optional[Path]:
     path = Path(cfg.sweep.file)
     out_dir = Path(cfg.out_dir)
     place = parallel.placement(comm)
-    torch.set_num_threads(place.cpu_threads)
+    # a fixed thread count (the preset's) makes every route sum in the same order
+    torch.set_num_threads(cfg.threads or place.cpu_threads)
     device = resolve_device(cfg.device, place.local_rank)
     splits = load_dataset(cfg.dataset, device)
     specs = job_specs(checked, splits)
@@ -120,13 +130,14 @@ def run_sweep(cfg: MPOConfig, comm: Any) -> Optional[Path]:
 
 
 def _pending(sweep: SweepFile, jobs: list[SweepJob], cfg: MPOConfig) -> list[int]:
-    """Indices of the jobs to run: not done (or done with fewer steps), failed when retrying."""
+    """Indices of the jobs to run: not done (or done, not converged, with fewer steps than
+    asked now), failed when retrying."""
     todo = []
     for i, job in enumerate(jobs):
         status = sweep.status(job)
         if (
             status == PENDING
-            or (status == DONE and sweep.steps(job) != cfg.steps)
+            or (status == DONE and not sweep.converged(job) and sweep.steps(job) < cfg.steps)
             or (status == FAILED and cfg.sweep.retry_failed)
         ):
             todo.append(i)
@@ -186,8 +197,8 @@ def _job_task(task: tuple[int, SweepJob]) -> Outcome:
 
 
 def run_job(cfg: MPOConfig, splits: dict, job_dir: Path) -> Outcome:
-    """One fit (resumed from job_dir/checkpoint.pt when there is one), every cell evaluated;
-    a diverged fit is an Outcome with status FAILED and the reason."""
+    """One fit (resumed from job_dir/checkpoint.pt when there is one, stopped by the held-out
+    rule), every cell evaluated; a diverged fit is an Outcome with status FAILED and the reason."""
     start = time.perf_counter()
     job = setup_job(cfg, splits)
     where = {"host": socket.gethostname(), "rank": parallel.world().Get_rank()}
@@ -203,20 +214,29 @@ def run_job(cfg: MPOConfig, splits: dict, job_dir: Path) -> Outcome:
             job.fingerprint,
             cfg.overwrite,
             progress=False,
+            heldout=splits["test"],
         )
     except Diverged as err:
         return Outcome(FAILED, reason=str(err), bn=bn, seconds=time.perf_counter() - start, **where)
     exported = result.plane.export()
     torch.save(exported, job_dir / "plane.pt")
+    t_eval = time.perf_counter()
     values = plane_values(result.plane, job.model, job.mask, splits, cfg)
+    eval_seconds = time.perf_counter() - t_eval
+    history = np.array(result.history, dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS))
+    trained = trainable_cells(job.mask, cfg.skip_interior_cells)
     return Outcome(
         DONE,
         values=values,
-        metrics=pattern_metrics(values, job.mask),
+        metrics=pattern_metrics(values, job.mask, trained),
+        history=history,
         steps=result.steps,
         bn=bn,
+        converged=result.converged,
         scale=exported["scale"],
         seconds=time.perf_counter() - start,
         train_seconds=result.seconds,
+        heldout_seconds=result.heldout_seconds,
+        eval_seconds=eval_seconds,
         **where,
     )
