@@ -47,7 +47,13 @@ def test_tiny_fit_separates_low_and_high_cells_and_writes_every_output(tmp_path)
         assert m["acc_gap"] == pytest.approx(m["acc_low"] - m["acc_high"])
         assert m["loss_low"] < m["loss_high"]
     assert metrics["train"]["acc_gap"] > 30, metrics
-    assert metrics["steps"] == 120
+    assert metrics["steps"] == 120 and metrics["max_steps"] == 120
+    assert metrics["converged"] is False  # patience 5 × eval_every 50 needs more than 120 steps
+    for split in ("train", "test"):
+        m = metrics[split]
+        assert m["trained_acc_gap"] == pytest.approx(m["trained_acc_low"] - m["trained_acc_high"])
+    history = (tmp_path / "history.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in history[1:]] == [0, 50, 100, 120]
     assert json.loads((tmp_path / "metrics.json").read_text())["train"] == metrics["train"]
     plane = torch.load(tmp_path / "plane.pt", weights_only=True)
     assert set(plane) >= {"origin", "up", "right", "scale", "mask", "config"}
@@ -101,6 +107,8 @@ def _all_black(tmp_path: Path) -> str:
         (["cells_per_step=0"], "cells_per_step"),
         (["steps=-1"], "steps"),
         (["memory_mb=0.001"], "memory_mb"),
+        (["eval_every=0"], "eval_every=0 must be a positive integer"),
+        (["mask=random", "mask.frame=true", "mask.size=3"], "needs mask.size of at least 4×4"),
     ],
 )
 def test_bad_input_is_a_short_error(tmp_path, args, key):

@@ -269,9 +269,7 @@ def fit_plane(
         if history:
             postfix["held-out gap"] = f"{history[-1][1]:.1f}"
         bar.set_postfix(**postfix, s=f"{float(plane.scale.detach()):.3f}")
-        if path is not None and (
-            converged or (opts.checkpoint_every and done % opts.checkpoint_every == 0)
-        ):
+        if path is not None and opts.checkpoint_every and done % opts.checkpoint_every == 0:
             elapsed = seconds + time.perf_counter() - t0
             _save(path, plane, optimizer, done, elapsed, fingerprint, history, losses)
         if converged:
