@@ -245,14 +245,15 @@ class MPOConfig:
     # the held-out set: at most this many samples of the test split (seeded, fixed for the fit)
     heldout_samples: int = 256
     # ... and at most this many cells of each class, drawn from the trained cells and from all
-    heldout_cells: int = 50
+    heldout_cells: int = 32
     # end the fit once converged: the held-out gap over trained cells of the last `patience`
     # checks is at most `min_delta` points above the best before them (after min_steps steps)
     early_stop: bool = True
-    patience: int = 5
+    patience: int = 8
     # in points of accuracy (percent)
     min_delta: float = 1.0
-    min_steps: int = 0
+    # no stop before this step: a plane first learns the data with every cell alike (gap ~0)
+    min_steps: int = 1000
     # CPU threads of a fit; null = the process's default (the MPI sweep: the cores per rank).
     # Fixed in the sweep preset so every route sums in the same order and gives the same bits
     threads: Optional[int] = None

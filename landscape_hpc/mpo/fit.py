@@ -72,11 +72,11 @@ class FitOptions:
     strategy: str = "vmap"
     eval_every: int = 50
     heldout_samples: int = 256
-    heldout_cells: int = 50
+    heldout_cells: int = 32
     early_stop: bool = True
-    patience: int = 5
+    patience: int = 8
     min_delta: float = 1.0
-    min_steps: int = 0
+    min_steps: int = 1000
     threads: Optional[int] = None
 
     @property

@@ -142,7 +142,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         done = [r for r in members if r["status"] == "done"]
         entry: dict[str, Any] = {
             "model": model,
-            "bn": any(r["bn"] for r in members),
+            # known once a job of the net ran (a pending job's group does not say yet)
+            "bn": any(r["bn"] for r in done) if done else None,
             "fill_prob": fill,
             "n": len(done),
             "converged": sum(bool(r.get("converged")) for r in done),
@@ -174,13 +175,17 @@ def format_table(table: list[dict[str, Any]]) -> str:
     ]
     for t in table:
         lines.append(
-            f"{t['model']:<11} {'yes' if t['bn'] else 'no':<3} {t['fill_prob']:>4.2f} "
+            f"{t['model']:<11} {_yes_no(t['bn']):<3} {t['fill_prob']:>4.2f} "
             f"{t['n']:>2} {t['converged']:>4} {t['failed']:>4}  "
             f"{_pm(t['gap_mean'], t['gap_std']):>18} {t['acc_low']:5.1f} {t['acc_high']:5.1f}  "
             f"{_pm(t['gap_all_mean'], t['gap_all_std']):>15} "
             f"{t['acc_low_all']:5.1f} {t['acc_high_all']:5.1f}"
         )
     return "\n".join(lines)
+
+
+def _yes_no(flag: bool | None) -> str:
+    return "?" if flag is None else ("yes" if flag else "no")
 
 
 def _pm(mean: float, std: float) -> str:
