@@ -139,13 +139,14 @@ def history_row(step: int, heldout: dict[str, float], loss: float, scale: float,
 
 
 def write_history_csv(history: list[list[float]], path: Path) -> Path:
-    """history.csv, rewritten whole (a few hundred rows at most); atomic."""
+    """history.csv, rewritten whole (a few hundred rows at most); atomic. Floats are written
+    to the last bit (shortest round-trip form), so the CSV holds what the sweep file holds."""
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(HISTORY_COLUMNS)
         for row in history:
-            writer.writerow([int(row[0]), *(f"{v:.6g}" for v in row[1:])])
+            writer.writerow([int(row[0]), *(repr(float(v)) for v in row[1:])])
     tmp.replace(path)
     return path
 
