@@ -16,7 +16,8 @@ from omegaconf import MISSING, OmegaConf
 
 @dataclass
 class ModelConfig:
-    # registry name (mpo_cnn, mpo_cnn_bn, vgg9, resnet20, resnet56_noshort, mlp, ...) or custom
+    # registry name (mpo_cnn, mpo_cnn6, mpo_cnn_bn, vgg9, resnet20, resnet56_noshort, mlp, ...)
+    # or custom
     name: str = MISSING
     # custom only: "package.module.callable" returning an nn.Module
     target: Optional[str] = None

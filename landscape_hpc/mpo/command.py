@@ -3,11 +3,10 @@ the loss over it draws a pattern, then evaluate every cell through the surface e
 
     python -m landscape_hpc.mpo                                   # digits, mpo_cnn, builtin ring
     python -m landscape_hpc.mpo mask=image mask.path=cat.png mask.size=[40,50] steps=5000
-    python -m landscape_hpc.mpo mask=random mask.size=30 mask.fill_prob=0.3 mask.seed=1
+    python -m landscape_hpc.mpo mask=random mask.size=30 mask.fill_prob=0.3 mask.frame=true
     python -m landscape_hpc.mpo model=mpo_cnn_bn dataset=fashion_mnist dataset.root=~/data \\
-        batch_size=512 cells_per_step=50 lr=3e-4 steps=20000 device=cuda
-    python -m landscape_hpc.mpo -m model=mpo_cnn,mpo_cnn_bn mask=random \\
-        mask.fill_prob=0.1,0.5,0.9 seed=0,1,2 hydra/launcher=submitit_slurm
+        batch_size=512 cells_per_step=50 lr=3e-4 ce_threshold=2.5 steps=11800 device=cuda
+    python -m landscape_hpc.mpo -m +experiment=bn_sweep hydra/launcher=submitit_slurm  # the sweep
 
 Writes to the output folder (hydra.run.dir or out_dir=): checkpoint.pt (plane + Adam state +
 history, every checkpoint_every steps), history.csv (the held-out check every eval_every steps),
