@@ -250,7 +250,7 @@ class MPOConfig:
     # end the fit once converged: the held-out gap over trained cells of the last `patience`
     # checks is at most `min_delta` points above the best before them (after min_steps steps)
     early_stop: bool = True
-    patience: int = 8
+    patience: int = 12
     # in points of accuracy (percent)
     min_delta: float = 1.0
     # no stop before this step: a plane first learns the data with every cell alike (gap ~0)

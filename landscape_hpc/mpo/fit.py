@@ -74,7 +74,7 @@ class FitOptions:
     heldout_samples: int = 256
     heldout_cells: int = 32
     early_stop: bool = True
-    patience: int = 8
+    patience: int = 12
     min_delta: float = 1.0
     min_steps: int = 1000
     threads: Optional[int] = None
