@@ -1,6 +1,6 @@
 """The surface file (HDF5): layout, compatibility checks, chunk writes, direction files.
 
-Layout (DESIGN.md, readable by loss-landscape's plot scripts):
+Layout (README, "The surface file"; readable by loss-landscape's plot scripts):
   xcoordinates (nx,), ycoordinates (ny,)            float64
   <split>_loss, <split>_acc  (ny, nx) or (nx,)      float64, NaN = not computed yet
   done                       same shape             uint8, 1 = every metric of the point written

@@ -15,8 +15,8 @@ resnet20 on 3×32×32), each on a 2D grid of points of a random filter-normalise
     FLOPs/sample    torch.utils.flop_counter, hence each method's GFLOP/s and % of the matmul peak
 
 and checks that the engine's losses equal the loss-landscape way's (max relative difference).
-Goals of the issue are printed as PASS/MISS; nothing is asserted (DESIGN.md, "Performance is
-measured, not asserted").
+Goals of the issue are printed as PASS/MISS; nothing is asserted (speed is recorded in
+docs/benchmarks.md, never tested).
 
 Shared machines: the methods are measured in interleaved rounds and every figure is the fastest
 of its repetitions (other processes only ever slow a run down); before each measurement the

@@ -43,7 +43,8 @@ needs_mpirun = pytest.mark.skipif(
 )
 needs_mpio = pytest.mark.skipif(
     not h5py_has_mpi(),
-    reason="h5py was built without MPI, so io=mpio is refused (see DESIGN.md: HDF5_MPI=ON)",
+    reason="h5py was built without MPI, so io=mpio is refused (build it with HDF5_MPI=ON: "
+    "README, Install on a cluster without root)",
 )
 
 
