@@ -22,8 +22,9 @@
 Each job group follows the surface-file layout (README, "The surface file"), so the conventions
 of `python -m landscape_hpc.plot` and h5py readers apply to it. Under MPI every rank opens the
 file with driver='mpio' and creates every group and dataset collectively before work starts
-(HDF5 metadata changes are collective); a worker then writes its own job's values without any metadata change,
-`status` last, so a killed sweep leaves every finished job readable and the others pending.
+(HDF5 metadata changes are collective); a worker then writes its own job's values without any
+metadata change, `status` last, so a killed sweep leaves every finished job readable and the
+others pending.
 """
 
 from __future__ import annotations
