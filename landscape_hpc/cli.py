@@ -1,9 +1,127 @@
-"""Entry-point plumbing shared by the Hydra apps: one output folder for every MPI rank."""
+"""How every command starts: the schemas in Hydra's ConfigStore, one output folder for all MPI
+ranks, the tuned allocator, and one way to end: a user mistake prints `error: ...` and exits 2,
+Ctrl-C prints how to resume and exits 130, and an error on one MPI rank ends them all.
+
+    main = hydra_command("surface", _run)       # _run(cfg: SurfaceConfig, comm) -> None
+    if __name__ == "__main__":
+        main()
+
+The Hydra commands (surface, train, mpo, sweep, geometry <experiment>) are built by
+`hydra_command`; the argparse ones (plot, sweep report) wrap their body in `user_errors`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+#: conf/ as an absolute path: Hydra reads a relative config_path against the calling module,
+#: which differs between `python -m`, the geometry dispatcher and submitit's pickled task
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+#: exit status of a run stopped by Ctrl-C (128 + SIGINT)
+INTERRUPTED_EXIT = 130
+
+
+def register_configs() -> None:
+    """Stores every schema (`<name>_schema`), the mask kinds, and one `model=<name>` /
+    `dataset=<name>` option per registry entry, so a name is known in exactly one place."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from landscape_hpc.config import SCHEMAS, DatasetConfig, MaskConfig, ModelConfig
+    from landscape_hpc.data import DATASET_NAMES
+    from landscape_hpc.models import MODEL_KWARGS, MODEL_NAMES
+
+    # ${csv:${sweep.models}} -> "mpo_cnn,mpo_cnn_bn": a list key as a Hydra sweep over its values
+    if not OmegaConf.has_resolver("csv"):
+        OmegaConf.register_new_resolver("csv", lambda values: ",".join(str(v) for v in values))
+    cs = ConfigStore.instance()
+    for name, schema in SCHEMAS.items():
+        cs.store(name=f"{name}_schema", node=schema)
+    for kind in ("builtin", "image", "random"):
+        size = {"builtin": 20, "image": 50, "random": 30}[kind]
+        cs.store(group="mask", name=kind, node=MaskConfig(kind=kind, size=size))
+    for name in MODEL_NAMES:
+        kwargs = dict(MODEL_KWARGS.get(name, {}))
+        cs.store(group="model", name=name, node=ModelConfig(name=name, kwargs=kwargs))
+    for name in DATASET_NAMES:
+        cs.store(group="dataset", name=name, node=DatasetConfig(name=name))
+
+
+def compose_config(name: str, overrides: list[str] = (), config_dir: Path = CONF_DIR) -> Any:
+    """conf/<name>.yaml with command-line style overrides, as the command's dataclass: what the
+    command would run with, for scripts and tests (keys that read Hydra's run folder, such as
+    out_dir, must be overridden)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    register_configs()
+    with initialize_config_dir(str(config_dir), version_base="1.3"):
+        return OmegaConf.to_object(compose(name, overrides=list(overrides)))
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """A UserError becomes `error: <message>` on stderr and exit status 2; Ctrl-C becomes
+    `interrupted: ...` and exit status 130 (what is written is kept: every command resumes).
+    SystemExit passes through untouched."""
+    from landscape_hpc.errors import USER_ERROR_EXIT, UserError
+
+    try:
+        yield
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(USER_ERROR_EXIT)
+    except KeyboardInterrupt:
+        print(
+            "interrupted: what was computed is kept; run the same command again to resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(INTERRUPTED_EXIT)
+
+
+Command = Callable[[Any, Any], None]
+
+
+def hydra_command(
+    config_name: str, command: Command, config_dir: Path = CONF_DIR
+) -> Callable[[], None]:
+    """The `main()` of a Hydra command: conf/<config_name>.yaml composed over its schema, the
+    config as its dataclass, then `command(cfg, comm)` on every rank of the MPI world."""
+
+    def task(cfg: Any) -> None:
+        from omegaconf import OmegaConf
+
+        from landscape_hpc import parallel
+
+        tune_allocator()  # here, not at import: a submitit job calls the task, not main()
+        with user_errors():
+            typed = OmegaConf.to_object(cfg)
+            comm = parallel.world()
+            with parallel.abort_on_error(comm):  # one failing rank ends them all, none hangs
+                command(typed, comm)
+
+    # Hydra names the job (hydra.job.name, <job>.log) after the task's module: the command's,
+    # or the command's name when it runs as __main__ (never `__main__.log` or `cli.log`)
+    module = command.__module__
+    task.__module__ = f"landscape_hpc.{config_name}" if module == "__main__" else module
+    task.__name__ = task.__qualname__ = command.__name__
+
+    def main() -> None:
+        import hydra
+
+        register_configs()
+        share_hydra_run_dir()
+        hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)()
+
+    main.__doc__ = f"Runs the `{config_name}` command (conf/{config_name}.yaml)."
+    return main
 
 
 def share_hydra_run_dir(argv: list[str] | None = None) -> None:

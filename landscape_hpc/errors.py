@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,23 +17,6 @@ class UserError(Exception):
     The message names the problem and the fix; entry points print it without a traceback and exit
     with status 2.
     """
-
-
-def exit_on_user_error(fn: F) -> F:
-    """Wraps an entry point: a `UserError` becomes `error: <message>` on stderr and exit status 2.
-
-    SystemExit is a BaseException, so it passes through Hydra's own error reporting untouched.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(USER_ERROR_EXIT)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def check_choice(key: str, value: str, allowed: tuple[str, ...] | list[str]) -> str:

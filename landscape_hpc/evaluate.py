@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from landscape_hpc.config import EngineConfig
 from landscape_hpc.params import ParamDict
 from landscape_hpc.subspace import Subspace
 
@@ -39,17 +40,6 @@ _FLOAT_BYTES = 4
 #: the largest activation a CPU forward may allocate: glibc's largest mmap threshold (32 MiB)
 #: halved, so the tuned allocator (cli.tune_allocator) keeps it in the heap with room to spare
 CPU_ACTIVATION_BYTES = 16 * 2**20
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    """How points are evaluated; see EngineConfig for the meaning of each field."""
-
-    batch_size: int = 256
-    memory_mb: float = 2048.0
-    loss: str = "ce"
-    bn: str = "eval"
-    strategy: str = "auto"
 
 
 @dataclass
@@ -260,7 +250,7 @@ def evaluate_points(
     subspace: Subspace,
     coords: Tensor,
     data: Mapping[str, tuple[Tensor, Tensor]],
-    options: EvalOptions = EvalOptions(),
+    options: EngineConfig | None = None,
     bn_data: Tensor | None = None,
 ) -> dict[str, Metrics]:
     """Loss and accuracy at each row of coords (K, d) on every split of `data`
@@ -270,6 +260,7 @@ def evaluate_points(
     are recomputed from when options.bn == "recompute" (the training split). The weights of a
     chunk of points are built (and BN statistics recomputed) once for all splits.
     """
+    options = options or EngineConfig()
     model = model.eval()
     first = next(iter(data.values()))[0]
     device = first.device
@@ -340,10 +331,11 @@ def evaluate_points_loop(
     subspace: Subspace,
     coords: Tensor,
     data: Mapping[str, tuple[Tensor, Tensor]],
-    options: EvalOptions = EvalOptions(),
+    options: EngineConfig | None = None,
     bn_data: Tensor | None = None,
 ) -> dict[str, Metrics]:
     """The plain reference: one point at a time, weights loaded into a copy of the model."""
+    options = options or EngineConfig()
     net = copy.deepcopy(model).eval()
     loss_output = is_loss_output(model)
     coords = coords.to(dtype=torch.float64)

@@ -57,6 +57,22 @@ def clear_worker_state(key: str) -> None:
     _STATE.pop(key, None)
 
 
+@contextlib.contextmanager
+def worker_pool(key: str, state: Any) -> Iterator[None]:
+    """`state` is what the tasks of this rank reach through `worker_state(key)` while the body
+    runs `run_tasks`; cleared afterwards, also on error (every rank enters it)."""
+    set_worker_state(key, state)
+    try:
+        yield
+    finally:
+        clear_worker_state(key)
+
+
+def world_if_none(comm: Optional[MPI.Intracomm]) -> MPI.Intracomm:
+    """`comm`, or the whole MPI world when None (a command's functions take an optional comm)."""
+    return world() if comm is None else comm
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where a rank sits on its node, and what of the node it may use."""

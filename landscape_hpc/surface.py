@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import OmegaConf
@@ -34,16 +33,15 @@ from torch import nn
 from tqdm import tqdm
 
 from landscape_hpc import directions, parallel, pca, store
-from landscape_hpc.cli import share_hydra_run_dir, tune_allocator
-from landscape_hpc.config import DirectionsConfig, SurfaceConfig, register_configs
+from landscape_hpc.cli import hydra_command
+from landscape_hpc.config import DirectionsConfig, EngineConfig, SurfaceConfig
 from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes
 from landscape_hpc.devices import rank_device
-from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
+from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import (
     BN_MODES,
     LOSSES,
     STRATEGIES,
-    EvalOptions,
     evaluate_points,
     points_per_pass,
     resolve_strategy,
@@ -196,7 +194,7 @@ class SurfaceJob:
     subspace: Subspace
     data: dict[str, tuple[torch.Tensor, torch.Tensor]]
     bn_data: Optional[torch.Tensor]
-    options: EvalOptions
+    options: EngineConfig
     grid: Grid
     file: Optional[store.SurfaceFile]  # set where this rank writes its own chunks (mpio)
 
@@ -337,7 +335,7 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         trajectory=projected,
     )
     try:
-        options = EvalOptions(**dataclasses.asdict(cfg.engine))
+        options = cfg.engine
         data = {s: (splits[s].inputs, splits[s].labels) for s in cfg.splits}
         bn_data = splits["train"].inputs if "train" in splits else first.inputs
         job = SurfaceJob(model, subspace, data, bn_data, options, grid, surface if mpio else None)
@@ -411,26 +409,18 @@ def _describe_chunk(flat: np.ndarray) -> str:
     return f"chunk of {len(flat)} points (flat indices {int(flat[0])}..{int(flat[-1])})"
 
 
-register_configs()
+def _command(cfg: SurfaceConfig, comm: Any) -> None:
+    path = compute_surface(cfg, comm)
+    if comm.Get_rank() == 0:
+        log.info("surface file: %s", path)
+        if cfg.plot:
+            from landscape_hpc.plot import plot_surface_file
+
+            for png in plot_surface_file(path):
+                log.info("plot: %s", png)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="surface")
-@exit_on_user_error
-def main(cfg) -> None:
-    surface_cfg: SurfaceConfig = OmegaConf.to_object(cfg)
-    comm = parallel.world()
-    with parallel.abort_on_error(comm):  # one failing rank ends them all, none hangs
-        path = compute_surface(surface_cfg, comm)
-        if comm.Get_rank() == 0:
-            log.info("surface file: %s", path)
-            if surface_cfg.plot:
-                from landscape_hpc.plot import plot_surface_file
-
-                for png in plot_surface_file(path):
-                    log.info("plot: %s", png)
-
+main = hydra_command("surface", _command)
 
 if __name__ == "__main__":
-    tune_allocator()
-    share_hydra_run_dir()
     main()

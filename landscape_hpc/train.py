@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
-import hydra
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from landscape_hpc.cli import tune_allocator
-from landscape_hpc.config import TrainConfig, register_configs
+from landscape_hpc.cli import hydra_command
+from landscape_hpc.config import TrainConfig
 from landscape_hpc.data import Split, load_dataset, num_classes
 from landscape_hpc.devices import resolve_device
-from landscape_hpc.errors import UserError, check_choice, exit_on_user_error
+from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import is_loss_output
 from landscape_hpc.models import build_model
 
@@ -180,12 +180,7 @@ def save_checkpoint(
     return train_acc, test_acc
 
 
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-@exit_on_user_error
-def main(cfg: TrainConfig) -> None:
+def _command(cfg: TrainConfig, comm: Any) -> None:
     validate_train_config(cfg)  # before loading data, so a typo fails at once
     device = resolve_device(cfg.device)
     splits = load_dataset(cfg.dataset, device)
@@ -194,6 +189,7 @@ def main(cfg: TrainConfig) -> None:
     train(model, splits, cfg, Path(cfg.out_dir))
 
 
+main = hydra_command("train", _command)
+
 if __name__ == "__main__":
-    tune_allocator()
     main()

@@ -29,8 +29,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from landscape_hpc.cli import tune_allocator
-from landscape_hpc.config import ModelConfig
-from landscape_hpc.evaluate import EvalOptions, evaluate_points, has_bn
+from landscape_hpc.config import EngineConfig, ModelConfig
+from landscape_hpc.evaluate import evaluate_points, has_bn
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.objective import objective_batched, objective_loop, training_template
 from landscape_hpc.mpo.plane import Plane
@@ -92,7 +92,7 @@ def eval_worker(strategy: str, size: int, model_name: str, cells: int, samples: 
     }
     coords = torch.randn(cells, 2, generator=g) * 5
     bn = "recompute" if has_bn(models[0]) else "eval"
-    options = EvalOptions(bn=bn, strategy=strategy)
+    options = EngineConfig(bn=bn, strategy=strategy)
     evaluate_points(models[0], subspace, coords[:2], data, options, data["train"][0])  # warm-up
     start = time.perf_counter()
     evaluate_points(models[0], subspace, coords, data, options, data["train"][0])

@@ -50,10 +50,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.directions import direction_keys, random_basis
-from landscape_hpc.evaluate import EvalOptions, evaluate_points, resolve_strategy
+from landscape_hpc.evaluate import evaluate_points, resolve_strategy
 from landscape_hpc.models import build_model
 from landscape_hpc.subspace import Subspace
 
@@ -265,7 +265,7 @@ def engine(
 ) -> Callable[[Tensor, Tensor, Tensor], np.ndarray]:
     """The engine with default options but the given strategy (and batch size):
     coords, inputs, labels -> losses."""
-    options = EvalOptions(strategy=strategy)
+    options = EngineConfig(strategy=strategy)
     if batch_size is not None:
         options = dataclasses.replace(options, batch_size=batch_size)
 
@@ -369,7 +369,7 @@ def bench_workload(
     what_if = f"engine auto, batch {workload.what_if_batch}"
     if workload.what_if_batch is not None:
         methods[what_if] = engine(model, subspace, "auto", workload.what_if_batch)
-    warm = min(samples, EvalOptions().batch_size)
+    warm = min(samples, EngineConfig().batch_size)
     for method in methods.values():
         method(coords, inputs[:warm], labels[:warm])  # warm-up on one batch: vmap, oneDNN
     ceiling = EagerCeiling(model, inputs, workload.ceiling_batches)

@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from landscape_hpc import directions
-from landscape_hpc.config import ModelConfig
+from landscape_hpc.config import EngineConfig, ModelConfig
 from landscape_hpc.evaluate import (
-    EvalOptions,
     evaluate_points,
     evaluate_points_loop,
     per_sample_loss,
@@ -44,7 +43,7 @@ def test_engine_matches_loop_on_every_registry_model(name, strategy):
     model = build_model(ModelConfig(name=name), (1, 8, 8), 10)
     sub = _subspace(model)
     x, y = _data()
-    opts = EvalOptions(batch_size=40, strategy=strategy)
+    opts = EngineConfig(batch_size=40, strategy=strategy)
     data = {"train": (x, y), "test": (x[:50], y[:50])}
     _assert_close(
         evaluate_points(model, sub, COORDS, data, opts),
@@ -58,13 +57,13 @@ def test_bn_recompute_matches_loop(strategy, dir_type):
     model = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
     sub = _subspace(model, dir_type, ignore="none" if dir_type == "states" else "biasbn")
     x, y = _data()
-    opts = EvalOptions(batch_size=32, bn="recompute", strategy=strategy)
+    opts = EngineConfig(batch_size=32, bn="recompute", strategy=strategy)
     data = {"test": (x[:48], y[:48])}
     coords = COORDS * 0.5  # keep running variances positive, so no point diverges
     got = evaluate_points(model, sub, coords, data, opts, bn_data=x)
     ref = evaluate_points_loop(model, sub, coords, data, opts, bn_data=x)
     _assert_close(got, ref)
-    plain = evaluate_points(model, sub, coords, data, EvalOptions(batch_size=32))
+    plain = evaluate_points(model, sub, coords, data, EngineConfig(batch_size=32))
     assert not np.allclose(got["test"].loss, plain["test"].loss)  # recomputing changes the value
 
 
@@ -72,7 +71,7 @@ def test_mse_loss_matches_loop_and_reference_formula():
     model = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
     sub = _subspace(model)
     x, y = _data()
-    opts = EvalOptions(loss="mse")
+    opts = EngineConfig(loss="mse")
     got = evaluate_points(model, sub, COORDS, {"t": (x, y)}, opts)
     _assert_close(got, evaluate_points_loop(model, sub, COORDS, {"t": (x, y)}, opts))
     with torch.no_grad():
@@ -87,8 +86,8 @@ def test_results_do_not_depend_on_the_chunk_size():
     sub = _subspace(model)
     x, y = _data()
     coords = torch.rand(7, 2, dtype=torch.float64) * 2 - 1
-    big = evaluate_points(model, sub, coords, {"t": (x, y)}, EvalOptions(strategy="vmap"))
-    tiny = EvalOptions(memory_mb=1e-3, strategy="vmap")  # one point per pass
+    big = evaluate_points(model, sub, coords, {"t": (x, y)}, EngineConfig(strategy="vmap"))
+    tiny = EngineConfig(memory_mb=1e-3, strategy="vmap")  # one point per pass
     small = evaluate_points(model, sub, coords, {"t": (x, y)}, tiny)
     np.testing.assert_allclose(big["t"].loss, small["t"].loss, rtol=1e-6)
     parts = [evaluate_points(model, sub, coords[i : i + 3], {"t": (x, y)}) for i in (0, 3, 6)]

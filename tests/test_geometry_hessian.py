@@ -11,11 +11,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from torch import nn
 
 from landscape_hpc import hessian
+from landscape_hpc.cli import compose_config
 from landscape_hpc.config import DatasetConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
@@ -68,10 +67,8 @@ def test_quadratic_model_eigenvalues_are_exact_and_the_trace_close():
 
 
 def _surface(out: Path) -> Path:
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        overrides = [f"out={out}", "plot=false", *TINY, "grid.x=[-1,1,3]", "grid.y=[-1,1,3]"]
-        cfg = compose("surface", overrides=overrides)
-    return compute_surface(OmegaConf.to_object(cfg))
+    overrides = [f"out={out}", "plot=false", *TINY, "grid.x=[-1,1,3]", "grid.y=[-1,1,3]"]
+    return compute_surface(compose_config("surface", overrides))
 
 
 @pytest.fixture(scope="module")

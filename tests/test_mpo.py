@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 from torch.func import functional_call
 
-from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
-from landscape_hpc.evaluate import EvalOptions, evaluate_points, per_sample_loss
+from landscape_hpc.evaluate import evaluate_points, per_sample_loss
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.fit import FitOptions, fit_plane
 from landscape_hpc.mpo.objective import objective_batched, objective_loop, training_template
@@ -131,7 +131,7 @@ def test_evaluation_of_a_bn_plane_matches_training_statistics(digits):
         plane.to_subspace(),
         coords,
         {"train": (train.inputs, train.labels)},
-        EvalOptions(bn="recompute", batch_size=100),
+        EngineConfig(bn="recompute", batch_size=100),
         train.inputs,
     )
     template = training_template(model)

@@ -11,11 +11,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from PIL import Image
 
-from landscape_hpc.config import register_configs
+from landscape_hpc.cli import compose_config
 from landscape_hpc.mpo.command import run_mpo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +32,7 @@ TINY = [
 
 
 def make_cfg(out: Path, *overrides: str):
-    register_configs()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("mpo", overrides=[f"out_dir={out}", *overrides])
-    return OmegaConf.to_object(cfg)
+    return compose_config("mpo", [f"out_dir={out}", *overrides])
 
 
 def test_tiny_fit_separates_low_and_high_cells_and_writes_every_output(tmp_path):
@@ -139,7 +134,7 @@ def test_plane_init_xavier_draws_glorot_weights_and_zero_biases(tmp_path):
     import math
 
     from landscape_hpc.errors import UserError
-    from landscape_hpc.mpo.command import build_plane, validate
+    from landscape_hpc.mpo.command import build_plane, check_config
 
     fresh = build_plane(make_cfg(tmp_path, *TINY), (1, 8, 8), 10)
     cfg = make_cfg(tmp_path, *TINY, "plane_init=xavier")
@@ -153,4 +148,4 @@ def test_plane_init_xavier_draws_glorot_weights_and_zero_biases(tmp_path):
     assert not torch.equal(w, fresh.up["layers.1.weight"].detach())
     assert not torch.equal(w, xavier.origin["layers.1.weight"].detach())
     with pytest.raises(UserError, match="plane_init='glorot' is not known"):
-        validate(make_cfg(tmp_path, *TINY, "plane_init=glorot"))
+        check_config(make_cfg(tmp_path, *TINY, "plane_init=glorot"))

@@ -10,13 +10,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.cli import compose_config
+from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
-from landscape_hpc.evaluate import EvalOptions, evaluate_points_loop
+from landscape_hpc.evaluate import evaluate_points_loop
 from landscape_hpc.models import build_model
 from landscape_hpc.subspace import Subspace
 from landscape_hpc.surface import compute_surface
@@ -27,9 +26,7 @@ FAST = ["model=mlp", "dataset.max_samples=60", "grid.x=[-1,1,4]", "grid.y=[-0.5,
 
 
 def make_cfg(out: Path, *overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("surface", overrides=[f"out={out}", "plot=false", *overrides])
-    return OmegaConf.to_object(cfg)
+    return compose_config("surface", [f"out={out}", "plot=false", *overrides])
 
 
 def run(out: Path, *overrides: str) -> Path:
@@ -77,7 +74,7 @@ def test_file_layout_orientation_and_values_match_the_plain_loop(tmp_path):
     # row = y index, column = x index
     coords = torch.tensor([[x[ix], y[iy]] for iy in range(3) for ix in range(4)])
     data = {"test": tuple(splits["test"]), "train": tuple(splits["train"])}
-    ref = evaluate_points_loop(model, sub, coords, data, EvalOptions())
+    ref = evaluate_points_loop(model, sub, coords, data, EngineConfig())
     np.testing.assert_allclose(test_loss.reshape(-1), ref["test"].loss, rtol=1e-5)
     np.testing.assert_allclose(train_acc.reshape(-1), ref["train"].acc, atol=1e-9)
     assert not np.allclose(test_loss, test_loss.T.reshape(3, 4))  # a tilted surface, not flat

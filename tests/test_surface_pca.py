@@ -14,11 +14,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from sklearn.decomposition import PCA
 
 from landscape_hpc import plot
+from landscape_hpc.cli import compose_config
 from landscape_hpc.config import ModelConfig
 from landscape_hpc.errors import UserError
 from landscape_hpc.models import build_model
@@ -63,9 +62,8 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def surface(out: Path, *overrides: str) -> Path:
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("surface", overrides=[f"out={out}", "plot=false", *DATA, *overrides])
-    return compute_surface(OmegaConf.to_object(cfg))
+    cfg = compose_config("surface", [f"out={out}", "plot=false", *DATA, *overrides])
+    return compute_surface(cfg)
 
 
 def _checkpoints(run_dir: Path) -> list[dict]:

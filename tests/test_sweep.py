@@ -20,7 +20,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from mpi_helpers import (
     MPI_ROOT_ENV,
     TIMED_OUT,
@@ -31,9 +30,9 @@ from mpi_helpers import (
     rank_pids,
     run_command,
 )
-from omegaconf import OmegaConf
 
-from landscape_hpc.config import SweepConfig, register_configs
+from landscape_hpc.cli import compose_config
+from landscape_hpc.config import SweepConfig
 from landscape_hpc.errors import UserError
 from landscape_hpc.mpo.convergence import HISTORY_COLUMNS
 from landscape_hpc.sweep import report
@@ -71,9 +70,7 @@ METRICS = [f"{s}_{m}" for s in ("train", "test") for m in METRIC_COLUMNS]
 
 
 def compose_cfg(config: str, overrides: list[str]):
-    register_configs()
-    with initialize_config_dir(CONF, version_base="1.3"):
-        return OmegaConf.to_object(compose(config, overrides=overrides))
+    return compose_config(config, overrides)
 
 
 def env() -> dict[str, str]:
@@ -244,13 +241,15 @@ def test_report_table_aggregates_both_metrics_over_seeds_with_sample_std():
 
 def test_a_diverging_fit_is_recorded_as_failed(tmp_path):
     from landscape_hpc.data import load_dataset
+    from landscape_hpc.mpo.command import check_config
     from landscape_hpc.sweep.run import run_job
 
     cfg = compose_cfg("sweep", ["out_dir=/tmp/x", *TINY, "lr=1e12", "steps=20"])
     cfg = job_config(cfg, SweepJob("mpo_cnn", 0.5, 0))
     import torch
 
-    outcome = run_job(cfg, load_dataset(cfg.dataset, torch.device("cpu")), tmp_path / "job")
+    splits = load_dataset(cfg.dataset, torch.device("cpu"))
+    outcome = run_job(cfg, splits, check_config(cfg), tmp_path / "job")
     assert outcome.status == FAILED, outcome
     assert "diverged" in outcome.reason and "lower lr" in outcome.reason
 
@@ -295,7 +294,7 @@ def test_mpi_sweep_runs_every_job_and_writes_table_and_figure(mpi_sweep):
     assert len(csv) == N_JOBS + 1
     assert (out / "bn_sweep.png").stat().st_size > 10_000
     assert (out / "bn_sweep_history.png").stat().st_size > 10_000
-    log = (out / "__main__.log").read_text()
+    log = (out / "sweep.log").read_text()
     assert sorted(re.findall(r"rank (\d+): \d+ jobs in", log)) == ["1", "2"]
 
 
@@ -353,7 +352,7 @@ def test_killed_sweep_exits_nonzero_keeps_finished_jobs_and_resumes(mpi_sweep, t
 
     rerun = run(sweep_argv(out, "steps=12"))
     check_ok(rerun)
-    log = (out / "__main__.log").read_text()
+    log = (out / "sweep.log").read_text()
     if n_done:
         assert f"resuming the sweep: {n_done} of {N_JOBS} jobs already finished" in log
     final = read_jobs(out / "sweep.h5")

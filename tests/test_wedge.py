@@ -13,9 +13,9 @@ import torch
 from torch.func import vmap
 
 from landscape_hpc import hessian
-from landscape_hpc.config import ModelConfig
+from landscape_hpc.config import EngineConfig, ModelConfig
 from landscape_hpc.errors import UserError
-from landscape_hpc.evaluate import EvalOptions, evaluate_points, evaluate_points_loop
+from landscape_hpc.evaluate import evaluate_points, evaluate_points_loop
 from landscape_hpc.models import build_model
 from landscape_hpc.models.wedge import wedge_distance
 from landscape_hpc.subspace import Subspace
@@ -88,7 +88,7 @@ def test_engine_equals_the_loop_and_the_distance_on_the_wedge(strategy):
     x = torch.randn(10, 2)
     y = torch.randint(0, 3, (10,))
     data = {"train": (x, y), "test": (x[:3], y[:3])}
-    opts = EvalOptions(batch_size=4, strategy=strategy)
+    opts = EngineConfig(batch_size=4, strategy=strategy)
     got = evaluate_points(model, sub, coords, data, opts)
     ref = evaluate_points_loop(model, sub, coords, data, opts)
     want = np.array([float(wedge_distance(sub.point(c)["theta"], 2)) for c in coords])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import sys
 
-from landscape_hpc.cli import tune_allocator
 from landscape_hpc.errors import USER_ERROR_EXIT
 from landscape_hpc.geometry import EXPERIMENTS
 
@@ -32,5 +31,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    tune_allocator()
     main(sys.argv)

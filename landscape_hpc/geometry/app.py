@@ -1,8 +1,8 @@
-"""The Hydra plumbing every geometry experiment shares: its schema in the ConfigStore, its YAML in
-conf/geometry/<name>.yaml, one output folder for all MPI ranks, and one failing rank ending them
-all. An experiment module supplies only its config class and a command:
+"""What every geometry experiment shares: its YAML in conf/geometry/<name>.yaml over its schema
+(config.SCHEMAS), started as every command is (cli.hydra_command), and a report at the end. An
+experiment module supplies only its command:
 
-    main = experiment_main("tunnel", TunnelConfig, _command)
+    main = experiment_main("tunnel", _command)
 
 where `_command(cfg, comm)` runs the experiment, writes its files and returns a `Report` on
 rank 0 (None on the other ranks); `python -m landscape_hpc.geometry tunnel [overrides]` then
@@ -17,18 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import hydra
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
-
-from landscape_hpc import parallel
-from landscape_hpc.cli import share_hydra_run_dir
-from landscape_hpc.config import register_configs
-from landscape_hpc.errors import exit_on_user_error
-
-#: conf/geometry as an absolute path: the dispatcher imports the experiment modules by name, and
-#: Hydra would then read a relative config_path as a Python package conf.geometry
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf" / "geometry")
+from landscape_hpc.cli import CONF_DIR, hydra_command
 
 
 @dataclass
@@ -45,37 +34,24 @@ class Report:
 Command = Callable[[Any, Any], Optional[Report]]
 
 
-def experiment_main(name: str, schema: type, command: Command) -> Callable[[], None]:
-    """Registers `schema` as `<name>_schema` (with the model/dataset groups) and returns the
-    `main()` of the Hydra app for conf/geometry/<name>.yaml: the config as a `schema` object,
-    `command(cfg, comm)` on every rank of the world under `parallel.abort_on_error`, and rank 0's
-    report printed and logged (under the command's module logger)."""
-    register_configs()
-    ConfigStore.instance().store(name=f"{name}_schema", node=schema)
+def experiment_main(name: str, command: Command) -> Callable[[], None]:
+    """The `main()` of the Hydra app for conf/geometry/<name>.yaml (schema: config.SCHEMAS):
+    `command(cfg, comm)` on every rank, and rank 0's report printed and logged (under the
+    command's module logger)."""
     log = logging.getLogger(command.__module__)
 
-    def app(cfg: DictConfig) -> None:
-        typed = OmegaConf.to_object(cfg)
-        comm = parallel.world()
-        with parallel.abort_on_error(comm):
-            report = command(typed, comm)
-            if report is None:  # a worker rank: rank 0 reports
-                return
-            print(report.summary)
-            for f in report.files:
-                log.info("wrote %s", f)
-            if report.then is not None:
-                report.then()
+    def run(cfg: Any, comm: Any) -> None:
+        report = command(cfg, comm)
+        if report is None:  # a worker rank: rank 0 reports
+            return
+        print(report.summary)
+        for f in report.files:
+            log.info("wrote %s", f)
+        if report.then is not None:
+            report.then()
 
-    # Hydra names the job (and its <job>.log) after the task function's module: the experiment's
-    app.__module__ = command.__module__
-    hydra_app = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=name)(
-        exit_on_user_error(app)
-    )
-
-    def main() -> None:
-        share_hydra_run_dir()
-        hydra_app()
-
+    # Hydra names the job (and its <job>.log) after the task's module: the experiment's
+    run.__module__ = command.__module__
+    main = hydra_command(name, run, config_dir=CONF_DIR / "geometry")
     main.__doc__ = f"`python -m landscape_hpc.geometry {name} [overrides]` (the dispatcher)."
     return main

@@ -24,23 +24,15 @@ from typing import Any, Optional
 import numpy as np
 
 from landscape_hpc import parallel
+from landscape_hpc.config import ConnectorConfig
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import (
-    HullConfig,
     run_hull,
     summarize_metrics,
     write_metrics_csv,
 )
 from landscape_hpc.geometry.hyperplane import simplex_grid
-
-
-@dataclass
-class ConnectorConfig(HullConfig):
-    """HullConfig's keys (optima: m ≥ 2), then the connector's own."""
-
-    # grid of the simplex: barycentric coordinates in steps of 1/resolution
-    resolution: int = 4
 
 
 @dataclass
@@ -175,4 +167,4 @@ def _command(cfg: ConnectorConfig, comm: Any) -> Optional[Report]:
     return Report(summarize_connector(result), files)
 
 
-main = experiment_main("connector", ConnectorConfig, _command)
+main = experiment_main("connector", _command)

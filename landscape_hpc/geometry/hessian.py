@@ -41,11 +41,11 @@ from typing import Any, Optional
 import h5py
 import numpy as np
 import torch
-from omegaconf import MISSING, OmegaConf
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from landscape_hpc import parallel, store
-from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import Split, load_dataset, num_classes, subset
 from landscape_hpc.devices import rank_device
 from landscape_hpc.errors import UserError, check_choice
@@ -62,42 +62,6 @@ log = logging.getLogger(__name__)
 MAPS = ("max_eig", "min_eig")
 _JOB_KEY = "hessian_job"
 _FINGERPRINT_ATTR = "hessian"
-
-
-@dataclass
-class HessianConfig:
-    model: ModelConfig = MISSING
-    dataset: DatasetConfig = MISSING
-    # surface file (from landscape_hpc.surface) to add max_eig / min_eig maps to; null = one point
-    surface: Optional[str] = None
-    # surface mode: the surface's checkpoint when it has moved (its SHA-256 must match the file's)
-    surface_checkpoint: Optional[str] = None
-    # split whose mean loss is differentiated
-    split: str = "train"
-    # seeded random subset of at most this many samples of the split; null = all of it
-    max_samples: Optional[int] = None
-    # Lanczos iterations (Hessian-vector products) per point. Ritz values lie inside the
-    # spectrum: max_eig is a lower bound of λ_max, min_eig an upper bound of λ_min, tightening
-    # with more steps (the largest converges first; exact at steps = parameter count)
-    lanczos_steps: int = 20
-    # Hutchinson probes for tr H at a point (0 = no trace); not computed over a grid
-    trace_samples: int = 100
-    # seed of the Lanczos start vector and of the Hutchinson probes
-    seed: int = 0
-    # point mode: ce or mse (surface mode uses the surface's engine.loss)
-    loss: str = "ce"
-    # compute in float64 (model and data cast): small eigenvalues exact, a few times slower
-    double: bool = False
-    # samples per forward pass inside a Hessian-vector product (memory only)
-    batch_size: int = 1024
-    # surface mode: recompute every point, replacing maps made with other settings
-    overwrite: bool = False
-    # point mode output folder: hessian_point.csv, hessian_ritz.png
-    out_dir: str = "${hydra:runtime.output_dir}"
-    # auto, cpu, cuda, ...
-    device: str = "auto"
-    # write the PNG (surface mode: next to the surface file, <stem>_hessian.png)
-    plot: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -597,4 +561,4 @@ def _command(cfg: HessianConfig, comm: Any) -> Optional[Report]:
     return Report(summarize_map(path, info), files)
 
 
-main = experiment_main("hessian", HessianConfig, _command)
+main = experiment_main("hessian", _command)

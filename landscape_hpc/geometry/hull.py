@@ -23,16 +23,20 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from omegaconf import MISSING
 from torch import nn
 
 from landscape_hpc import parallel, params
-from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
+from landscape_hpc.config import (
+    DatasetConfig,
+    EngineConfig,
+    HullConfig,
+    ModelConfig,
+)
 from landscape_hpc.data import Split, load_dataset, num_classes
 from landscape_hpc.devices import rank_device
 from landscape_hpc.directions import model_difference
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.evaluate import BN_MODES, LOSSES, STRATEGIES, EvalOptions, evaluate_points
+from landscape_hpc.evaluate import BN_MODES, LOSSES, STRATEGIES, evaluate_points
 from landscape_hpc.geometry.hyperplane import (
     HyperplaneOptions,
     hull_normals,
@@ -45,47 +49,6 @@ from landscape_hpc.params import ParamDict
 from landscape_hpc.subspace import Subspace
 
 _JOB_KEY = "hull_job"
-
-
-@dataclass
-class HyperplaneConfig:
-    # optimiser of each point inside its hyperplane: adam or sgd (with momentum)
-    optimizer: str = "adam"
-    # learning rate
-    lr: float = 1e-3
-    # SGD momentum
-    momentum: float = 0.9
-    # optimisation steps per point
-    steps: int = 300
-    # training samples per step; null = the whole training split at every step
-    batch_size: Optional[int] = 128
-
-
-@dataclass
-class HullConfig:
-    """The keys the tunnel and connector experiments share (each adds its own after them)."""
-
-    model: ModelConfig = MISSING
-    dataset: DatasetConfig = MISSING
-    # the optima: checkpoints of one architecture (the one model=... builds); tunnel: two,
-    # connector: m ≥ 2
-    optima: list[str] = MISSING
-    hyperplane: HyperplaneConfig = field(default_factory=HyperplaneConfig)
-    # splits evaluated at the points (the optimisation always uses train)
-    splits: list[str] = field(default_factory=lambda: ["train", "test"])
-    # evaluation; engine.loss is also the loss the points are optimised on
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    # positions (tunnel) or grid points (connector) per evaluation task handed to a worker
-    # (fixed, so results do not depend on the number of ranks)
-    chunk_points: int = 16
-    # seed of the minibatch order of every point (point i uses an independent stream of it)
-    seed: int = 0
-    # auto (cuda when present, else cpu), cpu, cuda, cuda:1, ...
-    device: str = "auto"
-    # output folder of the experiment's CSV, .pt and PNG files
-    out_dir: str = "${hydra:runtime.output_dir}"
-    # write the experiment's PNG (tunnel.png, connector.png)
-    plot: bool = True
 
 
 def validate_hull_config(cfg: HullConfig) -> HyperplaneOptions:
@@ -184,7 +147,7 @@ class HullJob:
     weights: np.ndarray  # (K, m)
     hyperplane: HyperplaneOptions
     batch_size: Optional[int]
-    options: EvalOptions
+    options: EngineConfig
     splits: list[str]
     seed: int
     differences: list[ParamDict] = field(init=False)
@@ -315,7 +278,7 @@ def run_hull(
     hyperplane = validate_hull_config(cfg)
     paths = [str(p) for p in cfg.optima]
     problem = load_problem(cfg.model, cfg.dataset, paths, cfg.device, comm, list(cfg.splits))
-    options = EvalOptions(**dataclasses.asdict(cfg.engine))
+    options = cfg.engine
     job = HullJob(
         problem, weights, hyperplane, cfg.hyperplane.batch_size, options, list(cfg.splits), cfg.seed
     )

@@ -32,12 +32,11 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from omegaconf import MISSING
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from landscape_hpc import parallel, params
-from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.config import IntrinsicDimConfig
 from landscape_hpc.data import Split, load_dataset, num_classes
 from landscape_hpc.devices import rank_device
 from landscape_hpc.errors import UserError, check_choice
@@ -179,35 +178,6 @@ def train_in_subspace(
 
 
 @dataclass
-class SubspaceConfig:
-    model: ModelConfig = MISSING
-    dataset: DatasetConfig = MISSING
-    # dimensions d of the random hyperplanes, one training run each
-    dims: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200])
-    # sparse projection (a few ±1 per parameter) instead of a dense Gaussian one
-    sparse: bool = False
-    # Adam steps on c (full batch), and the initial learning rate (cosine decay to 0); P has
-    # unit-norm columns, so |Δθ| = |Δc|: 0.1 moves the mlp on digits to ~99% train accuracy at
-    # d = 200 in 500 steps
-    steps: int = 500
-    lr: float = 0.1
-    # seed of the projections (the same for every d: dense hyperplanes of one seed are nested)
-    seed: int = 0
-    # ce or mse (softmax vs one-hot); ignored by loss-output models (the wedge)
-    loss: str = "ce"
-    # samples per forward pass of the full-batch loss (memory only, not the optimisation)
-    batch_size: int = 1024
-    # loss-output models (the wedge): a run succeeds when its final loss is below this
-    threshold: float = 0.05
-    # output folder: results.csv, accuracy_vs_d.png
-    out_dir: str = "${hydra:runtime.output_dir}"
-    # auto, cpu, cuda, ...
-    device: str = "auto"
-    # write accuracy_vs_d.png
-    plot: bool = True
-
-
-@dataclass
 class SubspaceJob:
     """What every rank needs to train one d: the model template, θ0, the data, the settings."""
 
@@ -215,7 +185,7 @@ class SubspaceJob:
     state: dict[str, Tensor]
     keys: list[str]
     splits: dict[str, Split]
-    cfg: SubspaceConfig
+    cfg: IntrinsicDimConfig
 
     def loss_fn(self) -> LossFn:
         train = self.splits["train"]
@@ -274,7 +244,7 @@ def _subspace_task(d: int) -> dict[str, Any]:
     return job.run(d)
 
 
-def validate(cfg: SubspaceConfig) -> None:
+def validate(cfg: IntrinsicDimConfig) -> None:
     check_choice("loss", cfg.loss, LOSSES)
     if not cfg.dims:
         raise UserError("dims is empty; give the hyperplane dimensions, e.g. dims=[1,10,100]")
@@ -288,7 +258,7 @@ def validate(cfg: SubspaceConfig) -> None:
         raise UserError(f"batch_size={cfg.batch_size} must be at least 1")
 
 
-def setup_job(cfg: SubspaceConfig, device: torch.device) -> SubspaceJob:
+def setup_job(cfg: IntrinsicDimConfig, device: torch.device) -> SubspaceJob:
     """Loads the data, builds the model (θ0 = its checkpoint or init), checks every d ≤ P."""
     splits = load_dataset(cfg.dataset, device)
     input_shape = tuple(splits["train"].inputs.shape[1:])
@@ -305,7 +275,7 @@ def setup_job(cfg: SubspaceConfig, device: torch.device) -> SubspaceJob:
     return SubspaceJob(model, state, keys, splits, cfg)
 
 
-def run_subspace(cfg: SubspaceConfig, comm: Any = None) -> Optional[list[dict[str, Any]]]:
+def run_subspace(cfg: IntrinsicDimConfig, comm: Any = None) -> Optional[list[dict[str, Any]]]:
     """Trains every d of cfg.dims (one task each over the MPI pool); on rank 0 returns the rows
     sorted by d, on the other ranks None."""
     comm = comm if comm is not None else parallel.world()
@@ -390,7 +360,7 @@ def plot_results(
     return path
 
 
-def summarize(rows: list[dict[str, Any]], cfg: SubspaceConfig) -> str:
+def summarize(rows: list[dict[str, Any]], cfg: IntrinsicDimConfig) -> str:
     kind = "sparse" if cfg.sparse else "dense"
     lines = [f"subspace training, {cfg.model.name}, {kind} projections, {cfg.steps} Adam steps:"]
     for r in rows:
@@ -410,7 +380,7 @@ def summarize(rows: list[dict[str, Any]], cfg: SubspaceConfig) -> str:
     return "\n".join(lines)
 
 
-def wedge_flip(cfg: SubspaceConfig) -> Optional[int]:
+def wedge_flip(cfg: IntrinsicDimConfig) -> Optional[int]:
     """D − n for model=wedge: the smallest d at which a random d-plane meets an n-wedge."""
     kwargs = cfg.model.kwargs
     if cfg.model.name != "wedge" or "dim" not in kwargs or "n" not in kwargs:
@@ -418,7 +388,7 @@ def wedge_flip(cfg: SubspaceConfig) -> Optional[int]:
     return int(kwargs["dim"]) - int(kwargs["n"])
 
 
-def _command(cfg: SubspaceConfig, comm: Any) -> Optional[Report]:
+def _command(cfg: IntrinsicDimConfig, comm: Any) -> Optional[Report]:
     rows = run_subspace(cfg, comm)
     if rows is None:
         return None
@@ -433,4 +403,4 @@ def _command(cfg: SubspaceConfig, comm: Any) -> Optional[Report]:
     return Report(summarize(rows, cfg), files)
 
 
-main = experiment_main("subspace", SubspaceConfig, _command)
+main = experiment_main("subspace", _command)

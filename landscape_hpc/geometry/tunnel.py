@@ -31,25 +31,15 @@ import numpy as np
 import torch
 
 from landscape_hpc import parallel
+from landscape_hpc.config import TunnelConfig
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import (
-    HullConfig,
     run_hull,
     summarize_metrics,
     write_metrics_csv,
 )
 from landscape_hpc.geometry.hyperplane import cosine_matrix, hat_weights, segment_positions
-
-
-@dataclass
-class TunnelConfig(HullConfig):
-    """HullConfig's keys (optima: exactly two), then the tunnel's own."""
-
-    # segments of the linear path; its n_segments − 1 inner points are optimised
-    n_segments: int = 8
-    # positions t in [0, 1] where the linear path and the tunnel are evaluated (plus the points)
-    n_dense: int = 41
 
 
 @dataclass
@@ -203,4 +193,4 @@ def _command(cfg: TunnelConfig, comm: Any) -> Optional[Report]:
     return Report(summarize_tunnel(result), files)
 
 
-main = experiment_main("tunnel", TunnelConfig, _command)
+main = experiment_main("tunnel", _command)

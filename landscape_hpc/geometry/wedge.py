@@ -24,7 +24,7 @@ linear path and the tunnel), wedge.png, and the two optima as checkpoints of mod
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from landscape_hpc import parallel
+from landscape_hpc.config import WedgeConfig
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hyperplane import (
@@ -47,49 +48,6 @@ from landscape_hpc.geometry.subspace import train_in_subspace
 from landscape_hpc.models.wedge import wedge_distance
 
 _JOB_KEY = "wedge_job"
-
-
-@dataclass
-class WedgeHyperplaneConfig:
-    # optimiser of each tunnel point inside its hyperplane: adam or sgd (with momentum)
-    optimizer: str = "adam"
-    # learning rate (the wedge loss is a distance: its gradient has norm 1 everywhere off it)
-    lr: float = 0.01
-    # SGD momentum
-    momentum: float = 0.9
-    # optimisation steps per point
-    steps: int = 300
-
-
-@dataclass
-class WedgeConfig:
-    # D: dimensions of θ
-    dim: int = 40
-    # n: dimension of each wedge (free coordinates); the loss is zero on C(D, n) subspaces
-    n: int = 30
-    # (a) dimensions d of the random hyperplanes; null = 1 .. min(D, 2(D − n) + 2)
-    dims: Optional[list[int]] = None
-    # (a) training runs per d, each from its own θ0 and hyperplane
-    trials: int = 3
-    # (a) Adam steps and initial learning rate (cosine decay) of train_in_subspace
-    steps: int = 500
-    lr: float = 0.05
-    # (a) a run succeeds when its final loss is below this
-    success_loss: float = 1e-3
-    # scale of the random θ0 and of the optima's free coordinates (standard normal × scale)
-    init_scale: float = 1.0
-    # (b) segments of the linear path between the two optima; the inner points are optimised
-    n_segments: int = 8
-    # (b) positions where the linear path and the tunnel are evaluated
-    n_dense: int = 201
-    # (b) how each tunnel point is optimised in its hyperplane
-    hyperplane: WedgeHyperplaneConfig = field(default_factory=WedgeHyperplaneConfig)
-    # seed of θ0s, hyperplanes and optima (run i uses an independent stream)
-    seed: int = 0
-    # output folder of the CSV, PNG and checkpoint files
-    out_dir: str = "${hydra:runtime.output_dir}"
-    # write wedge.png
-    plot: bool = True
 
 
 def wedge_optima(dim: int, n: int, seed: int, scale: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -311,4 +269,4 @@ def _command(cfg: WedgeConfig, comm: Any) -> Optional[Report]:
     return Report(summarize_wedge(result, cfg.dim, cfg.n, cfg.success_loss), files)
 
 
-main = experiment_main("wedge", WedgeConfig, _command)
+main = experiment_main("wedge", _command)

@@ -28,22 +28,20 @@ width_curves.csv (loss and accuracy per ray and distance) and width.png to out_d
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
-from omegaconf import MISSING
 from torch import Tensor
 
 from landscape_hpc import parallel, params
-from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
+from landscape_hpc.config import EngineConfig, WidthConfig
 from landscape_hpc.directions import normalize_direction
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.evaluate import BN_MODES, LOSSES, STRATEGIES, EvalOptions, evaluate_points
+from landscape_hpc.evaluate import BN_MODES, LOSSES, STRATEGIES, evaluate_points
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import Problem, load_problem
 from landscape_hpc.geometry.hyperplane import stream_seed
@@ -54,39 +52,6 @@ from landscape_hpc.subspace import Subspace
 DIRECTION_KINDS: tuple[str, ...] = ("unit", "filter")
 THRESHOLD_KINDS: tuple[str, ...] = ("above_optimum", "absolute")
 _JOB_KEY = "width_job"
-
-
-@dataclass
-class WidthConfig:
-    model: ModelConfig = MISSING
-    dataset: DatasetConfig = MISSING
-    # one or more optima (checkpoints of one architecture) to measure and compare
-    optima: list[str] = MISSING
-    # a name per optimum for the table and the plot; null = the checkpoints' folder names
-    labels: Optional[list[str]] = None
-    # random rays from each optimum
-    n_directions: int = 20
-    # largest distance along a ray (units: see `directions`)
-    r_max: float = 20.0
-    # distances 0..r_max evaluated along each ray
-    n_distances: int = 41
-    # loss level that ends the tunnel: see threshold_kind
-    threshold: float = 1.0
-    # above_optimum: level = loss at the optimum + threshold; absolute: level = threshold
-    threshold_kind: str = "above_optimum"
-    # unit: unit-length Gaussian rays (Euclidean distance); filter: filter-normalised rays
-    directions: str = "unit"
-    # split whose loss defines the width
-    split: str = "train"
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    # seed of the rays (ray i uses an independent stream of it, the same from every optimum)
-    seed: int = 0
-    # auto (cuda when present, else cpu), cpu, cuda, cuda:1, ...
-    device: str = "auto"
-    # output folder of width.csv, width_curves.csv and width.png
-    out_dir: str = "${hydra:runtime.output_dir}"
-    # write width.png
-    plot: bool = True
 
 
 # --- pure maths --------------------------------------------------------------------------------
@@ -152,7 +117,7 @@ class WidthJob:
     distances: np.ndarray
     directions: str
     split: str
-    options: EvalOptions
+    options: EngineConfig
     seed: int
 
     def direction(self, optimum: int, ray: int) -> ParamDict:
@@ -244,7 +209,7 @@ def run_width(cfg: WidthConfig, comm: Any = None) -> Optional[WidthResult]:
     paths = [str(p) for p in cfg.optima]
     problem = load_problem(cfg.model, cfg.dataset, paths, cfg.device, comm, [cfg.split])
     distances = np.linspace(0.0, cfg.r_max, cfg.n_distances)
-    options = EvalOptions(**dataclasses.asdict(cfg.engine))
+    options = cfg.engine
     job = WidthJob(problem, distances, cfg.directions, cfg.split, options, cfg.seed)
     shape = (len(paths), cfg.n_directions, len(distances))
     losses, accs = np.zeros(shape), np.zeros(shape)
@@ -379,4 +344,4 @@ def _command(cfg: WidthConfig, comm: Any) -> Optional[Report]:
     return Report(summary, files, then=functools.partial(check_crossed, result))
 
 
-main = experiment_main("width", WidthConfig, _command)
+main = experiment_main("width", _command)

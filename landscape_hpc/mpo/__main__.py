@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import OmegaConf
+from typing import Any
 
-from landscape_hpc.cli import tune_allocator
-from landscape_hpc.config import MPOConfig, register_configs
-from landscape_hpc.errors import exit_on_user_error
-from landscape_hpc.mpo.command import run_mpo
-
-register_configs()
+from landscape_hpc.cli import hydra_command
+from landscape_hpc.config import MPOConfig
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="mpo")
-@exit_on_user_error
-def main(cfg) -> None:
-    tune_allocator()  # here, not at import: a submitit job calls main() without __main__
-    mpo_cfg: MPOConfig = OmegaConf.to_object(cfg)
-    run_mpo(mpo_cfg)
+def _command(cfg: MPOConfig, comm: Any) -> None:
+    from landscape_hpc.mpo.command import run_mpo
 
+    run_mpo(cfg)
+
+
+main = hydra_command("mpo", _command)
 
 if __name__ == "__main__":
     main()

@@ -35,21 +35,25 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from landscape_hpc import store
-from landscape_hpc.config import MPOConfig
+from landscape_hpc.config import FitOptions, MPOConfig
 from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes, subset
 from landscape_hpc.devices import resolve_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import (
     BN_MODES,
     STRATEGIES,
-    EvalOptions,
     evaluate_points,
     has_bn,
     is_loss_output,
 )
 from landscape_hpc.grid import Grid
 from landscape_hpc.models import build_model
-from landscape_hpc.mpo.fit import RESUMABLE_OPTIONS, FitOptions, fit_plane, validate_fit_options
+from landscape_hpc.mpo.fit import (
+    RESUMABLE_OPTIONS,
+    fit_plane,
+    fit_settings,
+    validate_fit_options,
+)
 from landscape_hpc.mpo.patterns import describe_mask, make_mask, trainable_cells
 from landscape_hpc.mpo.plane import Plane, cell_coords, pattern_to_surface
 from landscape_hpc.subspace import Subspace
@@ -63,13 +67,10 @@ PLANE_INITS = ("fresh", "xavier")
 EVAL_CHUNK_CELLS = 100
 
 
-def fit_options(cfg: MPOConfig) -> FitOptions:
-    return FitOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(FitOptions)})
-
-
-def validate(cfg: MPOConfig) -> FitOptions:
-    opts = fit_options(cfg)
-    validate_fit_options(opts)
+def check_config(cfg: MPOConfig) -> np.ndarray:
+    """The one check of an MPO config, before any data is loaded: every key, then the pattern.
+    Returns the mask (H, W), True = low-loss; a UserError names the first bad key."""
+    validate_fit_options(cfg)
     check_choice("engine.bn", cfg.engine.bn, BN_MODES)
     check_choice("engine.strategy", cfg.engine.strategy, STRATEGIES)
     if cfg.engine.loss != "ce":
@@ -79,7 +80,7 @@ def validate(cfg: MPOConfig) -> FitOptions:
     check_choice("plane_init", cfg.plane_init, PLANE_INITS)
     if not cfg.scale_init > 0:
         raise UserError(f"scale_init={cfg.scale_init} must be positive")
-    return opts
+    return make_mask(cfg.mask)
 
 
 def build_plane(cfg: MPOConfig, input_shape: tuple[int, ...], n_classes: int) -> Plane:
@@ -125,11 +126,7 @@ def fingerprint(cfg: MPOConfig, mask: np.ndarray, counts: dict[str, Any]) -> dic
         ).hexdigest(),
         # more steps resume the fit; the strategy and threads change only the float rounding;
         # the stop rule is re-applied to the stored history
-        **{
-            k: v
-            for k, v in dataclasses.asdict(fit_options(cfg)).items()
-            if k not in RESUMABLE_OPTIONS
-        },
+        **{k: v for k, v in fit_settings(cfg).items() if k not in RESUMABLE_OPTIONS},
         "scale_init": cfg.scale_init,
         # only when not the default, so checkpoints and sweep files made before the key resume
         **({"plane_init": cfg.plane_init} if cfg.plane_init != "fresh" else {}),
@@ -141,8 +138,7 @@ class Job:
     """One MPO fit set up on the data: the pattern, the plane to train, the model template, and
     the fingerprint that says which checkpoints and surface files belong to it."""
 
-    cfg: MPOConfig
-    opts: FitOptions
+    cfg: MPOConfig  # also the fit's options (an MPOConfig is a FitOptions)
     mask: np.ndarray  # (H, W), True = low-loss
     plane: Plane
     model: nn.Module
@@ -150,10 +146,8 @@ class Job:
     fingerprint: dict[str, Any]
 
 
-def setup_job(cfg: MPOConfig, splits: dict[str, Split]) -> Job:
-    """Checks the config, draws the mask and builds the plane and model on the data's device."""
-    opts = validate(cfg)
-    mask = make_mask(cfg.mask)
+def setup_job(cfg: MPOConfig, splits: dict[str, Split], mask: np.ndarray) -> Job:
+    """The plane and model of a checked config (check_config) on the data's device."""
     device = splits["train"].inputs.device
     input_shape = tuple(splits["train"].inputs.shape[1:])
     n_classes = num_classes(cfg.dataset, splits)
@@ -161,7 +155,7 @@ def setup_job(cfg: MPOConfig, splits: dict[str, Split]) -> Job:
     check_model(cfg, model)
     plane = build_plane(cfg, input_shape, n_classes).to(device)
     counts = dataset_attrs(cfg.dataset, splits)
-    return Job(cfg, opts, mask, plane, model, counts, fingerprint(cfg, mask, counts))
+    return Job(cfg, mask, plane, model, counts, fingerprint(cfg, mask, counts))
 
 
 def check_model(cfg: MPOConfig, model: nn.Module) -> None:
@@ -202,19 +196,19 @@ def set_threads(opts: FitOptions) -> None:
 def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
     """Fits (or resumes) the plane, evaluates every cell, writes the outputs; returns metrics."""
     start = time.perf_counter()
-    set_threads(validate(cfg))
-    make_mask(cfg.mask)  # before loading data, to fail fast on a bad pattern
+    mask = check_config(cfg)  # before loading data, to fail fast on a bad key or pattern
+    set_threads(cfg)
     out_dir = Path(cfg.out_dir)
     store.check_writable(out_dir / "plane.pt")
     splits = load_dataset(cfg.dataset, resolve_device(cfg.device))
-    job = setup_job(cfg, splits)
-    mask, fp = job.mask, job.fingerprint
+    job = setup_job(cfg, splits, mask)
+    fp = job.fingerprint
     result = fit_plane(
         job.plane,
         job.model,
         mask,
         splits["train"],
-        job.opts,
+        cfg,
         out_dir,
         fp,
         cfg.overwrite,
@@ -271,7 +265,7 @@ def evaluate_cells(
 ) -> dict[str, np.ndarray]:
     """Loss and accuracy of the plane's cells `flat` (flat indices of the surface grid, row = y)
     through the engine: {train_loss: (len(flat),), ...}."""
-    options = EvalOptions(**dataclasses.asdict(cfg.engine))
+    options = cfg.engine
     if cfg.eval_samples is not None:
         splits = {s: subset(splits[s], cfg.eval_samples, cfg.dataset.seed) for s in SPLITS}
     data = {s: (splits[s].inputs, splits[s].labels) for s in SPLITS}

@@ -11,6 +11,7 @@ that file when it exists and was made by the same job.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from landscape_hpc.config import FitOptions
 from landscape_hpc.data import Split
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.mpo.convergence import (
@@ -55,33 +57,13 @@ CHECKPOINT_NAME = "checkpoint.pt"
 _EMA = 0.1
 
 
-@dataclass(frozen=True)
-class FitOptions:
-    """The optimisation settings of MPOConfig (see there for each field's meaning)."""
+def stop_rule(opts: FitOptions) -> StopRule:
+    return StopRule(opts.early_stop, opts.patience, opts.min_delta, opts.min_steps)
 
-    steps: int = 2000
-    batch_size: int = 512
-    cells_per_step: int = 50
-    ce_threshold: float = 2.5
-    lr: float = 3e-4
-    grad_clip: Optional[float] = None
-    skip_interior_cells: bool = True
-    seed: int = 0
-    memory_mb: float = 2048.0
-    checkpoint_every: int = 100
-    strategy: str = "vmap"
-    eval_every: int = 50
-    heldout_samples: int = 256
-    heldout_cells: int = 32
-    early_stop: bool = True
-    patience: int = 12
-    min_delta: float = 1.0
-    min_steps: int = 1000
-    threads: Optional[int] = None
 
-    @property
-    def stop_rule(self) -> StopRule:
-        return StopRule(self.early_stop, self.patience, self.min_delta, self.min_steps)
+def fit_settings(opts: FitOptions) -> dict[str, Any]:
+    """The FitOptions keys of `opts` (an MPOConfig is a FitOptions with more keys)."""
+    return {f.name: getattr(opts, f.name) for f in dataclasses.fields(FitOptions)}
 
 
 #: FitOptions that change neither the trajectory nor the history: a checkpoint made with other
@@ -193,7 +175,7 @@ def fit_plane(
         check = HeldOut.build(
             mask, trained, heldout, opts.heldout_samples, opts.heldout_cells, opts.seed
         )
-    rule = opts.stop_rule
+    rule = stop_rule(opts)
 
     optimizer = torch.optim.Adam(plane.parameters(), lr=opts.lr)
     start_step, seconds, history = 0, 0.0, []

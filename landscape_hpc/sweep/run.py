@@ -26,20 +26,21 @@ from tqdm import tqdm
 from landscape_hpc import parallel, store
 from landscape_hpc.config import MPOConfig
 from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes
-from landscape_hpc.devices import resolve_device
+from landscape_hpc.devices import rank_device
 from landscape_hpc.evaluate import has_bn
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.command import (
+    check_config,
     check_model,
     fingerprint,
     pattern_metrics,
     plane_values,
+    set_threads,
     setup_job,
-    validate,
 )
 from landscape_hpc.mpo.convergence import HISTORY_COLUMNS
 from landscape_hpc.mpo.fit import Diverged, fit_plane
-from landscape_hpc.mpo.patterns import make_mask, trainable_cells
+from landscape_hpc.mpo.patterns import trainable_cells
 from landscape_hpc.sweep import report
 from landscape_hpc.sweep.file import DONE, FAILED, PENDING, JobSpec, Outcome, SweepFile
 from landscape_hpc.sweep.jobs import SweepJob, expand, job_config
@@ -55,8 +56,7 @@ def check_jobs(cfg: MPOConfig) -> list[tuple[SweepJob, MPOConfig, np.ndarray]]:
     checked = []
     for job in expand(cfg.sweep):
         job_cfg = job_config(cfg, job)
-        validate(job_cfg)
-        checked.append((job, job_cfg, make_mask(job_cfg.mask)))
+        checked.append((job, job_cfg, check_config(job_cfg)))
     return checked
 
 
@@ -98,13 +98,12 @@ def run_sweep(cfg: MPOConfig, comm: Any) -> Optional[Path]:
     rank = comm.Get_rank()
     checked = check_jobs(cfg)
     jobs = [job for job, _, _ in checked]
+    masks = {job.key: mask for job, _, mask in checked}
     mpio = _io_mode(cfg, comm)
     path = Path(cfg.sweep.file)
     out_dir = Path(cfg.out_dir)
-    place = parallel.placement(comm)
-    # a fixed thread count (the preset's) makes every route sum in the same order
-    torch.set_num_threads(cfg.threads or place.cpu_threads)
-    device = resolve_device(cfg.device, place.local_rank)
+    device = rank_device(comm, cfg.device)  # collective
+    set_threads(cfg)  # a fixed thread count (the preset's) makes every route sum in one order
     splits = load_dataset(cfg.dataset, device)
     specs = job_specs(checked, splits)
     attrs = {"config": OmegaConf.to_yaml(OmegaConf.structured(cfg))}
@@ -114,12 +113,12 @@ def run_sweep(cfg: MPOConfig, comm: Any) -> Optional[Path]:
         sweep = parallel.on_master(
             comm, lambda: SweepFile.open(path, specs, attrs, cfg.overwrite), share=False
         )
-    parallel.set_worker_state(_STATE, (cfg, splits, out_dir, sweep if mpio else None))
+    state = (cfg, splits, masks, out_dir, sweep if mpio else None)
     try:
-        todo = _pending(sweep, jobs, cfg) if rank == 0 else []
-        _run(comm, jobs, todo, sweep, mpio)
+        with parallel.worker_pool(_STATE, state):
+            todo = _pending(sweep, jobs, cfg) if rank == 0 else []
+            _run(comm, jobs, todo, sweep, mpio)
     finally:
-        parallel.clear_worker_state(_STATE)
         if sweep is not None:
             sweep.close()  # collective under mpio
     if rank != 0:
@@ -188,19 +187,19 @@ def _describe(task: tuple[int, SweepJob]) -> str:
 def _job_task(task: tuple[int, SweepJob]) -> Outcome:
     """On a worker: fit one plane, evaluate its cells, write (mpio) or return the outcome."""
     _, job = task
-    cfg, splits, out_dir, sweep = parallel.worker_state(_STATE)
-    outcome = run_job(job_config(cfg, job), splits, out_dir / "jobs" / job.key)
+    cfg, splits, masks, out_dir, sweep = parallel.worker_state(_STATE)
+    outcome = run_job(job_config(cfg, job), splits, masks[job.key], out_dir / "jobs" / job.key)
     if sweep is None:
         return outcome
     sweep.write(job, outcome)
     return outcome.without_values()
 
 
-def run_job(cfg: MPOConfig, splits: dict, job_dir: Path) -> Outcome:
+def run_job(cfg: MPOConfig, splits: dict, mask: np.ndarray, job_dir: Path) -> Outcome:
     """One fit (resumed from job_dir/checkpoint.pt when there is one, stopped by the held-out
     rule), every cell evaluated; a diverged fit is an Outcome with status FAILED and the reason."""
     start = time.perf_counter()
-    job = setup_job(cfg, splits)
+    job = setup_job(cfg, splits, mask)
     where = {"host": socket.gethostname(), "rank": parallel.world().Get_rank()}
     bn = has_bn(job.model)
     try:
@@ -209,7 +208,7 @@ def run_job(cfg: MPOConfig, splits: dict, job_dir: Path) -> Outcome:
             job.model,
             job.mask,
             splits["train"],
-            job.opts,
+            cfg,
             job_dir,
             job.fingerprint,
             cfg.overwrite,

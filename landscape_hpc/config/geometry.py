@@ -1,0 +1,211 @@
+"""Landscape geometry (`python -m landscape_hpc.geometry <experiment>`): one schema per
+experiment, stored as `<experiment>_schema` for conf/geometry/<experiment>.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from omegaconf import MISSING
+
+from landscape_hpc.config.common import DatasetConfig, EngineConfig, ModelConfig
+
+
+@dataclass
+class HyperplaneConfig:
+    # optimiser of each point inside its hyperplane: adam or sgd (with momentum)
+    optimizer: str = "adam"
+    # learning rate
+    lr: float = 1e-3
+    # SGD momentum
+    momentum: float = 0.9
+    # optimisation steps per point
+    steps: int = 300
+    # training samples per step; null = the whole training split at every step
+    batch_size: Optional[int] = 128
+
+
+@dataclass
+class HullConfig:
+    """The keys the tunnel and connector experiments share (each adds its own after them)."""
+
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    # the optima: checkpoints of one architecture (the one model=... builds); tunnel: two,
+    # connector: m ≥ 2
+    optima: list[str] = MISSING
+    hyperplane: HyperplaneConfig = field(default_factory=HyperplaneConfig)
+    # splits evaluated at the points (the optimisation always uses train)
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    # evaluation; engine.loss is also the loss the points are optimised on
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    # positions (tunnel) or grid points (connector) per evaluation task handed to a worker
+    # (fixed, so results do not depend on the number of ranks)
+    chunk_points: int = 16
+    # seed of the minibatch order of every point (point i uses an independent stream of it)
+    seed: int = 0
+    # auto (cuda when present, else cpu), cpu, cuda, cuda:1, ...
+    device: str = "auto"
+    # output folder of the experiment's CSV, .pt and PNG files
+    out_dir: str = "${hydra:runtime.output_dir}"
+    # write the experiment's PNG (tunnel.png, connector.png)
+    plot: bool = True
+
+
+@dataclass
+class TunnelConfig(HullConfig):
+    """HullConfig's keys (optima: exactly two), then the tunnel's own."""
+
+    # segments of the linear path; its n_segments − 1 inner points are optimised
+    n_segments: int = 8
+    # positions t in [0, 1] where the linear path and the tunnel are evaluated (plus the points)
+    n_dense: int = 41
+
+
+@dataclass
+class ConnectorConfig(HullConfig):
+    """HullConfig's keys (optima: m ≥ 2), then the connector's own."""
+
+    # grid of the simplex: barycentric coordinates in steps of 1/resolution
+    resolution: int = 4
+
+
+@dataclass
+class WidthConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    # one or more optima (checkpoints of one architecture) to measure and compare
+    optima: list[str] = MISSING
+    # a name per optimum for the table and the plot; null = the checkpoints' folder names
+    labels: Optional[list[str]] = None
+    # random rays from each optimum
+    n_directions: int = 20
+    # largest distance along a ray (units: see `directions`)
+    r_max: float = 20.0
+    # distances 0..r_max evaluated along each ray
+    n_distances: int = 41
+    # loss level that ends the tunnel: see threshold_kind
+    threshold: float = 1.0
+    # above_optimum: level = loss at the optimum + threshold; absolute: level = threshold
+    threshold_kind: str = "above_optimum"
+    # unit: unit-length Gaussian rays (Euclidean distance); filter: filter-normalised rays
+    directions: str = "unit"
+    # split whose loss defines the width
+    split: str = "train"
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    # seed of the rays (ray i uses an independent stream of it, the same from every optimum)
+    seed: int = 0
+    # auto (cuda when present, else cpu), cpu, cuda, cuda:1, ...
+    device: str = "auto"
+    # output folder of width.csv, width_curves.csv and width.png
+    out_dir: str = "${hydra:runtime.output_dir}"
+    # write width.png
+    plot: bool = True
+
+
+@dataclass
+class WedgeHyperplaneConfig:
+    # optimiser of each tunnel point inside its hyperplane: adam or sgd (with momentum)
+    optimizer: str = "adam"
+    # learning rate (the wedge loss is a distance: its gradient has norm 1 everywhere off it)
+    lr: float = 0.01
+    # SGD momentum
+    momentum: float = 0.9
+    # optimisation steps per point
+    steps: int = 300
+
+
+@dataclass
+class WedgeConfig:
+    # D: dimensions of θ
+    dim: int = 40
+    # n: dimension of each wedge (free coordinates); the loss is zero on C(D, n) subspaces
+    n: int = 30
+    # (a) dimensions d of the random hyperplanes; null = 1 .. min(D, 2(D − n) + 2)
+    dims: Optional[list[int]] = None
+    # (a) training runs per d, each from its own θ0 and hyperplane
+    trials: int = 3
+    # (a) Adam steps and initial learning rate (cosine decay) of train_in_subspace
+    steps: int = 500
+    lr: float = 0.05
+    # (a) a run succeeds when its final loss is below this
+    success_loss: float = 1e-3
+    # scale of the random θ0 and of the optima's free coordinates (standard normal × scale)
+    init_scale: float = 1.0
+    # (b) segments of the linear path between the two optima; the inner points are optimised
+    n_segments: int = 8
+    # (b) positions where the linear path and the tunnel are evaluated
+    n_dense: int = 201
+    # (b) how each tunnel point is optimised in its hyperplane
+    hyperplane: WedgeHyperplaneConfig = field(default_factory=WedgeHyperplaneConfig)
+    # seed of θ0s, hyperplanes and optima (run i uses an independent stream)
+    seed: int = 0
+    # output folder of the CSV, PNG and checkpoint files
+    out_dir: str = "${hydra:runtime.output_dir}"
+    # write wedge.png
+    plot: bool = True
+
+
+@dataclass
+class IntrinsicDimConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    # dimensions d of the random hyperplanes, one training run each
+    dims: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200])
+    # sparse projection (a few ±1 per parameter) instead of a dense Gaussian one
+    sparse: bool = False
+    # Adam steps on c (full batch), and the initial learning rate (cosine decay to 0); P has
+    # unit-norm columns, so |Δθ| = |Δc|: 0.1 moves the mlp on digits to ~99% train accuracy at
+    # d = 200 in 500 steps
+    steps: int = 500
+    lr: float = 0.1
+    # seed of the projections (the same for every d: dense hyperplanes of one seed are nested)
+    seed: int = 0
+    # ce or mse (softmax vs one-hot); ignored by loss-output models (the wedge)
+    loss: str = "ce"
+    # samples per forward pass of the full-batch loss (memory only, not the optimisation)
+    batch_size: int = 1024
+    # loss-output models (the wedge): a run succeeds when its final loss is below this
+    threshold: float = 0.05
+    # output folder: results.csv, accuracy_vs_d.png
+    out_dir: str = "${hydra:runtime.output_dir}"
+    # auto, cpu, cuda, ...
+    device: str = "auto"
+    # write accuracy_vs_d.png
+    plot: bool = True
+
+
+@dataclass
+class HessianConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    # surface file (from landscape_hpc.surface) to add max_eig / min_eig maps to; null = one point
+    surface: Optional[str] = None
+    # surface mode: the surface's checkpoint when it has moved (its SHA-256 must match the file's)
+    surface_checkpoint: Optional[str] = None
+    # split whose mean loss is differentiated
+    split: str = "train"
+    # seeded random subset of at most this many samples of the split; null = all of it
+    max_samples: Optional[int] = None
+    # Lanczos iterations (Hessian-vector products) per point. Ritz values lie inside the
+    # spectrum: max_eig is a lower bound of λ_max, min_eig an upper bound of λ_min, tightening
+    # with more steps (the largest converges first; exact at steps = parameter count)
+    lanczos_steps: int = 20
+    # Hutchinson probes for tr H at a point (0 = no trace); not computed over a grid
+    trace_samples: int = 100
+    # seed of the Lanczos start vector and of the Hutchinson probes
+    seed: int = 0
+    # point mode: ce or mse (surface mode uses the surface's engine.loss)
+    loss: str = "ce"
+    # compute in float64 (model and data cast): small eigenvalues exact, a few times slower
+    double: bool = False
+    # samples per forward pass inside a Hessian-vector product (memory only)
+    batch_size: int = 1024
+    # surface mode: recompute every point, replacing maps made with other settings
+    overwrite: bool = False
+    # point mode output folder: hessian_point.csv, hessian_ritz.png
+    out_dir: str = "${hydra:runtime.output_dir}"
+    # auto, cpu, cuda, ...
+    device: str = "auto"
+    # write the PNG (surface mode: next to the surface file, <stem>_hessian.png)
+    plot: bool = True

@@ -1,0 +1,69 @@
+"""`python -m landscape_hpc.surface`: the directions, the grid and the surface file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from omegaconf import MISSING
+
+from landscape_hpc.config.common import DatasetConfig, EngineConfig, ModelConfig
+
+
+@dataclass
+class DirectionsConfig:
+    # random (seeded Gaussian), models (model2 - model, model3 - model), pca (training trajectory)
+    kind: str = "random"
+    # seed of the random directions (x uses it, y the next stream)
+    seed: int = 0
+    # normalisation of random directions: filter, layer, weight, none (pca: unit vectors, unused)
+    norm: str = "filter"
+    # biasbn: zero direction on 1-D tensors (biases, BN affine and statistics); none: keep them
+    ignore: str = "biasbn"
+    # weights: parameters only; states: the whole state_dict, BN running statistics included
+    dir_type: str = "weights"
+    # use the x direction as the y direction as well
+    same_dir: bool = False
+    # kind=models: checkpoint giving x = model2 - model
+    model2: Optional[str] = None
+    # kind=models: checkpoint giving y = model3 - model (2D plane through three nets)
+    model3: Optional[str] = None
+    # kind=pca: folder or glob of training checkpoints (a train run's folder: its checkpoints/);
+    # the origin is model.checkpoint, or the last checkpoint of the trajectory when not given
+    trajectory: Optional[str] = None
+    # kind=pca: how checkpoints are placed in the plane: cos (scalar projection on each
+    # direction, as loss-landscape) or lstsq (least squares in the plane)
+    projection: str = "cos"
+    # reuse the directions of a direction or surface file (ours or loss-landscape's layout)
+    load: Optional[str] = None
+
+
+@dataclass
+class GridConfig:
+    # x axis as [min, max, num]
+    x: list[float] = field(default_factory=lambda: [-1.0, 1.0, 21])
+    # y axis as [min, max, num]; null for a 1D surface
+    y: Optional[list[float]] = field(default_factory=lambda: [-1.0, 1.0, 21])
+
+
+@dataclass
+class SurfaceConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    directions: DirectionsConfig = field(default_factory=DirectionsConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    # splits to evaluate at every point
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    # surface file (HDF5); relative paths are relative to the current directory
+    out: str = "${hydra:runtime.output_dir}/surface.h5"
+    # replace an existing surface file made for another grid, model or directions
+    overwrite: bool = False
+    # auto (cuda when present, else cpu), cpu, cuda, cuda:1, ...
+    device: str = "auto"
+    # surface file writes: auto (mpio when h5py has MPI, else gather), mpio, gather
+    io: str = "auto"
+    # grid points per work chunk handed to a worker; None = chosen from the grid size and world
+    chunk_points: Optional[int] = None
+    # also write a contour PNG of each computed metric next to the surface file
+    plot: bool = True
