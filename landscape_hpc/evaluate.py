@@ -29,6 +29,7 @@ from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from landscape_hpc.config import EngineConfig
+from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.params import ParamDict
 from landscape_hpc.subspace import Subspace
 
@@ -48,6 +49,17 @@ class Metrics:
 
     loss: np.ndarray
     acc: np.ndarray
+
+
+def check_engine(cfg: EngineConfig, key: str = "engine") -> None:
+    """A UserError naming the key of a value the engine cannot use."""
+    check_choice(f"{key}.bn", cfg.bn, BN_MODES)
+    check_choice(f"{key}.loss", cfg.loss, LOSSES)
+    check_choice(f"{key}.strategy", cfg.strategy, STRATEGIES)
+    for name in ("batch_size", "memory_mb"):
+        value = getattr(cfg, name)
+        if not value > 0:
+            raise UserError(f"{key}.{name}={value} must be > 0")
 
 
 def per_sample_loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:

@@ -86,3 +86,21 @@ def default_chunk_points(n_pending: int, n_workers: int, per_pass: int) -> int:
     engine runs one point at a time), so progress and resume stay fine-grained."""
     balanced = math.ceil(max(n_pending, 1) / (4 * max(n_workers, 1)))
     return max(1, min(balanced, max(per_pass, 8)))
+
+
+# --- the cells of an H×W pattern (MPO) as a surface grid ---------------------------------------
+
+
+def cell_coords(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Plane axes of an H×W pattern: x = α (columns), y = β (rows), centred on the middle,
+    one unit per cell. Pattern row 0 is the top of the picture, so row i sits at β = y[H-1-i]:
+    the surface file (row = y index, y ascending) shows the picture upright."""
+    h, w = shape
+    x = np.arange(w, dtype=np.float64) - (w - 1) / 2
+    y = np.arange(h, dtype=np.float64) - (h - 1) / 2
+    return x, y
+
+
+def pattern_to_surface(pattern: np.ndarray) -> np.ndarray:
+    """An (H, W) pattern array (row 0 = top) in surface-file orientation (row = y index)."""
+    return np.ascontiguousarray(np.asarray(pattern)[::-1])

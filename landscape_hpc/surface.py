@@ -19,7 +19,6 @@ Re-running the same command resumes: only the points not done yet are computed.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -32,141 +31,39 @@ from omegaconf import OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from landscape_hpc import directions, parallel, pca, store
+from landscape_hpc import parallel
 from landscape_hpc.cli import hydra_command
-from landscape_hpc.config import DirectionsConfig, EngineConfig, SurfaceConfig
-from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes
+from landscape_hpc.config import EngineConfig, SurfaceConfig
+from landscape_hpc.data import dataset_attrs
 from landscape_hpc.devices import rank_device
-from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.directions.build import (
+    build_directions,
+    check_directions,
+    resolve_origin,
+    stored,
+)
+from landscape_hpc.directions.pca import ProjectedTrajectory
+from landscape_hpc.errors import UserError
 from landscape_hpc.evaluate import (
-    BN_MODES,
-    LOSSES,
-    STRATEGIES,
+    check_engine,
     evaluate_points,
     points_per_pass,
     resolve_strategy,
 )
+from landscape_hpc.files import hdf5
+from landscape_hpc.files import surface as surface_file
 from landscape_hpc.grid import Grid, chunk_indices, default_chunk_points
-from landscape_hpc.models import build_model
-from landscape_hpc.models.checkpoint import file_sha256, load_state_dict_file
+from landscape_hpc.models.checkpoint import file_sha256
 from landscape_hpc.params import ParamDict
+from landscape_hpc.problem import load_problem
 from landscape_hpc.subspace import Subspace
 
 log = logging.getLogger(__name__)
 
 _JOB_KEY = "surface_job"
-_NEEDS_TRAJECTORY = (
-    "directions.kind=pca needs directions.trajectory=<folder or glob of checkpoints>, e.g. the "
-    "folder `python -m landscape_hpc.train save_every=1` wrote"
-)
 
 
-def build_basis(
-    cfg: DirectionsConfig,
-    model: nn.Module,
-    origin: ParamDict,
-    ndim: int,
-    trust_checkpoint: bool = False,
-) -> list[ParamDict]:
-    """The directions of a surface, as the directions config asks."""
-    check_choice("directions.kind", cfg.kind, directions.KINDS)
-    if cfg.kind == "pca" and not cfg.load:
-        return pca_directions(cfg, model, origin, ndim, trust_checkpoint)[0]
-    if cfg.load:
-        param_keys = [name for name, _ in model.named_parameters()]
-        basis = store.read_directions(cfg.load, origin, param_keys)
-        if len(basis) < ndim:
-            raise UserError(
-                f"directions.load={cfg.load} holds {len(basis)} direction(s) but the grid is "
-                f"{ndim}D; set grid.y=null or load a file with a y direction"
-            )
-        return basis[:ndim]
-    if cfg.kind == "random":
-        keys = directions.direction_keys(model, cfg.dir_type)
-        return directions.random_basis(
-            origin, keys, ndim, cfg.seed, cfg.norm, cfg.ignore, cfg.same_dir
-        )
-    if cfg.kind == "models":
-        targets = [cfg.model2, cfg.model3][:ndim]
-        for axis, (key, path) in enumerate(
-            zip(("directions.model2", "directions.model3"), targets)
-        ):
-            if not path:
-                raise UserError(
-                    f"directions.kind=models needs {key}=<checkpoint> for the "
-                    f"{'xy'[axis]} axis" + ("; or set grid.y=null for 1D" if axis else "")
-                )
-        return [
-            directions.model_difference(load_state_dict_file(path, trust_checkpoint), origin, path)
-            for path in targets
-        ]
-    raise AssertionError(f"directions.kind={cfg.kind} passed check_choice but is not handled")
-
-
-def pca_directions(
-    cfg: DirectionsConfig,
-    model: nn.Module,
-    origin: ParamDict,
-    ndim: int,
-    trust_checkpoint: bool = False,
-) -> tuple[list[ParamDict], pca.ProjectedTrajectory]:
-    """The top `ndim` PCA directions of the checkpoints `cfg.trajectory` around `origin` (the end
-    of the run), on the devices of the origin, and the trajectory projected onto them (Li et al.
-    2018, sec. 7). The tensors are chosen as for random directions: `dir_type` (parameters or
-    the whole state) and `ignore=biasbn` (1-D tensors stay zero)."""
-    if not cfg.trajectory:
-        raise UserError(_NEEDS_TRAJECTORY)
-    check_choice("directions.ignore", cfg.ignore, directions.IGNORES)
-    check_choice("directions.projection", cfg.projection, pca.PROJECTIONS)
-    keys = [
-        k
-        for k in directions.direction_keys(model, cfg.dir_type)
-        if cfg.ignore == "none" or origin[k].dim() > 1
-    ]
-    trajectory = pca.load_trajectory(cfg.trajectory, trust_checkpoint)
-    basis, projected = pca.trajectory_directions(trajectory, origin, keys, ndim, cfg.projection)
-    on_device = [{k: v.to(origin[k].device) for k, v in d.items()} for d in basis]
-    return on_device, projected
-
-
-def build_directions(
-    comm: Any,
-    cfg: DirectionsConfig,
-    model: nn.Module,
-    origin: ParamDict,
-    ndim: int,
-    trust_checkpoint: bool = False,
-) -> tuple[list[ParamDict], Optional[pca.ProjectedTrajectory]]:
-    """The basis on every rank, and the projected trajectory of PCA directions (None otherwise).
-
-    PCA reads the whole trajectory: rank 0 computes it and broadcasts the result, so every rank
-    holds the same bits. Directions loaded from a PCA surface file bring its trajectory along."""
-    if cfg.kind == "pca" and not cfg.load:
-        basis, projected = parallel.on_master(
-            comm, lambda: pca_directions(cfg, model, _cpu(origin), ndim, trust_checkpoint)
-        )
-        return [{k: v.to(origin[k].device) for k, v in d.items()} for d in basis], projected
-    basis = build_basis(cfg, model, origin, ndim, trust_checkpoint)
-    projected = store.read_trajectory(cfg.load) if cfg.load else None
-    return basis, None if projected is None else projected.first(ndim)
-
-
-def _cpu(state: ParamDict) -> ParamDict:
-    return {k: v.cpu() for k, v in state.items()}
-
-
-def resolve_origin(cfg: SurfaceConfig) -> SurfaceConfig:
-    """kind=pca without model.checkpoint: the origin is the last checkpoint of the trajectory
-    (the end of the run; pass model.checkpoint=<run>/model.pt when the run's last epoch is not a
-    multiple of save_every). Other configs come back unchanged."""
-    d = cfg.directions
-    if d.kind != "pca" or d.load or cfg.model.checkpoint or not d.trajectory:
-        return cfg
-    last = str(pca.find_checkpoints(d.trajectory)[-1])
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, checkpoint=last))
-
-
-def _log_trajectory(projected: pca.ProjectedTrajectory, grid: Grid) -> None:
+def _log_trajectory(projected: ProjectedTrajectory, grid: Grid) -> None:
     """The variance the plane explains, and where the path lies against the grid."""
     ratios = ", ".join(
         f"PC{i + 1} {100 * r:.1f}%" for i, r in enumerate(projected.explained_variance_ratio)
@@ -196,7 +93,7 @@ class SurfaceJob:
     bn_data: Optional[torch.Tensor]
     options: EngineConfig
     grid: Grid
-    file: Optional[store.SurfaceFile]  # set where this rank writes its own chunks (mpio)
+    file: Optional[surface_file.SurfaceFile]  # set where this rank writes its own chunks (mpio)
 
     def points_per_pass(self) -> int:
         """Points the engine evaluates in one batched pass (1 for the sequential strategy)."""
@@ -212,10 +109,7 @@ class SurfaceJob:
         metrics = evaluate_points(
             self.model, self.subspace, coords, self.data, self.options, self.bn_data
         )
-        out = {}
-        for split, m in metrics.items():
-            out[f"{split}_loss"], out[f"{split}_acc"] = m.loss, m.acc
-        return out
+        return surface_file.metric_values(metrics)
 
 
 def _surface_task(flat: np.ndarray) -> Optional[dict[str, np.ndarray]]:
@@ -228,30 +122,14 @@ def _surface_task(flat: np.ndarray) -> Optional[dict[str, np.ndarray]]:
     return values
 
 
-def _validate(cfg: SurfaceConfig) -> Grid:
+def check_config(cfg: SurfaceConfig) -> Grid:
+    """The one check of a surface config, before anything is loaded; returns its grid."""
     grid = Grid.from_spec(cfg.grid.x, cfg.grid.y)
-    check_choice("engine.bn", cfg.engine.bn, BN_MODES)
-    check_choice("engine.loss", cfg.engine.loss, LOSSES)
-    check_choice("engine.strategy", cfg.engine.strategy, STRATEGIES)
-    store.use_mpio("io", cfg.io)  # a known mode, available here
-    check_choice("directions.kind", cfg.directions.kind, directions.KINDS)
-    check_choice("directions.projection", cfg.directions.projection, pca.PROJECTIONS)
-    if cfg.directions.kind == "pca" and not cfg.directions.load:
-        if not cfg.directions.trajectory:
-            raise UserError(_NEEDS_TRAJECTORY)
-        if cfg.directions.same_dir:
-            raise UserError(
-                "directions.same_dir=true does not apply to directions.kind=pca (y is PC2); "
-                "drop it, or use grid.y=null for PC1 only"
-            )
+    check_engine(cfg.engine)
+    hdf5.use_mpio("io", cfg.io)  # a known mode, available here
+    check_directions(cfg.directions, grid.ndim)
     if not cfg.splits:
         raise UserError("splits is empty; use e.g. splits=[train,test]")
-    for key, value in (
-        ("engine.batch_size", cfg.engine.batch_size),
-        ("engine.memory_mb", cfg.engine.memory_mb),
-    ):
-        if value <= 0:
-            raise UserError(f"{key}={value} must be > 0")
     return grid
 
 
@@ -261,7 +139,7 @@ def _fingerprint(
     basis: list[ParamDict],
     sha: Optional[str],
     counts: dict,
-    projected: Optional[pca.ProjectedTrajectory] = None,
+    projected: Optional[ProjectedTrajectory] = None,
 ) -> dict:
     """Everything that makes two runs the same job (so a file can be resumed). A key that is
     None here matches a file written before the key existed."""
@@ -276,7 +154,7 @@ def _fingerprint(
         "max_samples": cfg.dataset.max_samples,
         "grid_x": [float(grid.x[0]), float(grid.x[-1]), len(grid.x)],
         "grid_y": None if grid.y is None else [float(grid.y[0]), float(grid.y[-1]), len(grid.y)],
-        "directions_sha256": store.directions_sha256(basis),
+        "directions_sha256": surface_file.directions_sha256(basis),
         "trajectory_sha256": None if projected is None else projected.sha256(),
         "splits": list(cfg.splits),
         "loss": cfg.engine.loss,
@@ -286,23 +164,15 @@ def _fingerprint(
 
 def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     """Computes (or resumes) the surface file `cfg.out`; returns its path on every rank."""
-    comm = comm if comm is not None else parallel.world()
+    comm = parallel.world_if_none(comm)
     rank = comm.Get_rank()
-    grid = _validate(cfg)
+    grid = check_config(cfg)
     cfg = resolve_origin(cfg)
     if rank == 0 and cfg.model.checkpoint and cfg.directions.kind == "pca":
         log.info("origin (end of the trajectory): %s", cfg.model.checkpoint)
-    device = rank_device(comm, cfg.device)  # collective: every rank, here
-
-    splits: dict[str, Split] = load_dataset(cfg.dataset, device)
-    unknown = [s for s in cfg.splits if s not in splits]
-    if unknown:
-        raise UserError(
-            f"splits={list(cfg.splits)}: {unknown} not in the data set ({', '.join(splits)})"
-        )
-    first = splits[cfg.splits[0]]
-    n_classes = num_classes(cfg.dataset, splits)
-    model = build_model(cfg.model, tuple(first.inputs.shape[1:]), n_classes).to(device)
+    problem = load_problem(cfg.model, cfg.dataset, rank_device(comm, cfg.device))  # collective
+    problem.require(cfg.splits)
+    model, splits = problem.model, problem.splits
     origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
     basis, projected = build_directions(
         comm, cfg.directions, model, origin, grid.ndim, cfg.model.trust_checkpoint
@@ -320,11 +190,9 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         "checkpoint_sha256": sha or "",
         **{k: v for k, v in counts.items()},
     }
-    mpio = store.use_mpio("io", cfg.io)
+    mpio = hdf5.use_mpio("io", cfg.io)
     out = Path(cfg.out)
-    surface = _open_surface(
-        comm,
-        mpio,
+    surface = surface_file.SurfaceFile.open(
         out,
         grid,
         basis,
@@ -332,36 +200,24 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         fingerprint,
         attrs,
         cfg.overwrite,
-        trajectory=projected,
+        comm=comm,
+        collective=mpio,
+        trajectory=None if projected is None else stored(projected),
     )
+    data = {s: (splits[s].inputs, splits[s].labels) for s in cfg.splits}
+    bn_data = splits["train" if "train" in splits else cfg.splits[0]].inputs
+    job = SurfaceJob(model, subspace, data, bn_data, cfg.engine, grid, surface if mpio else None)
     try:
-        options = cfg.engine
-        data = {s: (splits[s].inputs, splits[s].labels) for s in cfg.splits}
-        bn_data = splits["train"].inputs if "train" in splits else first.inputs
-        job = SurfaceJob(model, subspace, data, bn_data, options, grid, surface if mpio else None)
-        parallel.set_worker_state(_JOB_KEY, job)
-        _run(comm, job, surface, cfg)
+        with parallel.worker_pool(_JOB_KEY, job):
+            _run(comm, job, surface, cfg)
     finally:
-        parallel.clear_worker_state(_JOB_KEY)
         if surface is not None:
             surface.close()
     return out
 
 
-def _open_surface(
-    comm: Any, mpio: bool, out: Path, *args: Any, **kwargs: Any
-) -> Optional[store.SurfaceFile]:
-    """mpio: every rank opens the file (collectively); gather: only the master does, and tells the
-    workers whether it could, so no rank is left waiting when the file is refused."""
-    if mpio:
-        return store.SurfaceFile.open(out, *args, comm=comm, **kwargs)
-    return parallel.on_master(
-        comm, lambda: store.SurfaceFile.open(out, *args, **kwargs), share=False
-    )
-
-
 def _run(
-    comm: Any, job: SurfaceJob, surface: Optional[store.SurfaceFile], cfg: SurfaceConfig
+    comm: Any, job: SurfaceJob, surface: Optional[surface_file.SurfaceFile], cfg: SurfaceConfig
 ) -> None:
     """The master hands out chunks of pending points and writes what comes back (gather); the
     workers evaluate them. Ends with one log line per rank, and the total."""

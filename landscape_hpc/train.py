@@ -25,11 +25,11 @@ from tqdm import tqdm
 
 from landscape_hpc.cli import hydra_command
 from landscape_hpc.config import TrainConfig
-from landscape_hpc.data import Split, load_dataset, num_classes
+from landscape_hpc.data import Split
 from landscape_hpc.devices import resolve_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import is_loss_output
-from landscape_hpc.models import build_model
+from landscape_hpc.problem import load_problem
 
 log = logging.getLogger(__name__)
 
@@ -182,11 +182,8 @@ def save_checkpoint(
 
 def _command(cfg: TrainConfig, comm: Any) -> None:
     validate_train_config(cfg)  # before loading data, so a typo fails at once
-    device = resolve_device(cfg.device)
-    splits = load_dataset(cfg.dataset, device)
-    input_shape = tuple(splits["train"].inputs.shape[1:])
-    model = build_model(cfg.model, input_shape, num_classes(cfg.dataset, splits)).to(device)
-    train(model, splits, cfg, Path(cfg.out_dir))
+    problem = load_problem(cfg.model, cfg.dataset, resolve_device(cfg.device))
+    train(problem.model, problem.splits, cfg, Path(cfg.out_dir))
 
 
 main = hydra_command("train", _command)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from landscape_hpc import pca
+from landscape_hpc.directions import pca
 from landscape_hpc.errors import UserError
 
 KEYS = ["a.weight", "b.weight"]

@@ -19,8 +19,8 @@ import pytest
 from mpi_helpers import REPO, check_ok, h5py_has_mpi, python
 from test_sweep import N_JOBS, TINY, assert_same_table, env, multirun_argv, run
 
+from landscape_hpc.files.sweep import read_jobs
 from landscape_hpc.sweep import report
-from landscape_hpc.sweep.file import read_jobs
 
 JOB_LIMIT_S = 300
 

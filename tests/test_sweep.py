@@ -34,9 +34,7 @@ from mpi_helpers import (
 from landscape_hpc.cli import compose_config
 from landscape_hpc.config import SweepConfig
 from landscape_hpc.errors import UserError
-from landscape_hpc.mpo.convergence import HISTORY_COLUMNS
-from landscape_hpc.sweep import report
-from landscape_hpc.sweep.file import (
+from landscape_hpc.files.sweep import (
     DONE,
     FAILED,
     METRIC_COLUMNS,
@@ -45,6 +43,8 @@ from landscape_hpc.sweep.file import (
     SweepFile,
     read_jobs,
 )
+from landscape_hpc.mpo.convergence import HISTORY_COLUMNS
+from landscape_hpc.sweep import report
 from landscape_hpc.sweep.jobs import SweepJob, expand, job_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -44,12 +44,14 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from landscape_hpc import parallel, store
+from landscape_hpc import parallel
 from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import Split, load_dataset, num_classes, subset
 from landscape_hpc.devices import rank_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import LOSSES
+from landscape_hpc.files import hdf5
+from landscape_hpc.files import surface as surface_file
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.grid import Grid
 from landscape_hpc.hessian import LossFn, flat_loss, hutchinson_trace, hvp, lanczos
@@ -337,7 +339,7 @@ def map_fingerprint(cfg: HessianConfig, source: SurfaceSource, num_samples: int)
 def open_maps(path: Path, grid: Grid, fingerprint: dict, overwrite: bool) -> h5py.File:
     """Opens the surface file for writing the maps: creates max_eig / min_eig (NaN) when absent,
     refuses maps made with other settings (unless overwrite, which resets them to NaN)."""
-    store.check_writable(path)
+    hdf5.check_writable(path)
     f = h5py.File(path, "r+")
     try:
         wanted = json.dumps(fingerprint, sort_keys=True)
@@ -345,7 +347,7 @@ def open_maps(path: Path, grid: Grid, fingerprint: dict, overwrite: bool) -> h5p
             raw = f[MAPS[0]].attrs.get(_FINGERPRINT_ATTR)
             stored = json.loads(raw) if raw is not None else {}
             if stored != fingerprint and not overwrite:
-                diff = store.fingerprint_diff(stored, fingerprint)
+                diff = hdf5.fingerprint_diff(stored, fingerprint)
                 raise UserError(
                     f"the Hessian maps in {path} were made with other settings:\n  "
                     + "\n  ".join(diff)
@@ -401,7 +403,7 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
     model, split = load_model_and_split(comm, cfg, source.model, source.dataset)
     origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
     param_keys = [name for name, _ in model.named_parameters()]
-    basis = store.read_directions(path, origin, param_keys)[: source.grid.ndim]
+    basis = surface_file.read_directions(path, origin, param_keys)[: source.grid.ndim]
     job = MapJob(make_job(model, split, cfg, source.loss), Subspace(origin, basis), source.grid)
     if source.bn == "recompute" and rank == 0:
         log.warning(

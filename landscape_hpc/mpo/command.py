@@ -34,9 +34,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from landscape_hpc import store
 from landscape_hpc.config import FitOptions, MPOConfig
-from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes, subset
+from landscape_hpc.data import Split, dataset_attrs, load_dataset, subset
 from landscape_hpc.devices import resolve_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import (
@@ -46,7 +45,9 @@ from landscape_hpc.evaluate import (
     has_bn,
     is_loss_output,
 )
-from landscape_hpc.grid import Grid
+from landscape_hpc.files import hdf5
+from landscape_hpc.files import surface as surface_file
+from landscape_hpc.grid import Grid, cell_coords, pattern_to_surface
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.fit import (
     RESUMABLE_OPTIONS,
@@ -55,7 +56,8 @@ from landscape_hpc.mpo.fit import (
     validate_fit_options,
 )
 from landscape_hpc.mpo.patterns import describe_mask, make_mask, trainable_cells
-from landscape_hpc.mpo.plane import Plane, cell_coords, pattern_to_surface
+from landscape_hpc.mpo.plane import Plane
+from landscape_hpc.problem import problem_on
 from landscape_hpc.subspace import Subspace
 
 log = logging.getLogger(__name__)
@@ -148,12 +150,10 @@ class Job:
 
 def setup_job(cfg: MPOConfig, splits: dict[str, Split], mask: np.ndarray) -> Job:
     """The plane and model of a checked config (check_config) on the data's device."""
-    device = splits["train"].inputs.device
-    input_shape = tuple(splits["train"].inputs.shape[1:])
-    n_classes = num_classes(cfg.dataset, splits)
-    model = build_model(cfg.model, input_shape, n_classes).to(device)
+    problem = problem_on(cfg.model, cfg.dataset, splits)
+    model = problem.model
     check_model(cfg, model)
-    plane = build_plane(cfg, input_shape, n_classes).to(device)
+    plane = build_plane(cfg, problem.input_shape, problem.num_classes).to(problem.device)
     counts = dataset_attrs(cfg.dataset, splits)
     return Job(cfg, mask, plane, model, counts, fingerprint(cfg, mask, counts))
 
@@ -199,7 +199,7 @@ def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
     mask = check_config(cfg)  # before loading data, to fail fast on a bad key or pattern
     set_threads(cfg)
     out_dir = Path(cfg.out_dir)
-    store.check_writable(out_dir / "plane.pt")
+    hdf5.check_writable(out_dir / "plane.pt", "out_dir")
     splits = load_dataset(cfg.dataset, resolve_device(cfg.device))
     job = setup_job(cfg, splits, mask)
     fp = job.fingerprint
@@ -290,11 +290,11 @@ def evaluate_plane(
     grid = Grid(*cell_coords(mask.shape))
     subspace = plane.to_subspace()
     attrs = {"config": config_yaml, "kind": "mpo", "mask_sha256": fp["mask_sha256"], **counts}
-    fp = {**fp, "plane_sha256": store.directions_sha256([subspace.origin, *subspace.basis])}
+    fp = {**fp, "plane_sha256": surface_file.directions_sha256([subspace.origin, *subspace.basis])}
     # the surface is derived from this folder's plane: a stale one (the plane trained on) is
     # recomputed, never mixed with the new plane's values
-    stale = path.exists() and store.read_fingerprint(path) != json.loads(json.dumps(fp))
-    surface = store.SurfaceFile.open(
+    stale = path.exists() and surface_file.read_fingerprint(path) != json.loads(json.dumps(fp))
+    surface = surface_file.SurfaceFile.open(
         path, grid, subspace.basis, list(SPLITS), fp, attrs, overwrite=cfg.overwrite or stale
     )
     try:
@@ -302,7 +302,7 @@ def evaluate_plane(
         for start in range(0, len(pending), EVAL_CHUNK_CELLS):
             flat = pending[start : start + EVAL_CHUNK_CELLS]
             surface.write(flat, evaluate_cells(subspace, grid, model, splits, cfg, flat))
-        return {name: surface.f[name][()] for name in store.metric_names(list(SPLITS))}
+        return {name: surface.f[name][()] for name in surface_file.metric_names(list(SPLITS))}
     finally:
         surface.close()
 

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from landscape_hpc.mpo.plane import cell_coords, pattern_to_surface  # noqa: E402
+from landscape_hpc.grid import cell_coords, pattern_to_surface  # noqa: E402
 from landscape_hpc.plot import heatmap  # noqa: E402
 
 SPLITS = ("train", "test")

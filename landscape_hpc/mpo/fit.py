@@ -29,6 +29,7 @@ from tqdm import tqdm
 from landscape_hpc.config import FitOptions
 from landscape_hpc.data import Split
 from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.files.hdf5 import fingerprint_diff
 from landscape_hpc.mpo.convergence import (
     HISTORY_COLUMNS,
     HISTORY_CSV,
@@ -48,7 +49,6 @@ from landscape_hpc.mpo.objective import (
 )
 from landscape_hpc.mpo.patterns import trainable_cells
 from landscape_hpc.mpo.plane import Plane, cell_alpha_beta
-from landscape_hpc.store import fingerprint_diff
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -61,21 +60,6 @@ def orthogonalize(phi_right: ParamDict, up: ParamDict) -> ParamDict:
     ortho = {k: phi_right[k] - coef * up[k] for k in phi_right}
     ratio = torch.sqrt(up_sq / dot(ortho, ortho))
     return {k: v * ratio for k, v in ortho.items()}
-
-
-def cell_coords(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Plane axes of an H×W pattern: x = α (columns), y = β (rows), centred on the middle,
-    one unit per cell. Pattern row 0 is the top of the picture, so row i sits at β = y[H-1-i]:
-    the surface file (row = y index, y ascending) shows the picture upright."""
-    h, w = shape
-    x = np.arange(w, dtype=np.float64) - (w - 1) / 2
-    y = np.arange(h, dtype=np.float64) - (h - 1) / 2
-    return x, y
-
-
-def pattern_to_surface(pattern: np.ndarray) -> np.ndarray:
-    """An (H, W) pattern array (row 0 = top) in surface-file orientation (row = y index)."""
-    return np.ascontiguousarray(np.asarray(pattern)[::-1])
 
 
 def cell_alpha_beta(shape: tuple[int, int], rows: Tensor, cols: Tensor) -> Tensor:

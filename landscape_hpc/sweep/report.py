@@ -45,7 +45,7 @@ HISTORY_FIGURE = "bn_sweep_history.png"
 
 
 def rows_from_sweep_file(path: str | Path) -> list[dict[str, Any]]:
-    from landscape_hpc.sweep.file import read_jobs
+    from landscape_hpc.files.sweep import read_jobs
 
     return sorted(read_jobs(path), key=_order)
 

@@ -23,12 +23,13 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from landscape_hpc import parallel, store
+from landscape_hpc import parallel
 from landscape_hpc.config import MPOConfig
-from landscape_hpc.data import Split, dataset_attrs, load_dataset, num_classes
+from landscape_hpc.data import Split, dataset_attrs, load_dataset
 from landscape_hpc.devices import rank_device
 from landscape_hpc.evaluate import has_bn
-from landscape_hpc.models import build_model
+from landscape_hpc.files import hdf5
+from landscape_hpc.files.sweep import DONE, FAILED, PENDING, JobSpec, Outcome, SweepFile
 from landscape_hpc.mpo.command import (
     check_config,
     check_model,
@@ -41,8 +42,8 @@ from landscape_hpc.mpo.command import (
 from landscape_hpc.mpo.convergence import HISTORY_COLUMNS
 from landscape_hpc.mpo.fit import Diverged, fit_plane
 from landscape_hpc.mpo.patterns import trainable_cells
+from landscape_hpc.problem import problem_on
 from landscape_hpc.sweep import report
-from landscape_hpc.sweep.file import DONE, FAILED, PENDING, JobSpec, Outcome, SweepFile
 from landscape_hpc.sweep.jobs import SweepJob, expand, job_config
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,10 @@ def job_specs(
 ) -> list[JobSpec]:
     """What each job's group is made from; the nets checked once each. The same on every rank:
     deterministic in the config and the data."""
-    input_shape = tuple(splits["train"].inputs.shape[1:])
     counts = dataset_attrs(checked[0][1].dataset, splits)
     nets = {job_cfg.model.name: job_cfg for _, job_cfg, _ in checked}
     for job_cfg in nets.values():
-        n_classes = num_classes(job_cfg.dataset, splits)
-        check_model(job_cfg, build_model(job_cfg.model, input_shape, n_classes))
+        check_model(job_cfg, problem_on(job_cfg.model, job_cfg.dataset, splits).model)
     return [
         JobSpec(
             job,
@@ -90,7 +89,7 @@ def history_rows(cfg: MPOConfig) -> int:
 def _io_mode(cfg: MPOConfig, comm: Any) -> bool:
     """True: workers write the file (mpio); False: rank 0 writes what they send (gather, and
     always on a world of one)."""
-    return store.use_mpio("sweep.io", cfg.sweep.io) and comm.Get_size() > 1
+    return hdf5.use_mpio("sweep.io", cfg.sweep.io) and comm.Get_size() > 1
 
 
 def run_sweep(cfg: MPOConfig, comm: Any) -> Optional[Path]:
@@ -107,12 +106,7 @@ def run_sweep(cfg: MPOConfig, comm: Any) -> Optional[Path]:
     splits = load_dataset(cfg.dataset, device)
     specs = job_specs(checked, splits)
     attrs = {"config": OmegaConf.to_yaml(OmegaConf.structured(cfg))}
-    if mpio:
-        sweep = SweepFile.open(path, specs, attrs, cfg.overwrite, comm=comm)
-    else:
-        sweep = parallel.on_master(
-            comm, lambda: SweepFile.open(path, specs, attrs, cfg.overwrite), share=False
-        )
+    sweep = SweepFile.open(path, specs, attrs, cfg.overwrite, comm=comm, collective=mpio)
     state = (cfg, splits, masks, out_dir, sweep if mpio else None)
     try:
         with parallel.worker_pool(_STATE, state):

@@ -30,7 +30,6 @@ others pending.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,10 +39,11 @@ from typing import Any, Optional
 import h5py
 import numpy as np
 
-from landscape_hpc import __version__, store
 from landscape_hpc.errors import UserError
+from landscape_hpc.files import hdf5
+from landscape_hpc.files.surface import metric_names
+from landscape_hpc.grid import cell_coords, pattern_to_surface
 from landscape_hpc.mpo.convergence import HISTORY_COLUMNS
-from landscape_hpc.mpo.plane import cell_coords, pattern_to_surface
 from landscape_hpc.sweep.jobs import SweepJob
 
 PENDING, DONE, FAILED = 0, 1, 2
@@ -55,7 +55,7 @@ METRIC_COLUMNS = tuple(
     for prefix in ("", "trained_")
     for name in ("acc_low", "acc_high", "acc_gap", "loss_low", "loss_high")
 )
-VALUE_NAMES = store.metric_names(list(METRIC_SPLITS))
+VALUE_NAMES = metric_names(list(METRIC_SPLITS))
 _TEXT = {"reason": 512, "host": 64}
 _SCALARS = {
     "rank": "i4",
@@ -121,44 +121,29 @@ class SweepFile:
         attrs: Mapping[str, Any],
         overwrite: bool = False,
         comm: Any = None,
-    ) -> SweepFile:
+        collective: bool = False,
+    ) -> Optional[SweepFile]:
         """Opens `path` for these jobs: keeps the jobs already in it when their fingerprints
         match, refuses the file when one does not (unless overwrite), adds the missing job
-        groups. Collective when comm is given (then every rank must pass the same specs)."""
+        groups. `comm` and `collective`: as hdf5.open_shared (collective: every rank passes the
+        same specs; gather: the file on rank 0, None on the others)."""
         path = Path(path)
-        rank = 0 if comm is None else comm.rank
-        decision: tuple[Optional[str], bool] = (None, False)
-        if rank == 0:
-            try:
-                decision = (
-                    _check_existing(path, specs, overwrite),
-                    path.exists() and not overwrite,
-                )
-            except UserError as err:  # raised on every rank below, so none waits on a bcast
-                decision = (str(err), False)
-        if comm is not None:
-            decision = comm.bcast(decision, root=0)
-        problem, exists = decision
-        if problem is not None:
-            raise UserError(problem)
-        f = _open(path, "r+" if exists else "w", comm)
-        try:
-            if not exists:
-                f.attrs["version"] = __version__
-                f.attrs["created"] = datetime.datetime.now().isoformat(timespec="seconds")
-                f.attrs["io_driver"] = "mpio" if comm is not None else "gather"
-                for key, value in attrs.items():
-                    f.attrs[key] = "" if value is None else value
+        collective = collective and comm is not None
+
+        def decide() -> bool:
+            _check_existing(path, specs, overwrite)
+            return path.exists() and not overwrite
+
+        def setup(f: h5py.File, resumed: bool) -> None:
+            if not resumed:
+                hdf5.write_header(f, attrs, collective)
             for spec in specs:
                 if f"jobs/{spec.job.key}" not in f:
                     _create_job(f, spec)
                 _fit_history(f[f"jobs/{spec.job.key}"], spec.history_rows)
-            # layout on disk before work starts (collective under mpio)
-            f.flush()
-        except BaseException:
-            f.close()
-            raise
-        return cls(f, comm is not None)
+
+        f = hdf5.open_shared(path, comm, collective, decide, setup)
+        return None if f is None else cls(f, collective)
 
     def status(self, job: SweepJob) -> int:
         return int(self.f[f"jobs/{job.key}/status"][()])
@@ -199,24 +184,20 @@ class SweepFile:
             self.f.close()
 
 
-def _open(path: Path, mode: str, comm: Any) -> h5py.File:
-    if comm is not None:
-        return h5py.File(path, mode, driver="mpio", comm=comm)
-    return h5py.File(path, mode)
-
-
-def _check_existing(path: Path, specs: list[JobSpec], overwrite: bool) -> Optional[str]:
-    """None when `path` may be used; else the refusal message."""
-    store.check_writable(path)
+def _check_existing(path: Path, specs: list[JobSpec], overwrite: bool) -> None:
+    """A UserError when `path` may not be used for these jobs."""
+    hdf5.check_writable(path, "sweep.file")
     if not path.exists() or overwrite:
-        return None
+        return
     try:
         f = h5py.File(path, "r")
     except OSError:
-        return f"{path} exists and is not an HDF5 file; move it away or pass overwrite=true"
+        raise UserError(
+            f"{path} exists and is not an HDF5 file; move it away or pass overwrite=true"
+        ) from None
     with f:
         if "jobs" not in f:
-            return (
+            raise UserError(
                 f"{path} exists but is not a landscape_hpc sweep file; choose another "
                 "sweep.file= (or out_dir=) or pass overwrite=true"
             )
@@ -226,14 +207,13 @@ def _check_existing(path: Path, specs: list[JobSpec], overwrite: bool) -> Option
                 continue
             stored = json.loads(f[key].attrs["fingerprint"])
             wanted = json.loads(json.dumps(spec.fingerprint))
-            diff = store.fingerprint_diff(stored, wanted)
+            diff = hdf5.fingerprint_diff(stored, wanted)
             if diff:
-                return (
+                raise UserError(
                     f"{path} holds job {spec.job.key} made with other settings, so the sweep is "
                     "not resumed:\n  " + "\n  ".join(diff) + "\nchoose another sweep.file= "
                     "(or out_dir=) or pass overwrite=true to start the sweep again"
                 )
-    return None
 
 
 def _create_job(f: h5py.File, spec: JobSpec) -> None:

@@ -14,18 +14,18 @@ PCA directions (directions.kind=pca) add the projected training trajectory:
   and loss-landscape's names for its plot_2D.py: proj_xcoord, proj_ycoord (hard links to
   trajectory/x, y) and explained_variance_ratio_ (d,)
 
-With `comm` given and h5py built with MPI, the file is opened with driver='mpio' on every rank;
-datasets are created collectively here, before work starts, without compression filters (HDF5
-refuses independent writes through filters), and each worker writes its own chunks.
+Opened collectively (io=mpio) every rank holds the file through parallel HDF5; datasets are
+created by all ranks together, before work starts, without compression filters (HDF5 refuses
+independent writes through filters), and each worker writes its own chunks. Gathered
+(io=gather) rank 0 alone writes (files/hdf5.py).
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
-import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,18 +33,27 @@ import h5py
 import numpy as np
 import torch
 
-from landscape_hpc import __version__
-from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.errors import UserError
+from landscape_hpc.files import hdf5
 from landscape_hpc.grid import Grid
 from landscape_hpc.params import ParamDict
-from landscape_hpc.pca import ProjectedTrajectory
 
 METRICS = ("loss", "acc")
 AXES = ("x", "y")
 
 
+def metric_name(split: str, metric: str) -> str:
+    """The dataset of one metric of one split: train_loss, test_acc, ..."""
+    return f"{split}_{metric}"
+
+
 def metric_names(splits: list[str]) -> list[str]:
-    return [f"{split}_{m}" for split in splits for m in METRICS]
+    return [metric_name(split, m) for split in splits for m in METRICS]
+
+
+def metric_values(per_split: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The engine's {split: Metrics(loss, acc)} as the file's {train_loss: ..., ...}."""
+    return {metric_name(s, m): getattr(v, m) for s, v in per_split.items() for m in METRICS}
 
 
 def directions_sha256(basis: list[ParamDict]) -> str:
@@ -55,57 +64,6 @@ def directions_sha256(basis: list[ParamDict]) -> str:
             h.update(f"{axis}/{key}".encode())
             h.update(direction[key].detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-#: how a command writes its file: auto (mpio when h5py has MPI, else gather), mpio (every rank
-#: writes through parallel HDF5), gather (the master writes what the workers send)
-IO_MODES = ("auto", "mpio", "gather")
-
-
-def mpi_available() -> bool:
-    return bool(h5py.get_config().mpi)
-
-
-def use_mpio(key: str, mode: str) -> bool:
-    """Whether io mode `mode` (the value of config key `key`) means parallel-HDF5 writes; a
-    UserError for an unknown mode, or for mpio where h5py was built without MPI."""
-    check_choice(key, mode, IO_MODES)
-    if mode == "mpio" and not mpi_available():
-        raise UserError(
-            f"{key}=mpio but this h5py was built without MPI (scripts/setup.sh builds one); "
-            f"use {key}=gather or {key}=auto"
-        )
-    return mode == "mpio" or (mode == "auto" and mpi_available())
-
-
-def check_writable(path: Path) -> None:
-    """Creates the parent folder; a clear error when the file cannot be written there."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(
-            f"cannot create the folder {path.parent} ({err.strerror}); choose out="
-        ) from None
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UserError(f"cannot write {path}: permission denied; choose a writable out=")
-
-
-def _open(path: Path, mode: str, comm: Any) -> h5py.File:
-    if comm is not None:
-        return h5py.File(path, mode, driver="mpio", comm=comm)
-    return h5py.File(path, mode)
-
-
-def fingerprint_diff(
-    stored: Mapping[str, Any], wanted: Mapping[str, Any], holder: str = "file"
-) -> list[str]:
-    """One line per key whose value differs: `key: <holder> has X, this run Y`."""
-    keys = sorted(set(stored) | set(wanted))
-    return [
-        f"{k}: {holder} has {stored.get(k)!r}, this run {wanted.get(k)!r}"
-        for k in keys
-        if stored.get(k) != wanted.get(k)
-    ]
 
 
 def read_fingerprint(path: Path) -> Optional[dict[str, Any]]:
@@ -136,47 +94,31 @@ class SurfaceFile:
         attrs: dict[str, Any],
         overwrite: bool = False,
         comm: Any = None,
-        trajectory: Optional[ProjectedTrajectory] = None,
-    ) -> SurfaceFile:
+        collective: bool = False,
+        trajectory: Optional[Trajectory] = None,
+    ) -> Optional[SurfaceFile]:
         """Opens `path` for this job: resumes a matching file, refuses one made for another job
-        (unless overwrite), creates a new one otherwise. Collective when comm is given (every
-        rank passes the same basis and trajectory). `trajectory`: the path of PCA directions."""
+        (unless overwrite), creates a new one otherwise. `comm` and `collective`: as
+        hdf5.open_shared (collective: every rank passes the same basis and trajectory; gather:
+        the file on rank 0, None on the others). `trajectory`: the path of PCA directions."""
         path = Path(path)
-        rank = 0 if comm is None else comm.rank
-        problem = None
-        if rank == 0:
-            try:
-                problem = _check_existing(path, fingerprint, overwrite)
-            except UserError as err:  # raised on every rank below, so none waits on a bcast
-                problem = str(err)
-        if comm is not None:
-            problem = comm.bcast(problem, root=0)
-        if problem is not None:
-            raise UserError(problem)
         names = metric_names(splits)
-        exists = path.exists() and not overwrite
-        if comm is not None:
-            exists = comm.bcast(exists, root=0)
-        if exists:
-            return cls(_open(path, "r+", comm), grid, names, comm is not None)
-        f = _open(path, "w", comm)
-        try:
+
+        def decide() -> bool:
+            _check_existing(path, fingerprint, overwrite)
+            return path.exists() and not overwrite
+
+        def setup(f: h5py.File, resumed: bool) -> None:
+            if resumed:
+                return
             _create_layout(f, grid, basis, names)
             if trajectory is not None:
                 _write_trajectory(f, trajectory)
             f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
-            f.attrs["io_driver"] = "mpio" if comm is not None else "gather"
-            f.attrs["version"] = __version__
-            f.attrs["created"] = datetime.datetime.now().isoformat(timespec="seconds")
-            for key, value in attrs.items():
-                f.attrs[key] = "" if value is None else value
-            # Layout on disk before any work starts (collective under mpio): a run killed later
-            # leaves a readable file, as HDF5 keeps new metadata in memory until a flush.
-            f.flush()
-        except BaseException:
-            f.close()
-            raise
-        return cls(f, grid, names, comm is not None)
+            hdf5.write_header(f, attrs, collective and comm is not None)
+
+        f = hdf5.open_shared(path, comm, collective, decide, setup)
+        return None if f is None else cls(f, grid, names, collective and comm is not None)
 
     def pending(self) -> np.ndarray:
         """Flat indices of the points not done yet, ascending."""
@@ -208,28 +150,29 @@ class SurfaceFile:
             self.f.close()
 
 
-def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) -> Optional[str]:
-    """None when `path` may be used (absent, matching, or overwrite); else the refusal message."""
-    check_writable(path)
+def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
+    """A UserError when `path` may not be used (absent, matching, or overwrite: it may)."""
+    hdf5.check_writable(path)
     if not path.exists() or overwrite:
-        return None
+        return
     try:
         stored = read_fingerprint(path)
     except OSError:
-        return f"{path} exists and is not an HDF5 file; move it away or pass overwrite=true"
+        raise UserError(
+            f"{path} exists and is not an HDF5 file; move it away or pass overwrite=true"
+        ) from None
     if stored is None:
-        return (
+        raise UserError(
             f"{path} exists but is not a landscape_hpc surface file; "
             "choose another out= or pass overwrite=true"
         )
-    diff = fingerprint_diff(stored, fingerprint)
+    diff = hdf5.fingerprint_diff(stored, fingerprint)
     if diff:
-        return (
+        raise UserError(
             f"{path} was made for another job, so it is not resumed:\n  "
             + "\n  ".join(diff)
             + "\nchoose another out= or pass overwrite=true to replace it"
         )
-    return None
 
 
 def _create_layout(f: h5py.File, grid: Grid, basis: list[ParamDict], names: list[str]) -> None:
@@ -245,9 +188,19 @@ def _create_layout(f: h5py.File, grid: Grid, basis: list[ParamDict], names: list
             group.create_dataset(key, data=direction[key].detach().float().cpu().numpy())
 
 
-def _write_trajectory(f: h5py.File, trajectory: ProjectedTrajectory) -> None:
+@dataclass
+class Trajectory:
+    """The training path stored with PCA directions: `datasets` {x, y (2D only), epoch, lr}
+    (n,) each, and the variance ratio (d,) of each direction (pca.ProjectedTrajectory makes
+    one and reads one back)."""
+
+    datasets: dict[str, np.ndarray]
+    explained_variance_ratio: np.ndarray
+
+
+def _write_trajectory(f: h5py.File, trajectory: Trajectory) -> None:
     group = f.create_group("trajectory")
-    for name, values in trajectory.datasets().items():
+    for name, values in trajectory.datasets.items():
         group.create_dataset(name, data=values)
     ratio = np.asarray(trajectory.explained_variance_ratio, dtype=np.float64)
     f.attrs["explained_variance_ratio"] = ratio
@@ -258,7 +211,7 @@ def _write_trajectory(f: h5py.File, trajectory: ProjectedTrajectory) -> None:
     f.create_dataset("explained_variance_ratio_", data=ratio)
 
 
-def read_trajectory(path: str | Path) -> Optional[ProjectedTrajectory]:
+def read_trajectory(path: str | Path) -> Optional[Trajectory]:
     """The projected trajectory a surface file holds (PCA directions), None when it has none.
 
     The file is one `read_directions` accepted; a loss-landscape direction file gives no path."""
@@ -266,13 +219,12 @@ def read_trajectory(path: str | Path) -> Optional[ProjectedTrajectory]:
         if "trajectory/x" not in f:
             return None
         group = f["trajectory"]
-        coords = np.stack([group[a][()] for a in AXES if a in group], axis=1)
+        datasets = {name: group[name][()] for name in ("x", "y", "epoch", "lr") if name in group}
         ratio = f.attrs.get("explained_variance_ratio")
-        return ProjectedTrajectory(
-            coords.astype(np.float64),
-            group["epoch"][()].astype(np.int64),
-            group["lr"][()].astype(np.float64),
-            np.full(coords.shape[1], np.nan) if ratio is None else np.asarray(ratio, np.float64),
+        d = 2 if "y" in datasets else 1
+        return Trajectory(
+            datasets,
+            np.full(d, np.nan) if ratio is None else np.asarray(ratio, np.float64),
         )
 
 

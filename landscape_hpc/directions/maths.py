@@ -1,5 +1,5 @@
 """Directions in weight space (Li et al. 2018, section 4): random, filter-normalised, model
-differences. Pure functions of parameter dicts; files are read at the edges (store, surface).
+differences. Pure functions of parameter dicts; files are read at the edges (directions/build.py).
 """
 
 from __future__ import annotations

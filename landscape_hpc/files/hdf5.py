@@ -1,0 +1,121 @@
+"""What every result file of a run shares: where it may be written, how the ranks of an MPI run
+reach it, and how a file made for another job is refused.
+
+Two ways for the ranks to reach one file, chosen explicitly by the caller (`collective`):
+  collective (io=mpio)  every rank opens it with driver='mpio'; metadata (groups, datasets,
+                        attributes, resizes) is created by all ranks together, before work
+                        starts; each worker then writes its own raw values (independent I/O)
+  gather (io=gather)    rank 0 alone opens it and writes what the workers send back
+Either way rank 0 alone decides whether an existing file is resumed, refused or replaced, and
+tells the others, so no rank is left waiting when the file is refused.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+import h5py
+
+from landscape_hpc import __version__
+from landscape_hpc.errors import UserError, check_choice
+
+#: how a command writes its file: auto (mpio when h5py has MPI, else gather), mpio (every rank
+#: writes through parallel HDF5), gather (the master writes what the workers send)
+IO_MODES = ("auto", "mpio", "gather")
+
+
+def mpi_available() -> bool:
+    return bool(h5py.get_config().mpi)
+
+
+def use_mpio(key: str, mode: str) -> bool:
+    """Whether io mode `mode` (the value of config key `key`) means parallel-HDF5 writes; a
+    UserError for an unknown mode, or for mpio where h5py was built without MPI."""
+    check_choice(key, mode, IO_MODES)
+    if mode == "mpio" and not mpi_available():
+        raise UserError(
+            f"{key}=mpio but this h5py was built without MPI (scripts/setup.sh builds one); "
+            f"use {key}=gather or {key}=auto"
+        )
+    return mode == "mpio" or (mode == "auto" and mpi_available())
+
+
+def check_writable(path: Path, key: str = "out") -> None:
+    """Creates the parent folder; a clear error naming config `key` when the file cannot be
+    written there."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"cannot create the folder {path.parent} ({err.strerror}); choose {key}="
+        ) from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"cannot write {path}: permission denied; choose a writable {key}=")
+
+
+def fingerprint_diff(
+    stored: Mapping[str, Any], wanted: Mapping[str, Any], holder: str = "file"
+) -> list[str]:
+    """One line per key whose value differs: `key: <holder> has X, this run Y`."""
+    keys = sorted(set(stored) | set(wanted))
+    return [
+        f"{k}: {holder} has {stored.get(k)!r}, this run {wanted.get(k)!r}"
+        for k in keys
+        if stored.get(k) != wanted.get(k)
+    ]
+
+
+def write_header(f: h5py.File, attrs: Mapping[str, Any], collective: bool) -> None:
+    """The attributes every new result file carries: version, created, io_driver, and `attrs`
+    (None stored as an empty string)."""
+    f.attrs["version"] = __version__
+    f.attrs["created"] = datetime.datetime.now().isoformat(timespec="seconds")
+    f.attrs["io_driver"] = "mpio" if collective else "gather"
+    for key, value in attrs.items():
+        f.attrs[key] = "" if value is None else value
+
+
+def open_shared(
+    path: Path,
+    comm: Any,
+    collective: bool,
+    decide: Callable[[], bool],
+    setup: Callable[[h5py.File, bool], None],
+) -> Optional[h5py.File]:
+    """Opens a result file for a job, on the ranks that write it.
+
+    `decide()` runs on rank 0 only: it raises a UserError to refuse the file, or says whether
+    the file is resumed (True: opened "r+") or (re)created (False: "w"). `setup(f, resumed)`
+    then creates what the file lacks, on every rank that opened it, and the layout is flushed
+    to disk before any work starts (so a run killed later leaves a readable file).
+
+    collective: every rank of `comm` calls this and gets the file (driver='mpio'). gather (or
+    `comm` None, one process): rank 0 gets the file, the other ranks None; a refusal on rank 0
+    is raised on every rank either way."""
+    from landscape_hpc import parallel  # mpi4py: only where a communicator is given
+
+    def on_one_rank() -> h5py.File:
+        resumed = decide()
+        return _set_up(h5py.File(path, "r+" if resumed else "w"), setup, resumed)
+
+    if comm is None:
+        return on_one_rank()
+    if collective:
+        resumed = parallel.on_master(comm, decide)
+        f = h5py.File(path, "r+" if resumed else "w", driver="mpio", comm=comm)
+        return _set_up(f, setup, resumed)
+    return parallel.on_master(comm, on_one_rank, share=False)
+
+
+def _set_up(f: h5py.File, setup: Callable[[h5py.File, bool], None], resumed: bool) -> h5py.File:
+    try:
+        setup(f, resumed)
+        f.flush()  # collective under mpio: every rank is here
+    except BaseException:
+        f.close()
+        raise
+    return f
