@@ -18,7 +18,7 @@ This module knows nothing of MPI, HDF5 or Hydra.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -257,6 +257,63 @@ def _to_channels_last(t: Tensor) -> Tensor:
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
 
+Forward = Callable[[Tensor], Tensor]
+
+
+def _one_point(
+    model: nn.Module, subspace: Subspace, c: Tensor, bn_data: Tensor | None, batch_size: int
+) -> Forward:
+    """The sequential strategy's network at coordinates c (d,): x (B, ...) -> (1, B, [C]). BN
+    statistics recomputed from bn_data when given; channels-last weights on the CPU."""
+    state = subspace.point(c)
+    if bn_data is not None:
+        state = recompute_bn_state(model, state, bn_data, batch_size)
+    if c.device.type == "cpu":
+        state = {key: _to_channels_last(v) for key, v in state.items()}
+    return lambda x: functional_call(model, state, (x,)).unsqueeze(0)
+
+
+def _stacked_points(
+    stacked: _Stacked, subspace: Subspace, coords: Tensor, bn_data: Tensor | None, batch_size: int
+) -> Forward:
+    """The vmap strategy's k = len(coords) networks: x (B, ...) -> (k, B, [C])."""
+    moving, fixed = subspace.points(coords)
+    if bn_data is not None:
+        moving, fixed = recompute_bn_batched(stacked.model, moving, fixed, bn_data, batch_size)
+    if moving:
+        return lambda x: stacked(moving, fixed, x)
+    k = coords.shape[0]  # no direction moves anything: one network, shared by all k points
+
+    def shared(x: Tensor) -> Tensor:
+        out = functional_call(stacked.model, fixed, (x,))
+        return out.expand(k, *out.shape)
+
+    return shared
+
+
+def _split_metrics(
+    forward: Forward,
+    k: int,
+    split: tuple[Tensor, Tensor],
+    batch_size: int,
+    loss: str,
+    loss_output: bool,
+) -> tuple[Tensor, Tensor]:
+    """Mean loss and accuracy (percent) of the k networks of `forward` on one split (inputs,
+    labels), (k,) each, summed in float64 over the batches."""
+    inputs, labels = split
+    n = inputs.shape[0]
+    loss_sum = torch.zeros(k, dtype=torch.float64, device=inputs.device)
+    correct = torch.zeros(k, dtype=torch.float64, device=inputs.device)
+    for b in _batches(n, batch_size):
+        batch_loss, batch_correct = batch_loss_and_correct(
+            forward(inputs[b]), labels[b], loss, loss_output
+        )
+        loss_sum += batch_loss
+        correct += batch_correct
+    return loss_sum / n, 100.0 * correct / n
+
+
 def evaluate_points(
     model: nn.Module,
     subspace: Subspace,
@@ -292,46 +349,20 @@ def evaluate_points(
     stacked = _Stacked(model)
     loss_output = is_loss_output(model)
     sums = {name: ([], []) for name in data}
+    bn_source = bn_data if recompute else None
     with torch.no_grad():
         for chunk in _batches(coords.shape[0], per_pass):
-            k = coords[chunk].shape[0]
+            points = coords[chunk]
             if strategy == "sequential":
-                state = subspace.point(coords[chunk][0])
-                if recompute:
-                    state = recompute_bn_state(model, state, bn_data, options.batch_size)
-                if device.type == "cpu":
-                    state = {key: _to_channels_last(v) for key, v in state.items()}
-
-                def forward(x: Tensor, state: ParamDict = state) -> Tensor:
-                    return functional_call(model, state, (x,)).unsqueeze(0)  # (1, B, [C])
+                forward = _one_point(model, subspace, points[0], bn_source, options.batch_size)
             else:
-                moving, fixed = subspace.points(coords[chunk])
-                if recompute:
-                    moving, fixed = recompute_bn_batched(
-                        model, moving, fixed, bn_data, options.batch_size
-                    )
-
-                def forward(
-                    x: Tensor, moving: ParamDict = moving, fixed: ParamDict = fixed, k: int = k
-                ) -> Tensor:
-                    if moving:
-                        return stacked(moving, fixed, x)  # (k, B, [C])
-                    # no direction moves anything: one network, shared by all k points
-                    out = functional_call(model, fixed, (x,))
-                    return out.expand(k, *out.shape)
-
-            for name, (inputs, labels) in data.items():
-                n = inputs.shape[0]
-                loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
-                correct = torch.zeros(k, dtype=torch.float64, device=device)
-                for b in _batches(n, batch_size):
-                    batch_loss, batch_correct = batch_loss_and_correct(
-                        forward(inputs[b]), labels[b], options.loss, loss_output
-                    )
-                    loss_sum += batch_loss
-                    correct += batch_correct
-                sums[name][0].append(loss_sum / n)
-                sums[name][1].append(100.0 * correct / n)
+                forward = _stacked_points(stacked, subspace, points, bn_source, options.batch_size)
+            for name, split in data.items():
+                loss, acc = _split_metrics(
+                    forward, len(points), split, batch_size, options.loss, loss_output
+                )
+                sums[name][0].append(loss)
+                sums[name][1].append(acc)
     return {
         name: Metrics(torch.cat(loss).cpu().numpy(), torch.cat(acc).cpu().numpy())
         for name, (loss, acc) in sums.items()

@@ -1,7 +1,7 @@
 """Figures of surfaces (Li et al. 2018 figures; the MPO paper's log-scale heat maps).
 
-Library functions take arrays and a matplotlib Axes; only `read_surface` and the command read
-files, and only the command (and `plot_surface_file`) saves figures.
+Library functions take arrays and a matplotlib Axes; files are read through files/surface.py
+(`read_surface`), and only the command (and `plot_surface_file`) saves figures.
 
     python -m landscape_hpc.plot runs/demo/surface/surface.h5                 # every 2D kind
     python -m landscape_hpc.plot s.h5 --kind contour --vmin 0.1 --vmax 10 --vlevel 0.5
@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import h5py
 import matplotlib
 
 matplotlib.use("Agg")
@@ -36,73 +34,14 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 
 from landscape_hpc.errors import USER_ERROR_EXIT, UserError
-from landscape_hpc.vtk import surface_heights, write_vtp
+from landscape_hpc.files.surface import Surface, read_surface
+from landscape_hpc.files.vtp import surface_heights, write_vtp
 
 KINDS_2D = ("contour", "filled", "heatmap", "3d")
 KINDS = ("auto", "1d", *KINDS_2D, "vtp", "all")
 FORMATS = ("png", "pdf", "svg")
 _LABELS = {"loss": "loss", "acc": "accuracy (%)"}
 _SUFFIX = {"contour": "2dcontour", "filled": "2dcontourf", "heatmap": "2dheat", "3d": "3dsurface"}
-
-
-@dataclass
-class Surface:
-    """A surface file's grid and metrics; metrics are (ny, nx) or (nx,), NaN where not computed."""
-
-    path: Path
-    x: np.ndarray
-    y: Optional[np.ndarray]
-    metrics: dict[str, np.ndarray]
-    n_done: int
-    legacy: bool  # loss-landscape's layout (no `done`; -1 meant not computed)
-    # PCA directions: trajectory/{x, y, epoch, lr} (n,) and the variance ratio of each direction
-    trajectory: Optional[dict[str, np.ndarray]] = None
-    explained_variance_ratio: Optional[np.ndarray] = None
-
-    @property
-    def size(self) -> int:
-        return len(self.x) * (1 if self.y is None else len(self.y))
-
-
-def read_surface(path: str | Path) -> Surface:
-    """Reads ours or loss-landscape's surface file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise UserError(f"{path} is not an HDF5 file") from None
-    with f:
-        if "xcoordinates" not in f:
-            raise UserError(f"{path} has no xcoordinates: it is not a surface file")
-        x = f["xcoordinates"][()]
-        y = f["ycoordinates"][()] if "ycoordinates" in f else None
-        shape = (len(x),) if y is None else (len(y), len(x))
-        legacy = "done" not in f
-        metrics = {}
-        for name in f:
-            if not name.endswith(("_loss", "_acc")) or not isinstance(f[name], h5py.Dataset):
-                continue
-            values = f[name][()].astype(np.float64)
-            if values.size != int(np.prod(shape)):
-                continue
-            # loss-landscape stores (nx, ny) arrays filled in (y, x) row-major order
-            values = values.reshape(shape)
-            if legacy:
-                values[values == -1] = np.nan
-            metrics[name] = values
-        done = f["done"][()] if not legacy else np.isfinite(next(iter(metrics.values()), x))
-        trajectory = (
-            {name: f["trajectory"][name][()] for name in f["trajectory"]}
-            if "trajectory/x" in f
-            else None
-        )
-        ratio = f.attrs.get("explained_variance_ratio")
-    if not metrics:
-        raise UserError(f"{path} holds no *_loss or *_acc metric")
-    ratio = None if ratio is None else np.atleast_1d(np.asarray(ratio, dtype=np.float64))
-    return Surface(path, x, y, metrics, int(np.sum(done)), legacy, trajectory, ratio)
 
 
 def _levels(z: np.ndarray, vmin, vmax, vlevel, metric: str) -> np.ndarray:

@@ -52,8 +52,8 @@ from landscape_hpc.evaluate import (
 )
 from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
+from landscape_hpc.files.checkpoint import file_sha256
 from landscape_hpc.grid import Grid, chunk_indices, default_chunk_points
-from landscape_hpc.models.checkpoint import file_sha256
 from landscape_hpc.params import ParamDict
 from landscape_hpc.problem import load_problem
 from landscape_hpc.subspace import Subspace

@@ -29,6 +29,7 @@ from landscape_hpc.data import Split
 from landscape_hpc.devices import resolve_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import is_loss_output
+from landscape_hpc.files.checkpoint import write_checkpoint
 from landscape_hpc.problem import load_problem
 
 log = logging.getLogger(__name__)
@@ -166,17 +167,14 @@ def save_checkpoint(
     """
     _, train_acc = evaluate(model, splits["train"])
     _, test_acc = evaluate(model, splits["test"])
-    state_dict = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
-    checkpoint = {
-        "state_dict": state_dict,
+    meta = {
         "epoch": int(epoch),
         "lr": float(lr),
         "model": str(cfg.model.name),
         "train_acc": float(train_acc),
         "test_acc": float(test_acc),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, path)
+    write_checkpoint(path, model, meta)
     return train_acc, test_acc
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from landscape_hpc import plot
-from landscape_hpc.vtk import read_vtp
+from landscape_hpc.files.vtp import read_vtp
 
 X = np.linspace(-1, 1, 7)
 Y = np.linspace(-0.5, 0.5, 4)

@@ -25,8 +25,8 @@ from landscape_hpc.directions.maths import (
 )
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files import surface as surface_file
+from landscape_hpc.files.checkpoint import load_state_dict_file
 from landscape_hpc.files.surface import Trajectory
-from landscape_hpc.models.checkpoint import load_state_dict_file
 from landscape_hpc.params import ParamDict
 
 _NEEDS_TRAJECTORY = (

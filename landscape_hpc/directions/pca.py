@@ -101,7 +101,7 @@ def find_checkpoints(spec: str) -> list[Path]:
 
 def load_trajectory(spec: str, trust: bool = False) -> Trajectory:
     """Reads every checkpoint of a trajectory (weights_only unless trusted)."""
-    from landscape_hpc.models.checkpoint import load_state_dict_file
+    from landscape_hpc.files.checkpoint import load_state_dict_file
 
     paths = find_checkpoints(spec)
     states, epochs, lrs = [], [], []

@@ -228,6 +228,69 @@ def read_trajectory(path: str | Path) -> Optional[Trajectory]:
         )
 
 
+# --- reading: ours, and loss-landscape's layout --------------------------------------------
+
+
+@dataclass
+class Surface:
+    """A surface file's grid and metrics; metrics are (ny, nx) or (nx,), NaN where not computed."""
+
+    path: Path
+    x: np.ndarray
+    y: Optional[np.ndarray]
+    metrics: dict[str, np.ndarray]
+    n_done: int
+    legacy: bool  # loss-landscape's layout (no `done`; -1 meant not computed)
+    # PCA directions: trajectory/{x, y, epoch, lr} (n,) and the variance ratio of each direction
+    trajectory: Optional[dict[str, np.ndarray]] = None
+    explained_variance_ratio: Optional[np.ndarray] = None
+
+    @property
+    def size(self) -> int:
+        return len(self.x) * (1 if self.y is None else len(self.y))
+
+
+def read_surface(path: str | Path) -> Surface:
+    """Reads ours or loss-landscape's surface file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise UserError(f"{path} is not an HDF5 file") from None
+    with f:
+        if "xcoordinates" not in f:
+            raise UserError(f"{path} has no xcoordinates: it is not a surface file")
+        x = f["xcoordinates"][()]
+        y = f["ycoordinates"][()] if "ycoordinates" in f else None
+        shape = (len(x),) if y is None else (len(y), len(x))
+        legacy = "done" not in f
+        metrics = {}
+        for name in f:
+            if not name.endswith(("_loss", "_acc")) or not isinstance(f[name], h5py.Dataset):
+                continue
+            values = f[name][()].astype(np.float64)
+            if values.size != int(np.prod(shape)):
+                continue
+            # loss-landscape stores (nx, ny) arrays filled in (y, x) row-major order
+            values = values.reshape(shape)
+            if legacy:
+                values[values == -1] = np.nan
+            metrics[name] = values
+        done = f["done"][()] if not legacy else np.isfinite(next(iter(metrics.values()), x))
+        trajectory = (
+            {name: f["trajectory"][name][()] for name in f["trajectory"]}
+            if "trajectory/x" in f
+            else None
+        )
+        ratio = f.attrs.get("explained_variance_ratio")
+    if not metrics:
+        raise UserError(f"{path} holds no *_loss or *_acc metric")
+    ratio = None if ratio is None else np.atleast_1d(np.asarray(ratio, dtype=np.float64))
+    return Surface(path, x, y, metrics, int(np.sum(done)), legacy, trajectory, ratio)
+
+
 def _row_runs(flat: np.ndarray, nx: int):
     """(start, stop, lo) runs of consecutive indices that stay within one grid row."""
     if len(flat) == 0:

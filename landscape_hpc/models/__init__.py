@@ -23,7 +23,7 @@ from torch import nn
 
 from landscape_hpc.config import ModelConfig
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.models.checkpoint import file_sha256, load_into, load_state_dict_file
+from landscape_hpc.files.checkpoint import file_sha256, load_into, load_state_dict_file
 from landscape_hpc.models.mlp import mlp
 from landscape_hpc.models.mpo_cnn import mpo_cnn, mpo_cnn6, mpo_cnn_bn
 from landscape_hpc.models.resnet import resnet_builder

@@ -39,8 +39,7 @@ from landscape_hpc.data import Split, dataset_attrs, load_dataset, subset
 from landscape_hpc.devices import resolve_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import (
-    BN_MODES,
-    STRATEGIES,
+    check_engine,
     evaluate_points,
     has_bn,
     is_loss_output,
@@ -73,8 +72,7 @@ def check_config(cfg: MPOConfig) -> np.ndarray:
     """The one check of an MPO config, before any data is loaded: every key, then the pattern.
     Returns the mask (H, W), True = low-loss; a UserError names the first bad key."""
     validate_fit_options(cfg)
-    check_choice("engine.bn", cfg.engine.bn, BN_MODES)
-    check_choice("engine.strategy", cfg.engine.strategy, STRATEGIES)
+    check_engine(cfg.engine)
     if cfg.engine.loss != "ce":
         raise UserError(f"engine.loss={cfg.engine.loss!r}: MPO trains on cross-entropy; use ce")
     if cfg.eval_samples is not None and cfg.eval_samples < 1:
@@ -271,7 +269,7 @@ def evaluate_cells(
     data = {s: (splits[s].inputs, splits[s].labels) for s in SPLITS}
     coords = torch.from_numpy(grid.coords(flat))
     m = evaluate_points(model, subspace, coords, data, options, splits["train"].inputs)
-    return {f"{s}_{k}": getattr(m[s], k) for s in SPLITS for k in ("loss", "acc")}
+    return surface_file.metric_values(m)
 
 
 def evaluate_plane(

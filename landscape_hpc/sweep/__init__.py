@@ -6,6 +6,6 @@ fill probability, for nets with and without BatchNorm, several seeds; one table 
     python -m landscape_hpc.mpo -m +experiment=bn_sweep [overrides]          # Hydra multirun
     python -m landscape_hpc.sweep report <sweep.h5 | run folder | multirun folder>
 
-Modules: `jobs` (the grid and each job's MPO config), `file` (the shared sweep HDF5 file),
-`run` (the MPI sweep), `report` (summary table and figure from any of the three routes).
+Modules: `jobs` (the grid and each job's MPO config), `run` (the MPI sweep), `report` (summary
+table and figure from any of the three routes); the sweep file is landscape_hpc/files/sweep.py.
 """

@@ -1,4 +1,5 @@
-"""Checkpoints: read a state_dict from a file and load it into a model, with actionable messages.
+"""Checkpoints: write a model's state_dict with its metadata, read one back and load it into a
+model, with actionable messages.
 
 Files are read with `weights_only=True` unless the user says they trust the file: a checkpoint
 is a pickle, and unpickling an untrusted file can run arbitrary code. Layouts accepted are the
@@ -13,6 +14,7 @@ import hashlib
 import os
 import pickle
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -172,3 +174,11 @@ def _listing(title: str, items: list[str]) -> str:
     shown = ", ".join(items[:MAX_LISTED_KEYS])
     more = f" ... and {len(items) - MAX_LISTED_KEYS} more" if len(items) > MAX_LISTED_KEYS else ""
     return f"  {title} ({len(items)}): {shown}{more}"
+
+
+def write_checkpoint(path: Path, model: nn.Module, meta: Mapping[str, Any]) -> None:
+    """A checkpoint `torch.load(path, weights_only=True)` reads back: {"state_dict": the model's
+    tensors on the CPU, **meta} (train: epoch, lr, model, train_acc, test_acc)."""
+    state_dict = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state_dict, **meta}, path)
