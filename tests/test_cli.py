@@ -1,8 +1,17 @@
 """Entry-point plumbing shared by the commands."""
 
+import os
 import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from landscape_hpc.cli import tune_allocator
+import h5py
+import numpy as np
+
+from landscape_hpc.cli import INTERRUPTED_EXIT, tune_allocator
 
 
 def test_tune_allocator_applies_the_glibc_settings_or_says_it_did_not(monkeypatch):
@@ -10,3 +19,48 @@ def test_tune_allocator_applies_the_glibc_settings_or_says_it_did_not(monkeypatc
     assert tune_allocator() is False
     monkeypatch.delenv("LANDSCAPE_HPC_MALLOC")
     assert tune_allocator() is (platform.libc_ver()[0] == "glibc")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
+
+
+def test_ctrl_c_says_how_to_resume_and_the_rerun_finishes_the_surface(tmp_path):
+    out = tmp_path / "s.h5"
+    args = [
+        PYTHON,
+        "-m",
+        "landscape_hpc.surface",
+        "model=mlp",
+        "grid.x=[-1,1,60]",
+        "grid.y=[-1,1,60]",
+        "chunk_points=4",
+        "engine.strategy=sequential",
+        "plot=false",
+        f"out={out}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:  # wait for the first chunks
+        if out.exists():
+            with h5py.File(out, "r") as f:
+                if f["done"][()].sum() >= 8:
+                    break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the surface finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == INTERRUPTED_EXIT, stderr[-2000:]
+    assert "interrupted: what was computed is kept" in stderr
+    assert "Traceback" not in stderr
+    with h5py.File(out, "r") as f:
+        kept = int(f["done"][()].sum())
+    assert 8 <= kept < 3600
+
+    rerun = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{3600 - kept} to compute" in rerun.stdout + rerun.stderr  # only the rest
+    with h5py.File(out, "r") as f:
+        assert f["done"][()].all() and np.isfinite(f["train_loss"][()]).all()
