@@ -7,15 +7,14 @@ Ctrl-C prints how to resume and exits 130, and an error on one MPI rank ends the
         main()
 
 The Hydra commands (surface, train, mpo, sweep, geometry <experiment>) are built by
-`hydra_command`; the argparse ones (plot, sweep report) wrap their body in `user_errors`.
+`hydra_command`; the argparse ones (plot, sweep report) return `exit_status(body)`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,25 +64,25 @@ def compose_config(name: str, overrides: list[str] = (), config_dir: Path = CONF
         return OmegaConf.to_object(compose(name, overrides=list(overrides)))
 
 
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """A UserError becomes `error: <message>` on stderr and exit status 2; Ctrl-C becomes
-    `interrupted: ...` and exit status 130 (what is written is kept: every command resumes).
-    SystemExit passes through untouched."""
+def exit_status(body: Callable[[], None]) -> int:
+    """Runs `body()`: 0 when it ends; a UserError prints `error: <message>` on stderr and gives
+    2; Ctrl-C prints `interrupted: ...` and gives 130 (what is written is kept: every command
+    resumes). Any other exception propagates, with its traceback."""
     from landscape_hpc.errors import USER_ERROR_EXIT, UserError
 
     try:
-        yield
+        body()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(USER_ERROR_EXIT)
+        return USER_ERROR_EXIT
     except KeyboardInterrupt:
         print(
             "interrupted: what was computed is kept; run the same command again to resume",
             file=sys.stderr,
             flush=True,
         )
-        sys.exit(INTERRUPTED_EXIT)
+        return INTERRUPTED_EXIT
+    return 0
 
 
 Command = Callable[[Any, Any], None]
@@ -100,12 +99,16 @@ def hydra_command(
 
         from landscape_hpc import parallel
 
-        tune_allocator()  # here, not at import: a submitit job calls the task, not main()
-        with user_errors():
+        def body() -> None:
             typed = OmegaConf.to_object(cfg)
             comm = parallel.world()
             with parallel.abort_on_error(comm):  # one failing rank ends them all, none hangs
                 command(typed, comm)
+
+        tune_allocator()  # here, not at import: a submitit job calls the task, not main()
+        status = exit_status(body)
+        if status:
+            sys.exit(status)
 
     # Hydra names the job (hydra.job.name, <job>.log) after the task's module: the command's,
     # or the command's name when it runs as __main__ (never `__main__.log` or `cli.log`)

@@ -33,7 +33,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 
-from landscape_hpc.errors import USER_ERROR_EXIT, UserError
+from landscape_hpc.cli import exit_status
+from landscape_hpc.errors import UserError
 from landscape_hpc.files.surface import Surface, read_surface
 from landscape_hpc.files.vtp import surface_heights, write_vtp
 
@@ -325,13 +326,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     opts = parser().parse_args(argv)
-    try:
+
+    def body() -> None:
         for path in plot_files(opts.files, opts):
             print(path)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return USER_ERROR_EXIT
-    return 0
+
+    return exit_status(body)
 
 
 if __name__ == "__main__":

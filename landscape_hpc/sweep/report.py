@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from landscape_hpc.errors import USER_ERROR_EXIT, UserError
+from landscape_hpc.cli import exit_status
+from landscape_hpc.errors import UserError
 
 SPLITS = ("train", "test")
 METRICS = tuple(
@@ -294,10 +295,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("path", help="sweep file, its folder, or a Hydra multirun folder")
     parser.add_argument("--out", help="folder for summary.csv and bn_sweep.png (default: path's)")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         rows, folder = load_rows(args.path)
         for p in write_outputs(rows, args.out or folder):
             print(f"wrote {p}")
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT)
+
+    status = exit_status(body)
+    if status:
+        sys.exit(status)
