@@ -46,6 +46,7 @@ from landscape_hpc.evaluate import (
 )
 from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
+from landscape_hpc.files.plane import PLANE_FILE, write_plane
 from landscape_hpc.grid import Grid, cell_coords, pattern_to_surface
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.fit import (
@@ -197,7 +198,7 @@ def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
     mask = check_config(cfg)  # before loading data, to fail fast on a bad key or pattern
     set_threads(cfg)
     out_dir = Path(cfg.out_dir)
-    hdf5.check_writable(out_dir / "plane.pt", "out_dir")
+    hdf5.check_writable(out_dir / PLANE_FILE, "out_dir")
     splits = load_dataset(cfg.dataset, resolve_device(cfg.device))
     job = setup_job(cfg, splits, mask)
     fp = job.fingerprint
@@ -214,8 +215,8 @@ def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
     )
     plane = result.plane
     resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
-    exported = {**plane.export(), "mask": torch.from_numpy(mask), "config": resolved}
-    torch.save(exported, out_dir / "plane.pt")
+    exported = plane.export()
+    write_plane(out_dir / PLANE_FILE, exported, mask, resolved)
 
     fp_surface = {**fp, "steps": result.steps, "eval_samples": cfg.eval_samples}
     t_eval = time.perf_counter()

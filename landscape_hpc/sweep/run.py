@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
@@ -29,6 +28,7 @@ from landscape_hpc.data import Split, dataset_attrs, load_dataset
 from landscape_hpc.devices import rank_device
 from landscape_hpc.evaluate import has_bn
 from landscape_hpc.files import hdf5
+from landscape_hpc.files.plane import PLANE_FILE, write_plane
 from landscape_hpc.files.sweep import DONE, FAILED, PENDING, JobSpec, Outcome, SweepFile
 from landscape_hpc.mpo.command import (
     check_config,
@@ -212,7 +212,7 @@ def run_job(cfg: MPOConfig, splits: dict, mask: np.ndarray, job_dir: Path) -> Ou
     except Diverged as err:
         return Outcome(FAILED, reason=str(err), bn=bn, seconds=time.perf_counter() - start, **where)
     exported = result.plane.export()
-    torch.save(exported, job_dir / "plane.pt")
+    write_plane(job_dir / PLANE_FILE, exported, mask, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     t_eval = time.perf_counter()
     values = plane_values(result.plane, job.model, job.mask, splits, cfg)
     eval_seconds = time.perf_counter() - t_eval
