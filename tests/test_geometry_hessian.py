@@ -15,10 +15,10 @@ from torch import nn
 
 from landscape_hpc import hessian
 from landscape_hpc.cli import compose_config
-from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
-from landscape_hpc.geometry.hessian import HessianConfig, plot_maps, run_map, run_point
+from landscape_hpc.geometry.hessian import plot_maps, run_map, run_point
 from landscape_hpc.models import build_model
 from landscape_hpc.surface import compute_surface
 

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.config import DatasetConfig, IntrinsicDimConfig, ModelConfig
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry.subspace import (
     DenseProjection,
     SparseProjection,
-    SubspaceConfig,
     run_subspace,
     train_in_subspace,
 )
@@ -90,7 +89,7 @@ def test_d_larger_than_the_parameter_count_is_refused():
 
 
 def test_classifier_gets_better_with_more_dimensions():
-    cfg = SubspaceConfig(
+    cfg = IntrinsicDimConfig(
         model=ModelConfig(name="mlp", kwargs={"hidden": [16]}),
         dataset=DatasetConfig(max_samples=300),
         dims=[1, 60],

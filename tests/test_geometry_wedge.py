@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from landscape_hpc.config import ModelConfig
+from landscape_hpc.config import ModelConfig, WedgeConfig, WedgeHyperplaneConfig
 from landscape_hpc.geometry.wedge import (
-    WedgeConfig,
-    WedgeHyperplaneConfig,
     run_wedge,
     summarize_wedge,
     wedge_optima,

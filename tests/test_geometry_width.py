@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.config import DatasetConfig, ModelConfig, WidthConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry.width import (
-    WidthConfig,
     check_crossed,
     crossing_distance,
     ray_widths,
