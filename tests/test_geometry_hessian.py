@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from landscape_hpc import hessian
 from landscape_hpc.cli import compose_config
 from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
+from landscape_hpc.flat import flat_loss
 from landscape_hpc.geometry.hessian import plot_maps, run_map, run_point
 from landscape_hpc.models import build_model
 from landscape_hpc.surface import compute_surface
@@ -109,7 +109,7 @@ def _exact_extremes(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     if key.startswith(f"directions/{axis}/"):
                         name = key.split("/", 2)[2]
                         state[name] = state[name] + c * torch.from_numpy(data[key]).double()
-            loss, theta = hessian.flat_loss(model, state, list(state), inputs, labels)
+            loss, theta = flat_loss(model, state, list(state), inputs, labels)
             eig = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta))
             hi[iy, ix], lo[iy, ix] = float(eig[-1]), float(eig[0])
     return hi, lo

@@ -52,9 +52,10 @@ from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import LOSSES
 from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
+from landscape_hpc.flat import LossFn, flat_loss
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.grid import Grid
-from landscape_hpc.hessian import LossFn, flat_loss, hutchinson_trace, hvp, lanczos
+from landscape_hpc.hessian import hutchinson_trace, hvp, lanczos
 from landscape_hpc.models import build_model
 from landscape_hpc.models.checkpoint import file_sha256
 from landscape_hpc.subspace import Subspace

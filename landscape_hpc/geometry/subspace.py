@@ -41,8 +41,8 @@ from landscape_hpc.data import Split, load_dataset, num_classes
 from landscape_hpc.devices import rank_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import LOSSES, is_loss_output
+from landscape_hpc.flat import LossFn, flat_loss
 from landscape_hpc.geometry.app import Report, experiment_main
-from landscape_hpc.hessian import LossFn, flat_loss
 from landscape_hpc.models import build_model
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def train_in_subspace(
 ) -> SubspaceResult:
     """Minimises loss_fn(θ0 + P·c) over c ∈ R^d, from c = 0, by `steps` Adam steps.
 
-    loss_fn maps a flat θ (P,) to a scalar (as hessian.LossFn). P is a random projection with
+    loss_fn maps a flat θ (P,) to a scalar (a flat.LossFn). P is a random projection with
     unit-norm columns drawn from `seed` (dense Gaussian, or sparse with a few nonzeros per row).
     The learning rate follows a cosine decay from `lr` to 0, so the last iterate settles instead
     of circling the minimum at the step size (the wedge loss is a norm: its gradient never

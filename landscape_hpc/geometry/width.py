@@ -42,10 +42,10 @@ from landscape_hpc.config import EngineConfig, WidthConfig
 from landscape_hpc.directions import normalize_direction
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import BN_MODES, LOSSES, STRATEGIES, evaluate_points
+from landscape_hpc.flat import LossFn
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import Problem, load_problem
 from landscape_hpc.geometry.hyperplane import stream_seed
-from landscape_hpc.hessian import LossFn
 from landscape_hpc.params import ParamDict
 from landscape_hpc.subspace import Subspace
 
