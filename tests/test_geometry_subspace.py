@@ -18,7 +18,7 @@ from landscape_hpc.geometry.subspace import (
     run_subspace,
     train_in_subspace,
 )
-from landscape_hpc.models.wedge import wedge_distance
+from landscape_hpc.models.nwedge import wedge_distance
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable

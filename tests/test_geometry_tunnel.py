@@ -27,7 +27,7 @@ from landscape_hpc.geometry import hyperplane as hp
 from landscape_hpc.geometry.connector import run_connector
 from landscape_hpc.geometry.tunnel import run_tunnel, write_tunnel
 from landscape_hpc.models import build_model
-from landscape_hpc.models.wedge import wedge_distance
+from landscape_hpc.models.nwedge import wedge_distance
 from landscape_hpc.train import train
 
 HIDDEN = [8]

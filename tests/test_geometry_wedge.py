@@ -17,7 +17,7 @@ from landscape_hpc.geometry.wedge import (
     write_wedge,
 )
 from landscape_hpc.models import build_model
-from landscape_hpc.models.wedge import wedge_distance
+from landscape_hpc.models.nwedge import wedge_distance
 
 DIM, N = 12, 8  # D − n = 4
 

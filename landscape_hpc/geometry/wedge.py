@@ -1,6 +1,6 @@
 """The n-wedge toy landscape's experiments (Fort & Jastrzebski 2019, sec. 3).
 
-The loss is the distance to the nearest n-wedge in D dimensions (`models.wedge.wedge_distance`):
+The loss is the distance to the nearest n-wedge in D dimensions (`models.nwedge.wedge_distance`):
 zero on a union of n-dimensional coordinate subspaces. Two experiments:
 
 (a) Random hyperplanes: from random θ0, train c in θ0 + P·c for random d-dimensional P
@@ -45,7 +45,7 @@ from landscape_hpc.geometry.hyperplane import (
     stream_seed,
 )
 from landscape_hpc.geometry.subspace import train_in_subspace
-from landscape_hpc.models.wedge import wedge_distance
+from landscape_hpc.models.nwedge import wedge_distance
 
 _JOB_KEY = "wedge_job"
 

@@ -1,4 +1,4 @@
-"""The n-wedge toy landscape (models/wedge.py) and the engine's loss-output path."""
+"""The n-wedge toy landscape (models/nwedge.py) and the engine's loss-output path."""
 
 import itertools
 import os
@@ -17,7 +17,7 @@ from landscape_hpc.errors import UserError
 from landscape_hpc.evaluate import evaluate_points, evaluate_points_loop
 from landscape_hpc.flat import flat_loss
 from landscape_hpc.models import build_model
-from landscape_hpc.models.wedge import wedge_distance
+from landscape_hpc.models.nwedge import wedge_distance
 from landscape_hpc.subspace import Subspace
 
 ROOT = Path(__file__).resolve().parents[1]
