@@ -38,7 +38,7 @@ import torch
 from landscape_hpc.config import DatasetConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.directions import direction_keys, random_basis
-from landscape_hpc.geometry.hessian import HessianConfig, MapJob, make_job
+from landscape_hpc.geometry.curvature import HessianConfig, MapJob, make_job
 from landscape_hpc.grid import Grid
 from landscape_hpc.hessian import hvp
 from landscape_hpc.models import build_model

@@ -4,7 +4,7 @@ The loss is the distance to the nearest n-wedge in D dimensions (`models.nwedge.
 zero on a union of n-dimensional coordinate subspaces. Two experiments:
 
 (a) Random hyperplanes: from random θ0, train c in θ0 + P·c for random d-dimensional P
-    (`geometry.subspace.train_in_subspace`). A d-plane meets an n-dimensional wedge generically
+    (`geometry.intrinsic_dim.train_in_subspace`). A d-plane meets an n-dimensional wedge generically
     iff d + n ≥ D, so training succeeds (final loss below `success_loss`) from d = D − n on.
 (b) A tunnel: two optima on different wedges (θ_a free on the first n coordinates, θ_b on the
     last n) are joined by a linear path of high loss; optimising its inner points in the
@@ -44,7 +44,7 @@ from landscape_hpc.geometry.hyperplane import (
     segment_positions,
     stream_seed,
 )
-from landscape_hpc.geometry.subspace import train_in_subspace
+from landscape_hpc.geometry.intrinsic_dim import train_in_subspace
 from landscape_hpc.models.nwedge import wedge_distance
 
 _JOB_KEY = "wedge_job"

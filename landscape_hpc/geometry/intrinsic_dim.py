@@ -1,6 +1,6 @@
-"""Training in random d-dimensional hyperplanes: the intrinsic dimension of a task (Li, Farkhoor,
-Liu & Yosinski 2018, "Measuring the intrinsic dimension of objective landscapes"; Fort &
-Jastrzebski 2019, sec. 3, on the n-wedge toy landscape).
+"""Training in random d-dimensional hyperplanes, the `subspace` experiment: the intrinsic dimension
+of a task (Li, Farkhoor, Liu & Yosinski 2018, "Measuring the intrinsic dimension of objective
+landscapes"; Fort & Jastrzebski 2019, sec. 3, on the n-wedge toy landscape).
 
 θ(c) = θ0 + P·c with P (P_params × d) random and fixed, c ∈ R^d trained from 0 by Adam. The
 smallest d at which training succeeds is the intrinsic dimension; on the n-wedge model in D

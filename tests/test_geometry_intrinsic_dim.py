@@ -1,4 +1,4 @@
-"""Training in random hyperplanes (landscape_hpc/geometry/subspace.py)."""
+"""Training in random hyperplanes (landscape_hpc/geometry/intrinsic_dim.py)."""
 
 import csv
 import os
@@ -12,7 +12,7 @@ import torch
 
 from landscape_hpc.config import DatasetConfig, IntrinsicDimConfig, ModelConfig
 from landscape_hpc.errors import UserError
-from landscape_hpc.geometry.subspace import (
+from landscape_hpc.geometry.intrinsic_dim import (
     DenseProjection,
     SparseProjection,
     run_subspace,

@@ -1,4 +1,4 @@
-"""Hessian eigenvalues at a point and over a surface grid (landscape_hpc/geometry/hessian.py)."""
+"""Hessian eigenvalues at a point and over a surface grid (landscape_hpc/geometry/curvature.py)."""
 
 import hashlib
 import os
@@ -18,7 +18,7 @@ from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
 from landscape_hpc.flat import flat_loss
-from landscape_hpc.geometry.hessian import plot_maps, run_map, run_point
+from landscape_hpc.geometry.curvature import plot_maps, run_map, run_point
 from landscape_hpc.models import build_model
 from landscape_hpc.surface import compute_surface
 
@@ -50,7 +50,7 @@ def _config(**overrides) -> HessianConfig:
 
 def test_quadratic_model_eigenvalues_are_exact_and_the_trace_close():
     data = DatasetConfig(name="synthetic", shape=[4], num_train=30)
-    model = ModelConfig(name="custom", target="test_geometry_hessian.LeastSquares")
+    model = ModelConfig(name="custom", target="test_geometry_curvature.LeastSquares")
     cfg = _config(model=model, dataset=data, lanczos_steps=4, double=True, trace_samples=300)
     result = run_point(cfg)
     x = load_dataset(data)["train"].inputs.double()  # (30, 4)

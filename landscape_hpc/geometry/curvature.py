@@ -1,6 +1,6 @@
-"""Curvature of the landscape: the extreme Hessian eigenvalues at a point and over a surface grid
-(Li et al. 2018, "are we really seeing convexity?"; loss-landscape's `plot_hessian_eigen.py`;
-PyHessian's trace).
+"""Curvature of the landscape, the `hessian` experiment: the extreme Hessian eigenvalues at a point
+and over a surface grid (Li et al. 2018, "are we really seeing convexity?"; loss-landscape's
+`plot_hessian_eigen.py`; PyHessian's trace).
 
 At a point (the model, its checkpoint or init) it prints and saves λ_max, λ_min (Lanczos on
 Hessian-vector products, landscape_hpc/hessian.py) and tr H (Hutchinson). Over a surface it takes
