@@ -18,7 +18,7 @@ from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
 from landscape_hpc.flat import flat_loss
-from landscape_hpc.geometry.curvature import plot_maps, run_map, run_point
+from landscape_hpc.geometry.curvature import plot_maps, run_map, run_point, summarize_map
 from landscape_hpc.models import build_model
 from landscape_hpc.surface import compute_surface
 
@@ -120,7 +120,8 @@ def test_map_over_a_3x3_surface_equals_the_exact_hessian_and_keeps_the_rest(surf
     info = run_map(_config(surface=str(surface), lanczos_steps=TINY_PARAMS, double=True))
     assert info["points"] == 9 and info["num_params"] == TINY_PARAMS
     after = _datasets(surface)
-    assert sorted(after) == sorted([*before, "max_eig", "min_eig"])
+    assert sorted(after) == sorted([*before, "max_eig", "min_eig", "hessian_done"])
+    assert after["hessian_done"].dtype == np.uint8 and (after["hessian_done"] == 1).all()
     for name, values in before.items():
         np.testing.assert_array_equal(after[name], values, err_msg=name)
     hi, lo = _exact_extremes(surface)
@@ -139,7 +140,8 @@ def test_map_resumes_only_missing_points_and_refuses_other_settings(surface):
     with h5py.File(surface, "r+") as f:
         full = f["max_eig"][()]
         f["max_eig"][0, 0] = 1234.5  # a value that must not be recomputed
-        f["min_eig"][2, 1] = np.nan  # one pending point
+        f["min_eig"][2, 1] = np.nan  # one pending point: not done
+        f["hessian_done"][2, 1] = 0
     info = run_map(cfg)
     assert info["points"] == 1
     after = _datasets(surface)
@@ -151,6 +153,31 @@ def test_map_resumes_only_missing_points_and_refuses_other_settings(surface):
     assert hashlib.sha256(surface.read_bytes()).hexdigest() == digest
     info = run_map(_config(surface=str(surface), lanczos_steps=12, overwrite=True))
     assert info["points"] == 9 and _datasets(surface)["max_eig"][0, 0] != 1234.5
+
+
+def test_a_diverged_point_stays_done_and_maps_without_a_done_mask_resume(surface):
+    cfg = _config(surface=str(surface), lanczos_steps=8)
+    run_map(cfg)
+    full = _datasets(surface)
+    with h5py.File(surface, "r+") as f:
+        f["max_eig"][1, 1] = f["min_eig"][1, 1] = np.nan  # computed, diverged: done stays 1
+    info = run_map(cfg)
+    assert info["points"] == 0
+    after = _datasets(surface)
+    assert np.isnan(after["max_eig"][1, 1]) and after["hessian_done"][1, 1] == 1
+    assert "9 of 9 done in all (1 diverged: NaN eigenvalues)" in summarize_map(surface, info)
+    # maps written before the done mask: a point is done where neither eigenvalue is NaN
+    with h5py.File(surface, "r+") as f:
+        del f["hessian_done"]
+        f["max_eig"][0, 0] = 1234.5  # done: must not be recomputed
+        f["min_eig"][2, 1] = np.nan  # not done
+    info = run_map(cfg)
+    assert info["points"] == 2  # [1, 1] (NaN) and [2, 1]
+    after = _datasets(surface)
+    assert (after["hessian_done"] == 1).all() and after["max_eig"][0, 0] == 1234.5
+    for name in ("max_eig", "min_eig"):
+        for index in ((1, 1), (2, 1)):
+            np.testing.assert_allclose(after[name][index], full[name][index], rtol=1e-12)
 
 
 def test_a_file_that_is_not_a_surface_is_refused(tmp_path):

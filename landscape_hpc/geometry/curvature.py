@@ -19,9 +19,10 @@ maps always belong to the surface they are stored in: the model/dataset keys of 
 not used there (give `surface_checkpoint=` when the checkpoint has moved). The loss is the
 surface's `engine.loss`; BN layers use the running statistics of each point (engine.bn=eval).
 
-`max_eig` / `min_eig` are (ny, nx) float64 like the surface's metrics, NaN = not computed yet:
-re-running computes only the NaN points (a diverged point, whose eigenvalues are NaN, is tried
-again); no other dataset of the file is touched. The settings the maps were made with (split,
+`max_eig` / `min_eig` are (ny, nx) float64 like the surface's metrics, and `hessian_done` marks
+the points computed (files/hessian_maps.py): re-running computes only the points not done yet (a
+diverged point, done with NaN eigenvalues, is not tried again; overwrite=true recomputes every
+point); no other dataset of the file is touched. The settings the maps were made with (split,
 samples, Lanczos steps, seed, precision) are stored in the `hessian` attribute of `max_eig`, and
 a run with other settings is refused unless overwrite=true. Points go one per task over the MPI
 pool; rank 0 writes them.
@@ -31,17 +32,15 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import h5py
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from landscape_hpc import parallel
@@ -50,8 +49,9 @@ from landscape_hpc.data import Split, load_dataset, num_classes, subset
 from landscape_hpc.devices import rank_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import LOSSES
-from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
+from landscape_hpc.files.hessian_maps import HessianMaps, read_maps
+from landscape_hpc.files.surface import SurfaceSource
 from landscape_hpc.flat import LossFn, flat_loss
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.grid import Grid
@@ -62,9 +62,7 @@ from landscape_hpc.subspace import Subspace
 
 log = logging.getLogger(__name__)
 
-MAPS = ("max_eig", "min_eig")
 _JOB_KEY = "hessian_job"
-_FINGERPRINT_ATTR = "hessian"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,68 +258,25 @@ def summarize_point(result: PointResult, cfg: HessianConfig) -> str:
 # over a surface grid
 
 
-@dataclass
-class SurfaceSource:
-    """What a surface file says about itself: grid, model, data, loss, and its directions."""
-
-    path: Path
-    grid: Grid
-    model: ModelConfig
-    dataset: DatasetConfig
-    loss: str
-    bn: str
-
-
 def read_source(path: Path, checkpoint: Optional[str]) -> SurfaceSource:
     """The grid and the model/dataset configs stored in a surface file; the checkpoint it was made
     from is located (its stored path, or `checkpoint`) and checked against the stored SHA-256."""
-    if not path.is_file():
+    source = surface_file.read_source(path)
+    sha = source.checkpoint_sha256
+    if not sha:
+        return source
+    where = checkpoint or source.checkpoint or source.model.checkpoint
+    if not where or not Path(where).is_file():
         raise UserError(
-            f"surface={path} does not exist; make it with python -m landscape_hpc.surface"
+            f"the checkpoint of surface={path} is not at {where!r}; pass "
+            f"surface_checkpoint=<file> (its SHA-256 must be {sha})"
         )
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise UserError(f"surface={path} is not an HDF5 file") from None
-    with f:
-        attrs = dict(f.attrs)
-        if "config" not in attrs or "xcoordinates" not in f:
-            raise UserError(
-                f"surface={path} has no `config` attribute or grid: only surface files written "
-                "by python -m landscape_hpc.surface say which model and data they belong to"
-            )
-        x = f["xcoordinates"][()]
-        y = f["ycoordinates"][()] if "ycoordinates" in f else None
-    stored = OmegaConf.create(str(attrs["config"]))
-    model_cfg: ModelConfig = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(ModelConfig), stored.model)
-    )
-    dataset_cfg: DatasetConfig = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(DatasetConfig), stored.dataset)
-    )
-    sha = str(attrs.get("checkpoint_sha256", ""))
-    if sha:
-        where = checkpoint or str(attrs.get("checkpoint", "")) or model_cfg.checkpoint
-        if not where or not Path(where).is_file():
-            raise UserError(
-                f"the checkpoint of surface={path} is not at {where!r}; pass "
-                f"surface_checkpoint=<file> (its SHA-256 must be {sha})"
-            )
-        if file_sha256(where) != sha:
-            raise UserError(
-                f"{where} is not the checkpoint surface={path} was made from (SHA-256 "
-                f"{file_sha256(where)}, the file says {sha}); pass the right surface_checkpoint="
-            )
-        model_cfg.checkpoint = str(where)
-    engine = stored.get("engine", {})
-    return SurfaceSource(
-        path,
-        Grid(np.asarray(x), None if y is None else np.asarray(y)),
-        model_cfg,
-        dataset_cfg,
-        str(engine.get("loss", "ce")),
-        str(engine.get("bn", "eval")),
-    )
+    if file_sha256(where) != sha:
+        raise UserError(
+            f"{where} is not the checkpoint surface={path} was made from (SHA-256 "
+            f"{file_sha256(where)}, the file says {sha}); pass the right surface_checkpoint="
+        )
+    return dataclasses.replace(source, model=dataclasses.replace(source.model, checkpoint=where))
 
 
 def map_fingerprint(cfg: HessianConfig, source: SurfaceSource, num_samples: int) -> dict:
@@ -335,44 +290,6 @@ def map_fingerprint(cfg: HessianConfig, source: SurfaceSource, num_samples: int)
         "double": cfg.double,
         "loss": source.loss,
     }
-
-
-def open_maps(path: Path, grid: Grid, fingerprint: dict, overwrite: bool) -> h5py.File:
-    """Opens the surface file for writing the maps: creates max_eig / min_eig (NaN) when absent,
-    refuses maps made with other settings (unless overwrite, which resets them to NaN)."""
-    hdf5.check_writable(path)
-    f = h5py.File(path, "r+")
-    try:
-        wanted = json.dumps(fingerprint, sort_keys=True)
-        if MAPS[0] in f:
-            raw = f[MAPS[0]].attrs.get(_FINGERPRINT_ATTR)
-            stored = json.loads(raw) if raw is not None else {}
-            if stored != fingerprint and not overwrite:
-                diff = hdf5.fingerprint_diff(stored, fingerprint)
-                raise UserError(
-                    f"the Hessian maps in {path} were made with other settings:\n  "
-                    + "\n  ".join(diff)
-                    + "\npass overwrite=true to recompute them (other datasets are kept)"
-                )
-        for name in MAPS:
-            if name not in f:
-                f.create_dataset(name, shape=grid.shape, dtype="f8", fillvalue=np.nan)
-            elif overwrite:
-                f[name][...] = np.nan
-            if f[name].shape != grid.shape:
-                raise UserError(f"{path}: {name} has shape {f[name].shape}, the grid {grid.shape}")
-        f[MAPS[0]].attrs[_FINGERPRINT_ATTR] = wanted
-        f.flush()
-    except BaseException:
-        f.close()
-        raise
-    return f
-
-
-def pending_points(f: h5py.File) -> np.ndarray:
-    """Flat indices where either map is NaN (not computed yet), ascending."""
-    missing = np.isnan(f[MAPS[0]][()]) | np.isnan(f[MAPS[1]][()])
-    return np.flatnonzero(missing.reshape(-1))
 
 
 @dataclass
@@ -413,27 +330,21 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
         )
     comm.Barrier()  # all reads done
 
-    def open_on_master() -> tuple[h5py.File, np.ndarray]:
-        fingerprint = map_fingerprint(cfg, source, len(split.labels))
-        f = open_maps(path, source.grid, fingerprint, cfg.overwrite)
-        return f, pending_points(f)
-
-    opened = parallel.on_master(comm, open_on_master, share=False)
-    f, pending = opened if opened is not None else (None, np.array([], dtype=np.int64))
+    fingerprint = map_fingerprint(cfg, source, len(split.labels))
+    maps = HessianMaps.open(path, source.grid, fingerprint, cfg.overwrite, comm)
+    pending = maps.pending() if maps is not None else np.array([], dtype=np.int64)
     parallel.set_worker_state(_JOB_KEY, job)
     seconds, start = [], time.perf_counter()
     try:
         for result in parallel.run_tasks(
             comm, _map_task, [int(i) for i in pending], describe=lambda i: f"grid point {i}"
         ):
-            index = np.unravel_index(result.task, source.grid.shape)
-            f[MAPS[0]][index], f[MAPS[1]][index] = result.value
-            f.flush()
+            maps.write(result.task, *result.value)
             seconds.append(result.seconds)
     finally:
         parallel.clear_worker_state(_JOB_KEY)
-        if f is not None:
-            f.close()
+        if maps is not None:
+            maps.close()
     if rank != 0:
         return None
     return {
@@ -447,26 +358,22 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
     }
 
 
-def read_maps(path: Path) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray]:
-    with h5py.File(path, "r") as f:
-        x = f["xcoordinates"][()]
-        y = f["ycoordinates"][()] if "ycoordinates" in f else None
-        return x, y, f[MAPS[0]][()], f[MAPS[1]][()]
-
-
 def summarize_map(path: Path, info: dict[str, Any]) -> str:
-    _, _, hi, lo = read_maps(path)
+    maps = read_maps(path)
+    hi, lo = maps.max_eig, maps.min_eig
     ratio = np.abs(lo / hi)
-    done = np.isfinite(hi) & np.isfinite(lo)
+    finite = np.isfinite(hi) & np.isfinite(lo)
+    diverged = int((maps.done & ~finite).sum())
     lines = [
         f"Hessian maps of {info['model']} ({info['num_params']} parameters, "
         f"{info['num_samples']} samples) in {path}:",
-        f"  {info['points']} points computed now, {int(done.sum())} of {info['grid_points']} "
-        "done in all",
+        f"  {info['points']} points computed now, {int(maps.done.sum())} of "
+        f"{info['grid_points']} done in all"
+        + (f" ({diverged} diverged: NaN eigenvalues)" if diverged else ""),
     ]
     if info["points"]:
         lines.append(f"  {info['seconds_per_point']:.3f} s per point on a worker")
-    if done.any():
+    if finite.any():
         lines.append(
             f"  max_eig in [{np.nanmin(hi):.4g}, {np.nanmax(hi):.4g}], min_eig in "
             f"[{np.nanmin(lo):.4g}, {np.nanmax(lo):.4g}], |min/max| in "
@@ -486,7 +393,8 @@ def plot_maps(path: Path, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x, y, hi, lo = read_maps(path)
+    maps = read_maps(path)
+    x, y, hi, lo = maps.x, maps.y, maps.max_eig, maps.min_eig
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.abs(lo / hi)
     if y is None:
