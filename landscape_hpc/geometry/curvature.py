@@ -236,7 +236,9 @@ def write_point(result: PointResult, cfg: HessianConfig, out_dir: Path) -> list[
         writer.writerow(row)
     files = [path]
     if cfg.plot:
-        files.append(plot_ritz(result, out_dir / "hessian_ritz.png", cfg.model.name))
+        from landscape_hpc.geometry import figures
+
+        files.append(figures.plot_ritz(result.ritz, out_dir / "hessian_ritz.png", cfg.model.name))
     return files
 
 
@@ -383,75 +385,6 @@ def summarize_map(path: Path, info: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# figures
-
-
-def plot_maps(path: Path, out: Path) -> Path:
-    """max_eig, min_eig and |min/max| over the grid (2D: heat maps with contours; 1D: lines)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    maps = read_maps(path)
-    x, y, hi, lo = maps.x, maps.y, maps.max_eig, maps.min_eig
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.abs(lo / hi)
-    if y is None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        axes[0].plot(x, hi, "o-", label="max eigenvalue")
-        axes[0].plot(x, lo, "o-", label="min eigenvalue")
-        axes[0].axhline(0, color="grey", lw=0.8)
-        axes[0].legend()
-        axes[1].plot(x, ratio, "o-", color="C3")
-        axes[1].set_title("|min / max|")
-        for ax in axes:
-            ax.set_xlabel("x")
-            ax.grid(alpha=0.3)
-    else:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
-        panels = (
-            (hi, "max eigenvalue", "viridis"),
-            (lo, "min eigenvalue", "viridis"),
-            (ratio, "|min / max|", "magma"),
-        )
-        for ax, (z, title, cmap) in zip(axes, panels):
-            mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(z), shading="nearest", cmap=cmap)
-            fig.colorbar(mesh, ax=ax)
-            if np.isfinite(z).sum() >= 4 and len(x) > 1 and len(y) > 1:
-                ax.contour(x, y, np.ma.masked_invalid(z), levels=8, colors="white", linewidths=0.6)
-            ax.set_title(title)
-            ax.set_xlabel("x")
-            ax.set_ylabel("y")
-            ax.set_aspect("auto")
-    fig.suptitle(f"Hessian eigenvalues over {path.name}")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def plot_ritz(result: PointResult, out: Path, name: str) -> Path:
-    """The Lanczos Ritz values at the point: a coarse picture of the spectrum's spread."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.stem(np.arange(len(result.ritz)), result.ritz)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("Ritz value index (ascending)")
-    ax.set_ylabel("eigenvalue estimate")
-    ax.set_title(f"{name}: Lanczos Ritz values, max {result.max_eig:.4g}, min {result.min_eig:.4g}")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # the Hydra app
 
 
@@ -468,7 +401,9 @@ def _command(cfg: HessianConfig, comm: Any) -> Optional[Report]:
     path = Path(cfg.surface)
     files = [path]
     if cfg.plot:
-        files.append(plot_maps(path, path.with_name(f"{path.stem}_hessian.png")))
+        from landscape_hpc.geometry import figures
+
+        files.append(figures.plot_maps(path, path.with_name(f"{path.stem}_hessian.png")))
     return Report(summarize_map(path, info), files)
 
 

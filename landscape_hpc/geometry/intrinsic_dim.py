@@ -310,56 +310,6 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def plot_results(
-    rows: list[dict[str, Any]],
-    path: Path,
-    title: str,
-    threshold: Optional[float] = None,
-    flip: Optional[int] = None,
-) -> Path:
-    """Accuracy vs d (classifiers) and the final loss vs d, log-scaled d; the success threshold
-    and the wedge's expected flip d = D − n as guides where given."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    d = np.array([r["d"] for r in rows])
-    loss = np.array([r["final_loss"] for r in rows], dtype=float)
-    has_acc = any(np.isfinite(r["test_acc"]) for r in rows)
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5.5, 4))
-    axes = np.atleast_1d(axes)
-    if has_acc:
-        for split, style in (("train", "o--"), ("test", "o-")):
-            axes[0].plot(d, [r[f"{split}_acc"] for r in rows], style, label=split)
-        axes[0].set_ylabel("accuracy (%)")
-        axes[0].set_title("accuracy after training in a random d-plane")
-        axes[0].legend()
-    ax = axes[-1]
-    ax.plot(d, loss, "o-", color="C3")
-    if threshold is not None:
-        ax.axhline(threshold, color="grey", ls=":", label=f"success threshold {threshold:g}")
-    if flip is not None:
-        ax.axvline(flip, color="C0", ls="--", label=f"D − n = {flip}")
-    if threshold is not None or flip is not None:
-        ax.legend()
-    if np.all(loss[np.isfinite(loss)] > 0):
-        ax.set_yscale("log")
-    ax.set_ylabel("final training loss")
-    ax.set_title("final loss")
-    for a in axes:
-        a.set_xscale("log")
-        a.set_xticks(d, [str(v) for v in d], minor=False)
-        a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        a.set_xlabel("hyperplane dimension d")
-        a.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def summarize(rows: list[dict[str, Any]], cfg: IntrinsicDimConfig) -> str:
     kind = "sparse" if cfg.sparse else "dense"
     lines = [f"subspace training, {cfg.model.name}, {kind} projections, {cfg.steps} Adam steps:"]
@@ -398,7 +348,11 @@ def _command(cfg: IntrinsicDimConfig, comm: Any) -> Optional[Report]:
         loss_model = any(r["success"] != "" for r in rows)
         title = f"{cfg.model.name}: training in random d-dimensional hyperplanes"
         threshold = cfg.threshold if loss_model else None
-        png = plot_results(rows, out / "accuracy_vs_d.png", title, threshold, wedge_flip(cfg))
+        from landscape_hpc.geometry import figures
+
+        png = figures.plot_intrinsic_dim(
+            rows, out / "accuracy_vs_d.png", title, threshold, wedge_flip(cfg)
+        )
         files.append(png)
     return Report(summarize(rows, cfg), files)
 

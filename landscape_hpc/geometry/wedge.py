@@ -193,44 +193,6 @@ def write_wedge(result: WedgeResult, out_dir: Path) -> list[Path]:
     return files
 
 
-def plot_wedge(result: WedgeResult, dim: int, n: int, success_loss: float, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (runs, tunnel) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    floor = success_loss / 100  # zero losses drawn on the log axis's floor
-    shown = np.maximum(result.final_loss, floor)
-    runs.plot(
-        result.dims[result.success], shown[result.success], "o", color="C2", ms=4, label="succeeded"
-    )
-    runs.plot(
-        result.dims[~result.success], shown[~result.success], "o", color="C3", ms=4, label="failed"
-    )
-    ds = np.unique(result.dims)
-    medians = [np.median(shown[result.dims == d]) for d in ds]
-    runs.plot(ds, medians, "-", color="0.4", lw=1)
-    runs.axvline(dim - n, ls="--", color="k", lw=1, label=f"d = D − n = {dim - n}")
-    runs.axhline(success_loss, ls=":", color="0.5", lw=1, label="success level")
-    runs.set_yscale("log")
-    runs.set_xlabel("hyperplane dimension d")
-    runs.set_ylabel(f"final loss (distance to a wedge; 0 drawn at {floor:g})")
-    runs.set_title(f"random hyperplanes, D = {dim}, n = {n}")
-    runs.legend(fontsize=7)
-    tunnel.plot(result.t, result.linear_loss, "--", color="C0", label="linear path")
-    tunnel.plot(result.t, result.tunnel_loss, "-", color="C1", label="tunnel")
-    on_point = np.isin(result.t, result.points)
-    tunnel.plot(result.t[on_point], result.tunnel_loss[on_point], "o", color="C1", ms=3)
-    tunnel.set_xlabel("position t (θ_a → θ_b)")
-    tunnel.set_ylabel("loss")
-    tunnel.set_title("two optima on different wedges")
-    tunnel.legend(fontsize=7)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
-
-
 def summarize_wedge(result: WedgeResult, dim: int, n: int, success_loss: float) -> str:
     ds = np.unique(result.dims)
     fractions = {int(d): float(result.success[result.dims == d].mean()) for d in ds}
@@ -265,7 +227,22 @@ def _command(cfg: WedgeConfig, comm: Any) -> Optional[Report]:
     out = Path(cfg.out_dir)
     files = write_wedge(result, out)
     if cfg.plot:
-        files.append(plot_wedge(result, cfg.dim, cfg.n, cfg.success_loss, out / "wedge.png"))
+        from landscape_hpc.geometry import figures
+
+        png = figures.plot_wedge(
+            result.dims,
+            result.final_loss,
+            result.success,
+            result.t,
+            result.points,
+            result.linear_loss,
+            result.tunnel_loss,
+            out / "wedge.png",
+            dim=cfg.dim,
+            n=cfg.n,
+            success_loss=cfg.success_loss,
+        )
+        files.append(png)
     return Report(summarize_wedge(result, cfg.dim, cfg.n, cfg.success_loss), files)
 
 

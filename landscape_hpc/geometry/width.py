@@ -258,43 +258,6 @@ def write_width(result: WidthResult, out_dir: Path) -> list[Path]:
     return [table, curves]
 
 
-def plot_width(result: WidthResult, path: Path, split: str = "train") -> Path:
-    """Left: loss vs distance (thin: every ray, thick: the mean; dotted: each level). Right: the
-    mean width per optimum ± std, every ray's width a dot (hollow: lower bound, not crossed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    rng = np.random.default_rng(0)  # horizontal jitter of the dots only
-    for o, label in enumerate(result.labels):
-        c = colors[o % len(colors)]
-        for ray in result.losses[o]:
-            curves.plot(result.distances, ray, "-", color=c, alpha=0.15, lw=0.8)
-        mean = np.nanmean(result.losses[o], axis=0)
-        curves.plot(result.distances, mean, "-", color=c, lw=2, label=f"{label} (mean)")
-        curves.axhline(result.levels[o], ls=":", color=c, lw=1.2, label=f"{label} level")
-        w, crossed = result.widths[o], result.crossed[o]
-        bars.bar(o, np.mean(w), yerr=np.std(w), color=c, alpha=0.5, capsize=4)
-        x = o + rng.uniform(-0.2, 0.2, len(w))
-        bars.plot(x[crossed], w[crossed], "o", color=c, ms=4)
-        bars.plot(x[~crossed], w[~crossed], "o", mfc="none", color=c, ms=5)
-    curves.set_xlabel("distance r along the ray")
-    curves.set_ylabel(f"{split} loss")
-    if np.all(result.losses > 0):
-        curves.set_yscale("log")
-    curves.set_title("loss along random rays from each optimum")
-    curves.legend(fontsize=7)
-    bars.set_xticks(range(len(result.labels)), result.labels, rotation=20, fontsize=8)
-    bars.set_ylabel("width (distance where the level is crossed)")
-    bars.set_title("radial tunnel width (mean ± std; hollow: ≥, not crossed)")
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
-
-
 def summarize_width(result: WidthResult, threshold: float, kind: str) -> str:
     n = result.widths.shape[1]
     rule = "loss at the optimum + " if kind == "above_optimum" else ""
@@ -339,7 +302,19 @@ def _command(cfg: WidthConfig, comm: Any) -> Optional[Report]:
     out = Path(cfg.out_dir)
     files = write_width(result, out)
     if cfg.plot:
-        files.append(plot_width(result, out / "width.png", cfg.split))
+        from landscape_hpc.geometry import figures
+
+        png = figures.plot_width(
+            result.labels,
+            result.distances,
+            result.losses,
+            result.levels,
+            result.widths,
+            result.crossed,
+            out / "width.png",
+            cfg.split,
+        )
+        files.append(png)
     summary = summarize_width(result, cfg.threshold, cfg.threshold_kind)
     return Report(summary, files, then=functools.partial(check_crossed, result))
 
