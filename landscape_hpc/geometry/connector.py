@@ -62,7 +62,7 @@ def validate_connector(cfg: ConnectorConfig) -> None:
 
 def run_connector(cfg: ConnectorConfig, comm: Any = None) -> Optional[ConnectorResult]:
     """The whole experiment; the result on rank 0 (None on the others)."""
-    comm = comm if comm is not None else parallel.world()
+    comm = parallel.world_if_none(comm)
     validate_connector(cfg)
     m = len(cfg.optima)
     grid = simplex_grid(m, cfg.resolution)  # (Q, m), the m vertices first

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from landscape_hpc import parallel
 from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
-from landscape_hpc.data import Split, load_dataset, num_classes, subset
+from landscape_hpc.data import Split, subset
 from landscape_hpc.devices import rank_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import LOSSES
@@ -56,8 +56,8 @@ from landscape_hpc.flat import LossFn, flat_loss
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.grid import Grid
 from landscape_hpc.hessian import hutchinson_trace, hvp, lanczos
-from landscape_hpc.models import build_model
 from landscape_hpc.models.checkpoint import file_sha256
+from landscape_hpc.problem import Problem, load_problem
 from landscape_hpc.subspace import Subspace
 
 log = logging.getLogger(__name__)
@@ -118,24 +118,17 @@ def make_job(model: nn.Module, split: Split, cfg: HessianConfig, loss: str) -> C
     )
 
 
-def pick_split(splits: dict[str, Split], cfg: HessianConfig, seed: int) -> Split:
-    if cfg.split not in splits:
-        raise UserError(f"split={cfg.split!r} is not in the data set ({', '.join(splits)})")
-    split = splits[cfg.split]
-    return split if cfg.max_samples is None else subset(split, cfg.max_samples, seed)
-
-
-def load_model_and_split(
+def load_problem_and_split(
     comm: Any, cfg: HessianConfig, model_cfg: ModelConfig, dataset_cfg: DatasetConfig
-) -> tuple[nn.Module, Split]:
-    """The model and the differentiated split (cfg.split, at most cfg.max_samples of it) on this
-    rank's device. Collective: every rank calls it."""
-    device = rank_device(comm, cfg.device)
-    splits = load_dataset(dataset_cfg, device)
-    split = pick_split(splits, cfg, dataset_cfg.seed)
-    input_shape = tuple(split.inputs.shape[1:])
-    model = build_model(model_cfg, input_shape, num_classes(dataset_cfg, splits)).to(device)
-    return model, split
+) -> tuple[Problem, Split]:
+    """The problem (model and data) on this rank's device, and its differentiated split
+    (cfg.split, at most cfg.max_samples of it). Collective: every rank calls it."""
+    problem = load_problem(model_cfg, dataset_cfg, rank_device(comm, cfg.device))
+    problem.require([cfg.split], "split")
+    split = problem.splits[cfg.split]
+    if cfg.max_samples is not None:
+        split = subset(split, cfg.max_samples, dataset_cfg.seed)
+    return problem, split
 
 
 def validate(cfg: HessianConfig) -> None:
@@ -175,20 +168,17 @@ def _point_task(what: str) -> Any:
 def run_point(cfg: HessianConfig, comm: Any = None) -> Optional[PointResult]:
     """λ_max, λ_min and tr H at the model's weights; the Lanczos run and the Hutchinson probes
     are two tasks of the pool (in parallel on two workers). Returns the result on rank 0."""
-    comm = comm if comm is not None else parallel.world()
+    comm = parallel.world_if_none(comm)
     validate(cfg)
-    model, split = load_model_and_split(comm, cfg, cfg.model, cfg.dataset)
-    job = make_job(model, split, cfg, cfg.loss)
+    problem, split = load_problem_and_split(comm, cfg, cfg.model, cfg.dataset)
+    job = make_job(problem.model, split, cfg, cfg.loss)
     state = {k: v.detach() for k, v in job.model.state_dict().items()}
-    parallel.set_worker_state(_JOB_KEY, (job, cfg, state))
     start = time.perf_counter()
     tasks = ["lanczos"] + (["trace"] if cfg.trace_samples > 0 else [])
     values: dict[str, Any] = {}
-    try:
+    with parallel.worker_pool(_JOB_KEY, (job, cfg, state)):
         for result in parallel.run_tasks(comm, _point_task, tasks):
             values[result.task] = result.value
-    finally:
-        parallel.clear_worker_state(_JOB_KEY)
     if comm.Get_rank() != 0:
         return None
     ritz = np.asarray(values["lanczos"], dtype=np.float64)
@@ -203,20 +193,8 @@ def run_point(cfg: HessianConfig, comm: Any = None) -> Optional[PointResult]:
     )
 
 
-POINT_FIELDS = (
-    "max_eig",
-    "min_eig",
-    "abs_min_over_max",
-    "trace",
-    "lanczos_steps",
-    "trace_samples",
-    "num_params",
-    "num_samples",
-    "seconds",
-)
-
-
-def write_point(result: PointResult, cfg: HessianConfig, out_dir: Path) -> list[Path]:
+def write_point(result: PointResult, cfg: HessianConfig, out_dir: Path) -> Path:
+    """hessian_point.csv: one row, its columns in the order below."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "hessian_point.csv"
     row = {
@@ -231,15 +209,10 @@ def write_point(result: PointResult, cfg: HessianConfig, out_dir: Path) -> list[
         "seconds": round(result.seconds, 3),
     }
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=POINT_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=list(row))
         writer.writeheader()
         writer.writerow(row)
-    files = [path]
-    if cfg.plot:
-        from landscape_hpc.geometry import figures
-
-        files.append(figures.plot_ritz(result.ritz, out_dir / "hessian_ritz.png", cfg.model.name))
-    return files
+    return path
 
 
 def summarize_point(result: PointResult, cfg: HessianConfig) -> str:
@@ -314,17 +287,17 @@ def _map_task(flat: int) -> tuple[float, float]:
 def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
     """Computes the pending max_eig / min_eig points of cfg.surface, one task per point; rank 0
     writes each into the file as it arrives. Returns a summary dict on rank 0."""
-    comm = comm if comm is not None else parallel.world()
+    comm = parallel.world_if_none(comm)
     rank = comm.Get_rank()
     validate(cfg)
     path = Path(cfg.surface)
     # every rank reads the (read-only) file before rank 0 opens it for writing
     source = read_source(path, cfg.surface_checkpoint)
-    model, split = load_model_and_split(comm, cfg, source.model, source.dataset)
-    origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    param_keys = [name for name, _ in model.named_parameters()]
-    basis = surface_file.read_directions(path, origin, param_keys)[: source.grid.ndim]
-    job = MapJob(make_job(model, split, cfg, source.loss), Subspace(origin, basis), source.grid)
+    problem, split = load_problem_and_split(comm, cfg, source.model, source.dataset)
+    origin = {k: v.detach().clone() for k, v in problem.model.state_dict().items()}
+    basis = surface_file.read_directions(path, origin, problem.param_keys)[: source.grid.ndim]
+    kernel = make_job(problem.model, split, cfg, source.loss)
+    job = MapJob(kernel, Subspace(origin, basis), source.grid)
     if source.bn == "recompute" and rank == 0:
         log.warning(
             "the surface used engine.bn=recompute; the Hessian uses each point's stored running "
@@ -335,16 +308,16 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
     fingerprint = map_fingerprint(cfg, source, len(split.labels))
     maps = HessianMaps.open(path, source.grid, fingerprint, cfg.overwrite, comm)
     pending = maps.pending() if maps is not None else np.array([], dtype=np.int64)
-    parallel.set_worker_state(_JOB_KEY, job)
     seconds, start = [], time.perf_counter()
+    tasks = [int(i) for i in pending]
     try:
-        for result in parallel.run_tasks(
-            comm, _map_task, [int(i) for i in pending], describe=lambda i: f"grid point {i}"
-        ):
-            maps.write(result.task, *result.value)
-            seconds.append(result.seconds)
+        with parallel.worker_pool(_JOB_KEY, job):
+            for result in parallel.run_tasks(
+                comm, _map_task, tasks, describe=lambda i: f"grid point {i}"
+            ):
+                maps.write(result.task, *result.value)
+                seconds.append(result.seconds)
     finally:
-        parallel.clear_worker_state(_JOB_KEY)
         if maps is not None:
             maps.close()
     if rank != 0:
@@ -355,7 +328,7 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
         "seconds_per_point": float(np.mean(seconds)) if seconds else float("nan"),
         "wall_seconds": time.perf_counter() - start,
         "model": source.model.name,
-        "num_params": sum(origin[k].numel() for k in param_keys),
+        "num_params": sum(origin[k].numel() for k in problem.param_keys),
         "num_samples": len(split.labels),
     }
 
@@ -393,7 +366,12 @@ def _command(cfg: HessianConfig, comm: Any) -> Optional[Report]:
         result = run_point(cfg, comm)
         if result is None:
             return None
-        files = write_point(result, cfg, Path(cfg.out_dir))
+        out = Path(cfg.out_dir)
+        files = [write_point(result, cfg, out)]
+        if cfg.plot:
+            from landscape_hpc.geometry import figures
+
+            files.append(figures.plot_ritz(result.ritz, out / "hessian_ritz.png", cfg.model.name))
         return Report(summarize_point(result, cfg), files)
     info = run_map(cfg, comm)
     if info is None:

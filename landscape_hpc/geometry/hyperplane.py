@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,22 +31,27 @@ _RANK_TOL = 1e-10
 
 @dataclass(frozen=True)
 class HyperplaneOptions:
-    """How one point is optimised inside its hyperplane."""
+    """How one point is optimised inside its hyperplane. Checked when made (a UserError naming
+    the config key hyperplane.<field>), so a command that makes them once checks them once."""
 
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
     steps: int = 200
 
-    def validate(self, prefix: str = "hyperplane") -> None:
-        """Raises a UserError naming the key (`prefix`.field) for a value that cannot be used."""
-        check_choice(f"{prefix}.optimizer", self.optimizer, OPTIMIZERS)
+    def __post_init__(self) -> None:
+        check_choice("hyperplane.optimizer", self.optimizer, OPTIMIZERS)
         if self.steps < 1:
-            raise UserError(f"{prefix}.steps={self.steps} must be at least 1")
+            raise UserError(f"hyperplane.steps={self.steps} must be at least 1")
         if not self.lr > 0:
-            raise UserError(f"{prefix}.lr={self.lr} must be positive")
+            raise UserError(f"hyperplane.lr={self.lr} must be positive")
         if not 0 <= self.momentum < 1:
-            raise UserError(f"{prefix}.momentum={self.momentum} must lie in [0, 1)")
+            raise UserError(f"hyperplane.momentum={self.momentum} must lie in [0, 1)")
+
+    @classmethod
+    def from_config(cls, node: Any) -> HyperplaneOptions:
+        """From a config node holding these four keys (HyperplaneConfig, WedgeHyperplaneConfig)."""
+        return cls(node.optimizer, node.lr, node.momentum, node.steps)
 
 
 @dataclass
@@ -93,7 +99,6 @@ def optimise_in_hyperplane(
     one, which would tilt a step off the hyperplane), so (θ − θ0)·n stays 0 to rounding for
     every normal n. The moments are the optimiser's own: each point starts afresh.
     """
-    options.validate()
     normals = normals.to(theta0.device)
     theta = theta0.detach().clone().requires_grad_(True)
     if options.optimizer == "adam":

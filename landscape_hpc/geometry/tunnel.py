@@ -81,7 +81,7 @@ def validate_tunnel(cfg: TunnelConfig) -> None:
 
 def run_tunnel(cfg: TunnelConfig, comm: Any = None) -> Optional[TunnelResult]:
     """The whole experiment; the result on rank 0 (None on the others)."""
-    comm = comm if comm is not None else parallel.world()
+    comm = parallel.world_if_none(comm)
     validate_tunnel(cfg)
     points = segment_positions(cfg.n_segments)
     inner = points[1:-1]

@@ -65,6 +65,7 @@ def wedge_optima(dim: int, n: int, seed: int, scale: float = 1.0) -> tuple[Tenso
 class WedgeJob:
     cfg: WedgeConfig
     optima: Tensor  # (2, D)
+    hyperplane: HyperplaneOptions
 
     def loss(self, theta: Tensor) -> Tensor:
         return wedge_distance(theta, self.cfg.n)
@@ -83,10 +84,8 @@ class WedgeJob:
         return result.final_loss
 
     def tunnel_point(self, t: float) -> np.ndarray:
-        h = self.cfg.hyperplane
-        options = HyperplaneOptions(h.optimizer, h.lr, h.momentum, h.steps)
         weights = torch.tensor([1.0 - t, t], dtype=torch.float64)
-        result = optimise_hull_point(self.loss, self.optima, weights, options)
+        result = optimise_hull_point(self.loss, self.optima, weights, self.hyperplane)
         return (result.theta - weights @ self.optima).numpy()
 
 
@@ -110,8 +109,8 @@ class WedgeResult:
     optima: Tensor  # (2, D)
 
 
-def validate_wedge(cfg: WedgeConfig) -> list[int]:
-    """Checks the config; returns the hyperplane dimensions d."""
+def validate_wedge(cfg: WedgeConfig) -> tuple[list[int], HyperplaneOptions]:
+    """Checks the config; returns the hyperplane dimensions d and the tunnel points' options."""
     if cfg.dim < 2:
         raise UserError(f"dim={cfg.dim} must be at least 2")
     if not 1 <= cfg.n < cfg.dim:
@@ -127,35 +126,30 @@ def validate_wedge(cfg: WedgeConfig) -> list[int]:
         raise UserError(f"n_segments={cfg.n_segments} must be at least 2 (one inner point)")
     if cfg.n_dense < 2:
         raise UserError(f"n_dense={cfg.n_dense} must be at least 2")
-    h = cfg.hyperplane
-    HyperplaneOptions(h.optimizer, h.lr, h.momentum, h.steps).validate("hyperplane")
-    return dims
+    return dims, HyperplaneOptions.from_config(cfg.hyperplane)
 
 
 def run_wedge(cfg: WedgeConfig, comm: Any = None) -> Optional[WedgeResult]:
     """Both experiments over the pool (one task per subspace run and per tunnel point); the
     result on rank 0, None on the others."""
-    comm = comm if comm is not None else parallel.world()
-    dims = validate_wedge(cfg)
+    comm = parallel.world_if_none(comm)
+    dims, hyperplane = validate_wedge(cfg)
     a, b = wedge_optima(cfg.dim, cfg.n, stream_seed(cfg.seed, 10**6), cfg.init_scale)
-    job = WedgeJob(cfg, torch.stack([a, b]))
+    job = WedgeJob(cfg, torch.stack([a, b]), hyperplane)
     runs = [(d, trial) for d in dims for trial in range(cfg.trials)]
     points = segment_positions(cfg.n_segments)
     tasks = [("subspace", i, run) for i, run in enumerate(runs)]
     tasks += [("tunnel", k, float(t)) for k, t in enumerate(points[1:-1])]
     final_loss = np.zeros(len(runs))
     deviations = np.zeros((len(points) - 2, cfg.dim))
-    parallel.set_worker_state(_JOB_KEY, job)
-    try:
-        describe = lambda t: f"{t[0]} task {t[1]} ({t[2]})"  # noqa: E731
+    describe = lambda t: f"{t[0]} task {t[1]} ({t[2]})"  # noqa: E731
+    with parallel.worker_pool(_JOB_KEY, job):
         for result in parallel.run_tasks(comm, _wedge_task, tasks, describe=describe):
             kind, i, _ = result.task
             if kind == "subspace":
                 final_loss[i] = result.value
             else:
                 deviations[i] = result.value
-    finally:
-        parallel.clear_worker_state(_JOB_KEY)
     if comm.Get_rank() != 0:
         return None
     t = np.union1d(np.linspace(0.0, 1.0, cfg.n_dense), points)
