@@ -9,7 +9,7 @@ of K Python-driven forwards. Points are processed in chunks that fit a memory bu
 weights into the model, run the batches, reduce. Both compute the exact per-sample mean loss
 (sums in float64) and the accuracy in percent.
 
-A model whose class sets `loss_output = True` (the n-wedge toy landscape, models/wedge.py) returns
+A model whose class sets `loss_output = True` (the n-wedge toy landscape, models/nwedge.py) returns
 per-sample losses instead of logits: the mean of its output is the loss, and its accuracy is NaN.
 
 This module knows nothing of MPI, HDF5 or Hydra.

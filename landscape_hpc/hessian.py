@@ -2,53 +2,18 @@
 eigenvalues (Lanczos), and the trace (Hutchinson). As loss-landscape's `plot_hessian_eigen.py`
 and PyHessian do, without ever forming the Hessian.
 
-Everything works on a flat parameter vector θ (P,) and a function loss(θ) -> scalar built by
-`flat_loss`, so the maths is independent of the model's structure.
+Everything works on a flat parameter vector θ (P,) and a function loss(θ) -> scalar (a LossFn,
+built by `landscape_hpc.flat.flat_loss`), so the maths is independent of the model's structure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
-from torch.func import functional_call
+from torch import Tensor
 
-from landscape_hpc import params
-from landscape_hpc.evaluate import is_loss_output, sample_losses
-
-LossFn = Callable[[Tensor], Tensor]
-
-
-def flat_loss(
-    model: nn.Module,
-    state: Mapping[str, Tensor],
-    keys: list[str],
-    inputs: Tensor,
-    labels: Tensor,
-    batch_size: int = 1024,
-    loss: str = "ce",
-) -> tuple[LossFn, Tensor]:
-    """loss(θ): the mean per-sample loss over (inputs, labels) of the model whose tensors `keys`
-    are θ (flattened) and whose other tensors are `state`; and θ at `state`.
-
-    `loss` is ce or mse as in the evaluation engine; a `loss_output` model's own output is the
-    per-sample loss (the n-wedge). The model runs as it is (call .eval() for BN statistics).
-    """
-    fixed = {k: v for k, v in state.items() if k not in keys}
-    like = {k: state[k] for k in keys}
-    n = inputs.shape[0]
-    loss_output = is_loss_output(model)
-
-    def mean_loss(theta: Tensor) -> Tensor:
-        weights = {**fixed, **params.unflatten(theta, like, keys)}
-        total = theta.new_zeros(())
-        for i in range(0, n, batch_size):
-            out = functional_call(model, weights, (inputs[i : i + batch_size],))
-            total = total + sample_losses(out, labels[i : i + batch_size], loss, loss_output).sum()
-        return total / n
-
-    return mean_loss, params.flatten(state, keys).detach()
+from landscape_hpc.flat import LossFn
 
 
 def hvp(loss: LossFn, theta: Tensor, v: Tensor) -> Tensor:

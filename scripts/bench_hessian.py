@@ -13,8 +13,8 @@ step count, all measured in one run after one warm-up HVP:
     fwd-rev/HVP   forward-over-reverse (torch.func.jvp of torch.func.grad) over the HVP used
                   (reverse-over-reverse)
 
-The per-point kernel is the command's own (`MapJob.point`), without the file I/O (one small HDF5
-write per point).
+The per-point kernel is the command's own (`MapJob.point`, landscape_hpc/geometry/curvature.py),
+without the file I/O (one small HDF5 write per point, landscape_hpc/files/hessian_maps.py).
 
     python scripts/bench_hessian.py                  # a few minutes on a quiet 2-core machine
     python scripts/bench_hessian.py --models mlp --points 5
@@ -35,10 +35,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.directions import direction_keys, random_basis
-from landscape_hpc.geometry.hessian import HessianConfig, MapJob, make_job
+from landscape_hpc.geometry.curvature import MapJob, make_job
 from landscape_hpc.grid import Grid
 from landscape_hpc.hessian import hvp
 from landscape_hpc.models import build_model

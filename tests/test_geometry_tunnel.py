@@ -13,15 +13,21 @@ import pytest
 import torch
 from mpi_helpers import MPI_ROOT_ENV, REPO, mpirun_available, python
 
-from landscape_hpc.config import DatasetConfig, ModelConfig, TrainConfig
+from landscape_hpc.config import (
+    ConnectorConfig,
+    DatasetConfig,
+    HyperplaneConfig,
+    ModelConfig,
+    TrainConfig,
+    TunnelConfig,
+)
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry import hyperplane as hp
-from landscape_hpc.geometry.connector import ConnectorConfig, run_connector
-from landscape_hpc.geometry.hull import HyperplaneConfig
-from landscape_hpc.geometry.tunnel import TunnelConfig, run_tunnel, write_tunnel
+from landscape_hpc.geometry.connector import run_connector
+from landscape_hpc.geometry.tunnel import run_tunnel, write_tunnel
 from landscape_hpc.models import build_model
-from landscape_hpc.models.wedge import wedge_distance
+from landscape_hpc.models.nwedge import wedge_distance
 from landscape_hpc.train import train
 
 HIDDEN = [8]

@@ -9,17 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from landscape_hpc.config import ModelConfig
+from landscape_hpc.config import ModelConfig, WedgeConfig, WedgeHyperplaneConfig
 from landscape_hpc.geometry.wedge import (
-    WedgeConfig,
-    WedgeHyperplaneConfig,
     run_wedge,
     summarize_wedge,
     wedge_optima,
     write_wedge,
 )
 from landscape_hpc.models import build_model
-from landscape_hpc.models.wedge import wedge_distance
+from landscape_hpc.models.nwedge import wedge_distance
 
 DIM, N = 12, 8  # D − n = 4
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.config import DatasetConfig, ModelConfig, WidthConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
+from landscape_hpc.flat import flat_loss
 from landscape_hpc.geometry.width import (
-    WidthConfig,
     check_crossed,
     crossing_distance,
     ray_widths,
@@ -21,7 +21,6 @@ from landscape_hpc.geometry.width import (
     summarize_width,
     write_width,
 )
-from landscape_hpc.hessian import flat_loss
 from landscape_hpc.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from landscape_hpc import hessian
+from landscape_hpc.flat import flat_loss
 
 
 def _tiny():
@@ -14,7 +15,7 @@ def _tiny():
     y = torch.randint(0, 3, (20,))
     state = {k: v.detach() for k, v in model.state_dict().items()}
     keys = list(state)
-    return hessian.flat_loss(model, state, keys, x, y, batch_size=7)
+    return flat_loss(model, state, keys, x, y, batch_size=7)
 
 
 def test_hvp_matches_the_exact_hessian_and_finite_differences():
@@ -57,11 +58,11 @@ def test_flat_loss_takes_the_engine_losses():
     model = nn.Linear(3, 4).double()
     x, y = torch.randn(9, 3, dtype=torch.float64), torch.randint(0, 4, (9,))
     state = {k: v.detach() for k, v in model.state_dict().items()}
-    mse, theta = hessian.flat_loss(model, state, list(state), x, y, batch_size=4, loss="mse")
+    mse, theta = flat_loss(model, state, list(state), x, y, batch_size=4, loss="mse")
     target = nn.functional.one_hot(y, 4).double()
     ref = (torch.softmax(model(x), -1) - target).pow(2).mean()
     torch.testing.assert_close(mse(theta), ref.detach())
-    ce, _ = hessian.flat_loss(model, state, list(state), x, y, batch_size=4)
+    ce, _ = flat_loss(model, state, list(state), x, y, batch_size=4)
     torch.testing.assert_close(ce(theta), nn.functional.cross_entropy(model(x), y).detach())
 
 

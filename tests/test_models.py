@@ -24,7 +24,7 @@ from landscape_hpc.models import (
 
 REGISTRY = [name for name in MODEL_NAMES if name != "custom"]
 RESNETS = [name for name in REGISTRY if name.startswith("resnet")]
-# nets whose forward gives logits; the wedge gives losses (tests/test_wedge.py)
+# nets whose forward gives logits; the wedge gives losses (tests/test_nwedge.py)
 CLASSIFIERS = [name for name in REGISTRY if name != "wedge"]
 TESTS_DIR = Path(__file__).parent
 

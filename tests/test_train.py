@@ -159,7 +159,7 @@ def test_hydra_command_bad_value_exits_2_without_traceback(tmp_path: Path) -> No
 
 def test_a_loss_output_model_trains_on_its_own_loss(tmp_path: Path) -> None:
     """The wedge's output is its loss: training descends it towards a wedge; no accuracy."""
-    from landscape_hpc.models.wedge import wedge_distance
+    from landscape_hpc.models.nwedge import wedge_distance
 
     data = load_dataset(DatasetConfig(name="synthetic", shape=[2], num_train=64, num_test=16))
     model = build_model(ModelConfig(name="wedge", kwargs={"dim": 6, "n": 2}), (2,), 10)

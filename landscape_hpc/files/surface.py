@@ -7,6 +7,9 @@ Layout (README, "The surface file"; readable by loss-landscape's plot scripts):
   directions/x/<key>, directions/y/<key>            float32, a missing key is zero
   attrs: version, config, checkpoint, checkpoint_sha256, dataset, n_<split>, io_driver, created,
          fingerprint (JSON of everything that makes two runs the same job)
+Hessian maps (python -m landscape_hpc.geometry hessian surface=...) add max_eig, min_eig and
+hessian_done: files/hessian_maps.py. `read_source` reads what the file says about the run that
+made it (grid, model and data set, engine loss, checkpoint) for such commands.
 PCA directions (directions.kind=pca) add the projected training trajectory:
   trajectory/x, trajectory/y (2D only), trajectory/lr  (n,) float64, one entry per checkpoint
   trajectory/epoch                                     (n,) int64
@@ -32,7 +35,9 @@ from typing import Any, Optional
 import h5py
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
+from landscape_hpc.config import DatasetConfig, ModelConfig
 from landscape_hpc.errors import UserError
 from landscape_hpc.files import hdf5
 from landscape_hpc.grid import Grid
@@ -71,6 +76,62 @@ def read_fingerprint(path: Path) -> Optional[dict[str, Any]]:
     with h5py.File(path, "r") as f:
         raw = f.attrs.get("fingerprint")
     return None if raw is None else json.loads(raw)
+
+
+@dataclass
+class SurfaceSource:
+    """What a surface file says about the run that made it: its grid, the model and data set
+    (from its `config` attribute), the engine's loss and BN mode, and the checkpoint (the path
+    and SHA-256 the file names; empty when the model was not loaded from one)."""
+
+    path: Path
+    grid: Grid
+    model: ModelConfig
+    dataset: DatasetConfig
+    loss: str
+    bn: str
+    checkpoint: str
+    checkpoint_sha256: str
+
+
+def read_source(path: Path) -> SurfaceSource:
+    """The grid and the configs stored in the surface file `path` (config key `surface`); a
+    UserError when it is missing, not HDF5, or not a surface file of ours."""
+    if not path.is_file():
+        raise UserError(
+            f"surface={path} does not exist; make it with python -m landscape_hpc.surface"
+        )
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise UserError(f"surface={path} is not an HDF5 file") from None
+    with f:
+        attrs = dict(f.attrs)
+        if "config" not in attrs or "xcoordinates" not in f:
+            raise UserError(
+                f"surface={path} has no `config` attribute or grid: only surface files written "
+                "by python -m landscape_hpc.surface say which model and data they belong to"
+            )
+        x = f["xcoordinates"][()]
+        y = f["ycoordinates"][()] if "ycoordinates" in f else None
+    stored = OmegaConf.create(str(attrs["config"]))
+    model_cfg: ModelConfig = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(ModelConfig), stored.model)
+    )
+    dataset_cfg: DatasetConfig = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(DatasetConfig), stored.dataset)
+    )
+    engine = stored.get("engine", {})
+    return SurfaceSource(
+        path,
+        Grid(np.asarray(x), None if y is None else np.asarray(y)),
+        model_cfg,
+        dataset_cfg,
+        str(engine.get("loss", "ce")),
+        str(engine.get("bn", "eval")),
+        str(attrs.get("checkpoint", "")),
+        str(attrs.get("checkpoint_sha256", "")),
+    )
 
 
 class SurfaceFile:

@@ -11,7 +11,7 @@ from landscape_hpc.geometry import EXPERIMENTS
 
 def usage() -> str:
     width = max(map(len, EXPERIMENTS))
-    lines = [f"  {name:<{width}}  {what}" for name, what in EXPERIMENTS.items()]
+    lines = [f"  {name:<{width}}  {e.what}" for name, e in EXPERIMENTS.items()]
     return (
         "usage: python -m landscape_hpc.geometry <experiment> [key=value ...]\n"
         "experiments (config in conf/geometry/<experiment>.yaml):\n" + "\n".join(lines)
@@ -27,7 +27,7 @@ def main(argv: list[str]) -> None:
         print(f"error: unknown experiment {name!r}\n{usage()}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)
     del argv[1]  # the rest is Hydra's command line
-    importlib.import_module(f"landscape_hpc.geometry.{name}").main()
+    importlib.import_module(f"landscape_hpc.geometry.{EXPERIMENTS[name].module}").main()
 
 
 if __name__ == "__main__":

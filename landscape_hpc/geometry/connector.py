@@ -62,7 +62,7 @@ def validate_connector(cfg: ConnectorConfig) -> None:
 
 def run_connector(cfg: ConnectorConfig, comm: Any = None) -> Optional[ConnectorResult]:
     """The whole experiment; the result on rank 0 (None on the others)."""
-    comm = comm if comm is not None else parallel.world()
+    comm = parallel.world_if_none(comm)
     validate_connector(cfg)
     m = len(cfg.optima)
     grid = simplex_grid(m, cfg.resolution)  # (Q, m), the m vertices first
@@ -86,66 +86,6 @@ def write_connector(result: ConnectorResult, out_dir: Path) -> Path:
     return write_metrics_csv(out_dir / "connector.csv", header, list(result.grid.T), result.metrics)
 
 
-def plot_connector(result: ConnectorResult, path: Path) -> Path:
-    """m = 3: the linear triangle and the connector coloured by loss (first split, one scale);
-    every m: the loss at each grid point, linear dashed vs connector solid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.tri import Triangulation
-
-    split = next(iter(result.metrics))
-    m = result.grid.shape[1]
-    triangles = m == 3
-    fig, axes = plt.subplots(
-        1, 3 if triangles else 1, figsize=(14 if triangles else 6, 4.2), layout="constrained"
-    )
-    axes = np.atleast_1d(axes)
-    lines = axes[-1]
-    order = np.argsort(result.metrics[split]["linear"][0], kind="stable")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (s, kinds) in enumerate(result.metrics.items()):
-        lines.plot(kinds["linear"][0][order], "--", color=colors[i], label=f"{s} linear simplex")
-        lines.plot(
-            kinds["connector"][0][order], "-o", ms=3, color=colors[i], label=f"{s} connector"
-        )
-    lines.set_xlabel("grid point (sorted by the linear loss)")
-    lines.set_ylabel("loss")
-    lines.set_title(f"{m}-connector vs linear simplex")
-    lines.legend(fontsize=7)
-    if triangles:
-        # barycentric -> plane: vertices at (0, 0), (1, 0), (1/2, √3/2)
-        x = result.grid[:, 1] + 0.5 * result.grid[:, 2]
-        y = (np.sqrt(3) / 2) * result.grid[:, 2]
-        tri = Triangulation(x, y)
-        values = [result.metrics[split][kind][0] for kind in ("linear", "connector")]
-        vmin = min(np.nanmin(v) for v in values)
-        vmax = max(np.nanmax(v) for v in values)
-        for ax, kind, z in zip(axes[:2], ("linear simplex", "connector"), values):
-            image = ax.tripcolor(tri, z, shading="gouraud", vmin=vmin, vmax=vmax, cmap="viridis")
-            ax.plot(x, y, "k.", ms=3)
-            corners = ((0, 0, -12, -10), (1, 0, 12, -10), (0.5, np.sqrt(3) / 2, 0, 5))
-            for j, (vx, vy, dx, dy) in enumerate(corners):
-                ax.annotate(
-                    f"θ_{j + 1}",
-                    (vx, vy),
-                    xytext=(dx, dy),
-                    textcoords="offset points",
-                    fontsize=8,
-                    ha="center",
-                )
-            ax.set_xlim(-0.08, 1.08)
-            ax.set_ylim(-0.1, 0.95)
-            ax.set_aspect("equal")
-            ax.axis("off")
-            ax.set_title(f"{split} loss: {kind}")
-        fig.colorbar(image, ax=axes[1], fraction=0.05, label=f"{split} loss")
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
-
-
 def summarize_connector(result: ConnectorResult) -> str:
     m = result.grid.shape[1]
     k = len(result.grid) - m
@@ -163,7 +103,9 @@ def _command(cfg: ConnectorConfig, comm: Any) -> Optional[Report]:
     out = Path(cfg.out_dir)
     files = [write_connector(result, out)]
     if cfg.plot:
-        files.append(plot_connector(result, out / "connector.png"))
+        from landscape_hpc.geometry import figures
+
+        files.append(figures.plot_connector(result.grid, result.metrics, out / "connector.png"))
     return Report(summarize_connector(result), files)
 
 

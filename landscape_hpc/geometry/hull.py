@@ -1,7 +1,7 @@
 """Points of the affine hull of m optima, optimised over the MPI pool and evaluated there: what the
 tunnel (m = 2) and the m-connector experiments share (Fort & Jastrzebski 2019, sec. 4.2-4.3).
 
-`load_problem` loads the optima (one architecture, checked) and the data on every rank; `run_hull`
+`load_optima` loads the optima (one architecture, checked) and the data on every rank; `run_hull`
 optimises the points given by their barycentric weights, each inside the space orthogonal to the
 hull through it (`hyperplane.optimise_in_hyperplane`, one pool task per point), shares their
 deviations δ_k with every rank, then evaluates named sets of coordinates of the hull subspace
@@ -23,20 +23,13 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from torch import nn
 
 from landscape_hpc import parallel, params
-from landscape_hpc.config import (
-    DatasetConfig,
-    EngineConfig,
-    HullConfig,
-    ModelConfig,
-)
-from landscape_hpc.data import Split, load_dataset, num_classes
+from landscape_hpc.config import DatasetConfig, EngineConfig, HullConfig, ModelConfig
 from landscape_hpc.devices import rank_device
 from landscape_hpc.directions import model_difference
-from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.evaluate import BN_MODES, LOSSES, STRATEGIES, evaluate_points
+from landscape_hpc.errors import UserError
+from landscape_hpc.evaluate import check_engine, evaluate_points
 from landscape_hpc.geometry.hyperplane import (
     HyperplaneOptions,
     hull_normals,
@@ -44,8 +37,9 @@ from landscape_hpc.geometry.hyperplane import (
     optimise_in_hyperplane,
     stream_seed,
 )
-from landscape_hpc.models import build_model, load_into, load_state_dict_file
+from landscape_hpc.models import load_into, load_state_dict_file
 from landscape_hpc.params import ParamDict
+from landscape_hpc.problem import Problem, load_problem
 from landscape_hpc.subspace import Subspace
 
 _JOB_KEY = "hull_job"
@@ -53,14 +47,11 @@ _JOB_KEY = "hull_job"
 
 def validate_hull_config(cfg: HullConfig) -> HyperplaneOptions:
     """Checks the keys tunnel and connector share; returns the hyperplane options."""
-    h = cfg.hyperplane
-    options = HyperplaneOptions(h.optimizer, h.lr, h.momentum, h.steps)
-    options.validate("hyperplane")
-    if h.batch_size is not None and h.batch_size < 1:
-        raise UserError(f"hyperplane.batch_size={h.batch_size} must be at least 1 (or null)")
-    check_choice("engine.bn", cfg.engine.bn, BN_MODES)
-    check_choice("engine.loss", cfg.engine.loss, LOSSES)
-    check_choice("engine.strategy", cfg.engine.strategy, STRATEGIES)
+    options = HyperplaneOptions.from_config(cfg.hyperplane)
+    batch_size = cfg.hyperplane.batch_size
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"hyperplane.batch_size={batch_size} must be at least 1 (or null)")
+    check_engine(cfg.engine)
     if not cfg.splits:
         raise UserError("splits is empty; use e.g. splits=[train,test]")
     if cfg.chunk_points < 1:
@@ -92,46 +83,42 @@ def check_same_architecture(states: list[ParamDict], paths: list[str]) -> None:
 
 
 @dataclass
-class Problem:
-    """A model template and its optima on this rank's device, with the data."""
+class Optima:
+    """The optima (full state_dicts, one architecture) on this rank's device, and the problem
+    they are optima of: its model is the template they are evaluated through (eval mode), its
+    splits the data."""
 
-    model: nn.Module
-    optima: list[ParamDict]  # full state_dicts
-    keys: list[str]  # parameter names: the entries of a flat θ
-    splits: dict[str, Split]
-    device: torch.device
+    problem: Problem
+    states: list[ParamDict]
+    keys: list[str] = field(init=False)  # parameter names: the entries of a flat θ
+
+    def __post_init__(self) -> None:
+        self.keys = self.problem.param_keys
 
     def flat(self, state: ParamDict) -> torch.Tensor:
         return params.flatten(state, self.keys).detach()
 
 
-def load_problem(
+def load_optima(
     model_cfg: ModelConfig,
     dataset_cfg: DatasetConfig,
     paths: list[str],
     device_spec: str,
     comm: Any,
-    needed_splits: list[str],
-) -> Problem:
+) -> Optima:
     """Loads the optima (same architecture, fitting `model_cfg`) and the data on this rank's
-    device: the CPU on the master of a multi-rank run, which only hands out work."""
+    device: the CPU on the master of a multi-rank run, which only hands out work. Collective:
+    every rank calls it."""
     states = [load_state_dict_file(p, trust=bool(model_cfg.trust_checkpoint)) for p in paths]
     check_same_architecture(states, paths)
-    device = rank_device(comm, device_spec)  # collective: every rank
-    splits = load_dataset(dataset_cfg, device)
-    unknown = [s for s in needed_splits if s not in splits]
-    if unknown:
-        raise UserError(f"splits {unknown} are not in the data set ({', '.join(splits)})")
-    first = splits["train"]
-    template = dataclasses.replace(model_cfg, checkpoint=None)
-    model = build_model(template, tuple(first.inputs.shape[1:]), num_classes(dataset_cfg, splits))
+    device = rank_device(comm, device_spec)
+    problem = load_problem(dataclasses.replace(model_cfg, checkpoint=None), dataset_cfg, device)
     optima = []
     for path, state in zip(paths, states):
-        load_into(model, state, path)  # refuses a checkpoint of another model, naming the keys
-        optima.append({k: v.detach().clone().to(device) for k, v in model.state_dict().items()})
-    model = model.to(device).eval()
-    keys = [name for name, _ in model.named_parameters()]
-    return Problem(model, optima, keys, splits, device)
+        load_into(problem.model, state, path)  # refuses a checkpoint of another model, naming keys
+        optima.append({k: v.detach().clone() for k, v in problem.model.state_dict().items()})
+    problem.model.eval()
+    return Optima(problem, optima)
 
 
 # --- points of the optima's hull, optimised over the pool, then evaluated -----------------------
@@ -143,7 +130,7 @@ class HullJob:
     and, once their deviations are known, the subspace the evaluation runs in:
     origin θ_1, basis [θ_2 − θ_1, ..., θ_m − θ_1, δ_1, ..., δ_K]."""
 
-    problem: Problem
+    optima: Optima
     weights: np.ndarray  # (K, m)
     hyperplane: HyperplaneOptions
     batch_size: Optional[int]
@@ -156,10 +143,10 @@ class HullJob:
     subspace: Optional[Subspace] = None
 
     def __post_init__(self) -> None:
-        origin = self.problem.optima[0]
+        states = self.optima.states
         # float tensors, buffers included: BN statistics move with the hull (Li et al. A.5)
-        self.differences = [model_difference(o, origin, "optimum") for o in self.problem.optima[1:]]
-        flat = torch.stack([self.problem.flat(o) for o in self.problem.optima])  # (m, P)
+        self.differences = [model_difference(o, states[0], "optimum") for o in states[1:]]
+        flat = torch.stack([self.optima.flat(o) for o in states])  # (m, P)
         self.normals = hull_normals(flat)
         if self.normals.shape[0] < len(flat) - 1:
             raise UserError(
@@ -172,18 +159,18 @@ class HullJob:
     def linear_state(self, weights: np.ndarray) -> ParamDict:
         """Σ_j λ_j θ_j as a full state (weights λ: (m,))."""
         coords = torch.as_tensor(weights[1:], dtype=torch.float64)
-        return params.combine(self.problem.optima[0], self.differences, coords)
+        return params.combine(self.optima.states[0], self.differences, coords)
 
     def optimise(self, k: int) -> tuple[np.ndarray, float, float]:
         """Point k optimised in its hyperplane: (δ_k (P,), first and last minibatch loss)."""
-        p = self.problem
+        o = self.optima
         state = self.linear_state(self.weights[k])
-        start = p.flat(state)
-        train = p.splits["train"]
+        start = o.flat(state)
+        train = o.problem.splits["train"]
         loss_fn = minibatch_loss(
-            p.model,
+            o.problem.model,
             state,
-            p.keys,
+            o.keys,
             train.inputs,
             train.labels,
             self.batch_size,
@@ -195,19 +182,22 @@ class HullJob:
         return delta, result.losses[0], result.losses[-1]
 
     def set_deviations(self, deviations: np.ndarray) -> None:
-        p = self.problem
-        like = {k: p.optima[0][k] for k in p.keys}
+        o = self.optima
+        origin = o.states[0]
+        like = {k: origin[k] for k in o.keys}
+        device = o.problem.device
         devs = [
-            params.unflatten(torch.as_tensor(d, device=p.device), like, p.keys) for d in deviations
+            params.unflatten(torch.as_tensor(d, device=device), like, o.keys) for d in deviations
         ]
-        self.subspace = Subspace(p.optima[0], [*self.differences, *devs])
+        self.subspace = Subspace(origin, [*self.differences, *devs])
 
     def evaluate(self, coords: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        splits = self.problem.splits
+        problem = self.optima.problem
+        splits = problem.splits
         data = {s: (splits[s].inputs, splits[s].labels) for s in self.splits}
         bn_data = splits["train"].inputs
         metrics = evaluate_points(
-            self.problem.model, self.subspace, torch.from_numpy(coords), data, self.options, bn_data
+            problem.model, self.subspace, torch.from_numpy(coords), data, self.options, bn_data
         )
         return {s: (m.loss, m.acc) for s, m in metrics.items()}
 
@@ -229,8 +219,7 @@ def optimise_and_evaluate(
     metrics at every row of coords: {split: (loss (Q,), acc (Q,))}; None on the others."""
     rank = comm.Get_rank()
     n_points = len(job.weights)
-    parallel.set_worker_state(_JOB_KEY, job)
-    try:
+    with parallel.worker_pool(_JOB_KEY, job):
         deviations = opt_losses = None
         if rank == 0:
             deviations = np.zeros((n_points, job.n_params), dtype=np.float32)
@@ -251,8 +240,6 @@ def optimise_and_evaluate(
             for s, (loss, acc) in result.value.items():
                 metrics[s][0][start : start + len(loss)] = loss
                 metrics[s][1][start : start + len(acc)] = acc
-    finally:
-        parallel.clear_worker_state(_JOB_KEY)
     return (deviations, opt_losses, metrics) if rank == 0 else None
 
 
@@ -277,10 +264,16 @@ def run_hull(
     {kind: (Q_kind, m − 1 + K)} of the hull subspace. The result on rank 0, None on the others."""
     hyperplane = validate_hull_config(cfg)
     paths = [str(p) for p in cfg.optima]
-    problem = load_problem(cfg.model, cfg.dataset, paths, cfg.device, comm, list(cfg.splits))
-    options = cfg.engine
+    optima = load_optima(cfg.model, cfg.dataset, paths, cfg.device, comm)
+    optima.problem.require(list(cfg.splits))
     job = HullJob(
-        problem, weights, hyperplane, cfg.hyperplane.batch_size, options, list(cfg.splits), cfg.seed
+        optima,
+        weights,
+        hyperplane,
+        cfg.hyperplane.batch_size,
+        cfg.engine,
+        list(cfg.splits),
+        cfg.seed,
     )
     done = optimise_and_evaluate(comm, job, np.concatenate(list(coords.values())), cfg.chunk_points)
     if done is None:
@@ -294,7 +287,7 @@ def run_hull(
         }
         for s, (loss, acc) in flat.items()
     }
-    return HullResult(paths, problem.keys, deviations, opt_losses, metrics)
+    return HullResult(paths, optima.keys, deviations, opt_losses, metrics)
 
 
 # --- reporting the metrics per split and kind ----------------------------------------------------

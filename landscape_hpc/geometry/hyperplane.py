@@ -5,8 +5,8 @@ through θ⁰ orthogonal to the optima's affine hull: every update is projected 
 complement of span{θ_j − θ_1}, so the point keeps its position λ along the path (m = 2: the
 hyperplane normal to the linear path, a tunnel point) or in the simplex (an m-connector point).
 
-Everything works on flat vectors θ (P,) and a loss function loss(θ) -> scalar (LossFn, as in
-`landscape_hpc.hessian`); `minibatch_loss` makes one from a model and its training data, drawing
+Everything works on flat vectors θ (P,) and a loss function loss(θ) -> scalar (LossFn, from
+`landscape_hpc.flat`); `minibatch_loss` makes one from a model and its training data, drawing
 the next minibatch at every call. No MPI, HDF5 or Hydra here.
 """
 
@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.hessian import LossFn, flat_loss
+from landscape_hpc.flat import LossFn, flat_loss
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 
@@ -30,22 +31,27 @@ _RANK_TOL = 1e-10
 
 @dataclass(frozen=True)
 class HyperplaneOptions:
-    """How one point is optimised inside its hyperplane."""
+    """How one point is optimised inside its hyperplane. Checked when made (a UserError naming
+    the config key hyperplane.<field>), so a command that makes them once checks them once."""
 
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
     steps: int = 200
 
-    def validate(self, prefix: str = "hyperplane") -> None:
-        """Raises a UserError naming the key (`prefix`.field) for a value that cannot be used."""
-        check_choice(f"{prefix}.optimizer", self.optimizer, OPTIMIZERS)
+    def __post_init__(self) -> None:
+        check_choice("hyperplane.optimizer", self.optimizer, OPTIMIZERS)
         if self.steps < 1:
-            raise UserError(f"{prefix}.steps={self.steps} must be at least 1")
+            raise UserError(f"hyperplane.steps={self.steps} must be at least 1")
         if not self.lr > 0:
-            raise UserError(f"{prefix}.lr={self.lr} must be positive")
+            raise UserError(f"hyperplane.lr={self.lr} must be positive")
         if not 0 <= self.momentum < 1:
-            raise UserError(f"{prefix}.momentum={self.momentum} must lie in [0, 1)")
+            raise UserError(f"hyperplane.momentum={self.momentum} must lie in [0, 1)")
+
+    @classmethod
+    def from_config(cls, node: Any) -> HyperplaneOptions:
+        """From a config node holding these four keys (HyperplaneConfig, WedgeHyperplaneConfig)."""
+        return cls(node.optimizer, node.lr, node.momentum, node.steps)
 
 
 @dataclass
@@ -93,7 +99,6 @@ def optimise_in_hyperplane(
     one, which would tilt a step off the hyperplane), so (θ − θ0)·n stays 0 to rounding for
     every normal n. The moments are the optimiser's own: each point starts afresh.
     """
-    options.validate()
     normals = normals.to(theta0.device)
     theta = theta0.detach().clone().requires_grad_(True)
     if options.optimizer == "adam":

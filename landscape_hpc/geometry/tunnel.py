@@ -81,7 +81,7 @@ def validate_tunnel(cfg: TunnelConfig) -> None:
 
 def run_tunnel(cfg: TunnelConfig, comm: Any = None) -> Optional[TunnelResult]:
     """The whole experiment; the result on rank 0 (None on the others)."""
-    comm = comm if comm is not None else parallel.world()
+    comm = parallel.world_if_none(comm)
     validate_tunnel(cfg)
     points = segment_positions(cfg.n_segments)
     inner = points[1:-1]
@@ -121,47 +121,6 @@ def write_tunnel(result: TunnelResult, out_dir: Path) -> list[Path]:
     return [csv, align, pt]
 
 
-def plot_tunnel(result: TunnelResult, path: Path) -> Path:
-    """Loss and accuracy vs position: linear path dashed, tunnel solid; deviation alignment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    has_acc = any(np.isfinite(m["linear"][1]).any() for m in result.metrics.values())
-    panels = 3 if has_acc else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.9))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (s, m) in enumerate(result.metrics.items()):
-        on_point = np.isin(result.t, result.points)
-        for ax, which in zip(axes[: panels - 1], (0, 1)):
-            ax.plot(result.t, m["linear"][which], "--", color=colors[i], label=f"{s} linear")
-            ax.plot(result.t, m["tunnel"][which], "-", color=colors[i], label=f"{s} tunnel")
-            ax.plot(result.t[on_point], m["tunnel"][which][on_point], "o", color=colors[i], ms=3)
-    axes[0].set_ylabel("loss")
-    axes[0].set_title("loss along the path")
-    if has_acc:
-        axes[1].set_ylabel("accuracy (%)")
-        axes[1].set_title("accuracy along the path")
-    for ax in axes[: panels - 1]:
-        ax.set_xlabel("position t (θ_a → θ_b)")
-        ax.legend(fontsize=7)
-    inner = result.points[1:-1]
-    half = (inner[1] - inner[0]) / 2 if len(inner) > 1 else 0.5  # pixel centres on the t_i
-    lo, hi = inner[0] - half, inner[-1] + half
-    image = axes[-1].imshow(
-        result.alignment, vmin=-1, vmax=1, cmap="coolwarm", extent=(lo, hi, hi, lo)
-    )
-    fig.colorbar(image, ax=axes[-1], fraction=0.046)
-    axes[-1].set_title("cos(δ_i, δ_j) of the deviations")
-    axes[-1].set_xlabel("t_j")
-    axes[-1].set_ylabel("t_i")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
-
-
 def summarize_tunnel(result: TunnelResult) -> str:
     k = len(result.points) - 2
     lines = [f"tunnel between {result.optima[0]} and {result.optima[1]}: {k} points optimised"]
@@ -189,7 +148,12 @@ def _command(cfg: TunnelConfig, comm: Any) -> Optional[Report]:
     out = Path(cfg.out_dir)
     files = write_tunnel(result, out)
     if cfg.plot:
-        files.append(plot_tunnel(result, out / "tunnel.png"))
+        from landscape_hpc.geometry import figures
+
+        png = out / "tunnel.png"
+        files.append(
+            figures.plot_tunnel(result.t, result.points, result.metrics, result.alignment, png)
+        )
     return Report(summarize_tunnel(result), files)
 
 

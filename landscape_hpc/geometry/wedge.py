@@ -1,10 +1,10 @@
 """The n-wedge toy landscape's experiments (Fort & Jastrzebski 2019, sec. 3).
 
-The loss is the distance to the nearest n-wedge in D dimensions (`models.wedge.wedge_distance`):
+The loss is the distance to the nearest n-wedge in D dimensions (`models.nwedge.wedge_distance`):
 zero on a union of n-dimensional coordinate subspaces. Two experiments:
 
 (a) Random hyperplanes: from random θ0, train c in θ0 + P·c for random d-dimensional P
-    (`geometry.subspace.train_in_subspace`). A d-plane meets an n-dimensional wedge generically
+    (`geometry.intrinsic_dim.train_in_subspace`). A d-plane meets an n-dimensional wedge generically
     iff d + n ≥ D, so training succeeds (final loss below `success_loss`) from d = D − n on.
 (b) A tunnel: two optima on different wedges (θ_a free on the first n coordinates, θ_b on the
     last n) are joined by a linear path of high loss; optimising its inner points in the
@@ -44,8 +44,8 @@ from landscape_hpc.geometry.hyperplane import (
     segment_positions,
     stream_seed,
 )
-from landscape_hpc.geometry.subspace import train_in_subspace
-from landscape_hpc.models.wedge import wedge_distance
+from landscape_hpc.geometry.intrinsic_dim import train_in_subspace
+from landscape_hpc.models.nwedge import wedge_distance
 
 _JOB_KEY = "wedge_job"
 
@@ -65,6 +65,7 @@ def wedge_optima(dim: int, n: int, seed: int, scale: float = 1.0) -> tuple[Tenso
 class WedgeJob:
     cfg: WedgeConfig
     optima: Tensor  # (2, D)
+    hyperplane: HyperplaneOptions
 
     def loss(self, theta: Tensor) -> Tensor:
         return wedge_distance(theta, self.cfg.n)
@@ -83,10 +84,8 @@ class WedgeJob:
         return result.final_loss
 
     def tunnel_point(self, t: float) -> np.ndarray:
-        h = self.cfg.hyperplane
-        options = HyperplaneOptions(h.optimizer, h.lr, h.momentum, h.steps)
         weights = torch.tensor([1.0 - t, t], dtype=torch.float64)
-        result = optimise_hull_point(self.loss, self.optima, weights, options)
+        result = optimise_hull_point(self.loss, self.optima, weights, self.hyperplane)
         return (result.theta - weights @ self.optima).numpy()
 
 
@@ -110,8 +109,8 @@ class WedgeResult:
     optima: Tensor  # (2, D)
 
 
-def validate_wedge(cfg: WedgeConfig) -> list[int]:
-    """Checks the config; returns the hyperplane dimensions d."""
+def validate_wedge(cfg: WedgeConfig) -> tuple[list[int], HyperplaneOptions]:
+    """Checks the config; returns the hyperplane dimensions d and the tunnel points' options."""
     if cfg.dim < 2:
         raise UserError(f"dim={cfg.dim} must be at least 2")
     if not 1 <= cfg.n < cfg.dim:
@@ -127,35 +126,30 @@ def validate_wedge(cfg: WedgeConfig) -> list[int]:
         raise UserError(f"n_segments={cfg.n_segments} must be at least 2 (one inner point)")
     if cfg.n_dense < 2:
         raise UserError(f"n_dense={cfg.n_dense} must be at least 2")
-    h = cfg.hyperplane
-    HyperplaneOptions(h.optimizer, h.lr, h.momentum, h.steps).validate("hyperplane")
-    return dims
+    return dims, HyperplaneOptions.from_config(cfg.hyperplane)
 
 
 def run_wedge(cfg: WedgeConfig, comm: Any = None) -> Optional[WedgeResult]:
     """Both experiments over the pool (one task per subspace run and per tunnel point); the
     result on rank 0, None on the others."""
-    comm = comm if comm is not None else parallel.world()
-    dims = validate_wedge(cfg)
+    comm = parallel.world_if_none(comm)
+    dims, hyperplane = validate_wedge(cfg)
     a, b = wedge_optima(cfg.dim, cfg.n, stream_seed(cfg.seed, 10**6), cfg.init_scale)
-    job = WedgeJob(cfg, torch.stack([a, b]))
+    job = WedgeJob(cfg, torch.stack([a, b]), hyperplane)
     runs = [(d, trial) for d in dims for trial in range(cfg.trials)]
     points = segment_positions(cfg.n_segments)
     tasks = [("subspace", i, run) for i, run in enumerate(runs)]
     tasks += [("tunnel", k, float(t)) for k, t in enumerate(points[1:-1])]
     final_loss = np.zeros(len(runs))
     deviations = np.zeros((len(points) - 2, cfg.dim))
-    parallel.set_worker_state(_JOB_KEY, job)
-    try:
-        describe = lambda t: f"{t[0]} task {t[1]} ({t[2]})"  # noqa: E731
+    describe = lambda t: f"{t[0]} task {t[1]} ({t[2]})"  # noqa: E731
+    with parallel.worker_pool(_JOB_KEY, job):
         for result in parallel.run_tasks(comm, _wedge_task, tasks, describe=describe):
             kind, i, _ = result.task
             if kind == "subspace":
                 final_loss[i] = result.value
             else:
                 deviations[i] = result.value
-    finally:
-        parallel.clear_worker_state(_JOB_KEY)
     if comm.Get_rank() != 0:
         return None
     t = np.union1d(np.linspace(0.0, 1.0, cfg.n_dense), points)
@@ -193,44 +187,6 @@ def write_wedge(result: WedgeResult, out_dir: Path) -> list[Path]:
     return files
 
 
-def plot_wedge(result: WedgeResult, dim: int, n: int, success_loss: float, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (runs, tunnel) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    floor = success_loss / 100  # zero losses drawn on the log axis's floor
-    shown = np.maximum(result.final_loss, floor)
-    runs.plot(
-        result.dims[result.success], shown[result.success], "o", color="C2", ms=4, label="succeeded"
-    )
-    runs.plot(
-        result.dims[~result.success], shown[~result.success], "o", color="C3", ms=4, label="failed"
-    )
-    ds = np.unique(result.dims)
-    medians = [np.median(shown[result.dims == d]) for d in ds]
-    runs.plot(ds, medians, "-", color="0.4", lw=1)
-    runs.axvline(dim - n, ls="--", color="k", lw=1, label=f"d = D − n = {dim - n}")
-    runs.axhline(success_loss, ls=":", color="0.5", lw=1, label="success level")
-    runs.set_yscale("log")
-    runs.set_xlabel("hyperplane dimension d")
-    runs.set_ylabel(f"final loss (distance to a wedge; 0 drawn at {floor:g})")
-    runs.set_title(f"random hyperplanes, D = {dim}, n = {n}")
-    runs.legend(fontsize=7)
-    tunnel.plot(result.t, result.linear_loss, "--", color="C0", label="linear path")
-    tunnel.plot(result.t, result.tunnel_loss, "-", color="C1", label="tunnel")
-    on_point = np.isin(result.t, result.points)
-    tunnel.plot(result.t[on_point], result.tunnel_loss[on_point], "o", color="C1", ms=3)
-    tunnel.set_xlabel("position t (θ_a → θ_b)")
-    tunnel.set_ylabel("loss")
-    tunnel.set_title("two optima on different wedges")
-    tunnel.legend(fontsize=7)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
-
-
 def summarize_wedge(result: WedgeResult, dim: int, n: int, success_loss: float) -> str:
     ds = np.unique(result.dims)
     fractions = {int(d): float(result.success[result.dims == d].mean()) for d in ds}
@@ -265,7 +221,22 @@ def _command(cfg: WedgeConfig, comm: Any) -> Optional[Report]:
     out = Path(cfg.out_dir)
     files = write_wedge(result, out)
     if cfg.plot:
-        files.append(plot_wedge(result, cfg.dim, cfg.n, cfg.success_loss, out / "wedge.png"))
+        from landscape_hpc.geometry import figures
+
+        png = figures.plot_wedge(
+            result.dims,
+            result.final_loss,
+            result.success,
+            result.t,
+            result.points,
+            result.linear_loss,
+            result.tunnel_loss,
+            out / "wedge.png",
+            dim=cfg.dim,
+            n=cfg.n,
+            success_loss=cfg.success_loss,
+        )
+        files.append(png)
     return Report(summarize_wedge(result, cfg.dim, cfg.n, cfg.success_loss), files)
 
 

@@ -41,11 +41,11 @@ from landscape_hpc import parallel, params
 from landscape_hpc.config import EngineConfig, WidthConfig
 from landscape_hpc.directions import normalize_direction
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.evaluate import BN_MODES, LOSSES, STRATEGIES, evaluate_points
+from landscape_hpc.evaluate import check_engine, evaluate_points
+from landscape_hpc.flat import LossFn
 from landscape_hpc.geometry.app import Report, experiment_main
-from landscape_hpc.geometry.hull import Problem, load_problem
+from landscape_hpc.geometry.hull import Optima, load_optima
 from landscape_hpc.geometry.hyperplane import stream_seed
-from landscape_hpc.hessian import LossFn
 from landscape_hpc.params import ParamDict
 from landscape_hpc.subspace import Subspace
 
@@ -113,7 +113,7 @@ def ray_widths(
 
 @dataclass
 class WidthJob:
-    problem: Problem
+    optima: Optima
     distances: np.ndarray
     directions: str
     split: str
@@ -121,29 +121,29 @@ class WidthJob:
     seed: int
 
     def direction(self, optimum: int, ray: int) -> ParamDict:
-        p = self.problem
-        origin = p.optima[optimum]
-        n_params = sum(origin[k].numel() for k in p.keys)
+        o = self.optima
+        origin = o.states[optimum]
+        n_params = sum(origin[k].numel() for k in o.keys)
         flat = random_unit_direction(n_params, stream_seed(self.seed, ray))
-        like = {k: origin[k] for k in p.keys}
-        d = params.unflatten(flat.to(p.device), like, p.keys)
+        like = {k: origin[k] for k in o.keys}
+        d = params.unflatten(flat.to(o.problem.device), like, o.keys)
         if self.directions == "filter":
             d = normalize_direction(d, like, "filter", "biasbn")
         return d
 
     def ray(self, optimum: int, ray: int) -> tuple[np.ndarray, np.ndarray]:
         """Loss and accuracy (R,) at the distances along ray `ray` from optimum `optimum`."""
-        p = self.problem
-        subspace = Subspace(p.optima[optimum], [self.direction(optimum, ray)])
-        split = p.splits[self.split]
+        problem = self.optima.problem
+        subspace = Subspace(self.optima.states[optimum], [self.direction(optimum, ray)])
+        split = problem.splits[self.split]
         coords = torch.from_numpy(self.distances)[:, None]  # (R, 1)
         metrics = evaluate_points(
-            p.model,
+            problem.model,
             subspace,
             coords,
             {self.split: (split.inputs, split.labels)},
             self.options,
-            p.splits["train"].inputs,
+            problem.splits["train"].inputs,
         )[self.split]
         return metrics.loss, metrics.acc
 
@@ -179,9 +179,7 @@ def validate_width(cfg: WidthConfig) -> list[str]:
         raise UserError("optima is empty; give at least one checkpoint: optima=[model.pt]")
     check_choice("directions", cfg.directions, DIRECTION_KINDS)
     check_choice("threshold_kind", cfg.threshold_kind, THRESHOLD_KINDS)
-    check_choice("engine.bn", cfg.engine.bn, BN_MODES)
-    check_choice("engine.loss", cfg.engine.loss, LOSSES)
-    check_choice("engine.strategy", cfg.engine.strategy, STRATEGIES)
+    check_engine(cfg.engine)
     if cfg.n_directions < 1:
         raise UserError(f"n_directions={cfg.n_directions} must be at least 1")
     if cfg.n_distances < 2:
@@ -204,23 +202,20 @@ def validate_width(cfg: WidthConfig) -> list[str]:
 
 def run_width(cfg: WidthConfig, comm: Any = None) -> Optional[WidthResult]:
     """The whole experiment; the result on rank 0 (None on the others)."""
-    comm = comm if comm is not None else parallel.world()
+    comm = parallel.world_if_none(comm)
     labels = validate_width(cfg)
     paths = [str(p) for p in cfg.optima]
-    problem = load_problem(cfg.model, cfg.dataset, paths, cfg.device, comm, [cfg.split])
+    optima = load_optima(cfg.model, cfg.dataset, paths, cfg.device, comm)
+    optima.problem.require([cfg.split], "split")
     distances = np.linspace(0.0, cfg.r_max, cfg.n_distances)
-    options = cfg.engine
-    job = WidthJob(problem, distances, cfg.directions, cfg.split, options, cfg.seed)
+    job = WidthJob(optima, distances, cfg.directions, cfg.split, cfg.engine, cfg.seed)
     shape = (len(paths), cfg.n_directions, len(distances))
     losses, accs = np.zeros(shape), np.zeros(shape)
     tasks = [(o, i) for o in range(len(paths)) for i in range(cfg.n_directions)]
-    parallel.set_worker_state(_JOB_KEY, job)
-    try:
-        describe = lambda t: f"ray {t[1]} from optimum {paths[t[0]]}"  # noqa: E731
+    describe = lambda t: f"ray {t[1]} from optimum {paths[t[0]]}"  # noqa: E731
+    with parallel.worker_pool(_JOB_KEY, job):
         for result in parallel.run_tasks(comm, _ray_task, tasks, describe=describe):
             losses[result.task], accs[result.task] = result.value
-    finally:
-        parallel.clear_worker_state(_JOB_KEY)
     if comm.Get_rank() != 0:
         return None
     # every ray starts at the optimum itself: its loss is the same on all of them
@@ -256,43 +251,6 @@ def write_width(result: WidthResult, out_dir: Path) -> list[Path]:
                 for r, loss, acc in zip(result.distances, result.losses[o, i], result.accs[o, i]):
                     f.write(f"{label},{i},{r:.6g},{loss:.6g},{acc:.6g}\n")
     return [table, curves]
-
-
-def plot_width(result: WidthResult, path: Path, split: str = "train") -> Path:
-    """Left: loss vs distance (thin: every ray, thick: the mean; dotted: each level). Right: the
-    mean width per optimum ± std, every ray's width a dot (hollow: lower bound, not crossed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    rng = np.random.default_rng(0)  # horizontal jitter of the dots only
-    for o, label in enumerate(result.labels):
-        c = colors[o % len(colors)]
-        for ray in result.losses[o]:
-            curves.plot(result.distances, ray, "-", color=c, alpha=0.15, lw=0.8)
-        mean = np.nanmean(result.losses[o], axis=0)
-        curves.plot(result.distances, mean, "-", color=c, lw=2, label=f"{label} (mean)")
-        curves.axhline(result.levels[o], ls=":", color=c, lw=1.2, label=f"{label} level")
-        w, crossed = result.widths[o], result.crossed[o]
-        bars.bar(o, np.mean(w), yerr=np.std(w), color=c, alpha=0.5, capsize=4)
-        x = o + rng.uniform(-0.2, 0.2, len(w))
-        bars.plot(x[crossed], w[crossed], "o", color=c, ms=4)
-        bars.plot(x[~crossed], w[~crossed], "o", mfc="none", color=c, ms=5)
-    curves.set_xlabel("distance r along the ray")
-    curves.set_ylabel(f"{split} loss")
-    if np.all(result.losses > 0):
-        curves.set_yscale("log")
-    curves.set_title("loss along random rays from each optimum")
-    curves.legend(fontsize=7)
-    bars.set_xticks(range(len(result.labels)), result.labels, rotation=20, fontsize=8)
-    bars.set_ylabel("width (distance where the level is crossed)")
-    bars.set_title("radial tunnel width (mean ± std; hollow: ≥, not crossed)")
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
 
 
 def summarize_width(result: WidthResult, threshold: float, kind: str) -> str:
@@ -339,7 +297,19 @@ def _command(cfg: WidthConfig, comm: Any) -> Optional[Report]:
     out = Path(cfg.out_dir)
     files = write_width(result, out)
     if cfg.plot:
-        files.append(plot_width(result, out / "width.png", cfg.split))
+        from landscape_hpc.geometry import figures
+
+        png = figures.plot_width(
+            result.labels,
+            result.distances,
+            result.losses,
+            result.levels,
+            result.widths,
+            result.crossed,
+            out / "width.png",
+            cfg.split,
+        )
+        files.append(png)
     summary = summarize_width(result, cfg.threshold, cfg.threshold_kind)
     return Report(summary, files, then=functools.partial(check_crossed, result))
 

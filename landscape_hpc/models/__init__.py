@@ -4,7 +4,8 @@ Registry names are the nets of the seed papers: `mpo_cnn` (pictures) and the pai
 `mpo_cnn_bn` (the BN experiment) of Skorokhodov & Burtsev 2019, appendix B, `vgg9` (Li et al.
 2018, appendix A.5), the CIFAR ResNets `resnet20/56/110` and
 their `_noshort` twins (Li et al. 2018, sec. 6), `mlp`, and `wedge`, the n-wedge toy landscape
-of Fort & Jastrzebski 2019, sec. 3 (a `loss_output` model: its forward returns the loss itself).
+of Fort & Jastrzebski 2019, sec. 3 (models/nwedge.py; a `loss_output` model: its forward
+returns the loss itself).
 `custom` builds any net from `model.target="package.module.callable"`. Every registry net runs
 under `torch.func.functional_call` + `torch.func.vmap` over stacked weights: no in-place
 activations, no `.item()`, no data-dependent control flow.
@@ -26,9 +27,9 @@ from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.checkpoint import file_sha256, load_into, load_state_dict_file
 from landscape_hpc.models.mlp import mlp
 from landscape_hpc.models.mpo_cnn import mpo_cnn, mpo_cnn6, mpo_cnn_bn
+from landscape_hpc.models.nwedge import WEDGE_KWARGS, wedge
 from landscape_hpc.models.resnet import resnet_builder
 from landscape_hpc.models.vgg import vgg9
-from landscape_hpc.models.wedge import WEDGE_KWARGS, wedge
 
 __all__ = [
     "MODEL_KWARGS",

@@ -9,7 +9,9 @@ connected union of n-dimensional hyperplanes, the paper's toy model of a landsca
 set is a union of high-dimensional wedges.
 
 `Wedge` wraps it as a model every command evaluates: one parameter θ (D,), and a forward that
-returns the loss itself for every sample (`loss_output = True`), so the data set is ignored.
+returns the loss itself for every sample (`loss_output = True`), so the data set is ignored;
+the registry builds it as `model=wedge`. (The geometry experiment `python -m
+landscape_hpc.geometry wedge`, geometry/wedge.py, runs the paper's experiments on it.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training in random hyperplanes (landscape_hpc/geometry/subspace.py)."""
+"""Training in random hyperplanes (landscape_hpc/geometry/intrinsic_dim.py)."""
 
 import csv
 import os
@@ -10,16 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.config import DatasetConfig, IntrinsicDimConfig, ModelConfig
 from landscape_hpc.errors import UserError
-from landscape_hpc.geometry.subspace import (
+from landscape_hpc.geometry.intrinsic_dim import (
     DenseProjection,
     SparseProjection,
-    SubspaceConfig,
     run_subspace,
     train_in_subspace,
 )
-from landscape_hpc.models.wedge import wedge_distance
+from landscape_hpc.models.nwedge import wedge_distance
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
@@ -90,7 +89,7 @@ def test_d_larger_than_the_parameter_count_is_refused():
 
 
 def test_classifier_gets_better_with_more_dimensions():
-    cfg = SubspaceConfig(
+    cfg = IntrinsicDimConfig(
         model=ModelConfig(name="mlp", kwargs={"hidden": [16]}),
         dataset=DatasetConfig(max_samples=300),
         dims=[1, 60],

@@ -1,6 +1,6 @@
-"""Curvature of the landscape: the extreme Hessian eigenvalues at a point and over a surface grid
-(Li et al. 2018, "are we really seeing convexity?"; loss-landscape's `plot_hessian_eigen.py`;
-PyHessian's trace).
+"""Curvature of the landscape, the `hessian` experiment: the extreme Hessian eigenvalues at a point
+and over a surface grid (Li et al. 2018, "are we really seeing convexity?"; loss-landscape's
+`plot_hessian_eigen.py`; PyHessian's trace).
 
 At a point (the model, its checkpoint or init) it prints and saves λ_max, λ_min (Lanczos on
 Hessian-vector products, landscape_hpc/hessian.py) and tr H (Hutchinson). Over a surface it takes
@@ -19,9 +19,10 @@ maps always belong to the surface they are stored in: the model/dataset keys of 
 not used there (give `surface_checkpoint=` when the checkpoint has moved). The loss is the
 surface's `engine.loss`; BN layers use the running statistics of each point (engine.bn=eval).
 
-`max_eig` / `min_eig` are (ny, nx) float64 like the surface's metrics, NaN = not computed yet:
-re-running computes only the NaN points (a diverged point, whose eigenvalues are NaN, is tried
-again); no other dataset of the file is touched. The settings the maps were made with (split,
+`max_eig` / `min_eig` are (ny, nx) float64 like the surface's metrics, and `hessian_done` marks
+the points computed (files/hessian_maps.py): re-running computes only the points not done yet (a
+diverged point, done with NaN eigenvalues, is not tried again; overwrite=true recomputes every
+point); no other dataset of the file is touched. The settings the maps were made with (split,
 samples, Lanczos steps, seed, precision) are stored in the `hessian` attribute of `max_eig`, and
 a run with other settings is refused unless overwrite=true. Points go one per task over the MPI
 pool; rank 0 writes them.
@@ -31,39 +32,37 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import h5py
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from landscape_hpc import parallel
 from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
-from landscape_hpc.data import Split, load_dataset, num_classes, subset
+from landscape_hpc.data import Split, subset
 from landscape_hpc.devices import rank_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import LOSSES
-from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.checkpoint import file_sha256
+from landscape_hpc.files.hessian_maps import HessianMaps, read_maps
+from landscape_hpc.files.surface import SurfaceSource
+from landscape_hpc.flat import LossFn, flat_loss
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.grid import Grid
-from landscape_hpc.hessian import LossFn, flat_loss, hutchinson_trace, hvp, lanczos
-from landscape_hpc.models import build_model
+from landscape_hpc.hessian import hutchinson_trace, hvp, lanczos
+from landscape_hpc.problem import Problem, load_problem
 from landscape_hpc.subspace import Subspace
 
 log = logging.getLogger(__name__)
 
-MAPS = ("max_eig", "min_eig")
 _JOB_KEY = "hessian_job"
-_FINGERPRINT_ATTR = "hessian"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,24 +118,17 @@ def make_job(model: nn.Module, split: Split, cfg: HessianConfig, loss: str) -> C
     )
 
 
-def pick_split(splits: dict[str, Split], cfg: HessianConfig, seed: int) -> Split:
-    if cfg.split not in splits:
-        raise UserError(f"split={cfg.split!r} is not in the data set ({', '.join(splits)})")
-    split = splits[cfg.split]
-    return split if cfg.max_samples is None else subset(split, cfg.max_samples, seed)
-
-
-def load_model_and_split(
+def load_problem_and_split(
     comm: Any, cfg: HessianConfig, model_cfg: ModelConfig, dataset_cfg: DatasetConfig
-) -> tuple[nn.Module, Split]:
-    """The model and the differentiated split (cfg.split, at most cfg.max_samples of it) on this
-    rank's device. Collective: every rank calls it."""
-    device = rank_device(comm, cfg.device)
-    splits = load_dataset(dataset_cfg, device)
-    split = pick_split(splits, cfg, dataset_cfg.seed)
-    input_shape = tuple(split.inputs.shape[1:])
-    model = build_model(model_cfg, input_shape, num_classes(dataset_cfg, splits)).to(device)
-    return model, split
+) -> tuple[Problem, Split]:
+    """The problem (model and data) on this rank's device, and its differentiated split
+    (cfg.split, at most cfg.max_samples of it). Collective: every rank calls it."""
+    problem = load_problem(model_cfg, dataset_cfg, rank_device(comm, cfg.device))
+    problem.require([cfg.split], "split")
+    split = problem.splits[cfg.split]
+    if cfg.max_samples is not None:
+        split = subset(split, cfg.max_samples, dataset_cfg.seed)
+    return problem, split
 
 
 def validate(cfg: HessianConfig) -> None:
@@ -176,20 +168,17 @@ def _point_task(what: str) -> Any:
 def run_point(cfg: HessianConfig, comm: Any = None) -> Optional[PointResult]:
     """λ_max, λ_min and tr H at the model's weights; the Lanczos run and the Hutchinson probes
     are two tasks of the pool (in parallel on two workers). Returns the result on rank 0."""
-    comm = comm if comm is not None else parallel.world()
+    comm = parallel.world_if_none(comm)
     validate(cfg)
-    model, split = load_model_and_split(comm, cfg, cfg.model, cfg.dataset)
-    job = make_job(model, split, cfg, cfg.loss)
+    problem, split = load_problem_and_split(comm, cfg, cfg.model, cfg.dataset)
+    job = make_job(problem.model, split, cfg, cfg.loss)
     state = {k: v.detach() for k, v in job.model.state_dict().items()}
-    parallel.set_worker_state(_JOB_KEY, (job, cfg, state))
     start = time.perf_counter()
     tasks = ["lanczos"] + (["trace"] if cfg.trace_samples > 0 else [])
     values: dict[str, Any] = {}
-    try:
+    with parallel.worker_pool(_JOB_KEY, (job, cfg, state)):
         for result in parallel.run_tasks(comm, _point_task, tasks):
             values[result.task] = result.value
-    finally:
-        parallel.clear_worker_state(_JOB_KEY)
     if comm.Get_rank() != 0:
         return None
     ritz = np.asarray(values["lanczos"], dtype=np.float64)
@@ -204,20 +193,8 @@ def run_point(cfg: HessianConfig, comm: Any = None) -> Optional[PointResult]:
     )
 
 
-POINT_FIELDS = (
-    "max_eig",
-    "min_eig",
-    "abs_min_over_max",
-    "trace",
-    "lanczos_steps",
-    "trace_samples",
-    "num_params",
-    "num_samples",
-    "seconds",
-)
-
-
-def write_point(result: PointResult, cfg: HessianConfig, out_dir: Path) -> list[Path]:
+def write_point(result: PointResult, cfg: HessianConfig, out_dir: Path) -> Path:
+    """hessian_point.csv: one row, its columns in the order below."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "hessian_point.csv"
     row = {
@@ -232,13 +209,10 @@ def write_point(result: PointResult, cfg: HessianConfig, out_dir: Path) -> list[
         "seconds": round(result.seconds, 3),
     }
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=POINT_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=list(row))
         writer.writeheader()
         writer.writerow(row)
-    files = [path]
-    if cfg.plot:
-        files.append(plot_ritz(result, out_dir / "hessian_ritz.png", cfg.model.name))
-    return files
+    return path
 
 
 def summarize_point(result: PointResult, cfg: HessianConfig) -> str:
@@ -259,68 +233,25 @@ def summarize_point(result: PointResult, cfg: HessianConfig) -> str:
 # over a surface grid
 
 
-@dataclass
-class SurfaceSource:
-    """What a surface file says about itself: grid, model, data, loss, and its directions."""
-
-    path: Path
-    grid: Grid
-    model: ModelConfig
-    dataset: DatasetConfig
-    loss: str
-    bn: str
-
-
 def read_source(path: Path, checkpoint: Optional[str]) -> SurfaceSource:
     """The grid and the model/dataset configs stored in a surface file; the checkpoint it was made
     from is located (its stored path, or `checkpoint`) and checked against the stored SHA-256."""
-    if not path.is_file():
+    source = surface_file.read_source(path)
+    sha = source.checkpoint_sha256
+    if not sha:
+        return source
+    where = checkpoint or source.checkpoint or source.model.checkpoint
+    if not where or not Path(where).is_file():
         raise UserError(
-            f"surface={path} does not exist; make it with python -m landscape_hpc.surface"
+            f"the checkpoint of surface={path} is not at {where!r}; pass "
+            f"surface_checkpoint=<file> (its SHA-256 must be {sha})"
         )
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise UserError(f"surface={path} is not an HDF5 file") from None
-    with f:
-        attrs = dict(f.attrs)
-        if "config" not in attrs or "xcoordinates" not in f:
-            raise UserError(
-                f"surface={path} has no `config` attribute or grid: only surface files written "
-                "by python -m landscape_hpc.surface say which model and data they belong to"
-            )
-        x = f["xcoordinates"][()]
-        y = f["ycoordinates"][()] if "ycoordinates" in f else None
-    stored = OmegaConf.create(str(attrs["config"]))
-    model_cfg: ModelConfig = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(ModelConfig), stored.model)
-    )
-    dataset_cfg: DatasetConfig = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(DatasetConfig), stored.dataset)
-    )
-    sha = str(attrs.get("checkpoint_sha256", ""))
-    if sha:
-        where = checkpoint or str(attrs.get("checkpoint", "")) or model_cfg.checkpoint
-        if not where or not Path(where).is_file():
-            raise UserError(
-                f"the checkpoint of surface={path} is not at {where!r}; pass "
-                f"surface_checkpoint=<file> (its SHA-256 must be {sha})"
-            )
-        if file_sha256(where) != sha:
-            raise UserError(
-                f"{where} is not the checkpoint surface={path} was made from (SHA-256 "
-                f"{file_sha256(where)}, the file says {sha}); pass the right surface_checkpoint="
-            )
-        model_cfg.checkpoint = str(where)
-    engine = stored.get("engine", {})
-    return SurfaceSource(
-        path,
-        Grid(np.asarray(x), None if y is None else np.asarray(y)),
-        model_cfg,
-        dataset_cfg,
-        str(engine.get("loss", "ce")),
-        str(engine.get("bn", "eval")),
-    )
+    if file_sha256(where) != sha:
+        raise UserError(
+            f"{where} is not the checkpoint surface={path} was made from (SHA-256 "
+            f"{file_sha256(where)}, the file says {sha}); pass the right surface_checkpoint="
+        )
+    return dataclasses.replace(source, model=dataclasses.replace(source.model, checkpoint=where))
 
 
 def map_fingerprint(cfg: HessianConfig, source: SurfaceSource, num_samples: int) -> dict:
@@ -334,44 +265,6 @@ def map_fingerprint(cfg: HessianConfig, source: SurfaceSource, num_samples: int)
         "double": cfg.double,
         "loss": source.loss,
     }
-
-
-def open_maps(path: Path, grid: Grid, fingerprint: dict, overwrite: bool) -> h5py.File:
-    """Opens the surface file for writing the maps: creates max_eig / min_eig (NaN) when absent,
-    refuses maps made with other settings (unless overwrite, which resets them to NaN)."""
-    hdf5.check_writable(path)
-    f = h5py.File(path, "r+")
-    try:
-        wanted = json.dumps(fingerprint, sort_keys=True)
-        if MAPS[0] in f:
-            raw = f[MAPS[0]].attrs.get(_FINGERPRINT_ATTR)
-            stored = json.loads(raw) if raw is not None else {}
-            if stored != fingerprint and not overwrite:
-                diff = hdf5.fingerprint_diff(stored, fingerprint)
-                raise UserError(
-                    f"the Hessian maps in {path} were made with other settings:\n  "
-                    + "\n  ".join(diff)
-                    + "\npass overwrite=true to recompute them (other datasets are kept)"
-                )
-        for name in MAPS:
-            if name not in f:
-                f.create_dataset(name, shape=grid.shape, dtype="f8", fillvalue=np.nan)
-            elif overwrite:
-                f[name][...] = np.nan
-            if f[name].shape != grid.shape:
-                raise UserError(f"{path}: {name} has shape {f[name].shape}, the grid {grid.shape}")
-        f[MAPS[0]].attrs[_FINGERPRINT_ATTR] = wanted
-        f.flush()
-    except BaseException:
-        f.close()
-        raise
-    return f
-
-
-def pending_points(f: h5py.File) -> np.ndarray:
-    """Flat indices where either map is NaN (not computed yet), ascending."""
-    missing = np.isnan(f[MAPS[0]][()]) | np.isnan(f[MAPS[1]][()])
-    return np.flatnonzero(missing.reshape(-1))
 
 
 @dataclass
@@ -394,17 +287,17 @@ def _map_task(flat: int) -> tuple[float, float]:
 def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
     """Computes the pending max_eig / min_eig points of cfg.surface, one task per point; rank 0
     writes each into the file as it arrives. Returns a summary dict on rank 0."""
-    comm = comm if comm is not None else parallel.world()
+    comm = parallel.world_if_none(comm)
     rank = comm.Get_rank()
     validate(cfg)
     path = Path(cfg.surface)
     # every rank reads the (read-only) file before rank 0 opens it for writing
     source = read_source(path, cfg.surface_checkpoint)
-    model, split = load_model_and_split(comm, cfg, source.model, source.dataset)
-    origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    param_keys = [name for name, _ in model.named_parameters()]
-    basis = surface_file.read_directions(path, origin, param_keys)[: source.grid.ndim]
-    job = MapJob(make_job(model, split, cfg, source.loss), Subspace(origin, basis), source.grid)
+    problem, split = load_problem_and_split(comm, cfg, source.model, source.dataset)
+    origin = {k: v.detach().clone() for k, v in problem.model.state_dict().items()}
+    basis = surface_file.read_directions(path, origin, problem.param_keys)[: source.grid.ndim]
+    kernel = make_job(problem.model, split, cfg, source.loss)
+    job = MapJob(kernel, Subspace(origin, basis), source.grid)
     if source.bn == "recompute" and rank == 0:
         log.warning(
             "the surface used engine.bn=recompute; the Hessian uses each point's stored running "
@@ -412,27 +305,21 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
         )
     comm.Barrier()  # all reads done
 
-    def open_on_master() -> tuple[h5py.File, np.ndarray]:
-        fingerprint = map_fingerprint(cfg, source, len(split.labels))
-        f = open_maps(path, source.grid, fingerprint, cfg.overwrite)
-        return f, pending_points(f)
-
-    opened = parallel.on_master(comm, open_on_master, share=False)
-    f, pending = opened if opened is not None else (None, np.array([], dtype=np.int64))
-    parallel.set_worker_state(_JOB_KEY, job)
+    fingerprint = map_fingerprint(cfg, source, len(split.labels))
+    maps = HessianMaps.open(path, source.grid, fingerprint, cfg.overwrite, comm)
+    pending = maps.pending() if maps is not None else np.array([], dtype=np.int64)
     seconds, start = [], time.perf_counter()
+    tasks = [int(i) for i in pending]
     try:
-        for result in parallel.run_tasks(
-            comm, _map_task, [int(i) for i in pending], describe=lambda i: f"grid point {i}"
-        ):
-            index = np.unravel_index(result.task, source.grid.shape)
-            f[MAPS[0]][index], f[MAPS[1]][index] = result.value
-            f.flush()
-            seconds.append(result.seconds)
+        with parallel.worker_pool(_JOB_KEY, job):
+            for result in parallel.run_tasks(
+                comm, _map_task, tasks, describe=lambda i: f"grid point {i}"
+            ):
+                maps.write(result.task, *result.value)
+                seconds.append(result.seconds)
     finally:
-        parallel.clear_worker_state(_JOB_KEY)
-        if f is not None:
-            f.close()
+        if maps is not None:
+            maps.close()
     if rank != 0:
         return None
     return {
@@ -441,105 +328,33 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
         "seconds_per_point": float(np.mean(seconds)) if seconds else float("nan"),
         "wall_seconds": time.perf_counter() - start,
         "model": source.model.name,
-        "num_params": sum(origin[k].numel() for k in param_keys),
+        "num_params": sum(origin[k].numel() for k in problem.param_keys),
         "num_samples": len(split.labels),
     }
 
 
-def read_maps(path: Path) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray]:
-    with h5py.File(path, "r") as f:
-        x = f["xcoordinates"][()]
-        y = f["ycoordinates"][()] if "ycoordinates" in f else None
-        return x, y, f[MAPS[0]][()], f[MAPS[1]][()]
-
-
 def summarize_map(path: Path, info: dict[str, Any]) -> str:
-    _, _, hi, lo = read_maps(path)
+    maps = read_maps(path)
+    hi, lo = maps.max_eig, maps.min_eig
     ratio = np.abs(lo / hi)
-    done = np.isfinite(hi) & np.isfinite(lo)
+    finite = np.isfinite(hi) & np.isfinite(lo)
+    diverged = int((maps.done & ~finite).sum())
     lines = [
         f"Hessian maps of {info['model']} ({info['num_params']} parameters, "
         f"{info['num_samples']} samples) in {path}:",
-        f"  {info['points']} points computed now, {int(done.sum())} of {info['grid_points']} "
-        "done in all",
+        f"  {info['points']} points computed now, {int(maps.done.sum())} of "
+        f"{info['grid_points']} done in all"
+        + (f" ({diverged} diverged: NaN eigenvalues)" if diverged else ""),
     ]
     if info["points"]:
         lines.append(f"  {info['seconds_per_point']:.3f} s per point on a worker")
-    if done.any():
+    if finite.any():
         lines.append(
             f"  max_eig in [{np.nanmin(hi):.4g}, {np.nanmax(hi):.4g}], min_eig in "
             f"[{np.nanmin(lo):.4g}, {np.nanmax(lo):.4g}], |min/max| in "
             f"[{np.nanmin(ratio):.3g}, {np.nanmax(ratio):.3g}]"
         )
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# figures
-
-
-def plot_maps(path: Path, out: Path) -> Path:
-    """max_eig, min_eig and |min/max| over the grid (2D: heat maps with contours; 1D: lines)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x, y, hi, lo = read_maps(path)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.abs(lo / hi)
-    if y is None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        axes[0].plot(x, hi, "o-", label="max eigenvalue")
-        axes[0].plot(x, lo, "o-", label="min eigenvalue")
-        axes[0].axhline(0, color="grey", lw=0.8)
-        axes[0].legend()
-        axes[1].plot(x, ratio, "o-", color="C3")
-        axes[1].set_title("|min / max|")
-        for ax in axes:
-            ax.set_xlabel("x")
-            ax.grid(alpha=0.3)
-    else:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
-        panels = (
-            (hi, "max eigenvalue", "viridis"),
-            (lo, "min eigenvalue", "viridis"),
-            (ratio, "|min / max|", "magma"),
-        )
-        for ax, (z, title, cmap) in zip(axes, panels):
-            mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(z), shading="nearest", cmap=cmap)
-            fig.colorbar(mesh, ax=ax)
-            if np.isfinite(z).sum() >= 4 and len(x) > 1 and len(y) > 1:
-                ax.contour(x, y, np.ma.masked_invalid(z), levels=8, colors="white", linewidths=0.6)
-            ax.set_title(title)
-            ax.set_xlabel("x")
-            ax.set_ylabel("y")
-            ax.set_aspect("auto")
-    fig.suptitle(f"Hessian eigenvalues over {path.name}")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def plot_ritz(result: PointResult, out: Path, name: str) -> Path:
-    """The Lanczos Ritz values at the point: a coarse picture of the spectrum's spread."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.stem(np.arange(len(result.ritz)), result.ritz)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("Ritz value index (ascending)")
-    ax.set_ylabel("eigenvalue estimate")
-    ax.set_title(f"{name}: Lanczos Ritz values, max {result.max_eig:.4g}, min {result.min_eig:.4g}")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,7 +366,12 @@ def _command(cfg: HessianConfig, comm: Any) -> Optional[Report]:
         result = run_point(cfg, comm)
         if result is None:
             return None
-        files = write_point(result, cfg, Path(cfg.out_dir))
+        out = Path(cfg.out_dir)
+        files = [write_point(result, cfg, out)]
+        if cfg.plot:
+            from landscape_hpc.geometry import figures
+
+            files.append(figures.plot_ritz(result.ritz, out / "hessian_ritz.png", cfg.model.name))
         return Report(summarize_point(result, cfg), files)
     info = run_map(cfg, comm)
     if info is None:
@@ -559,7 +379,9 @@ def _command(cfg: HessianConfig, comm: Any) -> Optional[Report]:
     path = Path(cfg.surface)
     files = [path]
     if cfg.plot:
-        files.append(plot_maps(path, path.with_name(f"{path.stem}_hessian.png")))
+        from landscape_hpc.geometry import figures
+
+        files.append(figures.plot_maps(path, path.with_name(f"{path.stem}_hessian.png")))
     return Report(summarize_map(path, info), files)
 
 

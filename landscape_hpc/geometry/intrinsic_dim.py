@@ -1,6 +1,6 @@
-"""Training in random d-dimensional hyperplanes: the intrinsic dimension of a task (Li, Farkhoor,
-Liu & Yosinski 2018, "Measuring the intrinsic dimension of objective landscapes"; Fort &
-Jastrzebski 2019, sec. 3, on the n-wedge toy landscape).
+"""Training in random d-dimensional hyperplanes, the `subspace` experiment: the intrinsic dimension
+of a task (Li, Farkhoor, Liu & Yosinski 2018, "Measuring the intrinsic dimension of objective
+landscapes"; Fort & Jastrzebski 2019, sec. 3, on the n-wedge toy landscape).
 
 θ(c) = θ0 + P·c with P (P_params × d) random and fixed, c ∈ R^d trained from 0 by Adam. The
 smallest d at which training succeeds is the intrinsic dimension; on the n-wedge model in D
@@ -32,18 +32,18 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.func import functional_call
 
 from landscape_hpc import parallel, params
 from landscape_hpc.config import IntrinsicDimConfig
-from landscape_hpc.data import Split, load_dataset, num_classes
+from landscape_hpc.data import Split
 from landscape_hpc.devices import rank_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import LOSSES, is_loss_output
+from landscape_hpc.flat import LossFn, flat_loss
 from landscape_hpc.geometry.app import Report, experiment_main
-from landscape_hpc.hessian import LossFn, flat_loss
-from landscape_hpc.models import build_model
+from landscape_hpc.problem import Problem, load_problem
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def train_in_subspace(
 ) -> SubspaceResult:
     """Minimises loss_fn(θ0 + P·c) over c ∈ R^d, from c = 0, by `steps` Adam steps.
 
-    loss_fn maps a flat θ (P,) to a scalar (as hessian.LossFn). P is a random projection with
+    loss_fn maps a flat θ (P,) to a scalar (a flat.LossFn). P is a random projection with
     unit-norm columns drawn from `seed` (dense Gaussian, or sparse with a few nonzeros per row).
     The learning rate follows a cosine decay from `lr` to 0, so the last iterate settles instead
     of circling the minimum at the step size (the wedge loss is a norm: its gradient never
@@ -178,19 +178,22 @@ def train_in_subspace(
 
 
 @dataclass
-class SubspaceJob:
-    """What every rank needs to train one d: the model template, θ0, the data, the settings."""
+class IntrinsicDimJob:
+    """What every rank needs to train one d: the problem (the model template and the data), θ0
+    (the model's state: its checkpoint or init), the settings."""
 
-    model: nn.Module
+    problem: Problem
     state: dict[str, Tensor]
-    keys: list[str]
-    splits: dict[str, Split]
     cfg: IntrinsicDimConfig
+    keys: list[str] = field(init=False)  # the trained tensors: the entries of a flat θ
+
+    def __post_init__(self) -> None:
+        self.keys = self.problem.param_keys
 
     def loss_fn(self) -> LossFn:
-        train = self.splits["train"]
+        train = self.problem.splits["train"]
         loss, _ = flat_loss(
-            self.model,
+            self.problem.model,
             self.state,
             self.keys,
             train.inputs,
@@ -205,13 +208,13 @@ class SubspaceJob:
 
     def accuracy(self, theta: Tensor, split: Split) -> float:
         """Accuracy (%) of the net at θ on a split; NaN for a loss-output model."""
-        if is_loss_output(self.model):
+        if is_loss_output(self.problem.model):
             return float("nan")
         weights = {**self.state, **params.unflatten(theta, self.state, self.keys)}
         correct, n, size = 0, len(split.labels), self.cfg.batch_size
         with torch.no_grad():
             for i in range(0, n, size):
-                logits = functional_call(self.model, weights, (split.inputs[i : i + size],))
+                logits = functional_call(self.problem.model, weights, (split.inputs[i : i + size],))
                 correct += int((logits.argmax(-1) == split.labels[i : i + size]).sum())
         return 100.0 * correct / n
 
@@ -229,18 +232,18 @@ class SubspaceJob:
         row = {
             "d": d,
             "final_loss": result.final_loss,
-            "train_acc": self.accuracy(result.theta, self.splits["train"]),
-            "test_acc": self.accuracy(result.theta, self.splits["test"]),
+            "train_acc": self.accuracy(result.theta, self.problem.splits["train"]),
+            "test_acc": self.accuracy(result.theta, self.problem.splits["test"]),
             "success": "",
             "seconds": round(result.seconds, 3),
         }
-        if is_loss_output(self.model):
+        if is_loss_output(self.problem.model):
             row["success"] = int(result.final_loss < cfg.threshold)
         return row
 
 
-def _subspace_task(d: int) -> dict[str, Any]:
-    job: SubspaceJob = parallel.worker_state(_JOB_KEY)
+def _train_task(d: int) -> dict[str, Any]:
+    job: IntrinsicDimJob = parallel.worker_state(_JOB_KEY)
     return job.run(d)
 
 
@@ -258,35 +261,31 @@ def validate(cfg: IntrinsicDimConfig) -> None:
         raise UserError(f"batch_size={cfg.batch_size} must be at least 1")
 
 
-def setup_job(cfg: IntrinsicDimConfig, device: torch.device) -> SubspaceJob:
+def setup_job(cfg: IntrinsicDimConfig, device: torch.device) -> IntrinsicDimJob:
     """Loads the data, builds the model (θ0 = its checkpoint or init), checks every d ≤ P."""
-    splits = load_dataset(cfg.dataset, device)
-    input_shape = tuple(splits["train"].inputs.shape[1:])
-    model = build_model(cfg.model, input_shape, num_classes(cfg.dataset, splits)).to(device)
-    state = {k: v.detach() for k, v in model.state_dict().items()}
-    keys = [name for name, _ in model.named_parameters()]
-    num_params = sum(state[k].numel() for k in keys)
+    problem = load_problem(cfg.model, cfg.dataset, device)
+    state = {k: v.detach() for k, v in problem.model.state_dict().items()}
+    num_params = sum(state[k].numel() for k in problem.param_keys)
     too_big = [d for d in cfg.dims if d > num_params]
     if too_big:
         raise UserError(
             f"dims {too_big} exceed the {num_params} trained parameters of model="
             f"{cfg.model.name}; a hyperplane cannot have more dimensions than the space"
         )
-    return SubspaceJob(model, state, keys, splits, cfg)
+    return IntrinsicDimJob(problem, state, cfg)
 
 
 def run_subspace(cfg: IntrinsicDimConfig, comm: Any = None) -> Optional[list[dict[str, Any]]]:
     """Trains every d of cfg.dims (one task each over the MPI pool); on rank 0 returns the rows
     sorted by d, on the other ranks None."""
-    comm = comm if comm is not None else parallel.world()
+    comm = parallel.world_if_none(comm)
     rank = comm.Get_rank()
     validate(cfg)
     job = setup_job(cfg, rank_device(comm, cfg.device))
-    parallel.set_worker_state(_JOB_KEY, job)
     rows = []
-    try:
-        describe = lambda d: f"subspace d={d}"  # noqa: E731
-        for result in parallel.run_tasks(comm, _subspace_task, list(cfg.dims), describe):
+    describe = lambda d: f"subspace d={d}"  # noqa: E731
+    with parallel.worker_pool(_JOB_KEY, job):
+        for result in parallel.run_tasks(comm, _train_task, list(cfg.dims), describe):
             rows.append({**result.value, "rank": result.rank})
             log.info(
                 "d=%d: final loss %.4g, test acc %s (rank %d, %.1f s)",
@@ -296,8 +295,6 @@ def run_subspace(cfg: IntrinsicDimConfig, comm: Any = None) -> Optional[list[dic
                 result.rank,
                 result.seconds,
             )
-    finally:
-        parallel.clear_worker_state(_JOB_KEY)
     return sorted(rows, key=lambda r: r["d"]) if rank == 0 else None
 
 
@@ -307,56 +304,6 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    return path
-
-
-def plot_results(
-    rows: list[dict[str, Any]],
-    path: Path,
-    title: str,
-    threshold: Optional[float] = None,
-    flip: Optional[int] = None,
-) -> Path:
-    """Accuracy vs d (classifiers) and the final loss vs d, log-scaled d; the success threshold
-    and the wedge's expected flip d = D − n as guides where given."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    d = np.array([r["d"] for r in rows])
-    loss = np.array([r["final_loss"] for r in rows], dtype=float)
-    has_acc = any(np.isfinite(r["test_acc"]) for r in rows)
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5.5, 4))
-    axes = np.atleast_1d(axes)
-    if has_acc:
-        for split, style in (("train", "o--"), ("test", "o-")):
-            axes[0].plot(d, [r[f"{split}_acc"] for r in rows], style, label=split)
-        axes[0].set_ylabel("accuracy (%)")
-        axes[0].set_title("accuracy after training in a random d-plane")
-        axes[0].legend()
-    ax = axes[-1]
-    ax.plot(d, loss, "o-", color="C3")
-    if threshold is not None:
-        ax.axhline(threshold, color="grey", ls=":", label=f"success threshold {threshold:g}")
-    if flip is not None:
-        ax.axvline(flip, color="C0", ls="--", label=f"D − n = {flip}")
-    if threshold is not None or flip is not None:
-        ax.legend()
-    if np.all(loss[np.isfinite(loss)] > 0):
-        ax.set_yscale("log")
-    ax.set_ylabel("final training loss")
-    ax.set_title("final loss")
-    for a in axes:
-        a.set_xscale("log")
-        a.set_xticks(d, [str(v) for v in d], minor=False)
-        a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        a.set_xlabel("hyperplane dimension d")
-        a.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -398,7 +345,11 @@ def _command(cfg: IntrinsicDimConfig, comm: Any) -> Optional[Report]:
         loss_model = any(r["success"] != "" for r in rows)
         title = f"{cfg.model.name}: training in random d-dimensional hyperplanes"
         threshold = cfg.threshold if loss_model else None
-        png = plot_results(rows, out / "accuracy_vs_d.png", title, threshold, wedge_flip(cfg))
+        from landscape_hpc.geometry import figures
+
+        png = figures.plot_intrinsic_dim(
+            rows, out / "accuracy_vs_d.png", title, threshold, wedge_flip(cfg)
+        )
         files.append(png)
     return Report(summarize(rows, cfg), files)
 

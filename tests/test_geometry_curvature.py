@@ -1,4 +1,4 @@
-"""Hessian eigenvalues at a point and over a surface grid (landscape_hpc/geometry/hessian.py)."""
+"""Hessian eigenvalues at a point and over a surface grid (landscape_hpc/geometry/curvature.py)."""
 
 import hashlib
 import os
@@ -13,12 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from landscape_hpc import hessian
 from landscape_hpc.cli import compose_config
-from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
-from landscape_hpc.geometry.hessian import HessianConfig, plot_maps, run_map, run_point
+from landscape_hpc.flat import flat_loss
+from landscape_hpc.geometry.curvature import run_map, run_point, summarize_map
+from landscape_hpc.geometry.figures import plot_maps
 from landscape_hpc.models import build_model
 from landscape_hpc.surface import compute_surface
 
@@ -50,7 +51,7 @@ def _config(**overrides) -> HessianConfig:
 
 def test_quadratic_model_eigenvalues_are_exact_and_the_trace_close():
     data = DatasetConfig(name="synthetic", shape=[4], num_train=30)
-    model = ModelConfig(name="custom", target="test_geometry_hessian.LeastSquares")
+    model = ModelConfig(name="custom", target="test_geometry_curvature.LeastSquares")
     cfg = _config(model=model, dataset=data, lanczos_steps=4, double=True, trace_samples=300)
     result = run_point(cfg)
     x = load_dataset(data)["train"].inputs.double()  # (30, 4)
@@ -109,7 +110,7 @@ def _exact_extremes(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     if key.startswith(f"directions/{axis}/"):
                         name = key.split("/", 2)[2]
                         state[name] = state[name] + c * torch.from_numpy(data[key]).double()
-            loss, theta = hessian.flat_loss(model, state, list(state), inputs, labels)
+            loss, theta = flat_loss(model, state, list(state), inputs, labels)
             eig = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta))
             hi[iy, ix], lo[iy, ix] = float(eig[-1]), float(eig[0])
     return hi, lo
@@ -120,7 +121,8 @@ def test_map_over_a_3x3_surface_equals_the_exact_hessian_and_keeps_the_rest(surf
     info = run_map(_config(surface=str(surface), lanczos_steps=TINY_PARAMS, double=True))
     assert info["points"] == 9 and info["num_params"] == TINY_PARAMS
     after = _datasets(surface)
-    assert sorted(after) == sorted([*before, "max_eig", "min_eig"])
+    assert sorted(after) == sorted([*before, "max_eig", "min_eig", "hessian_done"])
+    assert after["hessian_done"].dtype == np.uint8 and (after["hessian_done"] == 1).all()
     for name, values in before.items():
         np.testing.assert_array_equal(after[name], values, err_msg=name)
     hi, lo = _exact_extremes(surface)
@@ -139,7 +141,8 @@ def test_map_resumes_only_missing_points_and_refuses_other_settings(surface):
     with h5py.File(surface, "r+") as f:
         full = f["max_eig"][()]
         f["max_eig"][0, 0] = 1234.5  # a value that must not be recomputed
-        f["min_eig"][2, 1] = np.nan  # one pending point
+        f["min_eig"][2, 1] = np.nan  # one pending point: not done
+        f["hessian_done"][2, 1] = 0
     info = run_map(cfg)
     assert info["points"] == 1
     after = _datasets(surface)
@@ -151,6 +154,31 @@ def test_map_resumes_only_missing_points_and_refuses_other_settings(surface):
     assert hashlib.sha256(surface.read_bytes()).hexdigest() == digest
     info = run_map(_config(surface=str(surface), lanczos_steps=12, overwrite=True))
     assert info["points"] == 9 and _datasets(surface)["max_eig"][0, 0] != 1234.5
+
+
+def test_a_diverged_point_stays_done_and_maps_without_a_done_mask_resume(surface):
+    cfg = _config(surface=str(surface), lanczos_steps=8)
+    run_map(cfg)
+    full = _datasets(surface)
+    with h5py.File(surface, "r+") as f:
+        f["max_eig"][1, 1] = f["min_eig"][1, 1] = np.nan  # computed, diverged: done stays 1
+    info = run_map(cfg)
+    assert info["points"] == 0
+    after = _datasets(surface)
+    assert np.isnan(after["max_eig"][1, 1]) and after["hessian_done"][1, 1] == 1
+    assert "9 of 9 done in all (1 diverged: NaN eigenvalues)" in summarize_map(surface, info)
+    # maps written before the done mask: a point is done where neither eigenvalue is NaN
+    with h5py.File(surface, "r+") as f:
+        del f["hessian_done"]
+        f["max_eig"][0, 0] = 1234.5  # done: must not be recomputed
+        f["min_eig"][2, 1] = np.nan  # not done
+    info = run_map(cfg)
+    assert info["points"] == 2  # [1, 1] (NaN) and [2, 1]
+    after = _datasets(surface)
+    assert (after["hessian_done"] == 1).all() and after["max_eig"][0, 0] == 1234.5
+    for name in ("max_eig", "min_eig"):
+        for index in ((1, 1), (2, 1)):
+            np.testing.assert_allclose(after[name][index], full[name][index], rtol=1e-12)
 
 
 def test_a_file_that_is_not_a_surface_is_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""The n-wedge toy landscape (models/wedge.py) and the engine's loss-output path."""
+"""The n-wedge toy landscape (models/nwedge.py) and the engine's loss-output path."""
 
 import itertools
 import os
@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch.func import vmap
 
-from landscape_hpc import hessian
 from landscape_hpc.config import EngineConfig, ModelConfig
 from landscape_hpc.errors import UserError
 from landscape_hpc.evaluate import evaluate_points, evaluate_points_loop
+from landscape_hpc.flat import flat_loss
 from landscape_hpc.models import build_model
-from landscape_hpc.models.wedge import wedge_distance
+from landscape_hpc.models.nwedge import wedge_distance
 from landscape_hpc.subspace import Subspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_engine_equals_the_loop_and_the_distance_on_the_wedge(strategy):
 def test_flat_loss_of_a_loss_output_model_is_its_output():
     model, sub = _wedge_subspace(dim=5, n=3)
     state = sub.origin
-    loss, theta = hessian.flat_loss(model, state, ["theta"], torch.zeros(7, 2), torch.zeros(7))
+    loss, theta = flat_loss(model, state, ["theta"], torch.zeros(7, 2), torch.zeros(7))
     probe = torch.randn(5)
     torch.testing.assert_close(loss(probe), wedge_distance(probe, 3))
     torch.testing.assert_close(loss(theta), wedge_distance(state["theta"], 3))
