@@ -5,14 +5,10 @@ The K points are evaluated together: their weights are stacked to (K, ...) and o
 the data resident on the device. A small model then costs one batched kernel per layer instead
 of K Python-driven forwards. Points are processed in chunks that fit a memory budget.
 
-`evaluate_points_loop` is the plain per-point reference the engine is tested against: load the
-weights into the model, run the batches, reduce. Both compute the exact per-sample mean loss
-(sums in float64) and the accuracy in percent.
-
-A model whose class sets `loss_output = True` (the n-wedge toy landscape, models/nwedge.py) returns
-per-sample losses instead of logits: the mean of its output is the loss, and its accuracy is NaN.
-
-This module knows nothing of MPI, HDF5 or Hydra.
+`evaluate_points_loop` is the plain per-point reference the engine is tested against. Both
+compute the exact per-sample mean loss (sums in float64) and the accuracy in percent. A model
+whose class sets `loss_output = True` (the n-wedge, models/nwedge.py) returns per-sample losses
+instead of logits: the mean of its output is the loss, its accuracy NaN. No MPI, HDF5 or Hydra.
 """
 
 from __future__ import annotations
@@ -292,23 +288,16 @@ def _stacked_points(
 
 
 def _split_metrics(
-    forward: Forward,
-    k: int,
-    split: tuple[Tensor, Tensor],
-    batch_size: int,
-    loss: str,
-    loss_output: bool,
+    forward: Forward, k: int, split: tuple[Tensor, Tensor], batch_size: int, loss: str, out: bool
 ) -> tuple[Tensor, Tensor]:
     """Mean loss and accuracy (percent) of the k networks of `forward` on one split (inputs,
-    labels), (k,) each, summed in float64 over the batches."""
+    labels), (k,) each, summed in float64 over the batches; `out`: the model's loss_output."""
     inputs, labels = split
     n = inputs.shape[0]
     loss_sum = torch.zeros(k, dtype=torch.float64, device=inputs.device)
     correct = torch.zeros(k, dtype=torch.float64, device=inputs.device)
     for b in _batches(n, batch_size):
-        batch_loss, batch_correct = batch_loss_and_correct(
-            forward(inputs[b]), labels[b], loss, loss_output
-        )
+        batch_loss, batch_correct = batch_loss_and_correct(forward(inputs[b]), labels[b], loss, out)
         loss_sum += batch_loss
         correct += batch_correct
     return loss_sum / n, 100.0 * correct / n

@@ -53,6 +53,7 @@ from landscape_hpc.evaluate import (
 from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.checkpoint import file_sha256
+from landscape_hpc.files.directions import directions_sha256
 from landscape_hpc.grid import Grid, chunk_indices, default_chunk_points
 from landscape_hpc.params import ParamDict
 from landscape_hpc.problem import load_problem
@@ -154,7 +155,7 @@ def _fingerprint(
         "max_samples": cfg.dataset.max_samples,
         "grid_x": [float(grid.x[0]), float(grid.x[-1]), len(grid.x)],
         "grid_y": None if grid.y is None else [float(grid.y[0]), float(grid.y[-1]), len(grid.y)],
-        "directions_sha256": surface_file.directions_sha256(basis),
+        "directions_sha256": directions_sha256(basis),
         "trajectory_sha256": None if projected is None else projected.sha256(),
         "splits": list(cfg.splits),
         "loss": cfg.engine.loss,

@@ -26,6 +26,7 @@ from landscape_hpc.directions.maths import (
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.checkpoint import load_state_dict_file
+from landscape_hpc.files.directions import read_directions
 from landscape_hpc.files.surface import Trajectory
 from landscape_hpc.params import ParamDict
 
@@ -90,7 +91,7 @@ def build_basis(
         return pca_directions(cfg, model, origin, ndim, trust_checkpoint)[0]
     if cfg.load:
         param_keys = [name for name, _ in model.named_parameters()]
-        basis = surface_file.read_directions(cfg.load, origin, param_keys)
+        basis = read_directions(cfg.load, origin, param_keys)
         if len(basis) < ndim:
             raise UserError(
                 f"directions.load={cfg.load} holds {len(basis)} direction(s) but the grid is "

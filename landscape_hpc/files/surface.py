@@ -25,7 +25,6 @@ independent writes through filters), and each worker writes its own chunks. Gath
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,17 +33,16 @@ from typing import Any, Optional
 
 import h5py
 import numpy as np
-import torch
 from omegaconf import OmegaConf
 
 from landscape_hpc.config import DatasetConfig, ModelConfig
 from landscape_hpc.errors import UserError
 from landscape_hpc.files import hdf5
+from landscape_hpc.files.directions import write_directions
 from landscape_hpc.grid import Grid
 from landscape_hpc.params import ParamDict
 
 METRICS = ("loss", "acc")
-AXES = ("x", "y")
 
 
 def metric_name(split: str, metric: str) -> str:
@@ -59,16 +57,6 @@ def metric_names(splits: list[str]) -> list[str]:
 def metric_values(per_split: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The engine's {split: Metrics(loss, acc)} as the file's {train_loss: ..., ...}."""
     return {metric_name(s, m): getattr(v, m) for s, v in per_split.items() for m in METRICS}
-
-
-def directions_sha256(basis: list[ParamDict]) -> str:
-    """A digest of the directions' exact float32 contents, in a fixed key order."""
-    h = hashlib.sha256()
-    for axis, direction in zip(AXES, basis):
-        for key in sorted(direction):
-            h.update(f"{axis}/{key}".encode())
-            h.update(direction[key].detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def read_fingerprint(path: Path) -> Optional[dict[str, Any]]:
@@ -243,10 +231,7 @@ def _create_layout(f: h5py.File, grid: Grid, basis: list[ParamDict], names: list
     for name in names:
         f.create_dataset(name, shape=grid.shape, dtype="f8", fillvalue=np.nan)
     f.create_dataset("done", shape=grid.shape, dtype="u1", fillvalue=0)
-    for axis, direction in zip(AXES, basis):
-        group = f.create_group(f"directions/{axis}")
-        for key in sorted(direction):
-            group.create_dataset(key, data=direction[key].detach().float().cpu().numpy())
+    write_directions(f, basis)
 
 
 @dataclass
@@ -360,66 +345,3 @@ def _row_runs(flat: np.ndarray, nx: int):
     bounds = np.concatenate([[0], breaks, [len(flat)]])
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         yield int(flat[lo]), int(flat[lo]) + int(hi - lo), int(lo)
-
-
-def read_directions(
-    path: str | Path, origin: Mapping[str, torch.Tensor], param_keys: list[str]
-) -> list[ParamDict]:
-    """Directions saved in a file: ours (`directions/x/<key>`) or loss-landscape's positional
-    layout (`xdirection/0..N-1`, in the order of the parameters or of the whole state_dict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"directions.load={path} does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise UserError(f"directions.load={path} is not an HDF5 file") from None
-    with f:
-        if "directions" in f:
-            return [
-                _read_keyed(f[f"directions/{a}"], origin, path)
-                for a in AXES
-                if a in f["directions"]
-            ]
-        if "xdirection" in f:
-            groups = [g for g in ("xdirection", "ydirection") if g in f]
-            return [_read_positional(f[g], origin, param_keys, path) for g in groups]
-    raise UserError(
-        f"directions.load={path} holds no directions (expected directions/x/... or xdirection/0...)"
-    )
-
-
-def _as_tensor(data: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(data)).to(device=like.device, dtype=like.dtype)
-
-
-def _read_keyed(group: h5py.Group, origin: Mapping[str, torch.Tensor], path: Path) -> ParamDict:
-    unknown = sorted(set(group) - set(origin))
-    bad_shape = [
-        k for k in group if k in origin and tuple(group[k].shape) != tuple(origin[k].shape)
-    ]
-    if unknown or bad_shape:
-        raise UserError(
-            f"directions in {path} do not fit the model: unknown keys {unknown[:10]}, "
-            f"shape mismatches {bad_shape[:10]}; check model="
-        )
-    return {k: _as_tensor(group[k][()], origin[k]) for k in group}
-
-
-def _read_positional(
-    group: h5py.Group, origin: Mapping[str, torch.Tensor], param_keys: list[str], path: Path
-) -> ParamDict:
-    n = len(group)
-    for keys in (param_keys, list(origin)):
-        if len(keys) == n and all(
-            tuple(group[str(i)].shape) == tuple(origin[k].shape) for i, k in enumerate(keys)
-        ):
-            return {
-                k: _as_tensor(group[str(i)][()], origin[k])
-                for i, k in enumerate(keys)
-                if origin[k].is_floating_point()
-            }
-    raise UserError(
-        f"{path}/{group.name} holds {n} tensors that match neither the {len(param_keys)} "
-        f"parameters nor the {len(origin)} state entries of the model; check model="
-    )

@@ -51,6 +51,7 @@ from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import LOSSES
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.checkpoint import file_sha256
+from landscape_hpc.files.directions import read_directions
 from landscape_hpc.files.hessian_maps import HessianMaps, read_maps
 from landscape_hpc.files.surface import SurfaceSource
 from landscape_hpc.flat import LossFn, flat_loss
@@ -295,7 +296,7 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
     source = read_source(path, cfg.surface_checkpoint)
     problem, split = load_problem_and_split(comm, cfg, source.model, source.dataset)
     origin = {k: v.detach().clone() for k, v in problem.model.state_dict().items()}
-    basis = surface_file.read_directions(path, origin, problem.param_keys)[: source.grid.ndim]
+    basis = read_directions(path, origin, problem.param_keys)[: source.grid.ndim]
     kernel = make_job(problem.model, split, cfg, source.loss)
     job = MapJob(kernel, Subspace(origin, basis), source.grid)
     if source.bn == "recompute" and rank == 0:

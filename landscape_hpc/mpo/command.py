@@ -46,6 +46,7 @@ from landscape_hpc.evaluate import (
 )
 from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
+from landscape_hpc.files.directions import directions_sha256
 from landscape_hpc.files.plane import PLANE_FILE, write_plane
 from landscape_hpc.grid import Grid, cell_coords, pattern_to_surface
 from landscape_hpc.models import build_model
@@ -289,7 +290,7 @@ def evaluate_plane(
     grid = Grid(*cell_coords(mask.shape))
     subspace = plane.to_subspace()
     attrs = {"config": config_yaml, "kind": "mpo", "mask_sha256": fp["mask_sha256"], **counts}
-    fp = {**fp, "plane_sha256": surface_file.directions_sha256([subspace.origin, *subspace.basis])}
+    fp = {**fp, "plane_sha256": directions_sha256([subspace.origin, *subspace.basis])}
     # the surface is derived from this folder's plane: a stale one (the plane trained on) is
     # recomputed, never mixed with the new plane's values
     stale = path.exists() and surface_file.read_fingerprint(path) != json.loads(json.dumps(fp))

@@ -1,0 +1,108 @@
+"""Directions in files: the `directions/` group of a surface file (ours) and loss-landscape's
+direction files (`--dir_file`: xdirection/0..N-1, ydirection/..., positional), read back onto a
+model's state; and the digest that says two runs used the same directions.
+
+    directions/x/<state key>, directions/y/<state key>   float32, a missing key is zero
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from landscape_hpc.errors import UserError
+from landscape_hpc.params import ParamDict
+
+AXES = ("x", "y")
+
+
+def _names(n: int) -> list[str]:
+    """x, y, then 2, 3, ...: the axes of a surface, more for an MPO plane's three vectors."""
+    return [*AXES, *map(str, range(2, n))][:n]
+
+
+def write_directions(f: h5py.File, basis: list[ParamDict]) -> None:
+    """directions/x, directions/y of a new file (float32, keys sorted)."""
+    for axis, direction in zip(AXES, basis):
+        group = f.create_group(f"directions/{axis}")
+        for key in sorted(direction):
+            group.create_dataset(key, data=direction[key].detach().float().cpu().numpy())
+
+
+def directions_sha256(basis: list[ParamDict]) -> str:
+    """A digest of the directions' exact float32 contents, in a fixed key order (an MPO plane
+    hashes its origin, right and up vectors as three directions)."""
+    h = hashlib.sha256()
+    for axis, direction in zip(_names(len(basis)), basis):
+        for key in sorted(direction):
+            h.update(f"{axis}/{key}".encode())
+            h.update(direction[key].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def read_directions(
+    path: str | Path, origin: Mapping[str, torch.Tensor], param_keys: list[str]
+) -> list[ParamDict]:
+    """Directions saved in a file: ours (`directions/x/<key>`) or loss-landscape's positional
+    layout (`xdirection/0..N-1`, in the order of the parameters or of the whole state_dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"directions.load={path} does not exist")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise UserError(f"directions.load={path} is not an HDF5 file") from None
+    with f:
+        if "directions" in f:
+            return [
+                _read_keyed(f[f"directions/{a}"], origin, path)
+                for a in AXES
+                if a in f["directions"]
+            ]
+        if "xdirection" in f:
+            groups = [g for g in ("xdirection", "ydirection") if g in f]
+            return [_read_positional(f[g], origin, param_keys, path) for g in groups]
+    raise UserError(
+        f"directions.load={path} holds no directions (expected directions/x/... or xdirection/0...)"
+    )
+
+
+def _as_tensor(data: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(data)).to(device=like.device, dtype=like.dtype)
+
+
+def _read_keyed(group: h5py.Group, origin: Mapping[str, torch.Tensor], path: Path) -> ParamDict:
+    unknown = sorted(set(group) - set(origin))
+    bad_shape = [
+        k for k in group if k in origin and tuple(group[k].shape) != tuple(origin[k].shape)
+    ]
+    if unknown or bad_shape:
+        raise UserError(
+            f"directions in {path} do not fit the model: unknown keys {unknown[:10]}, "
+            f"shape mismatches {bad_shape[:10]}; check model="
+        )
+    return {k: _as_tensor(group[k][()], origin[k]) for k in group}
+
+
+def _read_positional(
+    group: h5py.Group, origin: Mapping[str, torch.Tensor], param_keys: list[str], path: Path
+) -> ParamDict:
+    n = len(group)
+    for keys in (param_keys, list(origin)):
+        if len(keys) == n and all(
+            tuple(group[str(i)].shape) == tuple(origin[k].shape) for i, k in enumerate(keys)
+        ):
+            return {
+                k: _as_tensor(group[str(i)][()], origin[k])
+                for i, k in enumerate(keys)
+                if origin[k].is_floating_point()
+            }
+    raise UserError(
+        f"{path}/{group.name} holds {n} tensors that match neither the {len(param_keys)} "
+        f"parameters nor the {len(origin)} state entries of the model; check model="
+    )
