@@ -46,7 +46,7 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, out_dir:
     drawn from a torch.Generator seeded by `cfg.seed`, so the same seed gives bitwise the same
     checkpoints on CPU.
     """
-    validate_train_config(cfg)
+    check_config(cfg)
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)  # dropout and any other global randomness in the model
     shuffle_generator = torch.Generator().manual_seed(cfg.seed)
@@ -75,7 +75,7 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, out_dir:
     return model_path
 
 
-def validate_train_config(cfg: TrainConfig) -> None:
+def check_config(cfg: TrainConfig) -> None:
     """Raises a UserError naming the key for a value training cannot use."""
     check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     if cfg.epochs < 1:
@@ -179,7 +179,7 @@ def save_checkpoint(
 
 
 def _command(cfg: TrainConfig, comm: Any) -> None:
-    validate_train_config(cfg)  # before loading data, so a typo fails at once
+    check_config(cfg)  # before loading data, so a typo fails at once
     problem = load_problem(cfg.model, cfg.dataset, resolve_device(cfg.device))
     train(problem.model, problem.splits, cfg, Path(cfg.out_dir))
 

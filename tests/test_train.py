@@ -14,7 +14,7 @@ from landscape_hpc.config import DatasetConfig, ModelConfig, TrainConfig
 from landscape_hpc.data import Split, load_dataset
 from landscape_hpc.errors import UserError
 from landscape_hpc.models import build_model
-from landscape_hpc.train import evaluate, train, validate_train_config
+from landscape_hpc.train import check_config, evaluate, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def test_adam_trains_too(small_digits: dict[str, Split], tmp_path: Path) -> None
 )
 def test_bad_values_name_the_key(overrides: dict, key: str) -> None:
     with pytest.raises(UserError, match=rf"^{key}="):
-        validate_train_config(_config(**overrides))
+        check_config(_config(**overrides))
 
 
 def _run_command(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:

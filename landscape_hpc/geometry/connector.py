@@ -46,7 +46,7 @@ class ConnectorResult:
     opt_losses: np.ndarray
 
 
-def validate_connector(cfg: ConnectorConfig) -> None:
+def check_config(cfg: ConnectorConfig) -> None:
     """Checks the connector's own keys (run_hull checks the shared ones)."""
     m = len(cfg.optima)
     if m < 2:
@@ -63,7 +63,7 @@ def validate_connector(cfg: ConnectorConfig) -> None:
 def run_connector(cfg: ConnectorConfig, comm: Any = None) -> Optional[ConnectorResult]:
     """The whole experiment; the result on rank 0 (None on the others)."""
     comm = parallel.world_if_none(comm)
-    validate_connector(cfg)
+    check_config(cfg)
     m = len(cfg.optima)
     grid = simplex_grid(m, cfg.resolution)  # (Q, m), the m vertices first
     inner = grid[m:]  # (K, m): the points that are optimised

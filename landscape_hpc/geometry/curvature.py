@@ -132,7 +132,7 @@ def load_problem_and_split(
     return problem, split
 
 
-def validate(cfg: HessianConfig) -> None:
+def check_config(cfg: HessianConfig) -> None:
     check_choice("loss", cfg.loss, LOSSES)
     if cfg.lanczos_steps < 2:
         raise UserError(f"lanczos_steps={cfg.lanczos_steps} must be at least 2")
@@ -170,7 +170,7 @@ def run_point(cfg: HessianConfig, comm: Any = None) -> Optional[PointResult]:
     """λ_max, λ_min and tr H at the model's weights; the Lanczos run and the Hutchinson probes
     are two tasks of the pool (in parallel on two workers). Returns the result on rank 0."""
     comm = parallel.world_if_none(comm)
-    validate(cfg)
+    check_config(cfg)
     problem, split = load_problem_and_split(comm, cfg, cfg.model, cfg.dataset)
     job = make_job(problem.model, split, cfg, cfg.loss)
     state = {k: v.detach() for k, v in job.model.state_dict().items()}
@@ -290,7 +290,7 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
     writes each into the file as it arrives. Returns a summary dict on rank 0."""
     comm = parallel.world_if_none(comm)
     rank = comm.Get_rank()
-    validate(cfg)
+    check_config(cfg)
     path = Path(cfg.surface)
     # every rank reads the (read-only) file before rank 0 opens it for writing
     source = read_source(path, cfg.surface_checkpoint)

@@ -45,7 +45,7 @@ from landscape_hpc.subspace import Subspace
 _JOB_KEY = "hull_job"
 
 
-def validate_hull_config(cfg: HullConfig) -> HyperplaneOptions:
+def check_hull_config(cfg: HullConfig) -> HyperplaneOptions:
     """Checks the keys tunnel and connector share; returns the hyperplane options."""
     options = HyperplaneOptions.from_config(cfg.hyperplane)
     batch_size = cfg.hyperplane.batch_size
@@ -262,7 +262,7 @@ def run_hull(
     """Validates cfg's shared keys, loads the optima and the data on every rank, optimises the
     points of barycentric `weights` (K, m) and evaluates each kind of `coords`
     {kind: (Q_kind, m − 1 + K)} of the hull subspace. The result on rank 0, None on the others."""
-    hyperplane = validate_hull_config(cfg)
+    hyperplane = check_hull_config(cfg)
     paths = [str(p) for p in cfg.optima]
     optima = load_optima(cfg.model, cfg.dataset, paths, cfg.device, comm)
     optima.problem.require(list(cfg.splits))

@@ -247,7 +247,7 @@ def _train_task(d: int) -> dict[str, Any]:
     return job.run(d)
 
 
-def validate(cfg: IntrinsicDimConfig) -> None:
+def check_config(cfg: IntrinsicDimConfig) -> None:
     check_choice("loss", cfg.loss, LOSSES)
     if not cfg.dims:
         raise UserError("dims is empty; give the hyperplane dimensions, e.g. dims=[1,10,100]")
@@ -280,7 +280,7 @@ def run_subspace(cfg: IntrinsicDimConfig, comm: Any = None) -> Optional[list[dic
     sorted by d, on the other ranks None."""
     comm = parallel.world_if_none(comm)
     rank = comm.Get_rank()
-    validate(cfg)
+    check_config(cfg)
     job = setup_job(cfg, rank_device(comm, cfg.device))
     rows = []
     describe = lambda d: f"subspace d={d}"  # noqa: E731

@@ -66,7 +66,7 @@ def tunnel_coords(t: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.nda
     return linear, np.concatenate([t[:, None], hats], axis=1)
 
 
-def validate_tunnel(cfg: TunnelConfig) -> None:
+def check_config(cfg: TunnelConfig) -> None:
     """Checks the tunnel's own keys (run_hull checks the shared ones)."""
     if len(cfg.optima) != 2:
         raise UserError(
@@ -82,7 +82,7 @@ def validate_tunnel(cfg: TunnelConfig) -> None:
 def run_tunnel(cfg: TunnelConfig, comm: Any = None) -> Optional[TunnelResult]:
     """The whole experiment; the result on rank 0 (None on the others)."""
     comm = parallel.world_if_none(comm)
-    validate_tunnel(cfg)
+    check_config(cfg)
     points = segment_positions(cfg.n_segments)
     inner = points[1:-1]
     weights = np.stack([1.0 - inner, inner], axis=1)  # (K, 2)

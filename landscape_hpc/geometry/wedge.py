@@ -109,7 +109,7 @@ class WedgeResult:
     optima: Tensor  # (2, D)
 
 
-def validate_wedge(cfg: WedgeConfig) -> tuple[list[int], HyperplaneOptions]:
+def check_config(cfg: WedgeConfig) -> tuple[list[int], HyperplaneOptions]:
     """Checks the config; returns the hyperplane dimensions d and the tunnel points' options."""
     if cfg.dim < 2:
         raise UserError(f"dim={cfg.dim} must be at least 2")
@@ -133,7 +133,7 @@ def run_wedge(cfg: WedgeConfig, comm: Any = None) -> Optional[WedgeResult]:
     """Both experiments over the pool (one task per subspace run and per tunnel point); the
     result on rank 0, None on the others."""
     comm = parallel.world_if_none(comm)
-    dims, hyperplane = validate_wedge(cfg)
+    dims, hyperplane = check_config(cfg)
     a, b = wedge_optima(cfg.dim, cfg.n, stream_seed(cfg.seed, 10**6), cfg.init_scale)
     job = WedgeJob(cfg, torch.stack([a, b]), hyperplane)
     runs = [(d, trial) for d in dims for trial in range(cfg.trials)]

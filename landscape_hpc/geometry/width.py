@@ -173,7 +173,7 @@ def default_labels(paths: list[str]) -> list[str]:
     return names if len(set(names)) == len(names) else list(paths)
 
 
-def validate_width(cfg: WidthConfig) -> list[str]:
+def check_config(cfg: WidthConfig) -> list[str]:
     """Checks the config; returns the labels."""
     if len(cfg.optima) < 1:
         raise UserError("optima is empty; give at least one checkpoint: optima=[model.pt]")
@@ -203,7 +203,7 @@ def validate_width(cfg: WidthConfig) -> list[str]:
 def run_width(cfg: WidthConfig, comm: Any = None) -> Optional[WidthResult]:
     """The whole experiment; the result on rank 0 (None on the others)."""
     comm = parallel.world_if_none(comm)
-    labels = validate_width(cfg)
+    labels = check_config(cfg)
     paths = [str(p) for p in cfg.optima]
     optima = load_optima(cfg.model, cfg.dataset, paths, cfg.device, comm)
     optima.problem.require([cfg.split], "split")

@@ -52,9 +52,9 @@ from landscape_hpc.grid import Grid, cell_coords, pattern_to_surface
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.fit import (
     RESUMABLE_OPTIONS,
+    check_fit_options,
     fit_plane,
     fit_settings,
-    validate_fit_options,
 )
 from landscape_hpc.mpo.patterns import describe_mask, make_mask, trainable_cells
 from landscape_hpc.mpo.plane import Plane
@@ -73,7 +73,7 @@ EVAL_CHUNK_CELLS = 100
 def check_config(cfg: MPOConfig) -> np.ndarray:
     """The one check of an MPO config, before any data is loaded: every key, then the pattern.
     Returns the mask (H, W), True = low-loss; a UserError names the first bad key."""
-    validate_fit_options(cfg)
+    check_fit_options(cfg)
     check_engine(cfg.engine)
     if cfg.engine.loss != "ce":
         raise UserError(f"engine.loss={cfg.engine.loss!r}: MPO trains on cross-entropy; use ce")

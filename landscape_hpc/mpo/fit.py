@@ -94,7 +94,7 @@ class FitResult:
     heldout_seconds: float = 0.0  # of `seconds`, spent on held-out checks
 
 
-def validate_fit_options(opts: FitOptions) -> None:
+def check_fit_options(opts: FitOptions) -> None:
     """Raises a UserError naming the key for a value the fit cannot use."""
     for key in ("steps", "cells_per_step", "batch_size"):
         value = getattr(opts, key)
@@ -162,7 +162,7 @@ def fit_plane(
     `out_dir/checkpoint.pt` (and history.csv) when out_dir is given. With `heldout` (a split,
     normally test), checks the plane every eval_every steps and stops by the stop rule.
     The data are tensors on the plane's device."""
-    validate_fit_options(opts)
+    check_fit_options(opts)
     device = train.inputs.device
     chunk = chunk_cells_for(model, train.inputs[0], opts)
     template = training_template(model).to(device)
