@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from landscape_hpc.errors import UserError
+from landscape_hpc.files import hdf5
 from landscape_hpc.params import ParamDict
 
 AXES = ("x", "y")
@@ -51,13 +52,7 @@ def read_directions(
     """Directions saved in a file: ours (`directions/x/<key>`) or loss-landscape's positional
     layout (`xdirection/0..N-1`, in the order of the parameters or of the whole state_dict)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"directions.load={path} does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise UserError(f"directions.load={path} is not an HDF5 file") from None
-    with f:
+    with hdf5.open_read(path, "directions.load") as f:
         if "directions" in f:
             return [
                 _read_keyed(f[f"directions/{a}"], origin, path)

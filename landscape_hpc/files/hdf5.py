@@ -57,6 +57,19 @@ def check_writable(path: Path, key: str = "out") -> None:
         raise UserError(f"cannot write {path}: permission denied; choose a writable {key}=")
 
 
+def open_read(path: str | Path, key: str = "", missing_hint: str = "") -> h5py.File:
+    """An existing HDF5 file, opened read-only; a UserError naming it (as config `key` when
+    given) when it does not exist (then `missing_hint` says how to make it) or is not HDF5."""
+    path = Path(path)
+    label = f"{key}={path}" if key else str(path)
+    if not path.is_file():
+        raise UserError(f"{label} does not exist" + (f"; {missing_hint}" if missing_hint else ""))
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        raise UserError(f"{label} is not an HDF5 file") from None
+
+
 def fingerprint_diff(
     stored: Mapping[str, Any], wanted: Mapping[str, Any], holder: str = "file"
 ) -> list[str]:

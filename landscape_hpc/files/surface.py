@@ -85,15 +85,8 @@ class SurfaceSource:
 def read_source(path: Path) -> SurfaceSource:
     """The grid and the configs stored in the surface file `path` (config key `surface`); a
     UserError when it is missing, not HDF5, or not a surface file of ours."""
-    if not path.is_file():
-        raise UserError(
-            f"surface={path} does not exist; make it with python -m landscape_hpc.surface"
-        )
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise UserError(f"surface={path} is not an HDF5 file") from None
-    with f:
+    hint = "make it with python -m landscape_hpc.surface"
+    with hdf5.open_read(path, "surface", hint) as f:
         attrs = dict(f.attrs)
         if "config" not in attrs or "xcoordinates" not in f:
             raise UserError(
@@ -299,13 +292,7 @@ class Surface:
 def read_surface(path: str | Path) -> Surface:
     """Reads ours or loss-landscape's surface file."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise UserError(f"{path} is not an HDF5 file") from None
-    with f:
+    with hdf5.open_read(path) as f:
         if "xcoordinates" not in f:
             raise UserError(f"{path} has no xcoordinates: it is not a surface file")
         x = f["xcoordinates"][()]
