@@ -31,9 +31,12 @@ def digits():
     return load_dataset(DatasetConfig(name="digits", max_samples=300), "cpu")
 
 
-def make_plane(name: str, scale: float = 0.1, **kwargs) -> tuple[Plane, torch.nn.Module]:
+def make_plane(
+    name: str, scale: float = 0.1, first_seed: int = 0, **kwargs
+) -> tuple[Plane, torch.nn.Module]:
     models = [
-        build_model(ModelConfig(name=name, init_seed=i, kwargs=kwargs), SHAPE, 10) for i in range(3)
+        build_model(ModelConfig(name=name, init_seed=first_seed + i, kwargs=kwargs), SHAPE, 10)
+        for i in range(3)
     ]
     return Plane.init(tuple(models), scale), models[0]
 
@@ -196,11 +199,19 @@ def test_resumed_fit_equals_an_uninterrupted_one(digits, tmp_path):
     plane_b, _ = make_plane("mlp", hidden=[16])
     short = FitOptions(**{**opts.__dict__, "steps": 3})
     fit_plane(plane_b, model, mask, digits["train"], short, tmp_path, {"job": 1}, progress=False)
-    plane_c, _ = make_plane("mlp", hidden=[16])  # a fresh plane: the checkpoint must win
+    # a plane from other seeds: only the checkpoint can bring it back onto the first fit's path
+    plane_c, _ = make_plane("mlp", first_seed=10, hidden=[16])
     resumed = fit_plane(plane_c, model, mask, digits["train"], opts, tmp_path, {"job": 1})
     assert resumed.steps == 6
     for a, b in zip(straight.plane.parameters(), resumed.plane.parameters()):
         torch.testing.assert_close(a, b)
+    plane_d, _ = make_plane("mlp", first_seed=10, hidden=[16])
+    scratch = fit_plane(plane_d, model, mask, digits["train"], opts, progress=False)
+    moved = [
+        not torch.allclose(a, b)
+        for a, b in zip(straight.plane.parameters(), scratch.plane.parameters())
+    ]
+    assert any(moved)  # without the checkpoint the fit ends elsewhere
     with pytest.raises(UserError, match="another MPO job"):
         fit_plane(plane_c, model, mask, digits["train"], opts, tmp_path, {"job": 2})
 

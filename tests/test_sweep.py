@@ -20,6 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from mpi_helpers import (
     MPI_ROOT_ENV,
     TIMED_OUT,
@@ -321,6 +322,13 @@ def test_multirun_submitit_local_gives_the_same_table(mpi_sweep, tmp_path):
     assert_same_table(got, want)
 
 
+def _job_files(out: Path) -> tuple[list[Path], list[Path]]:
+    """Job folders with a finished fit (plane.pt), and those with only a checkpoint."""
+    folders = [p.parent for p in out.glob("jobs/*/*/*/checkpoint.pt")]
+    finished = [f for f in folders if (f / "plane.pt").exists()]
+    return finished, [f for f in folders if f not in finished]
+
+
 @needs_mpirun
 def test_killed_sweep_exits_nonzero_keeps_finished_jobs_and_resumes(mpi_sweep, tmp_path):
     _, want = mpi_sweep
@@ -331,15 +339,18 @@ def test_killed_sweep_exits_nonzero_keeps_finished_jobs_and_resumes(mpi_sweep, t
         argv, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
+        # Kill once a worker has begun its second job: the first is then written (a worker
+        # writes its job's group before it asks for the next), and a fit is under way
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not list(out.glob("jobs/*/*/*/plane.pt")):
-            time.sleep(0.2)  # a worker finished a fit: it is writing its job or the next
-        assert list(out.glob("jobs/*/*/*/plane.pt")), "no job finished"
-        time.sleep(1.0)
+        while time.monotonic() < deadline and proc.poll() is None:
+            finished, running = _job_files(out)
+            if finished and len(finished) + len(running) >= 3 and running:
+                break
+            time.sleep(0.05)
         pids = rank_pids(str(out), "landscape_hpc.sweep")
         assert sorted(pids) == [0, 1, 2], pids
         os.kill(pids[1], signal.SIGKILL)
-        status = proc.wait(timeout=60)
+        status = proc.wait(timeout=120)  # a guard against a hang, not a speed limit
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -348,13 +359,22 @@ def test_killed_sweep_exits_nonzero_keeps_finished_jobs_and_resumes(mpi_sweep, t
     assert rank_pids(str(out), "landscape_hpc.sweep") == {}, "ranks left running"
     partial = read_jobs(out / "sweep.h5")  # readable after the kill
     n_done = sum(r["status"] == "done" for r in partial)
-    assert n_done < N_JOBS, "the kill came after the sweep ended"
+    assert 1 <= n_done < N_JOBS, (n_done, text[-3000:])
+
+    # a job cut short resumes from its checkpoint: mark the time its checkpoint holds, which
+    # only a resumed fit adds to its own
+    _, running = _job_files(out)
+    assert running, "no fit was under way at the kill"
+    cut = running[0]
+    checkpoint = torch.load(cut / "checkpoint.pt", weights_only=True)
+    assert checkpoint["step"] >= 1
+    checkpoint["seconds"] += 1e6
+    torch.save(checkpoint, cut / "checkpoint.pt")
 
     rerun = run(sweep_argv(out, "steps=12"))
     check_ok(rerun)
     log = (out / "sweep.log").read_text()
-    if n_done:
-        assert f"resuming the sweep: {n_done} of {N_JOBS} jobs already finished" in log
+    assert f"resuming the sweep: {n_done} of {N_JOBS} jobs already finished" in log
     final = read_jobs(out / "sweep.h5")
     assert all(r["status"] == "done" for r in final)
     # the jobs finished before the kill are kept as they were, not recomputed
@@ -362,6 +382,9 @@ def test_killed_sweep_exits_nonzero_keeps_finished_jobs_and_resumes(mpi_sweep, t
     for r in final:
         if (r["model"], r["fill_prob"]) in before:
             assert r["seconds"] == before[(r["model"], r["fill_prob"])]["seconds"]
+    model, fill, _ = cut.relative_to(out / "jobs").parts
+    resumed = [r for r in final if (r["model"], f"fill_{r['fill_prob']:g}") == (model, fill)]
+    assert len(resumed) == 1 and resumed[0]["train_seconds"] > 1e6
     # a resumed job (its fit continued from its checkpoint) equals the uninterrupted reference
     ref = run(sweep_argv(tmp_path / "ref", "steps=12"))
     check_ok(ref)
