@@ -131,7 +131,7 @@ def test_srun_mpi_ranks_and_sacct(partition: str, tmp_path: Path) -> None:
 
 
 def test_submitit_returns_result(partition: str, tmp_path: Path) -> None:
-    submitit = pytest.importorskip("submitit")
+    import submitit  # a required dependency: a broken install fails here, it does not skip
 
     # Nested, so cloudpickle sends it by value: the job need not import this test module.
     def answer() -> int:
