@@ -119,9 +119,13 @@ def test_nan_and_inf_losses_are_returned_as_they_are():
     model = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
     sub = _subspace(model)
     x, y = _data()
-    far = torch.tensor([[1e30, 1e30]], dtype=torch.float64)
+    far = torch.tensor([[1e30, 1e30], [0.0, 0.0]], dtype=torch.float64)
     out = evaluate_points(model, sub, far, {"t": (x, y)})
-    assert not np.isfinite(out["t"].loss[0])
+    ref = evaluate_points_loop(model, sub, far, {"t": (x, y)})
+    assert not np.isfinite(out["t"].loss[0]) and np.isfinite(out["t"].loss[1])
+    # the same kind of non-finite value as the plain loop (NaN stays NaN, inf stays inf)
+    np.testing.assert_array_equal(np.isnan(out["t"].loss), np.isnan(ref["t"].loss))
+    np.testing.assert_array_equal(np.isposinf(out["t"].loss), np.isposinf(ref["t"].loss))
 
 
 def test_cpu_batch_keeps_the_largest_activation_within_16_mib():

@@ -105,14 +105,28 @@ def test_vgg9_has_seven_convs_and_two_fc_layers() -> None:
     assert sum(isinstance(m, nn.BatchNorm1d) for m in model.modules()) == 1
 
 
-@pytest.mark.parametrize(
-    ("name", "known"),
-    # He et al. 2016, table 6 (with 1×1 projection shortcuts: 2,752 more parameters)
-    [("resnet20", 0.27e6), ("resnet56", 0.85e6), ("resnet110", 1.7e6)],
-)
-def test_resnet_parameter_counts(name: str, known: float) -> None:
-    count = parameter_count(build(name, (3, 32, 32)))
-    assert abs(count - known) / known < 0.05
+def cifar_resnet_parameters(n: int, projection: bool) -> int:
+    """He et al. 2016's CIFAR ResNet-(6n+2), counted layer by layer: 3×3 convs of 16, 32, 64
+    channels in three stages of n basic blocks (two convs + two BNs each), a BN'd stem, a
+    10-way head; projection shortcuts add a 1×1 conv + BN at each of the two downsamplings."""
+    conv = lambda c_in, c_out: 9 * c_in * c_out  # noqa: E731
+    bn = lambda c: 2 * c  # noqa: E731
+    total = conv(3, 16) + bn(16) + 64 * 10 + 10
+    for c_in, c in ((16, 16), (16, 32), (32, 64)):
+        total += conv(c_in, c) + conv(c, c) + 2 * bn(c)  # the first block of the stage
+        total += (n - 1) * (2 * conv(c, c) + 2 * bn(c))
+    if projection:
+        total += 16 * 32 + bn(32) + 32 * 64 + bn(64)
+    return total
+
+
+@pytest.mark.parametrize(("name", "n"), [("resnet20", 3), ("resnet56", 9), ("resnet110", 18)])
+def test_resnet_parameter_counts(name: str, n: int) -> None:
+    # 0.27M, 0.85M, 1.7M in He et al. 2016, table 6 (their shortcuts add no parameters)
+    assert parameter_count(build(name, (3, 32, 32))) == cifar_resnet_parameters(n, True)
+    noshort = f"{name}_noshort"
+    if noshort in MODEL_NAMES:
+        assert parameter_count(build(noshort, (3, 32, 32))) == cifar_resnet_parameters(n, False)
 
 
 @pytest.mark.parametrize("depth", [20, 56, 110])
