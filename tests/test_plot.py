@@ -90,12 +90,26 @@ def test_loss_landscape_layout_reads_with_sentinel_as_missing(tmp_path):
     assert {p.suffix for p in out} == {".png", ".vtp"}
 
 
-def test_one_dimensional_files_overlaid(tmp_path):
+def test_one_dimensional_files_overlaid(tmp_path, monkeypatch):
     a = _ours(tmp_path / "a.h5", lambda x, y: 1 + x**2, one_d=True)
     b = _ours(tmp_path / "b.h5", lambda x, y: 2 + x**2, one_d=True)
     args = plot.parser().parse_args([str(a), str(b), "--log", "--out", str(tmp_path / "o")])
+    drawn = []
+    monkeypatch.setattr(plot.plt, "close", drawn.append)  # keep the figure to look inside it
     (png,) = plot.plot_files([a, b], args)
     assert png.name == "overlay_1d_loss_acc.png" and png.stat().st_size > 0
+    (fig,) = drawn
+    loss_ax, acc_ax = fig.axes
+    assert loss_ax.get_yscale() == "log"
+    curves = {line.get_label(): line.get_ydata() for ax in fig.axes for line in ax.get_lines()}
+    assert set(curves) == {
+        f"{f} {s} {m}" for f in "ab" for s in ("train", "test") for m in ("loss", "acc")
+    }
+    np.testing.assert_array_equal(curves["a train loss"], 1 + X**2)
+    np.testing.assert_array_equal(curves["b train loss"], 2 + X**2)
+    np.testing.assert_array_equal(curves["b test acc"], 90 - (2 + X**2))
+    monkeypatch.undo()
+    plt.close(fig)
 
 
 @pytest.mark.parametrize(
