@@ -16,6 +16,7 @@ from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
 from landscape_hpc.evaluate import evaluate_points_loop
+from landscape_hpc.files.directions import read_directions
 from landscape_hpc.models import build_model
 from landscape_hpc.subspace import Subspace
 from landscape_hpc.surface import compute_surface
@@ -190,6 +191,29 @@ def test_states_directions_with_batchnorm(tmp_path):
     with h5py.File(out, "r") as f:
         assert any(k.endswith("running_var") for k in f["directions/x"])
         assert f["done"][()].all()
+        got = {s: (f[f"{s}_loss"][()], f[f"{s}_acc"][()]) for s in ("train", "test")}
+    # the plain loop on the file's own directions gives the same values
+    model = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
+    origin = {k: v.clone() for k, v in model.state_dict().items()}
+    (x_dir,) = read_directions(out, origin, [k for k, _ in model.named_parameters()])
+    subspace = Subspace(origin, [x_dir])
+    coords = torch.linspace(-2, 2, 5, dtype=torch.float64)[:, None]
+    splits = load_dataset(DatasetConfig(name="digits", max_samples=30))
+    data = {s: (splits[s].inputs, splits[s].labels) for s in ("train", "test")}
+    ref = evaluate_points_loop(model, subspace, coords, data, EngineConfig())
+    for s in data:
+        np.testing.assert_allclose(got[s][0], ref[s].loss, rtol=1e-5)
+        np.testing.assert_allclose(got[s][1], ref[s].acc, rtol=1e-5)
+    # the grid reaches running variances the direction would make negative: clamped at 0
+    var_keys = [k for k in x_dir if k.endswith("running_var")]
+    raw = [origin[k] - 2 * x_dir[k] for k in var_keys] + [
+        origin[k] + 2 * x_dir[k] for k in var_keys
+    ]
+    assert any(bool((v < 0).any()) for v in raw)
+    for c in (-2.0, 2.0):
+        state = subspace.point(torch.tensor([c], dtype=torch.float64))
+        assert all(bool((state[k] >= 0).all()) for k in var_keys)
+    assert np.isfinite(got["train"][0]).all()
 
 
 def test_directions_load_reuses_ours_and_loss_landscape_layout(tmp_path):
