@@ -420,6 +420,8 @@ def test_report_on_a_folder_without_runs_is_a_clear_error(tmp_path):
     done = run([python(), "-m", "landscape_hpc.sweep", "report", str(tmp_path)], limit_s=60)
     assert done.returncode == 2 and "no sweep.h5 and no metrics.json" in done.stdout
     assert "Traceback" not in done.stdout
+    # a metrics.json of a run that is not a random-mask MPO job is not mistaken for one
     (tmp_path / "metrics.json").write_text(json.dumps({"train": {}}))
     done = run([python(), "-m", "landscape_hpc.sweep", "report", str(tmp_path)], limit_s=60)
-    assert done.returncode == 2
+    assert done.returncode == 2 and "no metrics.json of random-mask MPO runs" in done.stdout
+    assert "Traceback" not in done.stdout and not (tmp_path / "summary.csv").exists()
