@@ -107,6 +107,40 @@ def test_batched_objective_equals_the_per_cell_loop(digits, name):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("threshold", [0.5, 50.0])  # the high cell clamped, and not
+def test_objective_equals_eq3_computed_by_hand_away_from_the_origin(digits, threshold):
+    """Eq. 3 for one low-loss and one high-loss cell, written out without the objective's code:
+    θ(α, β) = origin + s·(α·right + β·up), right = φ_right made orthogonal to up with |up|'s
+    norm, loss = CE(low) − min(CE(high), τ)."""
+    plane, model = make_plane("mlp", scale=0.7, hidden=[16])
+    x, y = digits["train"].inputs[:64], digits["train"].labels[:64]
+    with torch.no_grad():
+        origin, up, phi = (
+            {k: v.detach().double() for k, v in d.items()}
+            for d in (plane.origin, plane.up, plane.phi_right)
+        )
+        along = sum((phi[k] * up[k]).sum() for k in up) / sum((v * v).sum() for v in up.values())
+        ortho = {k: phi[k] - along * up[k] for k in up}
+        norm = lambda d: torch.sqrt(sum((v * v).sum() for v in d.values()))  # noqa: E731
+        right = {k: v * norm(up) / norm(ortho) for k, v in ortho.items()}
+        s = float(plane.scale.detach())
+
+        def ce_at(alpha: float, beta: float) -> float:
+            net = build_model(ModelConfig(name="mlp", kwargs={"hidden": [16]}), SHAPE, 10)
+            state = {k: origin[k] + s * (alpha * right[k] + beta * up[k]) for k in origin}
+            net.load_state_dict({k: v.float() for k, v in state.items()})
+            with torch.no_grad():
+                return float(torch.nn.functional.cross_entropy(net(x), y))
+
+        expected = ce_at(1.5, -0.5) - min(ce_at(-1.0, 2.0), threshold)
+    low, high = torch.tensor([[1.5, -0.5]]), torch.tensor([[-1.0, 2.0]])
+    stats = objective_batched(
+        plane, training_template(model), low, high, x, y, threshold, chunk_cells=2, backward=False
+    )
+    assert stats.loss == pytest.approx(expected, rel=1e-5)
+    assert (ce_at(-1.0, 2.0) > threshold) == (threshold == 0.5)  # the case the id says
+
+
 def test_bn_reparametrisation_keeps_a_fresh_models_forward(digits):
     plane, model = make_plane("mpo_cnn_bn")
     assert plane.bn_keys and all(
