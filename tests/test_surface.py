@@ -107,6 +107,12 @@ def test_resume_computes_only_pending_points_and_keeps_earlier_values(tmp_path):
         ("directions.seed=3", "directions_sha256"),
         ("model=mpo_cnn", "model"),
         ("dataset.max_samples=50", "n_test"),
+        ("engine.loss=mse", "loss"),
+        ("engine.bn=recompute", "bn"),
+        ("splits=[test]", "splits"),
+        ("model.init_seed=4", "init_seed"),
+        ("+model.kwargs.hidden=[16]", "model_kwargs"),
+        ("dataset.seed=2", "dataset_seed"),
     ],
 )
 def test_file_of_another_job_is_refused_and_left_as_it_was(tmp_path, change, named):
@@ -116,6 +122,18 @@ def test_file_of_another_job_is_refused_and_left_as_it_was(tmp_path, change, nam
         run(tmp_path / "s.h5", *FAST, change)
     assert named in str(err.value)
     assert sha(out) == before
+
+
+def test_a_surface_of_a_changed_checkpoint_is_refused(tmp_path):
+    model = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
+    ck = tmp_path / "ck.pt"
+    torch.save(model.state_dict(), ck)
+    out = run(tmp_path / "s.h5", *FAST, f"model.checkpoint={ck}")
+    before = sha(out)
+    torch.save({k: v + 1 for k, v in model.state_dict().items()}, ck)  # retrained in place
+    with pytest.raises(UserError, match="checkpoint_sha256") as err:
+        run(tmp_path / "s.h5", *FAST, f"model.checkpoint={ck}")
+    assert "overwrite=true" in str(err.value) and sha(out) == before
 
 
 def test_overwrite_replaces_a_file_of_another_job(tmp_path):
