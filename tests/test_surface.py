@@ -255,6 +255,60 @@ def test_directions_load_reuses_ours_and_loss_landscape_layout(tmp_path):
         np.testing.assert_allclose(f["test_loss"][()], ref, rtol=1e-6)
 
 
+def test_a_plane_through_three_nets_hits_each_at_its_corner(tmp_path):
+    """directions.kind=models with model2 and model3: x = model2 − model, y = model3 − model, so
+    the grid points (0, 0), (1, 0), (0, 1) are the three nets themselves."""
+    nets = [build_model(ModelConfig(name="mlp", init_seed=s), (1, 8, 8), 10) for s in (0, 1, 2)]
+    paths = [_save(n, tmp_path / f"{i}.pt") for i, n in enumerate(nets)]
+    out = run(
+        tmp_path / "s.h5",
+        "model=mlp",
+        f"model.checkpoint={paths[0]}",
+        "directions.kind=models",
+        f"directions.model2={paths[1]}",
+        f"directions.model3={paths[2]}",
+        "grid.x=[0,1,2]",
+        "grid.y=[0,1,2]",
+        "dataset.max_samples=40",
+    )
+    splits = load_dataset(DatasetConfig(name="digits", max_samples=40))
+    x, y = splits["test"].inputs, splits["test"].labels
+    with h5py.File(out, "r") as f:
+        loss = f["test_loss"][()]  # (y, x)
+    for (row, col), net in zip(((0, 0), (0, 1), (1, 0)), nets):
+        with torch.no_grad():
+            want = float(torch.nn.functional.cross_entropy(net.eval()(x), y).double())
+        assert loss[row, col] == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (None, "does not exist"),
+        (lambda p: p.write_text("not hdf5"), "is not an HDF5 file"),
+        (lambda p: h5py.File(p, "w").close(), "holds no directions"),
+        (lambda p: _mlp_directions(p, (5, 64)), "shape mismatches"),
+        (lambda p: _mlp_directions(p, (32, 64), positional=3), "match neither"),
+    ],
+)
+def test_directions_load_refuses_what_it_cannot_use(tmp_path, make, words):
+    path = tmp_path / "dirs.h5"
+    if make:
+        make(path)
+    with pytest.raises(UserError, match=words):
+        run(tmp_path / "s.h5", *FAST, f"directions.load={path}")
+    assert not (tmp_path / "s.h5").exists()  # refused before a surface file was made
+
+
+def _mlp_directions(path, shape, positional: int = 0):
+    with h5py.File(path, "w") as f:
+        if positional:  # loss-landscape's layout with too few tensors for the model
+            for i in range(positional):
+                f[f"xdirection/{i}"] = np.zeros(shape, np.float32)
+        else:
+            f["directions/x/layers.1.weight"] = np.zeros(shape, np.float32)
+
+
 def test_custom_model_and_dataset_through_the_command(tmp_path):
     r = cli(
         "model=custom",
