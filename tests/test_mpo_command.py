@@ -3,8 +3,10 @@ and bad input (exit 2, `error:`, no traceback)."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -16,6 +18,7 @@ from PIL import Image
 from landscape_hpc.cli import compose_config
 from landscape_hpc.files.plane import read_plane
 from landscape_hpc.mpo.command import run_mpo
+from landscape_hpc.mpo.convergence import HISTORY_COLUMNS, read_history_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
@@ -155,3 +158,56 @@ def test_plane_init_xavier_draws_glorot_weights_and_zero_biases(tmp_path):
     assert not torch.equal(w, xavier.origin["layers.1.weight"].detach())
     with pytest.raises(UserError, match="plane_init='glorot' is not known"):
         check_config(make_cfg(tmp_path, *TINY, "plane_init=glorot"))
+
+
+def test_a_killed_mpo_run_resumes_its_fit_and_surface_and_equals_an_uninterrupted_one(tmp_path):
+    """SIGKILL mid-fit (no chance to clean up), then the same command: the fit continues from its
+    last checkpoint and the result is the uninterrupted run's, bit for bit (one thread)."""
+    args = ["steps=300", "checkpoint_every=10", "early_stop=false", "threads=1", "plot=false"]
+    argv = [PYTHON, "-m", "landscape_hpc.mpo", *TINY, *args]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*argv, f"out_dir={killed}", f"hydra.run.dir={killed}"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        step = 0
+        while time.monotonic() < deadline and proc.poll() is None and step < 40:
+            time.sleep(0.1)
+            if (killed / "checkpoint.pt").exists():  # replaced atomically: always readable
+                step = int(torch.load(killed / "checkpoint.pt", weights_only=True)["step"])
+        assert proc.poll() is None, "the fit ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (killed / "metrics.json").exists()
+    cut = int(torch.load(killed / "checkpoint.pt", weights_only=True)["step"])
+    assert 40 <= cut < 300
+
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    resumed = subprocess.run(
+        [*argv, f"out_dir={killed}", f"hydra.run.dir={killed}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"at step {cut}" in (killed / "mpo.log").read_text()
+    whole = tmp_path / "whole"
+    straight = subprocess.run(
+        [*argv, f"out_dir={whole}", f"hydra.run.dir={whole}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    got, want = (json.loads((d / "metrics.json").read_text()) for d in (killed, whole))
+    assert got["steps"] == want["steps"] == 300
+    assert got["train"] == want["train"] and got["test"] == want["test"]
+    histories = [read_history_csv(d / "history.csv") for d in (killed, whole)]
+    timeless = [i for i, c in enumerate(HISTORY_COLUMNS) if c != "seconds"]
+    np.testing.assert_array_equal(histories[0][:, timeless], histories[1][:, timeless])
+    for name in ("train_loss", "test_acc"):
+        with h5py.File(killed / "surface.h5", "r") as f, h5py.File(whole / "surface.h5", "r") as g:
+            np.testing.assert_array_equal(f[name][()], g[name][()])
