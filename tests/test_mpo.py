@@ -271,3 +271,19 @@ def test_a_fit_by_the_cell_loop_equals_the_fit_by_vmap(digits, name):
     assert fits["loop"].last.loss == pytest.approx(fits["vmap"].last.loss, rel=1e-4)
     with pytest.raises(UserError, match="strategy='grouped' is not known"):
         fit_plane(plane, model, mask, digits["train"], FitOptions(strategy="grouped"))
+
+
+def test_grad_clip_bounds_the_gradient_the_optimiser_sees(digits):
+    """grad_clip scales the plane's whole gradient down to that norm before each Adam step: at a
+    norm far below Adam's epsilon the plane barely moves, unclipped it moves by ~lr per step."""
+    mask = builtin_mask("square", 6)
+    moved = {}
+    for clip in (None, 1e-12):
+        plane, model = make_plane("mlp", hidden=[16])
+        start = [p.detach().clone() for p in plane.parameters()]
+        opts = FitOptions(steps=5, batch_size=32, cells_per_step=3, lr=1e-2, grad_clip=clip)
+        fit_plane(plane, model, mask, digits["train"], opts, progress=False)
+        moved[clip] = max(
+            float((p.detach() - s).abs().max()) for p, s in zip(plane.parameters(), start)
+        )
+    assert moved[None] > 1e-3 and moved[1e-12] < 1e-3 * moved[None]

@@ -386,3 +386,42 @@ def test_other_job_refused_by_the_command_and_unwritable_folder(tmp_path):
     assert sha(tmp_path / "s.h5") == before
     (tmp_path / "afile").write_text("not a folder")
     _refused(cli(*FAST, f"out={tmp_path}/afile/s.h5", cwd=tmp_path), "out=")
+
+
+def test_mse_loss_and_recomputed_bn_through_the_command_equal_the_plain_loop(tmp_path):
+    out = run(
+        tmp_path / "s.h5",
+        "model=mpo_cnn_bn",
+        "engine.loss=mse",
+        "engine.bn=recompute",
+        "dataset.max_samples=40",
+        "grid.x=[-1,1,3]",
+        "grid.y=[-1,1,2]",
+    )
+    model = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
+    origin = {k: v.clone() for k, v in model.state_dict().items()}
+    basis = read_directions(out, origin, [k for k, _ in model.named_parameters()])
+    splits = load_dataset(DatasetConfig(name="digits", max_samples=40))
+    data = {s: (splits[s].inputs, splits[s].labels) for s in ("train", "test")}
+    xx, yy = np.meshgrid(np.linspace(-1, 1, 3), np.linspace(-1, 1, 2))  # row-major over (y, x)
+    coords = torch.from_numpy(np.stack([xx.ravel(), yy.ravel()], axis=1))
+    options = EngineConfig(loss="mse", bn="recompute")
+    ref = evaluate_points_loop(
+        model, Subspace(origin, basis), coords, data, options, splits["train"].inputs
+    )
+    with h5py.File(out, "r") as f:
+        for s in data:
+            np.testing.assert_allclose(f[f"{s}_loss"][()].ravel(), ref[s].loss, rtol=1e-5)
+            np.testing.assert_allclose(f[f"{s}_acc"][()].ravel(), ref[s].acc, rtol=1e-5)
+        assert f[f"{s}_loss"][()].max() < 1.0  # mse of probabilities, not cross-entropy
+
+
+def test_same_dir_makes_y_the_x_direction(tmp_path):
+    grid = ["grid.x=[-1,1,3]", "grid.y=[-1,1,3]"]
+    out = run(tmp_path / "s.h5", *FAST, *grid, "directions.same_dir=true")
+    with h5py.File(out, "r") as f:
+        for k in f["directions/x"]:
+            np.testing.assert_array_equal(f[f"directions/x/{k}"][()], f[f"directions/y/{k}"][()])
+        loss = f["test_loss"][()]
+    # along the anti-diagonal x + y is constant: one point of the line, several of the grid
+    np.testing.assert_allclose(loss[0, 2], loss[2, 0], rtol=1e-6)
