@@ -5,6 +5,7 @@ the plot command draws it; bad input gives a message."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +219,28 @@ def test_command_prints_the_error_without_traceback(tmp_path):
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"error: directions.trajectory={tmp_path} holds no checkpoints" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun is not on PATH (openmpi-bin)")
+def test_pca_under_mpi_gives_every_rank_the_directions_of_one_process(run_dir, tmp_path):
+    """Rank 0 computes the PCA and broadcasts it: three ranks write the surface one process
+    writes, directions and projected path bit for bit, values to the engine's precision."""
+    args = [*DATA, *GRID, "directions.kind=pca", f"directions.trajectory={run_dir}", "plot=false"]
+    one = surface(tmp_path / "one.h5", *args[2:])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1"}
+    env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    r = subprocess.run(
+        ["mpirun", "-n", "3", "--oversubscribe", PYTHON, "-m", "landscape_hpc.surface", *args,
+         f"out={tmp_path / 'three.h5'}", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    with h5py.File(one, "r") as f, h5py.File(tmp_path / "three.h5", "r") as g:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        for name in names:
+            if name.startswith(("directions/", "trajectory/")) or name.endswith("coordinates"):
+                np.testing.assert_array_equal(f[name][()], g[name][()], err_msg=name)
+            elif name.endswith(("_loss", "_acc")):
+                np.testing.assert_allclose(f[name][()], g[name][()], rtol=1e-6, err_msg=name)
+        assert g["done"][()].all()
