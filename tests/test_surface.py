@@ -425,3 +425,31 @@ def test_same_dir_makes_y_the_x_direction(tmp_path):
         loss = f["test_loss"][()]
     # along the anti-diagonal x + y is constant: one point of the line, several of the grid
     np.testing.assert_allclose(loss[0, 2], loss[2, 0], rtol=1e-6)
+
+
+def test_loss_landscape_plot_scripts_read_our_file_in_their_orientation(tmp_path):
+    """loss-landscape's plot_2D.py reads `xcoordinates`, `ycoordinates` and a `<split>_loss`
+    array Z, and draws contour(X, Y, Z) with X, Y = meshgrid(x, y): Z[j, i] must be the loss at
+    (x_i, y_j). Checked on a non-square grid against the plain loop at two far-apart points."""
+    out = run(tmp_path / "s.h5", *FAST, "grid.x=[-1,1,5]", "grid.y=[-0.5,1.5,3]")
+    with h5py.File(out, "r") as f:  # their reading, step by step
+        x, y = np.array(f["xcoordinates"][:]), np.array(f["ycoordinates"][:])
+        X, Y = np.meshgrid(x, y)
+        Z = np.array(f["test_loss"][:])
+        basis = read_directions(out, *_mlp_origin_and_keys())
+    assert Z.shape == X.shape == (3, 5)
+    origin, _ = _mlp_origin_and_keys()
+    model = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
+    splits = load_dataset(DatasetConfig(name="digits", max_samples=60))
+    data = {"test": (splits["test"].inputs, splits["test"].labels)}
+    for j, i in ((0, 4), (2, 1)):
+        c = torch.tensor([[X[j, i], Y[j, i]]], dtype=torch.float64)
+        ref = evaluate_points_loop(model, Subspace(origin, basis), c, data)["test"].loss[0]
+        assert Z[j, i] == pytest.approx(ref, rel=1e-5)
+
+
+def _mlp_origin_and_keys():
+    model = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
+    return {k: v.clone() for k, v in model.state_dict().items()}, [
+        k for k, _ in model.named_parameters()
+    ]
