@@ -132,6 +132,9 @@ def _set_up_maps(f: h5py.File, path: Path, grid: Grid, overwrite: bool) -> None:
         f.create_dataset(DONE, data=done)
     elif overwrite:
         f[DONE][...] = 0
+    f[MAX_EIG].attrs.update(units="1", long_name="largest Hessian eigenvalue of the loss")
+    f[MIN_EIG].attrs.update(units="1", long_name="smallest Hessian eigenvalue of the loss")
+    hdf5.attach_grid_scales(f, [*MAPS, DONE])
 
 
 @dataclass

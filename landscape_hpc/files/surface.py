@@ -219,12 +219,25 @@ def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) ->
 
 def _create_layout(f: h5py.File, grid: Grid, basis: list[ParamDict], names: list[str]) -> None:
     f.create_dataset("xcoordinates", data=grid.x)
+    f["xcoordinates"].attrs.update(units="1", long_name="coordinate along the x direction")
     if grid.y is not None:
         f.create_dataset("ycoordinates", data=grid.y)
+        f["ycoordinates"].attrs.update(units="1", long_name="coordinate along the y direction")
     for name in names:
         f.create_dataset(name, shape=grid.shape, dtype="f8", fillvalue=np.nan)
+        f[name].attrs.update(_describe(name))
     f.create_dataset("done", shape=grid.shape, dtype="u1", fillvalue=0)
+    f["done"].attrs.update(units="1", long_name="1 = every metric of the point is written")
+    hdf5.attach_grid_scales(f, [*names, "done"])
     write_directions(f, basis)
+
+
+def _describe(name: str) -> dict[str, str]:
+    """units and long_name of a metric dataset (CF conventions: "1" is dimensionless)."""
+    split, _, metric = name.rpartition("_")
+    if metric == "acc":
+        return {"units": "percent", "long_name": f"{split} accuracy"}
+    return {"units": "1", "long_name": f"{split} loss (mean over the split)"}
 
 
 @dataclass
