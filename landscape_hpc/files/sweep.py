@@ -19,7 +19,7 @@
         attrs: model, fill_prob, seed, fingerprint (JSON of what makes two runs the same job)
     attrs: version, config (resolved YAML), io_driver, created
 
-Each job group follows the surface-file layout (README, "The surface file"), so the conventions
+Each job group follows the surface-file layout (docs/file-format.md), so the conventions
 of `python -m landscape_hpc.plot` and h5py readers apply to it. Under MPI every rank opens the
 file with driver='mpio' and creates every group and dataset collectively before work starts
 (HDF5 metadata changes are collective); a worker then writes its own job's values without any
