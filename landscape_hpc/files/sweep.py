@@ -230,6 +230,7 @@ def _create_job(f: h5py.File, spec: JobSpec) -> None:
         g.create_dataset(name, shape=shape, dtype="f8", fillvalue=np.nan)
     g.create_dataset("done", shape=shape, dtype="u1", fillvalue=0)
     g.create_dataset("mask", data=pattern_to_surface(spec.mask).astype(np.uint8))
+    hdf5.attach_grid_scales(g, [*VALUE_NAMES, "done", "mask"])  # as the surface file
     g.create_dataset("status", shape=(), dtype="u1", fillvalue=PENDING)
     g.create_dataset(
         "metrics", shape=(len(METRIC_SPLITS), len(METRIC_COLUMNS)), dtype="f8", fillvalue=np.nan
