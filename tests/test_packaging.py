@@ -128,3 +128,18 @@ def test_installed_wheel_runs_from_outside_the_checkout(installed, tmp_path):
     with h5py.File(tmp_path / "s.h5", "r") as f:
         assert f["train_loss"].shape == (2, 3)
         assert np.isfinite(f["train_loss"][()]).all()
+
+
+@pytest.mark.parametrize(
+    "module, line, expected",
+    [
+        ("landscape_hpc.surface", "landscape-surface grid.", "grid.x."),
+        ("landscape_hpc.geometry", "landscape-geometry hes", "hessian"),
+        ("landscape_hpc.geometry", "landscape-geometry hessian lanczos_t", "lanczos_tol="),
+    ],
+)
+def test_tab_completion_completes_keys_and_experiments(tmp_path, module, line, expected):
+    env = {**os.environ, "COMP_LINE": line, "COMP_POINT": str(len(line))}
+    args = [sys.executable, "-m", module, "-sc", "query=bash"]
+    out = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and expected in out.stdout.split(), (out.stdout, out.stderr)
