@@ -39,6 +39,8 @@ def _completion(argv: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
+    if len(argv) >= 3 and argv[1] in EXPERIMENTS and argv[2] in ("-sc", "--shell-completion"):
+        del argv[1]  # `landscape-geometry hessian -sc ...`: the same as without the name
     if len(argv) >= 2 and argv[1] in ("-sc", "--shell-completion"):
         return _completion(argv)
     if len(argv) < 2 or argv[1] in ("-h", "--help"):
