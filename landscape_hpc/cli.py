@@ -18,9 +18,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+
+def _conf_dir() -> Path:
+    """The repository's top-level conf/ in a source checkout or an editable install; in an
+    installed wheel the same files as the package data landscape_hpc/conf/ (setup.cfg maps
+    conf/ to the package landscape_hpc.conf at build time)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return installed if (installed / "surface.yaml").is_file() else package.parent / "conf"
+
+
 #: conf/ as an absolute path: Hydra reads a relative config_path against the calling module,
 #: which differs between `python -m`, the geometry dispatcher and submitit's pickled task
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = _conf_dir()
+
+#: hydra/help=landscape, selected by every command's YAML (`override hydra/help: landscape`)
+HELP = {
+    "app_name": "${hydra.job.name}",
+    "header": "${hydra.help.app_name}",
+    "footer": (
+        "Every key, its type and meaning: the dataclasses in landscape_hpc/config/.\n"
+        "Hydra's own options: --hydra-help. Tab completion (bash), once per shell:\n"
+        '  eval "$$(${hydra.help.app_name} -sc install=bash)"'
+    ),
+    "template": (
+        "${hydra.help.header}\n\n== Config ==\nOverride any key with key=value"
+        " (a list: key=[a,b]); the defaults:\n\n$CONFIG\n${hydra.help.footer}\n"
+    ),
+}
 
 #: exit status of a run stopped by Ctrl-C (128 + SIGINT)
 INTERRUPTED_EXIT = 130
@@ -50,6 +75,9 @@ def register_configs() -> None:
         cs.store(group="model", name=name, node=ModelConfig(name=name, kwargs=kwargs))
     for name in DATASET_NAMES:
         cs.store(group="dataset", name=name, node=DatasetConfig(name=name))
+    # `--help`: the command's own header (hydra.help.header in its YAML: what it does, its main
+    # keys and groups), the composed config, and the footer; never Hydra's list of every group
+    cs.store(group="hydra/help", name="landscape", node=HELP)
 
 
 def compose_config(name: str, overrides: list[str] = (), config_dir: Path = CONF_DIR) -> Any:

@@ -9,6 +9,8 @@ built by `landscape_hpc.flat.flat_loss`), so the maths is independent of the mod
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,16 +32,50 @@ def hvp(loss: LossFn, theta: Tensor, v: Tensor) -> Tensor:
     return torch.zeros_like(theta) if product is None else product.detach()
 
 
-def lanczos(
+@dataclass
+class LanczosResult:
+    """One Lanczos run: the Ritz values of its tridiagonal (ascending; the ends approximate λ_min
+    and λ_max), the iterations done (Hessian-vector products), whether it converged, the
+    relative move of the extreme Ritz values at the last step, and the relative residual
+    β_k·|s_k| / max|θ| of the worse extreme Ritz pair (an upper bound of ‖H y − θ y‖, scaled)."""
+
+    ritz: Tensor
+    steps: int
+    converged: bool
+    change: float
+    residual: float
+
+    @staticmethod
+    def unconverged(what: str, steps: int, tol: float) -> str:
+        """The warning for Lanczos runs that reached `steps` before `tol`."""
+        return (
+            f"Lanczos did not converge at {what} within lanczos_steps={steps} "
+            f"(lanczos_tol={tol}): the eigenvalues may be loose; raise lanczos_steps"
+        )
+
+    def report(self) -> dict[str, Any]:
+        """The convergence numbers, for CSV rows and file attributes."""
+        return {
+            "iterations": self.steps,
+            "converged": self.converged,
+            "change": self.change,
+            "residual": self.residual,
+        }
+
+
+def lanczos_run(
     matvec: Callable[[Tensor], Tensor],
     dim: int,
     steps: int = 30,
     seed: int = 0,
     dtype=torch.float64,
     device: torch.device | str = "cpu",
-) -> Tensor:
-    """Eigenvalues of the (steps × steps) Lanczos tridiagonal matrix of a symmetric operator,
-    ascending: the first and last converge to its smallest and largest eigenvalues.
+    tol: float = 0.0,
+) -> LanczosResult:
+    """Lanczos on a symmetric operator for at most `steps` iterations: it stops early once both
+    extreme Ritz values move by less than `tol` (relative to the largest |Ritz value|) in one
+    step, from the third step on, or when the Krylov space is exhausted (exact). tol = 0: always
+    `steps` iterations (converged only when exhausted).
 
     Full re-orthogonalisation keeps it stable at the small step counts used here. The start
     vector is drawn on the CPU from `seed` (the same on every device), then moved to `device`.
@@ -49,7 +85,11 @@ def lanczos(
     q = torch.randn(dim, generator=g, dtype=dtype).to(device)
     q /= q.norm()
     basis = [q]
-    alphas, betas = [], []
+    alphas: list[Tensor] = []
+    betas: list[Tensor] = []
+    previous = None
+    converged, change, residual = False, float("inf"), float("inf")
+    ritz = torch.zeros(0, dtype=dtype)
     for j in range(steps):
         w = matvec(basis[j]).to(dtype)
         alpha = torch.dot(w, basis[j])
@@ -58,16 +98,46 @@ def lanczos(
         for b in basis:  # full re-orthogonalisation
             w = w - torch.dot(w, b) * b
         beta = w.norm()
-        if j == steps - 1 or beta < 1e-10:
+        ritz, vectors = torch.linalg.eigh(_tridiagonal(alphas, betas).cpu())
+        scale = max(float(ritz.abs().max()), 1e-30)
+        ends = vectors[-1, [0, -1]].abs()  # last components of the extreme Ritz vectors
+        residual = float(beta.cpu() * ends.max()) / scale
+        if previous is not None:
+            change = max(abs(float(ritz[0] - previous[0])), abs(float(ritz[-1] - previous[1])))
+            change /= scale
+        previous = (ritz[0], ritz[-1])
+        exhausted = bool(beta < 1e-10)
+        if exhausted or (tol > 0 and j >= 2 and change < tol):
+            converged = True
+            break
+        if j == steps - 1:
             break
         betas.append(beta)
         basis.append(w / beta)
+    return LanczosResult(ritz.to(dtype), len(alphas), converged, change, residual)
+
+
+def _tridiagonal(alphas: list[Tensor], betas: list[Tensor]) -> Tensor:
     k = len(alphas)
     t = torch.diag(torch.stack(alphas))
     if k > 1:
         off = torch.stack(betas[: k - 1])
         t = t + torch.diag(off, 1) + torch.diag(off, -1)
-    return torch.linalg.eigvalsh(t)
+    return t
+
+
+def lanczos(
+    matvec: Callable[[Tensor], Tensor],
+    dim: int,
+    steps: int = 30,
+    seed: int = 0,
+    dtype=torch.float64,
+    device: torch.device | str = "cpu",
+    tol: float = 0.0,
+) -> Tensor:
+    """The Ritz values of `lanczos_run` (ascending): the first and last converge to the
+    operator's smallest and largest eigenvalues."""
+    return lanczos_run(matvec, dim, steps, seed, dtype, device, tol).ritz
 
 
 def extreme_eigenvalues(

@@ -32,6 +32,7 @@ fi
 
 # Fast path: everything installed and the package files unchanged since the last good run.
 if [ -f "$stamp" ] && [ "$stamp" -nt setup.cfg ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/setup.sh ] \
+   && [ "$stamp" -nt constraints.txt ] \
    && "$py" -c 'import h5py, sys; sys.exit(0 if h5py.get_config().mpi else 1)' 2>/dev/null; then
   log "environment ready ($venv)"
   exit 0
@@ -40,20 +41,22 @@ fi
 [ -x "$py" ] || { log "creating $venv"; python3 -m venv "$venv"; }
 # pip -q still warns about every local index folder that lacks a package: keep those out.
 quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
-pip() { quiet "$py" -m pip --disable-pip-version-check -q "$@"; }
+# Every install is held to the exact versions of constraints.txt (what the tests were run with).
+pip() { quiet "$py" -m pip --disable-pip-version-check -q "$@" -c "$root/constraints.txt"; }
 
 pip install --upgrade pip wheel setuptools
-pip install torch==2.14.1 torchvision==0.29.1
+pip install torch torchvision
 pip install mpi4py cython pkgconfig numpy
 if ! "$py" -c 'import h5py, sys; sys.exit(0 if h5py.get_config().mpi else 1)' 2>/dev/null; then
   log "building h5py against parallel HDF5 (a minute or two)"
-  pip uninstall -y h5py >/dev/null 2>&1 || true
+  "$py" -m pip uninstall -y -q h5py >/dev/null 2>&1 || true
   HDF5_MPI=ON CC=mpicc HDF5_PKGCONFIG_NAME=hdf5-openmpi \
-    quiet "$py" -m pip --disable-pip-version-check -q install --no-binary=h5py --no-build-isolation --no-cache-dir h5py
+    quiet "$py" -m pip --disable-pip-version-check -q install --no-binary=h5py --no-build-isolation --no-cache-dir \
+    -c "$root/constraints.txt" h5py
 fi
-pip install hydra-core==1.3.8 hydra-submitit-launcher==1.2.0 submitit==1.5.4 \
-  matplotlib scikit-learn tqdm pytest ruff pyyaml
-pip install --no-build-isolation -e .
+# the package's requirements, then the test tools ([dev] extra: pytest, ruff, scipy, xarray, ...)
+pip install hydra-core hydra-submitit-launcher submitit matplotlib scikit-learn tqdm pyyaml meshio
+pip install --no-build-isolation -e ".[dev]"
 
 if ! "$py" -c 'import h5py, sys; sys.exit(0 if h5py.get_config().mpi else 1)'; then
   log "ERROR: h5py was built without MPI (h5py.get_config().mpi is False)."

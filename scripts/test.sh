@@ -21,5 +21,9 @@ else
   scripts/setup.sh
 fi
 
+# lint first: CI fails on a ruff finding or an unformatted file
+.venv/bin/ruff check landscape_hpc tests scripts
+.venv/bin/ruff format --check landscape_hpc tests scripts
+
 export MPLBACKEND=Agg
 exec .venv/bin/python -m pytest "$@"

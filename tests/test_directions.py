@@ -1,5 +1,6 @@
 """Directions: filter normalisation, ignore=biasbn, seeds, dir_type, model differences."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,77 @@ def test_unknown_names_list_the_valid_ones(fn, args, key):
     with pytest.raises(UserError, match=key) as err:
         fn(*args)
     assert "valid values" in str(err.value)
+
+
+def _loss_landscape_files(tmp_path, nx, ny, dir_file_as):
+    """A direction file and a surface file in loss-landscape's own layout: xdirection/0..N-1 over
+    the model's parameters (biases zero, ignore=biasbn), and a surface of (nx, ny) arrays with
+    -1 where not computed and `dir_file` naming the direction file relative to the surface."""
+    import h5py
+
+    model = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
+    g = torch.Generator().manual_seed(3)
+    (tmp_path / "dirs").mkdir(exist_ok=True)
+    (tmp_path / "surf").mkdir(exist_ok=True)
+    direction_file = tmp_path / "dirs" / "model.h5_weights_xignore=biasbn_xnorm=filter.h5"
+    dirs = {}
+    with h5py.File(direction_file, "w") as h:
+        for i, (name, p) in enumerate(model.named_parameters()):
+            for axis in "xy":
+                d = torch.randn(p.shape, generator=g) if p.dim() > 1 else torch.zeros(p.shape)
+                h[f"{axis}direction/{i}"] = d.numpy()
+                dirs[axis, name] = d
+    surface = tmp_path / "surf" / f"ll_{nx}x{ny}.h5"
+    with h5py.File(surface, "w") as f:
+        f["xcoordinates"] = np.linspace(-1, 1, nx)
+        f["ycoordinates"] = np.linspace(-1, 1, ny)
+        loss = np.full((nx, ny), -1.0)
+        loss.ravel()[:5] = np.arange(5) + 1.0
+        f["train_loss"], f["train_acc"] = loss, np.where(loss < 0, -1.0, 50.0)
+        relative = f"../dirs/{direction_file.name}"
+        if dir_file_as == "dataset":
+            f["dir_file"] = relative  # what loss-landscape's plot_surface.py writes
+        else:
+            f.attrs["dir_file"] = relative
+    return surface, dirs
+
+
+@pytest.mark.parametrize("nx, ny, dir_file_as", [(7, 4, "dataset"), (7, 7, "attribute")])
+def test_load_follows_a_loss_landscape_surface_file_to_its_dir_file(
+    tmp_path, caplog, nx, ny, dir_file_as
+):
+    import h5py
+
+    from landscape_hpc.cli import compose_config
+    from landscape_hpc.files.surface import read_surface
+    from landscape_hpc.surface import compute_surface
+
+    surface, dirs = _loss_landscape_files(tmp_path, nx, ny, dir_file_as)
+    s = read_surface(surface)  # the -1 sentinel reads as not computed
+    assert s.n_done == 5 and s.size == nx * ny
+    overrides = [
+        f"out={tmp_path / 'ours.h5'}",
+        "plot=false",
+        "model=mlp",
+        "dataset.max_samples=30",
+        f"directions.load={surface}",
+        "grid.x=[-1,1,3]",
+        "grid.y=[-1,1,2]",
+    ]
+    with caplog.at_level("INFO", logger="landscape_hpc.directions.build"):
+        out = compute_surface(compose_config("surface", overrides))
+    assert "its directions are read from its dir_file" in caplog.text
+    with h5py.File(out, "r") as f:
+        for (axis, name), d in dirs.items():
+            if d.abs().sum() > 0:
+                np.testing.assert_array_equal(f[f"directions/{axis}/{name}"][()], d.numpy())
+
+
+def test_a_missing_dir_file_is_refused_with_the_fix(tmp_path):
+    from landscape_hpc.files.directions import linked_direction_file
+
+    surface, _ = _loss_landscape_files(tmp_path, 7, 4, "dataset")
+    for p in (tmp_path / "dirs").iterdir():
+        p.unlink()
+    with pytest.raises(UserError, match="pass directions.load=<that direction file>"):
+        linked_direction_file(surface)

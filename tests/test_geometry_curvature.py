@@ -118,7 +118,9 @@ def _exact_extremes(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def test_map_over_a_3x3_surface_equals_the_exact_hessian_and_keeps_the_rest(surface):
     before = _datasets(surface)
-    info = run_map(_config(surface=str(surface), lanczos_steps=TINY_PARAMS, double=True))
+    # lanczos_tol=0: every one of the TINY_PARAMS steps, so the Ritz values are the eigenvalues
+    cfg = _config(surface=str(surface), lanczos_steps=TINY_PARAMS, lanczos_tol=0.0, double=True)
+    info = run_map(cfg)
     assert info["points"] == 9 and info["num_params"] == TINY_PARAMS
     after = _datasets(surface)
     assert sorted(after) == sorted([*before, "max_eig", "min_eig", "hessian_done"])
@@ -213,3 +215,41 @@ def test_map_over_mpi_workers_equals_the_serial_map(surface, tmp_path):
         np.testing.assert_allclose(spread[name], serial[name], rtol=1e-10, err_msg=name)
     assert "9 points computed now, 9 of 9 done in all" in done.stdout
     assert surface.with_name("s_hessian.png").stat().st_size > 20_000
+
+
+def test_lanczos_report_in_the_maps_and_old_settings_refused_with_the_fix(surface, caplog):
+    import json
+
+    run_map(_config(surface=str(surface), lanczos_steps=3, lanczos_tol=1e-12))
+    with h5py.File(surface, "r") as f:
+        settings = json.loads(f["max_eig"].attrs["hessian"])
+        report = json.loads(f["max_eig"].attrs["lanczos"])
+    assert settings["lanczos_tol"] == 1e-12 and settings["lanczos_steps"] == 3
+    assert report["points"] == 9 and report["iterations_max"] == 3
+    assert report["not_converged"] == 9 and len(report["not_converged_points"]) == 9
+    assert "Lanczos did not converge at 9 of 9 points" in caplog.text
+    # maps made before lanczos_tol existed: their settings lack it (a fixed number of steps)
+    with h5py.File(surface, "r+") as f:
+        del settings["lanczos_tol"]
+        f["max_eig"].attrs["hessian"] = json.dumps(settings)
+    with pytest.raises(UserError, match="pass lanczos_tol=0 to resume them"):
+        run_map(_config(surface=str(surface), lanczos_steps=3))
+    info = run_map(_config(surface=str(surface), lanczos_steps=3, lanczos_tol=0.0))
+    assert info["points"] == 0  # recognised: nothing to recompute
+
+
+def test_point_csv_reports_the_lanczos_iterations_and_convergence(tmp_path):
+    import csv
+
+    from landscape_hpc.geometry.curvature import write_point
+
+    data = DatasetConfig(name="synthetic", shape=[4], num_train=30)
+    model = ModelConfig(name="custom", target="test_geometry_curvature.LeastSquares")
+    cfg = _config(model=model, dataset=data, lanczos_steps=4, lanczos_tol=1e-6, double=True)
+    cfg.trace_samples = 0
+    result = run_point(cfg)
+    with open(write_point(result, cfg, tmp_path)) as f:
+        (row,) = csv.DictReader(f)
+    assert row["lanczos_converged"] == "True" and int(row["lanczos_steps"]) <= 4
+    assert float(row["lanczos_tol"]) == 1e-6 and int(row["lanczos_max_steps"]) == 4
+    assert float(row["lanczos_residual"]) < 1e-6

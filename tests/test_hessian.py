@@ -73,3 +73,40 @@ def test_hvp_of_a_linear_loss_is_zero():
     with torch.no_grad():  # callers may hold no_grad (the engine does)
         hv = hessian.hvp(lambda t: (t**2).sum(), theta, v)
     torch.testing.assert_close(hv, 2 * v)
+
+
+def _gapped(dim: int = 300, seed: int = 0):
+    """A symmetric matrix with a known spectrum: extremes 10 and -4, well separated from a
+    bulk in [-1, 2]."""
+    g = torch.Generator().manual_seed(seed)
+    bulk = torch.rand(dim - 2, generator=g, dtype=torch.float64) * 3 - 1
+    spectrum = torch.cat([torch.tensor([10.0, -4.0], dtype=torch.float64), bulk])
+    q = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))[0]
+    return q @ torch.diag(spectrum) @ q.T
+
+
+def test_lanczos_stops_once_converged_and_agrees_with_scipy_eigsh():
+    eigsh = pytest.importorskip("scipy.sparse.linalg").eigsh
+    a = _gapped()
+    (hi,) = eigsh(a.numpy(), k=1, which="LA", return_eigenvectors=False)
+    (lo,) = eigsh(a.numpy(), k=1, which="SA", return_eigenvectors=False)
+    assert hi == pytest.approx(10.0) and lo == pytest.approx(-4.0)
+    run = hessian.lanczos_run(lambda v: a @ v, a.shape[0], steps=200, tol=1e-10)
+    assert run.converged and run.steps < 200
+    assert float(run.ritz[-1]) == pytest.approx(hi, rel=1e-8)
+    assert float(run.ritz[0]) == pytest.approx(lo, rel=1e-8)
+    assert run.change < 1e-10 and run.residual < 1e-3
+    # a loose tolerance stops earlier, still close
+    loose = hessian.lanczos_run(lambda v: a @ v, a.shape[0], steps=200, tol=1e-3)
+    assert loose.converged and loose.steps < run.steps
+    assert float(loose.ritz[-1]) == pytest.approx(hi, rel=1e-2)
+
+
+def test_lanczos_without_tolerance_runs_every_step_and_reports_no_convergence():
+    a = _gapped()
+    run = hessian.lanczos_run(lambda v: a @ v, a.shape[0], steps=5, tol=0.0)
+    assert run.steps == 5 and not run.converged and len(run.ritz) == 5
+    torch.testing.assert_close(hessian.lanczos(lambda v: a @ v, a.shape[0], steps=5), run.ritz)
+    # an exhausted Krylov space is exact: converged whatever the tolerance
+    small = hessian.lanczos_run(lambda v: a[:4, :4] @ v, 4, steps=10)
+    assert small.converged and small.steps == 4

@@ -51,7 +51,7 @@ def test_a_tilt_along_x_draws_vertical_contours_on_a_non_square_grid(tmp_path):
 def test_vtk_round_trip(tmp_path):
     path = _ours(tmp_path / "s.h5", lambda x, y: 1 + x**2 + y**2)
     out = plot.plot_files([path], plot.parser().parse_args([str(path), "--kind", "vtp", "--log"]))
-    vtp = next(p for p in out if p.name == "s_train_loss_log.vtp")
+    vtp = next(p for p in out if p.name == "s_train_loss_log.vtu")
     points, data, quads = read_vtp(vtp)
     xx, yy = np.meshgrid(X, Y)
     z = 1 + xx**2 + yy**2
@@ -87,7 +87,7 @@ def test_loss_landscape_layout_reads_with_sentinel_as_missing(tmp_path):
         np.delete(s.metrics["train_loss"].ravel(), 5), np.delete(z.ravel(), 5)
     )
     out = plot.plot_files([path], plot.parser().parse_args([str(path), "--kind", "all"]))
-    assert {p.suffix for p in out} == {".png", ".vtp"}
+    assert {p.suffix for p in out} == {".png", ".vtu"}
 
 
 def test_one_dimensional_files_overlaid(tmp_path, monkeypatch):

@@ -200,6 +200,8 @@ def test_sweep_file_holds_each_job_as_a_surface_group_and_resumes(tmp_path):
         assert g["train_loss"].shape == (3, 4) and (g["train_loss"][()] == 7.0).all()
         assert g["done"][()].all() and g["xcoordinates"].shape == (4,)
         assert (g["mask"][()] == specs[0].mask[::-1]).all()  # surface orientation: row = y
+        assert g["train_loss"].dims[1][0] == g["xcoordinates"]  # dimension scales, as a surface
+        assert g["mask"].dims[0][0] == g["ycoordinates"] and f.attrs["torch_version"]
         assert np.isnan(f["jobs/mlp/fill_0.7/seed_0/train_loss"][()]).all()
 
     # re-opened with one more job: the finished ones are kept, the new one is added as pending

@@ -187,10 +187,15 @@ class HessianConfig:
     split: str = "train"
     # seeded random subset of at most this many samples of the split; null = all of it
     max_samples: Optional[int] = None
-    # Lanczos iterations (Hessian-vector products) per point. Ritz values lie inside the
+    # the most Lanczos iterations (Hessian-vector products) per point. Ritz values lie inside the
     # spectrum: max_eig is a lower bound of λ_max, min_eig an upper bound of λ_min, tightening
     # with more steps (the largest converges first; exact at steps = parameter count)
     lanczos_steps: int = 20
+    # stop a point's Lanczos run once both extreme Ritz values move by less than this (relative
+    # to the largest) in one step; a run that reaches lanczos_steps first is reported as not
+    # converged (warning, CSV, the maps' `lanczos` attribute). 0: always lanczos_steps steps
+    # (maps made before this key existed were made so)
+    lanczos_tol: float = 1e-3
     # Hutchinson probes for tr H at a point (0 = no trace); not computed over a grid
     trace_samples: int = 100
     # seed of the Lanczos start vector and of the Hutchinson probes

@@ -6,6 +6,7 @@ bits. The config is checked once, by `check_directions`, before anything is load
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Optional
 
 import numpy as np
@@ -26,9 +27,11 @@ from landscape_hpc.directions.maths import (
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.checkpoint import load_state_dict_file
-from landscape_hpc.files.directions import read_directions
+from landscape_hpc.files.directions import linked_direction_file, read_directions
 from landscape_hpc.files.surface import Trajectory
 from landscape_hpc.params import ParamDict
+
+log = logging.getLogger(__name__)
 
 _NEEDS_TRAJECTORY = (
     "directions.kind=pca needs directions.trajectory=<folder or glob of checkpoints>, e.g. the "
@@ -91,7 +94,11 @@ def build_basis(
         return pca_directions(cfg, model, origin, ndim, trust_checkpoint)[0]
     if cfg.load:
         param_keys = [name for name, _ in model.named_parameters()]
-        basis = read_directions(cfg.load, origin, param_keys)
+        linked = linked_direction_file(cfg.load)
+        if linked is not None:
+            note = "directions.load=%s: a loss-landscape surface file; its directions are read "
+            log.info(note + "from its dir_file %s", cfg.load, linked)
+        basis = read_directions(linked or cfg.load, origin, param_keys)
         if len(basis) < ndim:
             raise UserError(
                 f"directions.load={cfg.load} holds {len(basis)} direction(s) but the grid is "

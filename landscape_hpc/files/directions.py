@@ -1,6 +1,7 @@
 """Directions in files: the `directions/` group of a surface file (ours) and loss-landscape's
 direction files (`--dir_file`: xdirection/0..N-1, ydirection/..., positional), read back onto a
-model's state; and the digest that says two runs used the same directions.
+model's state; loss-landscape's surface files lead to theirs through `dir_file`; and the digest
+that says two runs used the same directions (docs/file-format.md).
 
     directions/x/<state key>, directions/y/<state key>   float32, a missing key is zero
 """
@@ -64,6 +65,35 @@ def read_directions(
             return [_read_positional(f[g], origin, param_keys, path) for g in groups]
     raise UserError(
         f"directions.load={path} holds no directions (expected directions/x/... or xdirection/0...)"
+    )
+
+
+def linked_direction_file(path: str | Path) -> Path | None:
+    """Where a loss-landscape surface file keeps its directions: its `dir_file` (a string
+    dataset, as loss-landscape's plot_surface.py writes it, or an attribute), for a file that
+    holds no directions itself; None otherwise. A relative `dir_file` is looked up next to the
+    surface file first, then from the current folder (where loss-landscape ran); a UserError
+    when it is in neither place."""
+    path = Path(path)
+    with hdf5.open_read(path, "directions.load") as f:
+        if "directions" in f or "xdirection" in f:
+            return None
+        if "dir_file" in f:
+            raw = f["dir_file"][()]
+        elif "dir_file" in f.attrs:
+            raw = f.attrs["dir_file"]
+        else:
+            return None
+    name = raw.decode() if isinstance(raw, bytes) else str(raw)
+    target = Path(name)
+    tried = [target] if target.is_absolute() else [path.parent / target, target]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"directions.load={path} is a loss-landscape surface file whose directions are in its "
+        f"dir_file {name!r}, not found at {' or '.join(map(str, tried))}; pass "
+        "directions.load=<that direction file>"
     )
 
 

@@ -82,10 +82,48 @@ def fingerprint_diff(
     ]
 
 
+def software_versions() -> dict[str, str]:
+    """The versions a result file records (root attributes `<name>_version`)."""
+    import platform
+
+    import numpy
+    import torch
+
+    return {
+        "landscape_hpc_version": __version__,
+        "python_version": platform.python_version(),
+        "torch_version": str(torch.__version__),
+        "numpy_version": numpy.__version__,
+        "h5py_version": h5py.__version__,
+        "hdf5_version": h5py.version.hdf5_version,
+    }
+
+
+def attach_grid_scales(f: h5py.Group, names: list[str]) -> None:
+    """Makes xcoordinates (and ycoordinates) HDF5 dimension scales and attaches them to the
+    datasets `names` over the grid ((ny, nx): y then x; (nx,): x), so netCDF readers (xarray
+    through h5netcdf) see them as coordinates; x and y stay two dimensions on a square grid.
+    Metadata only: under mpio every rank calls it, as it creates the datasets."""
+    x = f["xcoordinates"]
+    y = f.get("ycoordinates")
+    if not x.is_scale:
+        x.make_scale("xcoordinates")
+    if y is not None and not y.is_scale:
+        y.make_scale("ycoordinates")
+    for name in names:
+        ds = f[name]
+        scales = (x,) if ds.ndim == 1 else (y, x)
+        for dim, scale in zip(ds.dims, scales):
+            if scale is not None and len(dim) == 0:
+                dim.attach_scale(scale)
+
+
 def write_header(f: h5py.File, attrs: Mapping[str, Any], collective: bool) -> None:
-    """The attributes every new result file carries: version, created, io_driver, and `attrs`
-    (None stored as an empty string)."""
+    """The attributes every new result file carries: version, created, io_driver, the software
+    versions (software_versions), and `attrs` (None stored as an empty string)."""
     f.attrs["version"] = __version__
+    for key, value in software_versions().items():
+        f.attrs[key] = value
     f.attrs["created"] = datetime.datetime.now().isoformat(timespec="seconds")
     f.attrs["io_driver"] = "mpio" if collective else "gather"
     for key, value in attrs.items():

@@ -10,8 +10,14 @@ Layout (every other dataset and attribute of the surface file is left as it is):
                                                 point is not tried again on resume, only with
                                                 overwrite); 0 = not computed yet
   max_eig.attrs["hessian"]  JSON of the settings the maps were made with (split, samples, Lanczos
-                            steps, seed, precision, loss): a run with other settings is refused
-                            unless overwrite, which resets all three datasets
+                            steps and tolerance, seed, precision, loss): a run with other
+                            settings is refused unless overwrite, which resets all three
+                            datasets. Settings stored before lanczos_tol existed mean
+                            lanczos_tol=0 (always lanczos_steps steps)
+  max_eig.attrs["lanczos"]  JSON report of the Lanczos runs of the points computed so far:
+                            points, iterations_min, iterations_max, residual_max (relative),
+                            not_converged (count) and not_converged_points (flat indices, the
+                            first 100)
 
 Maps written before hessian_done existed resume too: the mask is then made from the maps
 themselves, a point counting as done where neither eigenvalue is NaN.
@@ -41,6 +47,8 @@ MAPS = (MAX_EIG, MIN_EIG)
 DONE = "hessian_done"
 #: the attribute of max_eig holding the maps' settings (JSON)
 FINGERPRINT_ATTR = "hessian"
+#: the attribute of max_eig holding the Lanczos report of the points computed (JSON)
+REPORT_ATTR = "lanczos"
 
 
 class HessianMaps:
@@ -50,6 +58,8 @@ class HessianMaps:
     def __init__(self, f: h5py.File, grid: Grid):
         self.f = f
         self.grid = grid
+        raw = f[MAX_EIG].attrs.get(REPORT_ATTR)
+        self.report: dict[str, Any] = json.loads(raw) if raw is not None else {}
 
     @classmethod
     def open(
@@ -84,17 +94,39 @@ class HessianMaps:
         """Flat indices of the points not computed yet, ascending."""
         return np.flatnonzero(self.f[DONE][()].reshape(-1) == 0)
 
-    def write(self, flat: int, max_eig: float, min_eig: float) -> None:
-        """The eigenvalues of grid point `flat`, marked done (NaN ones: diverged), on disk."""
+    def write(
+        self, flat: int, max_eig: float, min_eig: float, lanczos: Optional[Mapping] = None
+    ) -> None:
+        """The eigenvalues of grid point `flat`, marked done (NaN ones: diverged), on disk;
+        `lanczos` (LanczosResult.report()) is added to the maps' Lanczos report."""
         index = np.unravel_index(flat, self.grid.shape)
         self.f[MAX_EIG][index] = max_eig
         self.f[MIN_EIG][index] = min_eig
         self.f[DONE][index] = 1
+        if lanczos is not None:
+            self.report = _add_to_report(self.report, flat, lanczos)
+            self.f[MAX_EIG].attrs[REPORT_ATTR] = json.dumps(self.report, sort_keys=True)
         self.f.flush()
 
     def close(self) -> None:
         if self.f.id.valid:
             self.f.close()
+
+
+def _add_to_report(report: dict[str, Any], flat: int, lanczos: Mapping) -> dict[str, Any]:
+    steps, residual = int(lanczos["iterations"]), float(lanczos["residual"])
+    out = dict(report)
+    out["points"] = report.get("points", 0) + 1
+    out["iterations_min"] = min(report.get("iterations_min", steps), steps)
+    out["iterations_max"] = max(report.get("iterations_max", steps), steps)
+    if np.isfinite(residual):
+        out["residual_max"] = max(report.get("residual_max", residual), residual)
+    out["not_converged"] = report.get("not_converged", 0) + (not lanczos["converged"])
+    points = list(report.get("not_converged_points", []))
+    if not lanczos["converged"] and len(points) < 100:
+        points.append(int(flat))
+    out["not_converged_points"] = points
+    return out
 
 
 def _check_settings(path: Path, fingerprint: dict[str, Any]) -> None:
@@ -104,11 +136,21 @@ def _check_settings(path: Path, fingerprint: dict[str, Any]) -> None:
             return
         raw = f[MAX_EIG].attrs.get(FINGERPRINT_ATTR)
     stored = json.loads(raw) if raw is not None else {}
+    legacy = bool(stored) and "lanczos_tol" not in stored
+    if legacy:  # made before the tolerance: every point ran lanczos_steps steps
+        stored["lanczos_tol"] = 0.0
     if stored != fingerprint:
         diff = hdf5.fingerprint_diff(stored, fingerprint)
+        hint = (
+            "\n(these maps were made before lanczos_tol existed, with a fixed number of steps: "
+            "pass lanczos_tol=0 to resume them)"
+            if legacy and stored["lanczos_tol"] != fingerprint.get("lanczos_tol")
+            else ""
+        )
         raise UserError(
             f"the Hessian maps in {path} were made with other settings:\n  "
             + "\n  ".join(diff)
+            + hint
             + "\npass overwrite=true to recompute them (other datasets are kept)"
         )
 
@@ -132,6 +174,11 @@ def _set_up_maps(f: h5py.File, path: Path, grid: Grid, overwrite: bool) -> None:
         f.create_dataset(DONE, data=done)
     elif overwrite:
         f[DONE][...] = 0
+    if overwrite and REPORT_ATTR in f[MAX_EIG].attrs:
+        del f[MAX_EIG].attrs[REPORT_ATTR]
+    f[MAX_EIG].attrs.update(units="1", long_name="largest Hessian eigenvalue of the loss")
+    f[MIN_EIG].attrs.update(units="1", long_name="smallest Hessian eigenvalue of the loss")
+    hdf5.attach_grid_scales(f, [*MAPS, DONE])
 
 
 @dataclass

@@ -1,12 +1,13 @@
 """The surface file (HDF5): layout, compatibility checks, chunk writes, direction files.
 
-Layout (README, "The surface file"; readable by loss-landscape's plot scripts):
+Layout (docs/file-format.md; readable by loss-landscape's plot scripts):
   xcoordinates (nx,), ycoordinates (ny,)            float64
   <split>_loss, <split>_acc  (ny, nx) or (nx,)      float64, NaN = not computed yet
   done                       same shape             uint8, 1 = every metric of the point written
   directions/x/<key>, directions/y/<key>            float32, a missing key is zero
   attrs: version, config, checkpoint, checkpoint_sha256, dataset, n_<split>, io_driver, created,
-         fingerprint (JSON of everything that makes two runs the same job)
+         fingerprint (JSON of everything that makes two runs the same job), <software>_version
+  x/ycoordinates are HDF5 dimension scales of every grid dataset; those carry units, long_name
 Hessian maps (python -m landscape_hpc.geometry hessian surface=...) add max_eig, min_eig and
 hessian_done: files/hessian_maps.py. `read_source` reads what the file says about the run that
 made it (grid, model and data set, engine loss, checkpoint) for such commands.
@@ -219,12 +220,25 @@ def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) ->
 
 def _create_layout(f: h5py.File, grid: Grid, basis: list[ParamDict], names: list[str]) -> None:
     f.create_dataset("xcoordinates", data=grid.x)
+    f["xcoordinates"].attrs.update(units="1", long_name="coordinate along the x direction")
     if grid.y is not None:
         f.create_dataset("ycoordinates", data=grid.y)
+        f["ycoordinates"].attrs.update(units="1", long_name="coordinate along the y direction")
     for name in names:
         f.create_dataset(name, shape=grid.shape, dtype="f8", fillvalue=np.nan)
+        f[name].attrs.update(_describe(name))
     f.create_dataset("done", shape=grid.shape, dtype="u1", fillvalue=0)
+    f["done"].attrs.update(units="1", long_name="1 = every metric of the point is written")
+    hdf5.attach_grid_scales(f, [*names, "done"])
     write_directions(f, basis)
+
+
+def _describe(name: str) -> dict[str, str]:
+    """units and long_name of a metric dataset (CF conventions: "1" is dimensionless)."""
+    split, _, metric = name.rpartition("_")
+    if metric == "acc":
+        return {"units": "percent", "long_name": f"{split} accuracy"}
+    return {"units": "1", "long_name": f"{split} loss (mean over the split)"}
 
 
 @dataclass

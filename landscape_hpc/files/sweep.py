@@ -19,7 +19,7 @@
         attrs: model, fill_prob, seed, fingerprint (JSON of what makes two runs the same job)
     attrs: version, config (resolved YAML), io_driver, created
 
-Each job group follows the surface-file layout (README, "The surface file"), so the conventions
+Each job group follows the surface-file layout (docs/file-format.md), so the conventions
 of `python -m landscape_hpc.plot` and h5py readers apply to it. Under MPI every rank opens the
 file with driver='mpio' and creates every group and dataset collectively before work starts
 (HDF5 metadata changes are collective); a worker then writes its own job's values without any
@@ -230,6 +230,7 @@ def _create_job(f: h5py.File, spec: JobSpec) -> None:
         g.create_dataset(name, shape=shape, dtype="f8", fillvalue=np.nan)
     g.create_dataset("done", shape=shape, dtype="u1", fillvalue=0)
     g.create_dataset("mask", data=pattern_to_surface(spec.mask).astype(np.uint8))
+    hdf5.attach_grid_scales(g, [*VALUE_NAMES, "done", "mask"])  # as the surface file
     g.create_dataset("status", shape=(), dtype="u1", fillvalue=PENDING)
     g.create_dataset(
         "metrics", shape=(len(METRIC_SPLITS), len(METRIC_COLUMNS)), dtype="f8", fillvalue=np.nan

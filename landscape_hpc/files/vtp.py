@@ -1,8 +1,13 @@
-"""ParaView export: a 2D surface as VTK PolyData (.vtp, XML, ASCII).
+"""ParaView export: a 2D surface as a VTK XML unstructured grid (.vtu), written by meshio
+(binary, zlib-compressed), read by ParaView, VisIt, the vtk package and meshio.
 
 The grid becomes a sheet of quads whose height is the metric (optionally log10, optionally
 clipped), and every metric is attached as point data, so ParaView can colour by any of them.
-Written by hand (the format is small and documented) rather than through the 100 MB vtk wheel.
+Missing points (not computed yet, NaN) are holes: a quad is kept only where its four heights are
+finite; the points themselves stay (z and their values NaN) and are marked hidden in
+`vtkGhostType` (VTK's HIDDENPOINT flag), so point (iy, ix) keeps index iy·nx + ix.
+(`python -m landscape_hpc.plot s.h5 --kind vtp` names the kind after the PolyData files it wrote
+before; the file is now `.vtu`.)
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+#: VTK's vtkDataSetAttributes::HIDDENPOINT bit of the vtkGhostType point array
+HIDDEN_POINT = 2
+SUFFIX = ".vtu"
 
 
 def surface_heights(z: np.ndarray, log: bool = False, zmax: Optional[float] = None) -> np.ndarray:
@@ -25,10 +34,6 @@ def surface_heights(z: np.ndarray, log: bool = False, zmax: Optional[float] = No
     return h
 
 
-def _floats(a: np.ndarray) -> str:
-    return " ".join("nan" if not np.isfinite(v) else repr(float(v)) for v in a.ravel())
-
-
 def write_vtp(
     path: str | Path,
     x: np.ndarray,
@@ -36,64 +41,34 @@ def write_vtp(
     height: np.ndarray,
     point_data: Mapping[str, np.ndarray],
 ) -> Path:
-    """Writes the sheet over x (nx,), y (ny,) with heights (ny, nx) and point data arrays (ny, nx).
+    """Writes the sheet over x (nx,), y (ny,) with heights (ny, nx) and point data arrays
+    (ny, nx) to `path` with the suffix .vtu; returns the path written."""
+    import meshio
 
-    Point (iy, ix) has index iy·nx + ix; a quad is kept only where its four heights are finite.
-    """
-    path = Path(path)
-    ny, nx = len(y), len(x)
-    X, Y = np.meshgrid(x, y)  # (ny, nx)
+    path = Path(path).with_suffix(SUFFIX)
+    nx = len(x)
+    X, Y = np.meshgrid(np.asarray(x, np.float64), np.asarray(y, np.float64))  # (ny, nx)
+    height = np.asarray(height, dtype=np.float64)
     points = np.stack([X.ravel(), Y.ravel(), height.ravel()], axis=1)  # (ny·nx, 3)
     finite = np.isfinite(height)
-    quads = [
-        (iy * nx + ix, iy * nx + ix + 1, (iy + 1) * nx + ix + 1, (iy + 1) * nx + ix)
-        for iy in range(ny - 1)
-        for ix in range(nx - 1)
-        if finite[iy, ix] and finite[iy, ix + 1] and finite[iy + 1, ix] and finite[iy + 1, ix + 1]
-    ]
-    connectivity = " ".join(str(i) for q in quads for i in q)
-    offsets = " ".join(str(4 * (k + 1)) for k in range(len(quads)))
-    first = next(iter(point_data), "")
-    arrays = "\n".join(
-        f'    <DataArray type="Float64" Name="{name}" format="ascii">{_floats(values)}</DataArray>'
-        for name, values in point_data.items()
-    )
-    path.write_text(
-        f"""<?xml version="1.0"?>
-<VTKFile type="PolyData" version="0.1" byte_order="LittleEndian">
- <PolyData>
-  <Piece NumberOfPoints="{nx * ny}" NumberOfVerts="0" NumberOfLines="0" NumberOfStrips="0" \
-NumberOfPolys="{len(quads)}">
-   <PointData Scalars="{first}">
-{arrays}
-   </PointData>
-   <Points>
-    <DataArray type="Float64" NumberOfComponents="3" format="ascii">{_floats(points)}</DataArray>
-   </Points>
-   <Polys>
-    <DataArray type="Int64" Name="connectivity" format="ascii">{connectivity}</DataArray>
-    <DataArray type="Int64" Name="offsets" format="ascii">{offsets}</DataArray>
-   </Polys>
-  </Piece>
- </PolyData>
-</VTKFile>
-"""
-    )
+    iy, ix = np.nonzero(finite[:-1, :-1] & finite[1:, :-1] & finite[:-1, 1:] & finite[1:, 1:])
+    first = iy * nx + ix
+    quads = np.stack([first, first + 1, first + nx + 1, first + nx], axis=1).astype(np.int64)
+    data = {name: np.asarray(v, dtype=np.float64).ravel() for name, v in point_data.items()}
+    data["vtkGhostType"] = np.where(finite.ravel(), 0, HIDDEN_POINT).astype(np.uint8)
+    cells = [("quad", quads)] if len(quads) else []
+    mesh = meshio.Mesh(points, cells, point_data=data)
+    meshio.write(path, mesh, file_format="vtu", binary=True, compression="zlib")
     return path
 
 
 def read_vtp(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """Reads back what write_vtp writes: points (N, 3), point data {name: (N,)}, quads (M, 4)."""
-    import xml.etree.ElementTree as ET
+    """Reads a written sheet back with meshio: points (N, 3), point data {name: (N,)} (without
+    vtkGhostType), quads (M, 4)."""
+    import meshio
 
-    root = ET.parse(path).getroot()
-    piece = root.find("PolyData/Piece")
-
-    def values(el, dtype):
-        text = (el.text or "").split()
-        return np.array([float(t) for t in text], dtype=np.float64).astype(dtype)
-
-    points = values(piece.find("Points/DataArray"), np.float64).reshape(-1, 3)
-    data = {el.get("Name"): values(el, np.float64) for el in piece.findall("PointData/DataArray")}
-    conn = values(piece.find("Polys/DataArray[@Name='connectivity']"), np.int64).reshape(-1, 4)
-    return points, data, conn
+    mesh = meshio.read(path)
+    quads = [block.data for block in mesh.cells if block.type == "quad"]
+    data = {k: np.asarray(v) for k, v in mesh.point_data.items() if k != "vtkGhostType"}
+    conn = np.concatenate(quads) if quads else np.zeros((0, 4), np.int64)
+    return np.asarray(mesh.points, np.float64), data, conn

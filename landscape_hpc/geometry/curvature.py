@@ -14,18 +14,12 @@ near 0 where the landscape is convex, large where negative curvature dominates.
     mpirun -n 4 python -m landscape_hpc.geometry hessian surface=s.h5             # 3 workers
 
 Surface mode rebuilds the model and the data set from the surface file itself (its `config`
-attribute, the checkpoint it names with that file's SHA-256 checked, its directions), so the
-maps always belong to the surface they are stored in: the model/dataset keys of this command are
-not used there (give `surface_checkpoint=` when the checkpoint has moved). The loss is the
-surface's `engine.loss`; BN layers use the running statistics of each point (engine.bn=eval).
-
-`max_eig` / `min_eig` are (ny, nx) float64 like the surface's metrics, and `hessian_done` marks
-the points computed (files/hessian_maps.py): re-running computes only the points not done yet (a
-diverged point, done with NaN eigenvalues, is not tried again; overwrite=true recomputes every
-point); no other dataset of the file is touched. The settings the maps were made with (split,
-samples, Lanczos steps, seed, precision) are stored in the `hessian` attribute of `max_eig`, and
-a run with other settings is refused unless overwrite=true. Points go one per task over the MPI
-pool; rank 0 writes them.
+attribute, the checkpoint it names with that file's SHA-256 checked, its directions): the
+model/dataset keys of this command are not used there (`surface_checkpoint=` when the checkpoint
+has moved). The loss is the surface's `engine.loss`; BN layers use each point's running
+statistics. Lanczos stops at `lanczos_tol` or `lanczos_steps`. The maps (max_eig, min_eig,
+hessian_done, settings and Lanczos report: docs/file-format.md) resume (only points not done),
+refuse other settings unless overwrite=true. One point per task of the MPI pool; rank 0 writes.
 """
 
 from __future__ import annotations
@@ -57,7 +51,7 @@ from landscape_hpc.files.surface import SurfaceSource
 from landscape_hpc.flat import LossFn, flat_loss
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.grid import Grid
-from landscape_hpc.hessian import hutchinson_trace, hvp, lanczos
+from landscape_hpc.hessian import LanczosResult, hutchinson_trace, hvp, lanczos_run
 from landscape_hpc.problem import Problem, load_problem
 from landscape_hpc.subspace import Subspace
 
@@ -83,6 +77,7 @@ class CurvatureJob:
     seed: int
     batch_size: int
     dtype: torch.dtype
+    tol: float = 0.0  # Lanczos stops once the extreme Ritz values move less (0: all steps)
 
     def loss_fn(self, state: dict[str, Tensor]) -> tuple[LossFn, Tensor]:
         """loss(θ) over the job's data, and θ at `state` (cast to the job's dtype)."""
@@ -91,16 +86,17 @@ class CurvatureJob:
             self.model, state, self.keys, self.inputs, self.labels, self.batch_size, self.loss
         )
 
-    def ritz_values(self, state: dict[str, Tensor]) -> Tensor:
-        """Eigenvalues of the Lanczos tridiagonal (ascending): ends ≈ λ_min, λ_max."""
+    def run_lanczos(self, state: dict[str, Tensor]) -> LanczosResult:
+        """Lanczos at `state` (Ritz values ascending, on the CPU: ends ≈ λ_min, λ_max)."""
         loss, theta = self.loss_fn(state)
         matvec = lambda v: hvp(loss, theta, v.to(theta.dtype))  # noqa: E731
-        return lanczos(matvec, theta.numel(), self.steps, self.seed, device=theta.device).cpu()
+        n, device = theta.numel(), theta.device
+        return lanczos_run(matvec, n, self.steps, self.seed, device=device, tol=self.tol)
 
-    def extremes(self, state: dict[str, Tensor]) -> tuple[float, float]:
-        """(λ_max, λ_min) of the Hessian of the mean loss at `state`."""
-        ritz = self.ritz_values(state)
-        return float(ritz[-1]), float(ritz[0])
+    def extremes(self, state: dict[str, Tensor]) -> tuple[float, float, dict[str, Any]]:
+        """(λ_max, λ_min) of the Hessian of the mean loss at `state`, and Lanczos' report."""
+        run = self.run_lanczos(state)
+        return float(run.ritz[-1]), float(run.ritz[0]), run.report()
 
     def trace(self, state: dict[str, Tensor], samples: int) -> float:
         loss, theta = self.loss_fn(state)
@@ -114,9 +110,9 @@ def make_job(model: nn.Module, split: Split, cfg: HessianConfig, loss: str) -> C
     model = copy.deepcopy(model).to(dtype).eval()
     inputs = split.inputs.to(dtype) if split.inputs.is_floating_point() else split.inputs
     keys = [name for name, _ in model.named_parameters()]
-    return CurvatureJob(
-        model, keys, inputs, split.labels, loss, cfg.lanczos_steps, cfg.seed, cfg.batch_size, dtype
-    )
+    steps, tol = cfg.lanczos_steps, cfg.lanczos_tol
+    return CurvatureJob(model, keys, inputs, split.labels, loss, steps, cfg.seed, cfg.batch_size,
+                        dtype, tol)  # fmt: skip
 
 
 def load_problem_and_split(
@@ -136,6 +132,8 @@ def check_config(cfg: HessianConfig) -> None:
     check_choice("loss", cfg.loss, LOSSES)
     if cfg.lanczos_steps < 2:
         raise UserError(f"lanczos_steps={cfg.lanczos_steps} must be at least 2")
+    if not cfg.lanczos_tol >= 0:
+        raise UserError(f"lanczos_tol={cfg.lanczos_tol} must be 0 (all steps) or positive")
     if cfg.trace_samples < 0:
         raise UserError(f"trace_samples={cfg.trace_samples} must be 0 (no trace) or positive")
     if cfg.batch_size < 1:
@@ -154,6 +152,7 @@ class PointResult:
     min_eig: float
     trace: float  # NaN when trace_samples = 0
     ritz: np.ndarray  # (steps,) Lanczos Ritz values, ascending
+    lanczos: dict[str, Any]  # LanczosResult.report(): iterations, converged, change, residual
     num_params: int
     num_samples: int
     seconds: float
@@ -162,7 +161,7 @@ class PointResult:
 def _point_task(what: str) -> Any:
     job, cfg, state = parallel.worker_state(_JOB_KEY)
     if what == "lanczos":
-        return job.ritz_values(state).numpy()
+        return job.run_lanczos(state)
     return job.trace(state, cfg.trace_samples)
 
 
@@ -182,12 +181,16 @@ def run_point(cfg: HessianConfig, comm: Any = None) -> Optional[PointResult]:
             values[result.task] = result.value
     if comm.Get_rank() != 0:
         return None
-    ritz = np.asarray(values["lanczos"], dtype=np.float64)
+    run: LanczosResult = values["lanczos"]
+    ritz = run.ritz.numpy().astype(np.float64)
+    if cfg.lanczos_tol > 0 and not run.converged:
+        log.warning(LanczosResult.unconverged("the point", cfg.lanczos_steps, cfg.lanczos_tol))
     return PointResult(
         max_eig=float(ritz[-1]),
         min_eig=float(ritz[0]),
         trace=float(values.get("trace", float("nan"))),
         ritz=ritz,
+        lanczos=run.report(),
         num_params=sum(state[k].numel() for k in job.keys),
         num_samples=len(split.labels),
         seconds=time.perf_counter() - start,
@@ -208,6 +211,9 @@ def write_point(result: PointResult, cfg: HessianConfig, out_dir: Path) -> Path:
         "num_params": result.num_params,
         "num_samples": result.num_samples,
         "seconds": round(result.seconds, 3),
+        "lanczos_max_steps": cfg.lanczos_steps,
+        "lanczos_tol": cfg.lanczos_tol,
+        **{f"lanczos_{k}": v for k, v in result.lanczos.items() if k != "iterations"},
     }
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(row))
@@ -262,6 +268,7 @@ def map_fingerprint(cfg: HessianConfig, source: SurfaceSource, num_samples: int)
         "max_samples": cfg.max_samples,
         "num_samples": num_samples,
         "lanczos_steps": cfg.lanczos_steps,
+        "lanczos_tol": cfg.lanczos_tol,
         "seed": cfg.seed,
         "double": cfg.double,
         "loss": source.loss,
@@ -274,13 +281,13 @@ class MapJob:
     subspace: Subspace
     grid: Grid
 
-    def point(self, flat: int) -> tuple[float, float]:
+    def point(self, flat: int) -> tuple[float, float, dict[str, Any]]:
         device = next(iter(self.subspace.origin.values())).device
         coords = torch.from_numpy(self.grid.coords(np.array([flat]))[0]).to(device)  # (ndim,)
         return self.kernel.extremes(self.subspace.point(coords))
 
 
-def _map_task(flat: int) -> tuple[float, float]:
+def _map_task(flat: int) -> tuple[float, float, dict[str, Any]]:
     job: MapJob = parallel.worker_state(_JOB_KEY)
     return job.point(flat)
 
@@ -309,7 +316,7 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
     fingerprint = map_fingerprint(cfg, source, len(split.labels))
     maps = HessianMaps.open(path, source.grid, fingerprint, cfg.overwrite, comm)
     pending = maps.pending() if maps is not None else np.array([], dtype=np.int64)
-    seconds, start = [], time.perf_counter()
+    seconds, start, unconverged = [], time.perf_counter(), 0
     tasks = [int(i) for i in pending]
     try:
         with parallel.worker_pool(_JOB_KEY, job):
@@ -318,11 +325,15 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
             ):
                 maps.write(result.task, *result.value)
                 seconds.append(result.seconds)
+                unconverged += not result.value[2]["converged"]
     finally:
         if maps is not None:
             maps.close()
     if rank != 0:
         return None
+    if cfg.lanczos_tol > 0 and unconverged:
+        what = f"{unconverged} of {len(pending)} points"
+        log.warning(LanczosResult.unconverged(what, cfg.lanczos_steps, cfg.lanczos_tol))
     return {
         "points": len(pending),
         "grid_points": source.grid.size,

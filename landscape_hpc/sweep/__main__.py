@@ -20,10 +20,16 @@ def _command(cfg: MPOConfig, comm: Any) -> None:
 
 main = hydra_command("sweep", _command)
 
-if __name__ == "__main__":
+
+def run() -> None:
+    """`landscape-sweep [overrides]` or `landscape-sweep report <path>` (the console command)."""
     if len(sys.argv) > 1 and sys.argv[1] == "report":
         from landscape_hpc.sweep.report import main as report_main
 
         report_main(sys.argv[2:])
     else:
         main()
+
+
+if __name__ == "__main__":
+    run()
