@@ -13,11 +13,14 @@ from landscape_hpc.config import DatasetConfig, ModelConfig, WidthConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
 from landscape_hpc.flat import flat_loss
+from landscape_hpc.geometry.hyperplane import stream_seed
 from landscape_hpc.geometry.width import (
     check_crossed,
     crossing_distance,
+    random_unit_direction,
     ray_widths,
     run_width,
+    subtended_angle,
     summarize_width,
     write_width,
 )
@@ -119,3 +122,24 @@ def test_engine_rays_match_the_flat_reference_on_an_mlp(tmp_path: Path) -> None:
     np.testing.assert_array_equal(result.crossed[0], crossed)
     np.testing.assert_allclose(result.widths[0], widths, rtol=1e-5)
     assert crossed.all() and (widths > 0).all()
+    # the same widths as lengths relative to ‖θ*‖ and as angles: a unit ray's step is r long
+    assert result.norms[0] == pytest.approx(float(theta.double().norm()), rel=1e-6)
+    np.testing.assert_allclose(result.relative[0], widths / float(theta.norm()), rtol=1e-5)
+    for i in range(4):
+        d = random_unit_direction(theta.numel(), stream_seed(5, i), theta.dtype)
+        want = subtended_angle(theta, d, float(result.widths[0, i]))
+        assert result.angles[0, i] == pytest.approx(want, rel=1e-6)
+    summary = summarize_width(result, 0.5, "above_optimum")
+    assert "of ‖θ*‖" in summary and "°" in summary
+
+
+def test_the_angle_a_width_subtends_from_the_origin() -> None:
+    theta = torch.tensor([3.0, 4.0, 0.0])  # ‖θ‖ = 5
+    across = torch.tensor([0.0, 0.0, 1.0])
+    assert subtended_angle(theta, across, 5.0) == pytest.approx(45.0)
+    assert subtended_angle(theta, across, 5.0 * np.sqrt(3)) == pytest.approx(60.0)
+    along = theta / 5
+    assert subtended_angle(theta, along, 2.0) == pytest.approx(0.0, abs=1e-6)
+    assert subtended_angle(theta, -along, 7.0) == pytest.approx(180.0)  # through the origin
+    # the same Euclidean width is a smaller angle at a larger norm
+    assert subtended_angle(10 * theta, across, 5.0) < subtended_angle(theta, across, 5.0)

@@ -83,6 +83,15 @@ def crossing_distance(
     return float(distances[j - 1] + frac * (distances[j] - distances[j - 1])), True
 
 
+def subtended_angle(theta: Tensor, direction: Tensor, r: float) -> float:
+    """The angle in degrees, seen from the origin of weight space, between θ* and θ* + r·d: the
+    angular width of a ray of width r, which compares optima of different weight norms (a
+    Euclidean width of 1 is wide at ‖θ*‖ = 1, narrow at ‖θ*‖ = 100)."""
+    theta, end = theta.double(), theta.double() + r * direction.double()
+    cos = torch.dot(theta, end) / (theta.norm() * end.norm())
+    return float(torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0))))
+
+
 def threshold_level(kind: str, threshold: float, loss_at_optimum: float) -> float:
     return threshold + (loss_at_optimum if kind == "above_optimum" else 0.0)
 
@@ -131,6 +140,18 @@ class WidthJob:
             d = normalize_direction(d, like, "filter", "biasbn")
         return d
 
+    def angular(self, optimum: int, widths: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """‖θ*‖ over the parameters the rays move, and per ray its width as a relative length
+        ‖r·d‖ / ‖θ*‖ and as the angle it subtends (degrees)."""
+        keys = self.optima.keys
+        theta = params.flatten(self.optima.states[optimum], keys).cpu()
+        rel, angles = np.zeros(len(widths)), np.zeros(len(widths))
+        for i, r in enumerate(widths):
+            d = params.flatten(self.direction(optimum, i), keys).cpu()
+            rel[i] = float(r * d.double().norm() / theta.double().norm())
+            angles[i] = subtended_angle(theta, d, float(r))
+        return float(theta.double().norm()), rel, angles
+
     def ray(self, optimum: int, ray: int) -> tuple[np.ndarray, np.ndarray]:
         """Loss and accuracy (R,) at the distances along ray `ray` from optimum `optimum`."""
         problem = self.optima.problem
@@ -155,7 +176,8 @@ def _ray_task(task: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 @dataclass
 class WidthResult:
     """Per optimum o and ray i: losses/accs (O, n, R) along distances (R,), levels (O,),
-    widths and crossed (O, n)."""
+    widths and crossed (O, n); the optima's norms (O,) and the widths as relative lengths
+    ‖r·d‖/‖θ*‖ and angles in degrees (O, n)."""
 
     labels: list[str]
     optima: list[str]
@@ -165,6 +187,9 @@ class WidthResult:
     levels: np.ndarray
     widths: np.ndarray
     crossed: np.ndarray
+    norms: np.ndarray
+    relative: np.ndarray
+    angles: np.ndarray
 
 
 def default_labels(paths: list[str]) -> list[str]:
@@ -228,20 +253,29 @@ def run_width(cfg: WidthConfig, comm: Any = None) -> Optional[WidthResult]:
     ]
     widths = np.array([[w for w, _ in row] for row in found])
     crossed = np.array([[c for _, c in row] for row in found])
-    return WidthResult(labels, paths, distances, losses, accs, levels, widths, crossed)
+    norms, relative, angles = zip(*(job.angular(o, widths[o]) for o in range(len(paths))))
+    return WidthResult(
+        labels, paths, distances, losses, accs, levels, widths, crossed,
+        np.array(norms), np.array(relative), np.array(angles),
+    )  # fmt: skip
 
 
 def write_width(result: WidthResult, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / "width.csv"
     with open(table, "w") as f:
-        f.write("label,optimum,ray,width,crossed,level,loss_at_optimum,max_loss\n")
+        f.write(
+            "label,optimum,ray,width,crossed,level,loss_at_optimum,max_loss,"
+            "relative_width,angle_deg,optimum_norm\n"
+        )
         for o, label in enumerate(result.labels):
             for i in range(result.widths.shape[1]):
                 f.write(
                     f"{label},{result.optima[o]},{i},{result.widths[o, i]:.6g},"
                     f"{int(result.crossed[o, i])},{result.levels[o]:.6g},"
-                    f"{result.losses[o, i, 0]:.6g},{np.nanmax(result.losses[o, i]):.6g}\n"
+                    f"{result.losses[o, i, 0]:.6g},{np.nanmax(result.losses[o, i]):.6g},"
+                    f"{result.relative[o, i]:.6g},{result.angles[o, i]:.6g},"
+                    f"{result.norms[o]:.6g}\n"
                 )
     curves = out_dir / "width_curves.csv"
     with open(curves, "w") as f:
@@ -256,14 +290,24 @@ def write_width(result: WidthResult, out_dir: Path) -> list[Path]:
 def summarize_width(result: WidthResult, threshold: float, kind: str) -> str:
     n = result.widths.shape[1]
     rule = "loss at the optimum + " if kind == "above_optimum" else ""
-    lines = [f"radial tunnel width over {n} rays, level = {rule}{threshold:g}"]
+    lines = [
+        f"radial tunnel width over {n} rays, level = {rule}{threshold:g} (r: the distance "
+        "along the rays; of ‖θ*‖: the step's length over the optimum's norm; the angle: between "
+        "θ* and θ* + r·d seen from the origin, comparable across weight norms)"
+    ]
     for o, label in enumerate(result.labels):
         w, crossed = result.widths[o], result.crossed[o]
         text = f"  {label}: loss at optimum {result.losses[o, 0, 0]:.4g}"
         text += f", level {result.levels[o]:.4g}"
         if crossed.any():
             mean, std = w[crossed].mean(), w[crossed].std()
-            text += f"; width {mean:.4g} ± {std:.4g} over {crossed.sum()} rays"
+            text += f"; width r {mean:.4g} ± {std:.4g} over {crossed.sum()} rays"
+            rel, angle = result.relative[o][crossed], result.angles[o][crossed]
+            if result.norms[o] > 0:  # at θ* = 0 neither is defined
+                text += (
+                    f" = {rel.mean():.4g} ± {rel.std():.4g} of ‖θ*‖ = {result.norms[o]:.4g}, "
+                    f"an angle of {angle.mean():.3g}° ± {angle.std():.2g}°"
+                )
         if not crossed.all():
             largest = np.nanmax(result.losses[o][~crossed])
             text += (
