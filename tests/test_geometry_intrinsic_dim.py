@@ -1,5 +1,6 @@
 """Training in random hyperplanes (landscape_hpc/geometry/intrinsic_dim.py)."""
 
+import copy
 import csv
 import os
 import shutil
@@ -12,10 +13,10 @@ import torch
 
 from landscape_hpc.config import DatasetConfig, IntrinsicDimConfig, ModelConfig
 from landscape_hpc.errors import UserError
-from landscape_hpc.geometry.intrinsic_dim import (
+from landscape_hpc.geometry.intrinsic_dim import d_int, run_subspace
+from landscape_hpc.geometry.projection import (
     DenseProjection,
     SparseProjection,
-    run_subspace,
     train_in_subspace,
 )
 from landscape_hpc.models.nwedge import wedge_distance
@@ -97,11 +98,54 @@ def test_classifier_gets_better_with_more_dimensions():
         device="cpu",
     )
     rows = run_subspace(cfg)
-    assert [r["d"] for r in rows] == [1, 60]
-    low, high = rows
+    n_params = 64 * 16 + 16 + 16 * 10 + 10
+    assert [(r["d"], r["full"]) for r in rows] == [(1, 0), (60, 0), (n_params, 1)]
+    low, high, full = rows
     assert high["final_loss"] < low["final_loss"] - 0.5
     assert high["train_acc"] > low["train_acc"] + 30 and 0 <= high["test_acc"] <= 100
     assert low["success"] == "" and high["rank"] == 0
+    # the baseline trains every parameter: at least as good as any subspace
+    assert full["final_loss"] < high["final_loss"] and full["test_acc"] > 80
+    assert d_int(rows) == (60 if high["test_acc"] >= 0.9 * full["test_acc"] else None)
+
+
+def test_d_int90_is_the_smallest_d_reaching_90_percent_of_the_full_models_accuracy():
+    rows = [
+        {"d": 1, "test_acc": 10.0, "full": 0},
+        {"d": 10, "test_acc": 71.9, "full": 0},
+        {"d": 20, "test_acc": 72.0, "full": 0},  # 90% of 80
+        {"d": 50, "test_acc": 79.0, "full": 0},
+        {"d": 900, "test_acc": 80.0, "full": 1},
+    ]
+    assert d_int(rows) == 20
+    assert d_int(rows, fraction=0.99) is None  # no d of the grid reaches 79.2
+    assert d_int(rows[:4]) is None  # no baseline
+    assert d_int([*rows[:4], {"d": 900, "test_acc": float("nan"), "full": 1}]) is None
+
+
+def test_bn_nets_train_on_batch_statistics_inside_the_subspace():
+    """Li et al. train BN nets in train mode: the subspace loss at θ0 is the train-mode loss
+    (each chunk normalised by its own statistics), not the eval-mode one of stored statistics."""
+    from landscape_hpc.geometry.intrinsic_dim import setup_job
+
+    cfg = IntrinsicDimConfig(
+        model=ModelConfig(name="mpo_cnn_bn"),
+        dataset=DatasetConfig(max_samples=64),
+        dims=[2],
+        batch_size=1024,  # one chunk: the whole split's statistics
+        device="cpu",
+    )
+    job = setup_job(cfg, torch.device("cpu"))
+    x, y = job.problem.splits["train"].inputs, job.problem.splits["train"].labels
+    model = job.problem.model
+    train_mode = torch.nn.functional.cross_entropy(copy.deepcopy(model).train()(x), y)
+    eval_mode = torch.nn.functional.cross_entropy(copy.deepcopy(model).eval()(x), y)
+    with torch.no_grad():
+        got = job.loss_fn()(job.theta0())
+    assert float(got) == pytest.approx(float(train_mode), rel=1e-5)
+    assert abs(float(train_mode) - float(eval_mode)) > 1e-3  # the two modes differ here
+    row = job.run(2)
+    assert 0 <= row["test_acc"] <= 100 and row["full"] == 0
 
 
 def _command(tmp_path: Path, *args: str, ranks: int = 0) -> subprocess.CompletedProcess:
@@ -127,6 +171,8 @@ def test_command_spreads_dims_over_mpi_workers_and_writes_csv_png_summary(tmp_pa
     done = _command(tmp_path, f"hydra.run.dir={run_dir}", *WEDGE, "dims=[6,8,9]", ranks=3)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = _rows(run_dir / "results.csv")
+    full = rows.pop()  # the baseline: all 12 coordinates trained
+    assert (full["d"], full["full"], full["success"]) == ("12", "1", "1")
     assert [(r["d"], r["success"]) for r in rows] == [("6", "0"), ("8", "1"), ("9", "1")]
     assert {r["rank"] for r in rows} <= {"1", "2"}  # the master only hands out work
     assert (run_dir / "accuracy_vs_d.png").stat().st_size > 10_000

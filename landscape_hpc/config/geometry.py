@@ -167,6 +167,9 @@ class IntrinsicDimConfig:
     batch_size: int = 1024
     # loss-output models (the wedge): a run succeeds when its final loss is below this
     threshold: float = 0.05
+    # also train every parameter directly (same steps and schedule): the full model's accuracy,
+    # whose 90% defines d_int90 (Li et al. 2018)
+    baseline: bool = True
     # output folder: results.csv, accuracy_vs_d.png
     out_dir: str = "${hydra:runtime.output_dir}"
     # auto, cpu, cuda, ...

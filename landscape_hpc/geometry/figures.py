@@ -107,18 +107,30 @@ def plot_intrinsic_dim(
     title: str,
     threshold: Optional[float] = None,
     flip: Optional[int] = None,
+    d_int90: Optional[int] = None,
 ) -> Path:
     """Accuracy vs d (classifiers) and the final loss vs d, log-scaled d, from the rows of
     results.csv; the success threshold and the wedge's expected flip d = D − n as guides where
-    given."""
+    given; the full model's test accuracy (the baseline row), 90% of it and d_int90."""
+    full = [r for r in rows if r.get("full") == 1]
+    rows = [r for r in rows if r.get("full") != 1]
     d = np.array([r["d"] for r in rows])
     loss = np.array([r["final_loss"] for r in rows], dtype=float)
     has_acc = any(np.isfinite(r["test_acc"]) for r in rows)
+    if has_acc and full and np.isfinite(full[0]["test_acc"]):
+        base = full[0]["test_acc"]
+        fig_lines = [(base, "-", f"every parameter: {base:.1f}%"), (0.9 * base, ":", "90% of it")]
+    else:
+        fig_lines = []
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5.5, 4))
     axes = np.atleast_1d(axes)
     if has_acc:
         for split, style in (("train", "o--"), ("test", "o-")):
             axes[0].plot(d, [r[f"{split}_acc"] for r in rows], style, label=split)
+        for y, style, label in fig_lines:
+            axes[0].axhline(y, color="grey", ls=style, lw=1, label=label)
+        if d_int90 is not None:
+            axes[0].axvline(d_int90, color="C2", ls="--", label=f"d_int90 = {d_int90}")
         axes[0].set_ylabel("accuracy (%)")
         axes[0].set_title("accuracy after training in a random d-plane")
         axes[0].legend()

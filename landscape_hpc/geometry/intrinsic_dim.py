@@ -13,19 +13,21 @@ dimensions success flips at d = D − n, where a random d-plane starts to meet a
         dims=[2,4,6,8,9,10,11,12,15,20] lr=0.05
     mpirun -n 3 python -m landscape_hpc.geometry subspace           # one task per d over 2 workers
 
-Training is full-batch (the whole training split, or dataset.max_samples of it) in eval mode:
-BN layers use the model's stored running statistics. Writes results.csv (d, final loss,
-train/test accuracy, success, seconds, rank) and accuracy_vs_d.png to the output folder, and
-prints a summary.
+Training is full-batch (the whole training split, or dataset.max_samples of it, in chunks of
+batch_size). BN nets train in train mode, as Li et al. trained theirs: each chunk is normalised
+by its own batch statistics, and the accuracies are measured in eval mode with running
+statistics recomputed from the training split at the final θ. With `baseline` (default) every
+parameter is also trained directly, with the same Adam steps and schedule: the full model's
+accuracy, 90% of which defines d_int90, the smallest d of dims whose test accuracy reaches it
+(Li et al. 2018). Writes results.csv (d, final loss, train/test accuracy, success, seconds,
+rank, full = 1 for the baseline row) and accuracy_vs_d.png to the output folder, and prints a
+summary.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -40,9 +42,16 @@ from landscape_hpc.config import IntrinsicDimConfig
 from landscape_hpc.data import Split
 from landscape_hpc.devices import rank_device
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.evaluate import LOSSES, is_loss_output
+from landscape_hpc.evaluate import (
+    LOSSES,
+    has_bn,
+    is_loss_output,
+    recompute_bn_state,
+    train_mode_copy,
+)
 from landscape_hpc.flat import LossFn, flat_loss
 from landscape_hpc.geometry.app import Report, experiment_main
+from landscape_hpc.geometry.projection import train_in_subspace
 from landscape_hpc.problem import Problem, load_problem
 
 log = logging.getLogger(__name__)
@@ -50,127 +59,25 @@ log = logging.getLogger(__name__)
 #: nonzeros of each row of a sparse projection (one row per parameter; fewer when d is smaller)
 SPARSE_NONZEROS_PER_ROW = 4
 _JOB_KEY = "subspace_job"
-CSV_FIELDS = ("d", "final_loss", "train_acc", "test_acc", "success", "seconds", "rank")
+#: the task of the baseline run: every parameter trained (its row's d is the parameter count)
+FULL = 0
+CSV_FIELDS = ("d", "final_loss", "train_acc", "test_acc", "success", "seconds", "rank", "full")
+#: d_int90: the smallest d reaching this fraction of the full model's test accuracy
+D_INT_FRACTION = 0.9
+
+
+def d_int(rows: list[dict[str, Any]], fraction: float = D_INT_FRACTION) -> Optional[int]:
+    """The smallest subspace d whose test accuracy reaches `fraction` of the full model's (the
+    row with full = 1); None without a baseline, a classifier's accuracy, or such a d."""
+    base = [r["test_acc"] for r in rows if r.get("full") == 1]
+    if not base or not np.isfinite(base[0]):
+        return None
+    hits = [r["d"] for r in rows if r.get("full") != 1 and r["test_acc"] >= fraction * base[0]]
+    return min(hits) if hits else None
 
 
 # ---------------------------------------------------------------------------------------------
 # the maths: projections and training of c
-
-
-class DenseProjection:
-    """P (P_params × d) with i.i.d. Gaussian columns scaled to unit norm, stored as (d, P_params).
-
-    Drawn row by row of the stored (d, P) matrix, so the first d columns are the same for every
-    larger d with the same seed: the hyperplanes of one seed are nested.
-    """
-
-    def __init__(self, num_params: int, d: int, generator: torch.Generator, like: Tensor):
-        basis = torch.randn(d, num_params, generator=generator, dtype=torch.float64)  # (d, P)
-        basis /= basis.norm(dim=1, keepdim=True)
-        self.basis = basis.to(device=like.device, dtype=like.dtype)
-
-    def __call__(self, c: Tensor) -> Tensor:
-        return c @ self.basis  # (P,)
-
-
-class SparseProjection:
-    """A sparse P (Li et al. 2018, sec. 2: sparse random projections instead of a dense P):
-    every parameter's row holds ±1 in min(SPARSE_NONZEROS_PER_ROW, d) distinct random columns,
-    and the columns are scaled to unit norm.
-
-    Only the nonzeros are stored, (rows, cols, values) of length P_params · nonzeros; P·c is
-    one gather and one scatter-add, never a dense P_params × d matrix.
-    """
-
-    def __init__(self, num_params: int, d: int, generator: torch.Generator, like: Tensor):
-        per_row = min(SPARSE_NONZEROS_PER_ROW, d)
-        cols = _distinct_columns(num_params, d, per_row, generator).reshape(-1)  # (P·k,)
-        rows = torch.arange(num_params).repeat_interleave(per_row)
-        signs = torch.randint(0, 2, (num_params * per_row,), generator=generator) * 2 - 1
-        values = signs.to(torch.float64)
-        col_norm = torch.zeros(d, dtype=torch.float64).index_add_(0, cols, values**2).sqrt()
-        # a column no parameter drew would be zero: P would have rank < d (rare for small P)
-        values = values / col_norm.clamp_min(1e-12)[cols]
-        self.num_params = num_params
-        self.rows = rows.to(like.device)
-        self.cols = cols.to(like.device)
-        self.values = values.to(device=like.device, dtype=like.dtype)
-
-    def __call__(self, c: Tensor) -> Tensor:
-        out = c.new_zeros(self.num_params)
-        return out.index_add(0, self.rows, self.values * c[self.cols])  # (P,)
-
-
-def _distinct_columns(rows: int, d: int, k: int, generator: torch.Generator) -> Tensor:
-    """(rows, k) column indices, each row a uniform random k-subset of range(d): Floyd's
-    algorithm, vectorised over rows (k steps, no (rows, d) matrix)."""
-    chosen = torch.empty(rows, k, dtype=torch.long)
-    for i, j in enumerate(range(d - k, d)):
-        t = (torch.rand(rows, generator=generator, dtype=torch.float64) * (j + 1)).long()
-        taken = (chosen[:, :i] == t[:, None]).any(dim=1)
-        chosen[:, i] = torch.where(taken, torch.full_like(t, j), t)
-    return chosen
-
-
-@dataclass
-class SubspaceResult:
-    """The outcome of training c in one random d-dimensional hyperplane."""
-
-    d: int
-    final_loss: float  # loss at the final θ
-    c: Tensor  # (d,) coordinates of the final point
-    theta: Tensor  # (P,) the final weights θ0 + P·c
-    losses: list[float] = field(default_factory=list)  # loss before each Adam step
-    seconds: float = 0.0
-
-
-def train_in_subspace(
-    loss_fn: Callable[[Tensor], Tensor],
-    theta0: Tensor,
-    d: int,
-    *,
-    sparse: bool = False,
-    steps: int = 500,
-    lr: float = 1e-2,
-    seed: int = 0,
-) -> SubspaceResult:
-    """Minimises loss_fn(θ0 + P·c) over c ∈ R^d, from c = 0, by `steps` Adam steps.
-
-    loss_fn maps a flat θ (P,) to a scalar (a flat.LossFn). P is a random projection with
-    unit-norm columns drawn from `seed` (dense Gaussian, or sparse with a few nonzeros per row).
-    The learning rate follows a cosine decay from `lr` to 0, so the last iterate settles instead
-    of circling the minimum at the step size (the wedge loss is a norm: its gradient never
-    shrinks). Raises UserError when d is not in [1, P].
-    """
-    num_params = theta0.numel()
-    if not 1 <= d <= num_params:
-        raise UserError(
-            f"subspace dimension d={d} must lie in [1, {num_params}], the number of trained "
-            "parameters; drop it from dims"
-        )
-    if steps < 0:
-        raise UserError(f"steps={steps} must be zero or positive")
-    start = time.perf_counter()
-    theta0 = theta0.detach().reshape(-1)
-    generator = torch.Generator().manual_seed(seed)
-    projection = (SparseProjection if sparse else DenseProjection)(num_params, d, generator, theta0)
-    c = torch.zeros(d, dtype=theta0.dtype, device=theta0.device, requires_grad=True)
-    optimizer = torch.optim.Adam([c], lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
-    )
-    losses: list[float] = []
-    for _ in range(steps):
-        loss = loss_fn(theta0 + projection(c))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-    with torch.no_grad():
-        theta = theta0 + projection(c)
-        final = float(loss_fn(theta))
-    return SubspaceResult(d, final, c.detach(), theta.detach(), losses, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,15 +98,15 @@ class IntrinsicDimJob:
         self.keys = self.problem.param_keys
 
     def loss_fn(self) -> LossFn:
+        """The full-batch training loss of a flat θ; BN nets in train mode (batch statistics
+        of each chunk of batch_size samples, no running statistics)."""
         train = self.problem.splits["train"]
+        model, state = self.problem.model, self.state
+        if has_bn(model):
+            model = train_mode_copy(model, track_running_stats=False)
+            state = {k: v for k, v in state.items() if k in model.state_dict()}
         loss, _ = flat_loss(
-            self.problem.model,
-            self.state,
-            self.keys,
-            train.inputs,
-            train.labels,
-            self.cfg.batch_size,
-            self.cfg.loss,
+            model, state, self.keys, train.inputs, train.labels, self.cfg.batch_size, self.cfg.loss
         )
         return loss
 
@@ -211,6 +118,9 @@ class IntrinsicDimJob:
         if is_loss_output(self.problem.model):
             return float("nan")
         weights = {**self.state, **params.unflatten(theta, self.state, self.keys)}
+        if has_bn(self.problem.model):  # the statistics of the final θ, not of θ0
+            train = self.problem.splits["train"].inputs
+            weights = recompute_bn_state(self.problem.model, weights, train, self.cfg.batch_size)
         correct, n, size = 0, len(split.labels), self.cfg.batch_size
         with torch.no_grad():
             for i in range(0, n, size):
@@ -219,6 +129,7 @@ class IntrinsicDimJob:
         return 100.0 * correct / n
 
     def run(self, d: int) -> dict[str, Any]:
+        """One training run: in a random d-plane, or (d = 0) of every parameter directly."""
         cfg = self.cfg
         result = train_in_subspace(
             self.loss_fn(),
@@ -228,9 +139,11 @@ class IntrinsicDimJob:
             steps=cfg.steps,
             lr=cfg.lr,
             seed=cfg.seed,
+            full=d == FULL,
         )
         row = {
-            "d": d,
+            "d": result.d,
+            "full": int(d == FULL),
             "final_loss": result.final_loss,
             "train_acc": self.accuracy(result.theta, self.problem.splits["train"]),
             "test_acc": self.accuracy(result.theta, self.problem.splits["test"]),
@@ -283,19 +196,20 @@ def run_subspace(cfg: IntrinsicDimConfig, comm: Any = None) -> Optional[list[dic
     check_config(cfg)
     job = setup_job(cfg, rank_device(comm, cfg.device))
     rows = []
-    describe = lambda d: f"subspace d={d}"  # noqa: E731
+    describe = lambda d: "every parameter (baseline)" if d == FULL else f"subspace d={d}"  # noqa: E731
+    tasks = [*([FULL] if cfg.baseline else []), *cfg.dims]  # the longest first
     with parallel.worker_pool(_JOB_KEY, job):
-        for result in parallel.run_tasks(comm, _train_task, list(cfg.dims), describe):
+        for result in parallel.run_tasks(comm, _train_task, tasks, describe):
             rows.append({**result.value, "rank": result.rank})
             log.info(
                 "d=%d: final loss %.4g, test acc %s (rank %d, %.1f s)",
-                result.task,
+                result.value["d"],
                 result.value["final_loss"],
                 f"{result.value['test_acc']:.2f}%",
                 result.rank,
                 result.seconds,
             )
-    return sorted(rows, key=lambda r: r["d"]) if rank == 0 else None
+    return sorted(rows, key=lambda r: (r["full"], r["d"])) if rank == 0 else None
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -311,7 +225,8 @@ def summarize(rows: list[dict[str, Any]], cfg: IntrinsicDimConfig) -> str:
     kind = "sparse" if cfg.sparse else "dense"
     lines = [f"subspace training, {cfg.model.name}, {kind} projections, {cfg.steps} Adam steps:"]
     for r in rows:
-        text = f"  d={r['d']:>6}: final loss {r['final_loss']:.4g}"
+        name = "every parameter" if r["full"] else f"d={r['d']:>6}"
+        text = f"  {name}: final loss {r['final_loss']:.4g}"
         if np.isfinite(r["test_acc"]):
             text += f", train acc {r['train_acc']:.2f}%, test acc {r['test_acc']:.2f}%"
         if r["success"] != "":
@@ -324,6 +239,12 @@ def summarize(rows: list[dict[str, Any]], cfg: IntrinsicDimConfig) -> str:
         flip = wedge_flip(cfg)
         if flip is not None:
             lines.append(f"  D - n = {flip} (where the paper's toy model flips)")
+    full = [r for r in rows if r["full"]]
+    if full and np.isfinite(full[0]["test_acc"]):
+        level = D_INT_FRACTION * full[0]["test_acc"]
+        found = d_int(rows)
+        what = f"d={found}" if found is not None else "not reached by any d of dims"
+        lines.append(f"  d_int90 (test accuracy ≥ {level:.2f}%, 90% of the full model's): {what}")
     return "\n".join(lines)
 
 
@@ -348,7 +269,7 @@ def _command(cfg: IntrinsicDimConfig, comm: Any) -> Optional[Report]:
         from landscape_hpc.geometry import figures
 
         png = figures.plot_intrinsic_dim(
-            rows, out / "accuracy_vs_d.png", title, threshold, wedge_flip(cfg)
+            rows, out / "accuracy_vs_d.png", title, threshold, wedge_flip(cfg), d_int(rows)
         )
         files.append(png)
     return Report(summarize(rows, cfg), files)
