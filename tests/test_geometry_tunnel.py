@@ -24,7 +24,7 @@ from landscape_hpc.config import (
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry import hyperplane as hp
-from landscape_hpc.geometry.connector import run_connector
+from landscape_hpc.geometry.connector import run_connector, summarize_connector, write_connector
 from landscape_hpc.geometry.tunnel import run_tunnel, write_tunnel
 from landscape_hpc.models import build_model
 from landscape_hpc.models.nwedge import wedge_distance
@@ -214,6 +214,38 @@ def test_connector_of_three_nets_is_below_the_linear_simplex(
     np.testing.assert_allclose(connector[:3], linear[:3], rtol=1e-6)  # the optima
     assert connector.max() < linear.max()
     assert (connector[3:] < linear[3:]).all()
+    # the whole polytope, on a grid 4 times finer (resolution 8: 45 points)
+    assert result.dense_grid.shape == (45, 3)
+    dense_linear, dense_connector = (
+        result.dense_metrics["train"][k][0] for k in ("linear", "connector")
+    )
+    at_grid = [int(np.flatnonzero((result.dense_grid == g).all(axis=1))[0]) for g in result.grid]
+    np.testing.assert_allclose(dense_connector[at_grid], connector, rtol=1e-5)  # the same points
+    np.testing.assert_allclose(dense_linear[at_grid], linear, rtol=1e-5)
+    assert dense_connector.max() >= connector.max() - 1e-6  # the grid is part of the polytope
+    assert dense_connector.max() < dense_linear.max()
+    files = write_connector(result, tmp_path)
+    dense_rows = np.genfromtxt(files[1], delimiter=",", names=True)
+    np.testing.assert_allclose(dense_rows["train_loss_connector"], dense_connector, rtol=1e-6)
+    assert "over 45 points of the finer grid" in summarize_connector(result)
+
+
+@pytest.mark.parametrize(("m", "resolution"), [(2, 4), (3, 4), (4, 3)])
+def test_simplex_interpolation_is_piecewise_linear_on_the_grid(m: int, resolution: int) -> None:
+    grid = hp.simplex_grid(m, resolution)
+    rng = np.random.default_rng(0)
+    points = np.concatenate([hp.simplex_grid(m, 4 * resolution), rng.dirichlet(np.ones(m), 40)])
+    w = hp.simplex_interpolation(points, grid, resolution)
+    assert (w >= 0).all() and ((w > 0).sum(axis=1) <= m).all()  # one small simplex each
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(w @ grid, points, atol=1e-12)  # linear functions exactly
+    np.testing.assert_array_equal(
+        hp.simplex_interpolation(grid, grid, resolution), np.eye(len(grid))
+    )
+    # the vertices a point uses are neighbours: one grid step apart at most
+    for row in w:
+        used = grid[row > 0] * resolution
+        assert np.abs(used[:, None] - used[None]).max() <= 1 + 1e-9
 
 
 def test_optima_of_different_architectures_are_refused(optima: list[str], tmp_path: Path) -> None:

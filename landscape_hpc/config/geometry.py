@@ -68,6 +68,9 @@ class ConnectorConfig(HullConfig):
 
     # grid of the simplex: barycentric coordinates in steps of 1/resolution
     resolution: int = 4
+    # the connector (the polytope the optimised points span) and the linear simplex are also
+    # evaluated on a finer grid, each grid step split this many times (0 = the grid only)
+    dense: int = 4
 
 
 @dataclass

@@ -10,9 +10,16 @@ simplex (Σ λ_j θ_j) and on the connector (the optimised points), and their ma
     mpirun -n 4 python -m landscape_hpc.geometry connector optima=[a.pt,b.pt,c.pt,d.pt] \\
         model=resnet20 dataset=cifar10 dataset.root=~/data hyperplane.steps=2000 device=cuda
 
-One pool task per non-vertex grid point, then the evaluation in chunks of grid points. Writes
-connector.csv (one row per grid point: λ, loss and accuracy linear and connector per split) and
-connector.png (m = 3: both triangles coloured by loss; any m: loss per grid point) to out_dir.
+The paper's claim is about the whole connector, not only its optimised points: with `dense`
+(default 4) the polytope the optimised points span (each small simplex of the grid between
+them, interpolated piecewise linearly: hyperplane.simplex_interpolation) and the linear simplex
+are also evaluated on a grid `dense` times finer, and the summary gives the largest loss and the
+distribution (median, 90th percentile) over it.
+
+One pool task per non-vertex grid point, then the evaluation in chunks of points. Writes
+connector.csv (one row per grid point: λ, loss and accuracy linear and connector per split),
+connector_dense.csv (the same per point of the finer grid) and connector.png (m = 3: both
+triangles coloured by loss, over the finer grid; any m: loss per grid point) to out_dir.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from landscape_hpc.geometry.hull import (
     summarize_metrics,
     write_metrics_csv,
 )
-from landscape_hpc.geometry.hyperplane import simplex_grid
+from landscape_hpc.geometry.hyperplane import simplex_grid, simplex_interpolation
 
 
 @dataclass
@@ -44,6 +51,9 @@ class ConnectorResult:
     grid: np.ndarray
     metrics: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
     opt_losses: np.ndarray
+    # the finer grid (N, m) and its metrics, the same kinds; empty with dense=0
+    dense_grid: np.ndarray
+    dense_metrics: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
 
 
 def check_config(cfg: ConnectorConfig) -> None:
@@ -58,6 +68,8 @@ def check_config(cfg: ConnectorConfig) -> None:
         raise UserError(
             f"resolution={cfg.resolution} must be at least 2 (1 leaves only the optima themselves)"
         )
+    if cfg.dense < 0:
+        raise UserError(f"dense={cfg.dense} must be 0 (the grid only) or a positive integer")
 
 
 def run_connector(cfg: ConnectorConfig, comm: Any = None) -> Optional[ConnectorResult]:
@@ -71,19 +83,46 @@ def run_connector(cfg: ConnectorConfig, comm: Any = None) -> Optional[ConnectorR
     k = len(inner)
     deviation = np.zeros((len(grid), k))
     deviation[np.arange(m, len(grid)), np.arange(k)] = 1.0
-    linear = np.concatenate([grid[:, 1:], np.zeros_like(deviation)], axis=1)
-    connector = np.concatenate([grid[:, 1:], deviation], axis=1)
-    hull = run_hull(cfg, comm, inner, {"linear": linear, "connector": connector})
+    coords = _coords(grid, deviation)
+    fine = simplex_grid(m, cfg.resolution * cfg.dense) if cfg.dense else grid[:0]
+    if cfg.dense:
+        # a point of a small simplex deviates by the interpolation of its vertices' deviations
+        weights = simplex_interpolation(fine, grid, cfg.resolution)
+        coords |= {f"{k}_dense": v for k, v in _coords(fine, weights[:, m:]).items()}
+    hull = run_hull(cfg, comm, inner, coords)
     if hull is None:
         return None
-    return ConnectorResult(hull.optima, grid, hull.metrics, hull.opt_losses)
+    coarse = {
+        s: {k: kinds[k] for k in ("linear", "connector")} for s, kinds in hull.metrics.items()
+    }
+    dense = {
+        s: {k.removesuffix("_dense"): v for k, v in kinds.items() if k.endswith("_dense")}
+        for s, kinds in hull.metrics.items()
+    }
+    return ConnectorResult(hull.optima, grid, coarse, hull.opt_losses, fine, dense)
 
 
-def write_connector(result: ConnectorResult, out_dir: Path) -> Path:
+def _coords(points: np.ndarray, deviation: np.ndarray) -> dict[str, np.ndarray]:
+    """Hull coordinates of barycentric points (λ_2..λ_m, then the weights of the optimised
+    points' deviations): on the linear simplex (no deviation) and on the connector."""
+    return {
+        "linear": np.concatenate([points[:, 1:], np.zeros_like(deviation)], axis=1),
+        "connector": np.concatenate([points[:, 1:], deviation], axis=1),
+    }
+
+
+def write_connector(result: ConnectorResult, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     m = result.grid.shape[1]
     header = [f"lambda_{j + 1}" for j in range(m)]
-    return write_metrics_csv(out_dir / "connector.csv", header, list(result.grid.T), result.metrics)
+    files = [
+        write_metrics_csv(out_dir / "connector.csv", header, list(result.grid.T), result.metrics)
+    ]
+    if len(result.dense_grid):
+        path = out_dir / "connector_dense.csv"
+        columns = list(result.dense_grid.T)
+        files.append(write_metrics_csv(path, header, columns, result.dense_metrics))
+    return files
 
 
 def summarize_connector(result: ConnectorResult) -> str:
@@ -93,6 +132,19 @@ def summarize_connector(result: ConnectorResult) -> str:
     lines += summarize_metrics(
         result.metrics, lambda i: f"λ={np.round(result.grid[i], 3).tolist()}"
     )
+    if len(result.dense_grid):
+        n = len(result.dense_grid)
+        lines.append(f"  over {n} points of the finer grid (the whole polytope):")
+        lines += summarize_metrics(
+            result.dense_metrics, lambda i: f"λ={np.round(result.dense_grid[i], 3).tolist()}"
+        )
+        for s, kinds in result.dense_metrics.items():
+            spread = "; ".join(
+                f"{kind} loss median {np.nanmedian(loss):.4g}, 90th percentile "
+                f"{np.nanpercentile(loss, 90):.4g}"
+                for kind, (loss, _) in kinds.items()
+            )
+            lines.append(f"  {s}: {spread}")
     return "\n".join(lines)
 
 
@@ -101,11 +153,14 @@ def _command(cfg: ConnectorConfig, comm: Any) -> Optional[Report]:
     if result is None:
         return None
     out = Path(cfg.out_dir)
-    files = [write_connector(result, out)]
+    files = write_connector(result, out)
     if cfg.plot:
         from landscape_hpc.geometry import figures
 
-        files.append(figures.plot_connector(result.grid, result.metrics, out / "connector.png"))
+        dense = (result.dense_grid, result.dense_metrics) if len(result.dense_grid) else None
+        files.append(
+            figures.plot_connector(result.grid, result.metrics, out / "connector.png", dense)
+        )
     return Report(summarize_connector(result), files)
 
 

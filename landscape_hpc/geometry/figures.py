@@ -193,10 +193,15 @@ def plot_tunnel(
     return _save(fig, path)
 
 
-def plot_connector(grid: np.ndarray, metrics: Metrics, path: Path) -> Path:
-    """m = 3: the linear triangle and the connector coloured by loss (first split, one scale);
-    every m: the loss at each grid point (barycentric `grid` (Q, m)), linear dashed vs connector
-    solid."""
+def plot_connector(
+    grid: np.ndarray,
+    metrics: Metrics,
+    path: Path,
+    dense: Optional[tuple[np.ndarray, Metrics]] = None,
+) -> Path:
+    """m = 3: the linear triangle and the connector coloured by loss (first split, one scale),
+    over the finer grid `dense` (points, metrics) when given; every m: the loss at each grid
+    point (barycentric `grid` (Q, m)), linear dashed vs connector solid."""
     split = next(iter(metrics))
     m = grid.shape[1]
     triangles = m == 3
@@ -218,15 +223,16 @@ def plot_connector(grid: np.ndarray, metrics: Metrics, path: Path) -> Path:
     lines.legend(fontsize=7)
     if triangles:
         # barycentric -> plane: vertices at (0, 0), (1, 0), (1/2, √3/2)
-        x = grid[:, 1] + 0.5 * grid[:, 2]
-        y = (np.sqrt(3) / 2) * grid[:, 2]
+        shown, shown_metrics = dense if dense is not None else (grid, metrics)
+        x = shown[:, 1] + 0.5 * shown[:, 2]
+        y = (np.sqrt(3) / 2) * shown[:, 2]
         tri = Triangulation(x, y)
-        values = [metrics[split][kind][0] for kind in ("linear", "connector")]
+        values = [shown_metrics[split][kind][0] for kind in ("linear", "connector")]
         vmin = min(np.nanmin(v) for v in values)
         vmax = max(np.nanmax(v) for v in values)
         for ax, kind, z in zip(axes[:2], ("linear simplex", "connector"), values):
             image = ax.tripcolor(tri, z, shading="gouraud", vmin=vmin, vmax=vmax, cmap="viridis")
-            ax.plot(x, y, "k.", ms=3)
+            ax.plot(grid[:, 1] + 0.5 * grid[:, 2], (np.sqrt(3) / 2) * grid[:, 2], "k.", ms=3)
             corners = ((0, 0, -12, -10), (1, 0, 12, -10), (0.5, np.sqrt(3) / 2, 0, 5))
             for j, (vx, vy, dx, dy) in enumerate(corners):
                 ax.annotate(

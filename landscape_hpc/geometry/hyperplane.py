@@ -168,6 +168,35 @@ def simplex_grid(m: int, resolution: int) -> np.ndarray:
     return np.concatenate([grid[is_vertex], grid[~is_vertex]])
 
 
+def simplex_interpolation(points: np.ndarray, grid: np.ndarray, resolution: int) -> np.ndarray:
+    """Weights (N, Q) that interpolate values at the barycentric `grid` (Q, m) of
+    simplex_grid(m, resolution) piecewise linearly at `points` (N, m): each point's weights sit
+    on the m vertices of the small simplex holding it (the Freudenthal triangulation of the grid
+    in the coordinates u_k = R·(λ_k + ... + λ_m), k ≥ 2) and sum to 1; Σ_q W[n, q]·grid[q] =
+    points[n] exactly. With the optimised points' positions at the grid, this is the
+    m-connector between them: the polytope their simplices span."""
+    index = {tuple(np.rint(g * resolution).astype(int)): q for q, g in enumerate(grid)}
+    weights = np.zeros((len(points), len(grid)))
+    for n, lam in enumerate(points):
+        u = resolution * np.cumsum(lam[::-1])[::-1][1:]  # (m − 1,), non-increasing
+        base = np.minimum(np.floor(u + 1e-9), resolution - 1).clip(min=0)
+        frac = np.clip(u - base, 0.0, 1.0)
+        order = np.argsort(-frac, kind="stable")
+        vertex = base.copy()
+        for w, step in zip(_freudenthal_weights(frac[order]), [None, *order]):
+            if step is not None:
+                vertex[step] += 1
+            counts = -np.diff(np.concatenate([[resolution], vertex, [0]]))  # back to n_1..n_m
+            weights[n, index[tuple(counts.astype(int))]] += w
+    return weights
+
+
+def _freudenthal_weights(frac_desc: np.ndarray) -> np.ndarray:
+    """The barycentric weights of the Freudenthal simplex's vertices for sorted fractions."""
+    edges = np.concatenate([[1.0], frac_desc, [0.0]])
+    return edges[:-1] - edges[1:]
+
+
 def minibatch_loss(
     model: nn.Module,
     state: Mapping[str, Tensor],
