@@ -47,6 +47,8 @@ def use_mpio(key: str, mode: str) -> bool:
 def check_writable(path: Path, key: str = "out") -> None:
     """Creates the parent folder; a clear error naming config `key` when the file cannot be
     written there."""
+    if path.is_dir():
+        raise UserError(f"{key}={path} is a directory; pass a file path, e.g. {key}={path}/x.h5")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -62,12 +64,41 @@ def open_read(path: str | Path, key: str = "", missing_hint: str = "") -> h5py.F
     given) when it does not exist (then `missing_hint` says how to make it) or is not HDF5."""
     path = Path(path)
     label = f"{key}={path}" if key else str(path)
+    if path.is_dir():
+        raise UserError(f"{label} is a directory, not an HDF5 file; pass the file inside it")
     if not path.is_file():
         raise UserError(f"{label} does not exist" + (f"; {missing_hint}" if missing_hint else ""))
     try:
         return h5py.File(path, "r")
     except OSError:
         raise UserError(f"{label} is not an HDF5 file") from None
+
+
+#: what h5py raises when a file's bytes are damaged (a bad object header, a truncated chunk)
+DAMAGED = (OSError, RuntimeError, KeyError, ValueError)
+
+
+def damaged(path: str | Path, what: str, err: BaseException) -> UserError:
+    """The refusal of a file whose structure h5py cannot read."""
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return UserError(
+        f"{path} is damaged: cannot read {what} ({reason}); remake or replace the file"
+    )
+
+
+def read_array(f: h5py.File, name: str, path: str | Path) -> Any:
+    """The dataset `name` of `f` as an array; a UserError naming it when it is a group or its
+    bytes cannot be read."""
+    try:
+        node = f.get(name)
+        if not isinstance(node, h5py.Dataset):
+            raise UserError(
+                f"{path}: {name} is {'missing' if node is None else 'not a dataset'}; "
+                "it is not a file this program wrote, or it was edited"
+            )
+        return node[()]
+    except DAMAGED as err:
+        raise damaged(path, name, err) from None
 
 
 def fingerprint_diff(

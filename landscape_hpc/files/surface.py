@@ -8,7 +8,7 @@ Layout (README, "The surface file"; readable by loss-landscape's plot scripts):
   attrs: version, config, checkpoint, checkpoint_sha256, dataset, n_<split>, io_driver, created,
          fingerprint (JSON of everything that makes two runs the same job)
 Hessian maps (python -m landscape_hpc.geometry hessian surface=...) add max_eig, min_eig and
-hessian_done: files/hessian_maps.py. `read_source` reads what the file says about the run that
+hessian_done: files/hessian_maps.py. files/source.py reads what the file says about the run that
 made it (grid, model and data set, engine loss, checkpoint) for such commands.
 PCA directions (directions.kind=pca) add the projected training trajectory:
   trajectory/x, trajectory/y (2D only), trajectory/lr  (n,) float64, one entry per checkpoint
@@ -33,9 +33,7 @@ from typing import Any, Optional
 
 import h5py
 import numpy as np
-from omegaconf import OmegaConf
 
-from landscape_hpc.config import DatasetConfig, ModelConfig
 from landscape_hpc.errors import UserError
 from landscape_hpc.files import hdf5
 from landscape_hpc.files.directions import write_directions
@@ -64,55 +62,6 @@ def read_fingerprint(path: Path) -> Optional[dict[str, Any]]:
     with h5py.File(path, "r") as f:
         raw = f.attrs.get("fingerprint")
     return None if raw is None else json.loads(raw)
-
-
-@dataclass
-class SurfaceSource:
-    """What a surface file says about the run that made it: its grid, the model and data set
-    (from its `config` attribute), the engine's loss and BN mode, and the checkpoint (the path
-    and SHA-256 the file names; empty when the model was not loaded from one)."""
-
-    path: Path
-    grid: Grid
-    model: ModelConfig
-    dataset: DatasetConfig
-    loss: str
-    bn: str
-    checkpoint: str
-    checkpoint_sha256: str
-
-
-def read_source(path: Path) -> SurfaceSource:
-    """The grid and the configs stored in the surface file `path` (config key `surface`); a
-    UserError when it is missing, not HDF5, or not a surface file of ours."""
-    hint = "make it with python -m landscape_hpc.surface"
-    with hdf5.open_read(path, "surface", hint) as f:
-        attrs = dict(f.attrs)
-        if "config" not in attrs or "xcoordinates" not in f:
-            raise UserError(
-                f"surface={path} has no `config` attribute or grid: only surface files written "
-                "by python -m landscape_hpc.surface say which model and data they belong to"
-            )
-        x = f["xcoordinates"][()]
-        y = f["ycoordinates"][()] if "ycoordinates" in f else None
-    stored = OmegaConf.create(str(attrs["config"]))
-    model_cfg: ModelConfig = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(ModelConfig), stored.model)
-    )
-    dataset_cfg: DatasetConfig = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(DatasetConfig), stored.dataset)
-    )
-    engine = stored.get("engine", {})
-    return SurfaceSource(
-        path,
-        Grid(np.asarray(x), None if y is None else np.asarray(y)),
-        model_cfg,
-        dataset_cfg,
-        str(engine.get("loss", "ce")),
-        str(engine.get("bn", "eval")),
-        str(attrs.get("checkpoint", "")),
-        str(attrs.get("checkpoint_sha256", "")),
-    )
 
 
 class SurfaceFile:
@@ -148,7 +97,10 @@ class SurfaceFile:
 
         def decide() -> bool:
             _check_existing(path, fingerprint, overwrite)
-            return path.exists() and not overwrite
+            resumed = path.exists() and not overwrite
+            if resumed:
+                _check_layout(path, grid, names)
+            return resumed
 
         def setup(f: h5py.File, resumed: bool) -> None:
             if resumed:
@@ -203,6 +155,11 @@ def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) ->
         raise UserError(
             f"{path} exists and is not an HDF5 file; move it away or pass overwrite=true"
         ) from None
+    except (ValueError, RuntimeError, KeyError):  # json's errors are ValueErrors
+        raise UserError(
+            f"{path}: its fingerprint attribute is damaged (not JSON), so it cannot be resumed; "
+            "choose another out= or pass overwrite=true to replace it"
+        ) from None
     if stored is None:
         raise UserError(
             f"{path} exists but is not a landscape_hpc surface file; "
@@ -214,6 +171,35 @@ def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) ->
             f"{path} was made for another job, so it is not resumed:\n  "
             + "\n  ".join(diff)
             + "\nchoose another out= or pass overwrite=true to replace it"
+        )
+
+
+def _check_layout(path: Path, grid: Grid, names: list[str]) -> None:
+    """A UserError when the file about to be resumed is not what this job writes: every metric
+    float of the grid's shape, `done` an integer mask of it, and no point marked done with
+    nothing written (every metric NaN)."""
+    fix = "choose another out= or pass overwrite=true to recompute it"
+    try:
+        with h5py.File(path, "r") as f:
+            arrays = {name: hdf5.read_array(f, name, path) for name in [*names, "done"]}
+    except hdf5.DAMAGED as err:
+        raise hdf5.damaged(path, "its datasets", err) from None
+    except UserError as err:
+        raise UserError(f"{err}; {fix}") from None
+    for name, values in arrays.items():
+        kind = np.integer if name == "done" else np.floating
+        if values.shape != grid.shape or not np.issubdtype(values.dtype, kind):
+            wanted = "integers" if name == "done" else "floats"
+            raise UserError(
+                f"{path}: {name} is {values.dtype} of shape {values.shape}, not {wanted} of the "
+                f"grid's shape {grid.shape}, so it cannot be resumed; {fix}"
+            )
+    done = arrays.pop("done") != 0
+    empty = done & np.all([np.isnan(v) for v in arrays.values()], axis=0)
+    if empty.any():
+        raise UserError(
+            f"{path}: {int(empty.sum())} points are marked done but hold no value (NaN), so it "
+            f"cannot be resumed; {fix}"
         )
 
 
@@ -290,38 +276,72 @@ class Surface:
 
 
 def read_surface(path: str | Path) -> Surface:
-    """Reads ours or loss-landscape's surface file."""
+    """Reads ours or loss-landscape's surface file; a UserError naming the file when it is not
+    one (a group where an array belongs, arrays of the wrong shape or type, damaged bytes)."""
     path = Path(path)
     with hdf5.open_read(path) as f:
-        if "xcoordinates" not in f:
-            raise UserError(f"{path} has no xcoordinates: it is not a surface file")
-        x = f["xcoordinates"][()]
-        y = f["ycoordinates"][()] if "ycoordinates" in f else None
-        shape = (len(x),) if y is None else (len(y), len(x))
-        legacy = "done" not in f
-        metrics = {}
-        for name in f:
-            if not name.endswith(("_loss", "_acc")) or not isinstance(f[name], h5py.Dataset):
-                continue
-            values = f[name][()].astype(np.float64)
-            if values.size != int(np.prod(shape)):
-                continue
-            # loss-landscape stores (nx, ny) arrays filled in (y, x) row-major order
-            values = values.reshape(shape)
-            if legacy:
-                values[values == -1] = np.nan
-            metrics[name] = values
-        done = f["done"][()] if not legacy else np.isfinite(next(iter(metrics.values()), x))
-        trajectory = (
-            {name: f["trajectory"][name][()] for name in f["trajectory"]}
-            if "trajectory/x" in f
-            else None
+        try:
+            return _read_surface(f, path)
+        except hdf5.DAMAGED as err:
+            raise hdf5.damaged(path, "its surface", err) from None
+
+
+def _read_surface(f: h5py.File, path: Path) -> Surface:
+    if "xcoordinates" not in f:
+        raise UserError(f"{path} has no xcoordinates: it is not a surface file")
+    x = _axis(f, "xcoordinates", path)
+    y = _axis(f, "ycoordinates", path) if "ycoordinates" in f else None
+    shape = (len(x),) if y is None else (len(y), len(x))
+    legacy = "done" not in f
+    metrics = {}
+    for name in f:
+        if not name.endswith(("_loss", "_acc")) or not isinstance(f[name], h5py.Dataset):
+            continue
+        raw = f[name][()]
+        if not np.issubdtype(np.asarray(raw).dtype, np.number):
+            raise UserError(
+                f"{path}: {name} holds {np.asarray(raw).dtype} values, not numbers; it is not "
+                "a surface file this program wrote, or it was edited"
+            )
+        values = np.asarray(raw, dtype=np.float64)
+        if values.size != int(np.prod(shape)):
+            continue
+        # loss-landscape stores (nx, ny) arrays filled in (y, x) row-major order
+        values = values.reshape(shape)
+        if legacy:
+            values[values == -1] = np.nan
+        metrics[name] = values
+    done = (
+        hdf5.read_array(f, "done", path)
+        if not legacy
+        else np.isfinite(next(iter(metrics.values()), x))
+    )
+    trajectory = (
+        {name: hdf5.read_array(f["trajectory"], name, path) for name in f["trajectory"]}
+        if "trajectory/x" in f
+        else None
+    )
+    if trajectory is not None and len({len(np.atleast_1d(v)) for v in trajectory.values()}) > 1:
+        lengths = ", ".join(f"{k}: {len(np.atleast_1d(v))}" for k, v in trajectory.items())
+        raise UserError(
+            f"{path}: the trajectory's datasets differ in length ({lengths}); remake the file"
         )
-        ratio = f.attrs.get("explained_variance_ratio")
+    ratio = f.attrs.get("explained_variance_ratio")
     if not metrics:
         raise UserError(f"{path} holds no *_loss or *_acc metric")
     ratio = None if ratio is None else np.atleast_1d(np.asarray(ratio, dtype=np.float64))
     return Surface(path, x, y, metrics, int(np.sum(done)), legacy, trajectory, ratio)
+
+
+def _axis(f: h5py.File, name: str, path: Path) -> np.ndarray:
+    """A grid axis: a 1D array of finite numbers."""
+    values = np.asarray(hdf5.read_array(f, name, path))
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.number) or values.size == 0:
+        raise UserError(
+            f"{path}: {name} is not a 1D array of numbers (shape {values.shape}, {values.dtype}); "
+            "it is not a surface file this program wrote, or it was edited"
+        )
+    return values.astype(np.float64)
 
 
 def _row_runs(flat: np.ndarray, nx: int):
