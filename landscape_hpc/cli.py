@@ -12,7 +12,9 @@ The Hydra commands (surface, train, mpo, sweep, geometry <experiment>) are built
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -95,12 +97,10 @@ def hydra_command(
     config as its dataclass, then `command(cfg, comm)` on every rank of the MPI world."""
 
     def task(cfg: Any) -> None:
-        from omegaconf import OmegaConf
-
         from landscape_hpc import parallel
 
         def body() -> None:
-            typed = OmegaConf.to_object(cfg)
+            typed = _typed(cfg)
             comm = parallel.world()
             with parallel.abort_on_error(comm):  # one failing rank ends them all, none hangs
                 command(typed, comm)
@@ -125,6 +125,43 @@ def hydra_command(
 
     main.__doc__ = f"Runs the `{config_name}` command (conf/{config_name}.yaml)."
     return main
+
+
+def _typed(cfg: Any) -> Any:
+    """The config as its dataclass; a UserError naming a mandatory key left without a value."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    from landscape_hpc.errors import UserError
+
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as err:
+        key = err.full_key or "a key"
+        raise UserError(
+            f"{key} is required and has no value; pass {key}=... on the command line"
+        ) from None
+    for key, value in _floats(typed, ""):
+        if not math.isfinite(value):
+            raise UserError(f"{key}={value} must be a finite number")
+    return typed
+
+
+def _floats(node: Any, prefix: str) -> list[tuple[str, float]]:
+    """(key, value) of every float in a config dataclass, lists included (not the kwargs a
+    model or data set builder takes: those are the builder's to check)."""
+    if isinstance(node, float):
+        return [(prefix, node)]
+    if isinstance(node, (list, tuple)):
+        return [kv for i, v in enumerate(node) for kv in _floats(v, f"{prefix}[{i}]")]
+    if dataclasses.is_dataclass(node):
+        return [
+            kv
+            for f in dataclasses.fields(node)
+            if f.name != "kwargs"
+            for kv in _floats(getattr(node, f.name), f"{prefix}.{f.name}".lstrip("."))
+        ]
+    return []
 
 
 def share_hydra_run_dir(argv: list[str] | None = None) -> None:

@@ -1,7 +1,8 @@
 """Figures of surfaces (Li et al. 2018 figures; the MPO paper's log-scale heat maps).
 
-Library functions take arrays and a matplotlib Axes; files are read through files/surface.py
-(`read_surface`), and only the command (and `plot_surface_file`) saves figures.
+Library functions take arrays and a matplotlib Axes; files are read through
+files/surface_read.py (`read_surface`), and only the command (and `plot_surface_file`) saves
+figures.
 
     python -m landscape_hpc.plot runs/demo/surface/surface.h5                 # every 2D kind
     python -m landscape_hpc.plot s.h5 --kind contour --vmin 0.1 --vmax 10 --vlevel 0.5
@@ -35,7 +36,7 @@ from matplotlib.colors import LogNorm
 
 from landscape_hpc.cli import exit_status
 from landscape_hpc.errors import UserError
-from landscape_hpc.files.surface import Surface, read_surface
+from landscape_hpc.files.surface_read import Surface, read_surface
 from landscape_hpc.files.vtp import surface_heights, write_vtp
 
 KINDS_2D = ("contour", "filled", "heatmap", "3d")

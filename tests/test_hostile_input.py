@@ -11,6 +11,7 @@ import hashlib
 import os
 import pickle
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -236,6 +237,57 @@ def _flipped(signature: bytes) -> Callable[[Path], list[str]]:
     return setup
 
 
+#: lock files held by this process (the "other run") while a case runs
+_HELD: list[int] = []
+
+
+def _lock(folder: Path) -> list[str]:
+    """s.h5.lock held by this process, as a running surface command holds it."""
+    import fcntl
+
+    fd = os.open(folder / "s.h5.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    _HELD.append(fd)
+    return []
+
+
+def _png_bomb() -> bytes:
+    """A PNG whose header claims 30000×30000 pixels (and holds none)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def _mpo_job(folder: Path) -> Path:
+    job = folder / "job"
+    job.mkdir()
+    (job / "plane.pt").write_bytes(b"the plane of an earlier run")
+    return job
+
+
+def _mpo_checkpoint(folder: Path) -> list[str]:
+    torch.save({"weights": torch.zeros(2)}, _mpo_job(folder) / "checkpoint.pt")
+    return []
+
+
+def _mpo_surface(folder: Path) -> list[str]:
+    (_mpo_job(folder) / "surface.h5").write_text("not HDF5")
+    return []
+
+
+def _truncated_sweep(folder: Path) -> list[str]:
+    data = (folder / "s.h5").read_bytes()
+    (folder / "sweep.h5").write_bytes(data[: len(data) // 3])
+    return []
+
+
 PLOT = ["plot", "s.h5", "--kind", "contour", "--out", "figs"]
 
 CASES = {
@@ -289,6 +341,7 @@ CASES = {
     "surface_out_directory": Case(
         [*surface_cmd(), "out=adir", "overwrite=true"], ["out=adir", "directory"], _mkdir("adir")
     ),
+    "surface_locked": Case(surface_cmd(), ["out=s.h5", f"pid {os.getpid()}", "another run"], _lock),
     "resume_done_wrong_shape": Case(
         surface_cmd(), ["done", "shape"], resumed(_replace("done", np.ones((2, 2), np.uint8)))
     ),
@@ -312,6 +365,36 @@ CASES = {
         ["surface", *TINY, *GRID, "out=new.h5", "directions.load=s.h5"],
         ["directions.load=s.h5", "damaged"],
         _flipped(b"TREE"),
+    ),
+    # geometry, train: a mandatory key left out, a non-finite value, a diverging fit
+    "tunnel_without_optima": Case(["geometry", "tunnel", *TINY], ["optima", "optima=..."]),
+    "width_r_max_inf": Case(
+        ["geometry", "width", *TINY, "optima=[ck.pt]", "r_max=inf"], ["r_max=inf", "finite"]
+    ),
+    "train_diverges": Case(
+        ["train", *TINY, "epochs=2", "lr=1e30", "save_every=0"], ["diverged", "lr"]
+    ),
+    # mpo: a decompression bomb, a mask that would never finish, foreign files in out_dir
+    "mpo_png_bomb": Case(
+        ["mpo", "mask=image", "mask.path=bomb.png", "out_dir=job"],
+        ["mask.path=bomb.png", "too large"],
+        lambda d: (d / "bomb.png").write_bytes(_png_bomb()) and [],
+    ),
+    "mpo_mask_size_huge": Case(
+        ["mpo", "mask=random", "mask.size=100000", "out_dir=job"], ["mask.size=100000", "1024"]
+    ),
+    "mpo_foreign_checkpoint": Case(
+        ["mpo", "steps=2", "out_dir=job"], ["job/checkpoint.pt", "overwrite=true"], _mpo_checkpoint
+    ),
+    "mpo_surface_not_hdf5": Case(
+        ["mpo", "steps=2", "out_dir=job"], ["job/surface.h5", "not an HDF5"], _mpo_surface
+    ),
+    # sweep report: damaged files in the folder
+    "report_truncated_sweep": Case(
+        ["sweep", "report", "."], ["sweep.h5", "damaged"], _truncated_sweep
+    ),
+    "report_bad_metrics_json": Case(
+        ["sweep", "report", "."], ["metrics.json"], _write("metrics.json", b'{"job": [1')
     ),
 }
 
@@ -337,7 +420,7 @@ def test_refused_with_one_line(name: str, base: Path, tmp_path: Path) -> None:
     extra = case.setup(tmp_path)
     before = _snapshot(tmp_path)
     module, *args = case.command
-    if module in ("surface", "geometry", "train", "mpo", "sweep"):
+    if module in ("surface", "geometry", "train", "mpo") or args[:1] == ["run"]:
         args = [*args, f"hydra.run.dir={tmp_path}/run"]
     env = {**os.environ, "MPLBACKEND": "Agg", **case.env}
     r = subprocess.run(
@@ -348,6 +431,8 @@ def test_refused_with_one_line(name: str, base: Path, tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
+    while _HELD:
+        os.close(_HELD.pop())
     out = r.stdout + r.stderr
     assert "Traceback" not in out, out[-3000:]
     assert r.returncode == 2, (r.returncode, out[-3000:])
@@ -357,3 +442,24 @@ def test_refused_with_one_line(name: str, base: Path, tmp_path: Path) -> None:
         assert needle in errors[0], (needle, errors[0])
     assert _snapshot(tmp_path) == before, "a file was changed, created or removed"
     assert not (tmp_path / MARKER).exists(), "the file ran code"
+
+
+def test_a_stale_lock_is_taken_over_with_a_note(base: Path, tmp_path: Path) -> None:
+    """A lock left by a process of this host that is gone: the run takes it over, says so,
+    completes, and removes the lock."""
+    lock = tmp_path / "s.h5.lock"
+    lock.write_text(f"pid 999999 on {socket.gethostname()}\n")
+    args = [*surface_cmd()[1:], f"hydra.run.dir={tmp_path}/run"]
+    r = subprocess.run(
+        [PYTHON, "-m", "landscape_hpc.surface", *args],
+        cwd=tmp_path,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "took over the stale lock of pid 999999" in r.stdout + r.stderr
+    assert not lock.exists()
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert f["done"][()].all()

@@ -12,6 +12,7 @@ tells the others, so no rank is left waiting when the file is refused.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from collections.abc import Callable, Mapping
@@ -121,6 +122,71 @@ def write_header(f: h5py.File, attrs: Mapping[str, Any], collective: bool) -> No
     f.attrs["io_driver"] = "mpio" if collective else "gather"
     for key, value in attrs.items():
         f.attrs[key] = "" if value is None else value
+
+
+class OutputLock:
+    """An advisory lock beside an output file, `<file>.lock`, holding the pid and host of the
+    run writing it, so two runs never compute into one file. `acquire()` refuses (UserError
+    naming the pid and host) while another run holds it; a lock left by a dead process of this
+    host is taken over with a note. Only one process (rank 0) takes it; `release()` removes it.
+    fcntl.flock: the kernel drops the lock of a process that dies, however it dies."""
+
+    def __init__(self, path: Path, key: str = "out") -> None:
+        self.target = Path(path)
+        self.path = self.target.with_name(self.target.name + ".lock")
+        self.key = key
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        import fcntl
+        import socket
+
+        host = socket.gethostname()
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _holder(fd)
+                os.close(fd)
+                raise UserError(
+                    f"{self.key}={self.target} is being written by another run ({holder}, lock "
+                    f"{self.path}); wait for it to end, stop it, or choose another {self.key}="
+                ) from None
+            try:  # the holder may have removed the file between our open and flock
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        previous = _holder(fd)
+        if previous and not previous.endswith(f"on {host}"):
+            os.close(fd)  # another host's run: flock may not reach it (NFS), so never guess
+            raise UserError(
+                f"{self.key}={self.target} is locked by a run on another machine ({previous}, "
+                f"lock {self.path}); if that run is over, delete {self.path}"
+            )
+        if previous:
+            print(f"note: took over the stale lock of {previous} (no longer running)", flush=True)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {host}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
+
+
+def _holder(fd: int) -> str:
+    """What a lock file says: "pid N on HOST" (empty when it is new)."""
+    try:
+        return os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def open_shared(

@@ -64,11 +64,39 @@ def read_fingerprint(path: Path) -> Optional[dict[str, Any]]:
     return None if raw is None else json.loads(raw)
 
 
+def existing_fingerprint(path: Path, key: str) -> Optional[dict[str, Any]]:
+    """read_fingerprint of a file a command is about to resume or replace (None when absent or
+    not ours); a UserError naming config `key` when it is not HDF5 or its fingerprint is not
+    JSON, before the command writes anything."""
+    if not path.exists():
+        return None
+    try:
+        return read_fingerprint(path)
+    except OSError:
+        raise UserError(
+            f"{path} exists and is not an HDF5 file; move it away, choose another {key}= or "
+            "pass overwrite=true"
+        ) from None
+    except (ValueError, RuntimeError, KeyError):
+        raise UserError(
+            f"{path}: its fingerprint attribute is damaged (not JSON); move it away, choose "
+            f"another {key}= or pass overwrite=true"
+        ) from None
+
+
 class SurfaceFile:
     """An open surface file. Create or resume with `SurfaceFile.open(...)`; close in `finally`."""
 
-    def __init__(self, f: h5py.File, grid: Grid, names: list[str], collective: bool = False):
+    def __init__(
+        self,
+        f: h5py.File,
+        grid: Grid,
+        names: list[str],
+        collective: bool = False,
+        lock: Optional[hdf5.OutputLock] = None,
+    ):
         self.f = f
+        self.lock = lock  # held on rank 0 while the file is open
         self.grid = grid
         self.names = names
         # opened with driver='mpio' by every rank (never ask f.driver: that call is collective)
@@ -95,11 +123,19 @@ class SurfaceFile:
         path = Path(path)
         names = metric_names(splits)
 
+        lock = hdf5.OutputLock(path)  # taken on rank 0 only, in decide()
+
         def decide() -> bool:
-            _check_existing(path, fingerprint, overwrite)
-            resumed = path.exists() and not overwrite
-            if resumed:
-                _check_layout(path, grid, names)
+            hdf5.check_writable(path)
+            lock.acquire()
+            try:
+                _check_existing(path, fingerprint, overwrite)
+                resumed = path.exists() and not overwrite
+                if resumed:
+                    _check_layout(path, grid, names)
+            except BaseException:
+                lock.release()
+                raise
             return resumed
 
         def setup(f: h5py.File, resumed: bool) -> None:
@@ -111,8 +147,15 @@ class SurfaceFile:
             f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
             hdf5.write_header(f, attrs, collective and comm is not None)
 
-        f = hdf5.open_shared(path, comm, collective, decide, setup)
-        return None if f is None else cls(f, grid, names, collective and comm is not None)
+        try:
+            f = hdf5.open_shared(path, comm, collective, decide, setup)
+        except BaseException:
+            lock.release()
+            raise
+        if f is None:
+            lock.release()
+            return None
+        return cls(f, grid, names, collective and comm is not None, lock)
 
     def pending(self) -> np.ndarray:
         """Flat indices of the points not done yet, ascending."""
@@ -142,6 +185,8 @@ class SurfaceFile:
     def close(self) -> None:
         if self.f.id.valid:
             self.f.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
@@ -251,97 +296,6 @@ def read_trajectory(path: str | Path) -> Optional[Trajectory]:
             datasets,
             np.full(d, np.nan) if ratio is None else np.asarray(ratio, np.float64),
         )
-
-
-# --- reading: ours, and loss-landscape's layout --------------------------------------------
-
-
-@dataclass
-class Surface:
-    """A surface file's grid and metrics; metrics are (ny, nx) or (nx,), NaN where not computed."""
-
-    path: Path
-    x: np.ndarray
-    y: Optional[np.ndarray]
-    metrics: dict[str, np.ndarray]
-    n_done: int
-    legacy: bool  # loss-landscape's layout (no `done`; -1 meant not computed)
-    # PCA directions: trajectory/{x, y, epoch, lr} (n,) and the variance ratio of each direction
-    trajectory: Optional[dict[str, np.ndarray]] = None
-    explained_variance_ratio: Optional[np.ndarray] = None
-
-    @property
-    def size(self) -> int:
-        return len(self.x) * (1 if self.y is None else len(self.y))
-
-
-def read_surface(path: str | Path) -> Surface:
-    """Reads ours or loss-landscape's surface file; a UserError naming the file when it is not
-    one (a group where an array belongs, arrays of the wrong shape or type, damaged bytes)."""
-    path = Path(path)
-    with hdf5.open_read(path) as f:
-        try:
-            return _read_surface(f, path)
-        except hdf5.DAMAGED as err:
-            raise hdf5.damaged(path, "its surface", err) from None
-
-
-def _read_surface(f: h5py.File, path: Path) -> Surface:
-    if "xcoordinates" not in f:
-        raise UserError(f"{path} has no xcoordinates: it is not a surface file")
-    x = _axis(f, "xcoordinates", path)
-    y = _axis(f, "ycoordinates", path) if "ycoordinates" in f else None
-    shape = (len(x),) if y is None else (len(y), len(x))
-    legacy = "done" not in f
-    metrics = {}
-    for name in f:
-        if not name.endswith(("_loss", "_acc")) or not isinstance(f[name], h5py.Dataset):
-            continue
-        raw = f[name][()]
-        if not np.issubdtype(np.asarray(raw).dtype, np.number):
-            raise UserError(
-                f"{path}: {name} holds {np.asarray(raw).dtype} values, not numbers; it is not "
-                "a surface file this program wrote, or it was edited"
-            )
-        values = np.asarray(raw, dtype=np.float64)
-        if values.size != int(np.prod(shape)):
-            continue
-        # loss-landscape stores (nx, ny) arrays filled in (y, x) row-major order
-        values = values.reshape(shape)
-        if legacy:
-            values[values == -1] = np.nan
-        metrics[name] = values
-    done = (
-        hdf5.read_array(f, "done", path)
-        if not legacy
-        else np.isfinite(next(iter(metrics.values()), x))
-    )
-    trajectory = (
-        {name: hdf5.read_array(f["trajectory"], name, path) for name in f["trajectory"]}
-        if "trajectory/x" in f
-        else None
-    )
-    if trajectory is not None and len({len(np.atleast_1d(v)) for v in trajectory.values()}) > 1:
-        lengths = ", ".join(f"{k}: {len(np.atleast_1d(v))}" for k, v in trajectory.items())
-        raise UserError(
-            f"{path}: the trajectory's datasets differ in length ({lengths}); remake the file"
-        )
-    ratio = f.attrs.get("explained_variance_ratio")
-    if not metrics:
-        raise UserError(f"{path} holds no *_loss or *_acc metric")
-    ratio = None if ratio is None else np.atleast_1d(np.asarray(ratio, dtype=np.float64))
-    return Surface(path, x, y, metrics, int(np.sum(done)), legacy, trajectory, ratio)
-
-
-def _axis(f: h5py.File, name: str, path: Path) -> np.ndarray:
-    """A grid axis: a 1D array of finite numbers."""
-    values = np.asarray(hdf5.read_array(f, name, path))
-    if values.ndim != 1 or not np.issubdtype(values.dtype, np.number) or values.size == 0:
-        raise UserError(
-            f"{path}: {name} is not a 1D array of numbers (shape {values.shape}, {values.dtype}); "
-            "it is not a surface file this program wrote, or it was edited"
-        )
-    return values.astype(np.float64)
 
 
 def _row_runs(flat: np.ndarray, nx: int):
