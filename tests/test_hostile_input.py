@@ -342,6 +342,21 @@ CASES = {
         [*surface_cmd(), "out=adir", "overwrite=true"], ["out=adir", "directory"], _mkdir("adir")
     ),
     "surface_locked": Case(surface_cmd(), ["out=s.h5", f"pid {os.getpid()}", "another run"], _lock),
+    "surface_misspelled_key": Case(["surface", "gird.x=[0,1,2]"], ["gird.x", "spelling"]),
+    "surface_wrong_type": Case(["surface", "grid.x=abc"], ["grid.x=abc"]),
+    "hessian_wrong_type": Case(["geometry", "hessian", "lanczos_steps=abc"], ["lanczos_steps"]),
+    "directions_model2_missing": Case(
+        [
+            "surface",
+            *TINY,
+            "grid.x=[-1,1,3]",
+            "grid.y=null",
+            "out=new.h5",
+            "directions.kind=models",
+            "directions.model2=no.pt",
+        ],
+        ["directions.model2='no.pt'"],
+    ),
     "resume_done_wrong_shape": Case(
         surface_cmd(), ["done", "shape"], resumed(_replace("done", np.ones((2, 2), np.uint8)))
     ),

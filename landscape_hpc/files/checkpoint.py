@@ -93,7 +93,9 @@ def load_into(model: nn.Module, state: Mapping[str, Tensor], source: str) -> Non
     model.load_state_dict(dict(state), strict=True)
 
 
-def _find_state_dict(loaded: Any, path: str, key: str = "model.checkpoint") -> dict[str, Tensor]:
+def _find_state_dict(
+    loaded: Any, path: str, config_key: str = "model.checkpoint"
+) -> dict[str, Tensor]:
     """The state_dict inside a loaded checkpoint object, whatever the layout."""
     if isinstance(loaded, nn.Module):
         return loaded.state_dict()
@@ -107,7 +109,7 @@ def _find_state_dict(loaded: Any, path: str, key: str = "model.checkpoint") -> d
     if isinstance(loaded, Mapping) and _is_state_dict(loaded) and loaded:
         return dict(loaded)
     raise UserError(
-        f"{key}={path!r} holds no state_dict: expected a dict of tensors, or a dict "
+        f"{config_key}={path!r} holds no state_dict: expected a dict of tensors, or a dict "
         f"holding one under {' or '.join(repr(key) for key in WRAPPER_KEYS)}; found "
         f"{_describe(loaded)}. Save the weights with torch.save(model.state_dict(), path)"
     )

@@ -143,6 +143,9 @@ def _command_line_trust(
             "the command line only if you trust that checkpoint"
         )
     model = dataclasses.replace(model, trust_checkpoint=trust)
+    # nor may it make torchvision download into a folder it names
+    download = bool(cli_dataset is not None and cli_dataset.download)
+    dataset = dataclasses.replace(dataset, download=download)
     for key, stored, cli in (("model", model, cli_model), ("dataset", dataset, cli_dataset)):
         if stored.name != "custom" and stored.target is None:
             continue
