@@ -478,3 +478,27 @@ def test_a_stale_lock_is_taken_over_with_a_note(base: Path, tmp_path: Path) -> N
     assert not lock.exists()
     with h5py.File(tmp_path / "s.h5", "r") as f:
         assert f["done"][()].all()
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun is not installed")
+def test_a_refusal_under_mpirun_is_printed_once_without_mpi_abort(base: Path, tmp_path) -> None:
+    """Rank 0 refuses the file (made for another grid) and tells every rank: one `error:`,
+    exit status 2, no MPI_ABORT of the others, the file unchanged."""
+    before = _sha(_copy(base, tmp_path))
+    args = [*surface_cmd("grid.x=[-1,1,5]")[1:], f"hydra.run.dir={tmp_path}/run"]
+    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    r = subprocess.run(
+        ["mpirun", "-n", "3", "--oversubscribe", PYTHON, "-m", "landscape_hpc.surface", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode == 2, out[-3000:]
+    assert [line for line in out.splitlines() if line.startswith("error")] == [
+        "error: s.h5 was made for another job, so it is not resumed:"
+    ], out[-3000:]
+    assert "MPI_ABORT" not in out and "Traceback" not in out
+    assert _sha(tmp_path / "s.h5") == before
