@@ -502,3 +502,28 @@ def test_a_refusal_under_mpirun_is_printed_once_without_mpi_abort(base: Path, tm
     ], out[-3000:]
     assert "MPI_ABORT" not in out and "Traceback" not in out
     assert _sha(tmp_path / "s.h5") == before
+
+
+def test_what_a_file_asks_for_is_granted_by_the_command_line_only(base: Path, tmp_path) -> None:
+    """read_surface_source: the stored trust and custom target are accepted when the command line
+    passes the same (and then the command line's are used), refused otherwise."""
+    from landscape_hpc.config import DatasetConfig
+    from landscape_hpc.errors import UserError
+    from landscape_hpc.files.source import read_surface_source
+
+    path = _copy(base, tmp_path)
+    plain = ModelConfig(name="mlp")
+    source = read_surface_source(path, plain, DatasetConfig())
+    assert source.model.name == "mlp" and not source.model.trust_checkpoint
+    _config_edit(tmp_path, model={"trust_checkpoint": True}, dataset={"download": True})
+    with pytest.raises(UserError, match=r"model\.trust_checkpoint=true"):
+        read_surface_source(path, plain, DatasetConfig())
+    trusted = ModelConfig(name="mlp", trust_checkpoint=True)
+    source = read_surface_source(path, trusted, DatasetConfig())
+    assert source.model.trust_checkpoint and not source.dataset.download
+    _config_edit(tmp_path, model={"name": "custom", "target": "pkg.build"})
+    for cli in (trusted, ModelConfig(name="custom", target="pkg.other", trust_checkpoint=True)):
+        with pytest.raises(UserError, match=r"model=custom model\.target=pkg\.build"):
+            read_surface_source(path, cli, DatasetConfig())
+    cli = ModelConfig(name="custom", target="pkg.build", trust_checkpoint=True)
+    assert read_surface_source(path, cli, DatasetConfig()).model.target == "pkg.build"

@@ -99,11 +99,17 @@ class HessianMaps:
 
 def _check_settings(path: Path, fingerprint: dict[str, Any]) -> None:
     """A UserError when the file holds maps made with other settings."""
-    with h5py.File(path, "r") as f:
-        if MAX_EIG not in f:
-            return
-        raw = f[MAX_EIG].attrs.get(FINGERPRINT_ATTR)
-    stored = json.loads(raw) if raw is not None else {}
+    try:
+        with h5py.File(path, "r") as f:
+            if MAX_EIG not in f:
+                return
+            raw = f[MAX_EIG].attrs.get(FINGERPRINT_ATTR)
+        stored = json.loads(raw) if raw is not None else {}
+    except hdf5.DAMAGED as err:  # json's errors are ValueErrors
+        raise UserError(
+            f"the Hessian maps in {path} cannot be read ({str(err).splitlines()[0]}); pass "
+            "overwrite=true to recompute them (other datasets are kept)"
+        ) from None
     if stored != fingerprint:
         diff = hdf5.fingerprint_diff(stored, fingerprint)
         raise UserError(
