@@ -125,17 +125,16 @@ def hydra_command(
         if problem is not None:
             from mpi4py import MPI
 
+            from landscape_hpc.errors import USER_ERROR_EXIT
+
             if MPI.COMM_WORLD.Get_rank() == 0:  # every rank finds it: one says it
                 print(f"error: {problem}", file=sys.stderr, flush=True)
-            sys.exit(USER_ERROR_EXIT_CODE)
+            sys.exit(USER_ERROR_EXIT)
         hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)()
 
     main.__doc__ = f"Runs the `{config_name}` command (conf/{config_name}.yaml)."
     return main
 
-
-#: errors.USER_ERROR_EXIT (cli imports the package lazily: it is imported by every command)
-USER_ERROR_EXIT_CODE = 2
 
 #: Hydra's lines that say nothing about the mistake
 _HYDRA_NOISE = ("See https", "Set the environment", "full_key", "reference_type", "object_type")

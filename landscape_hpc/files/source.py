@@ -51,14 +51,18 @@ def read_surface_source(
     refused unless the command line passes the same (and then the command line's is used)."""
     hint = "make it with python -m landscape_hpc.surface"
     with hdf5.open_read(path, "surface", hint) as f:
-        attrs = dict(f.attrs)
-        if "config" not in attrs or "xcoordinates" not in f:
-            raise UserError(
-                f"surface={path} has no `config` attribute or grid: only surface files written "
-                "by python -m landscape_hpc.surface say which model and data they belong to"
-            )
-        x = hdf5.read_array(f, "xcoordinates", path)
-        y = hdf5.read_array(f, "ycoordinates", path) if "ycoordinates" in f else None
+        try:
+            attrs = dict(f.attrs)
+            if "config" not in attrs or "xcoordinates" not in f:
+                raise UserError(
+                    f"surface={path} has no `config` attribute or grid: only surface files "
+                    "written by python -m landscape_hpc.surface say which model and data they "
+                    "belong to"
+                )
+            x = hdf5.read_array(f, "xcoordinates", path)
+            y = hdf5.read_array(f, "ycoordinates", path) if "ycoordinates" in f else None
+        except hdf5.DAMAGED as err:
+            raise hdf5.damaged(f"surface={path}", "its grid and config", err) from None
     stored = _stored_config(path, attrs["config"])
     try:
         model_cfg: ModelConfig = OmegaConf.to_object(
@@ -73,7 +77,7 @@ def read_surface_source(
             f"({type(err).__name__}: {str(err).splitlines()[0]}); remake the surface file"
         ) from None
     model_cfg, dataset_cfg = _command_line_trust(path, model_cfg, dataset_cfg, model, dataset)
-    engine = stored.get("engine") or {}
+    engine = stored["engine"] if isinstance(stored.get("engine"), dict) else {}
     return SurfaceSource(
         path,
         Grid(np.asarray(x, np.float64), None if y is None else np.asarray(y, np.float64)),
