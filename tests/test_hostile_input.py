@@ -357,6 +357,7 @@ CASES = {
         ],
         ["directions.model2='no.pt'"],
     ),
+    "hessian_locked": Case(hessian(), ["surface=s.h5", "another run"], _lock),
     "resume_done_wrong_shape": Case(
         surface_cmd(), ["done", "shape"], resumed(_replace("done", np.ones((2, 2), np.uint8)))
     ),

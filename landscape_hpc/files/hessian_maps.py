@@ -47,9 +47,10 @@ class HessianMaps:
     """The maps of a surface file, open for writing on rank 0. Open with `HessianMaps.open`;
     close in `finally`."""
 
-    def __init__(self, f: h5py.File, grid: Grid):
+    def __init__(self, f: h5py.File, grid: Grid, lock: Optional[hdf5.OutputLock] = None):
         self.f = f
         self.grid = grid
+        self.lock = lock  # the surface file's lock: no surface or map run writes it meanwhile
 
     @classmethod
     def open(
@@ -67,18 +68,29 @@ class HessianMaps:
         rank."""
         wanted = json.dumps(dict(fingerprint), sort_keys=True)
 
+        lock = hdf5.OutputLock(path, "surface")  # taken on rank 0 only, in decide()
+
         def decide() -> bool:
             hdf5.check_writable(path, key="surface")
-            if not overwrite:
-                _check_settings(path, dict(fingerprint))
+            lock.acquire()
+            try:
+                if not overwrite:
+                    _check_settings(path, dict(fingerprint))
+            except BaseException:
+                lock.release()
+                raise
             return True  # the surface file is always kept: opened "r+"
 
         def setup(f: h5py.File, resumed: bool) -> None:
             _set_up_maps(f, path, grid, overwrite)
             f[MAX_EIG].attrs[FINGERPRINT_ATTR] = wanted
 
-        f = hdf5.open_shared(path, comm, False, decide, setup)
-        return None if f is None else cls(f, grid)
+        try:
+            f = hdf5.open_shared(path, comm, False, decide, setup)
+        except BaseException:
+            lock.release()
+            raise
+        return None if f is None else cls(f, grid, lock)
 
     def pending(self) -> np.ndarray:
         """Flat indices of the points not computed yet, ascending."""
@@ -95,6 +107,8 @@ class HessianMaps:
     def close(self) -> None:
         if self.f.id.valid:
             self.f.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _check_settings(path: Path, fingerprint: dict[str, Any]) -> None:
