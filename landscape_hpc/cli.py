@@ -12,7 +12,9 @@ The Hydra commands (surface, train, mpo, sweep, geometry <experiment>) are built
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -123,12 +125,10 @@ def hydra_command(
     config as its dataclass, then `command(cfg, comm)` on every rank of the MPI world."""
 
     def task(cfg: Any) -> None:
-        from omegaconf import OmegaConf
-
         from landscape_hpc import parallel
 
         def body() -> None:
-            typed = OmegaConf.to_object(cfg)
+            typed = _typed(cfg)
             comm = parallel.world()
             with parallel.abort_on_error(comm):  # one failing rank ends them all, none hangs
                 command(typed, comm)
@@ -149,10 +149,113 @@ def hydra_command(
 
         register_configs()
         share_hydra_run_dir()
+        problem = check_overrides(config_name, config_dir)
+        if problem is not None:
+            from mpi4py import MPI
+
+            from landscape_hpc.errors import USER_ERROR_EXIT
+
+            if MPI.COMM_WORLD.Get_rank() == 0:  # every rank finds it: one says it
+                print(f"error: {problem}", file=sys.stderr, flush=True)
+            sys.exit(USER_ERROR_EXIT)
         hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)()
 
     main.__doc__ = f"Runs the `{config_name}` command (conf/{config_name}.yaml)."
     return main
+
+
+#: Hydra's lines that say nothing about the mistake
+_HYDRA_NOISE = ("See https", "Set the environment", "full_key", "reference_type", "object_type")
+
+
+def check_overrides(
+    config_name: str, config_dir: Path = CONF_DIR, argv: list[str] | None = None
+) -> str | None:
+    """Composes the config with the command line's overrides as Hydra will: the reason, as one
+    line, when Hydra would refuse them (a misspelled key, a value of the wrong type, an unknown
+    option, bad override syntax), else None. Command lines with flags (--cfg, --help, -m, ...)
+    are left to Hydra, as are hydra.* overrides."""
+    argv = sys.argv if argv is None else argv
+    if any(a.startswith("-") for a in argv[1:]):
+        return None
+    overrides = [a for a in argv[1:] if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(str(config_dir), version_base="1.3"):
+            compose(config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        return _one_line(err)
+    except Exception:  # anything else: Hydra reports it as it always has
+        return None
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    """Hydra's multi-line message (and its cause's) as one line."""
+    lines = str(err).splitlines()
+    if err.__cause__ is not None:
+        lines += str(err.__cause__).splitlines()
+    kept: list[str] = []
+    for line in (raw.strip() for raw in lines):
+        if not line or line.startswith(_HYDRA_NOISE) or line in kept:
+            continue
+        if line.startswith(("Config search path", "provider=")):
+            break
+        kept.append(line)
+    text = ""
+    for i, line in enumerate(kept):  # a list after "Available options in 'model':" as a, b, c
+        in_list = i > 0 and not kept[i - 1].endswith(":") and _listed(kept, i - 1)
+        text += (", " if in_list else " " if text else "") + line
+    return f"{text} (check the key's spelling and the value's type; --cfg job lists every key)"
+
+
+def _listed(lines: list[str], i: int) -> bool:
+    """Whether lines[i] is an item of a list that a line ending with ':' opened."""
+    while i >= 0 and not lines[i].endswith(":"):
+        if " " in lines[i]:
+            return False
+        i -= 1
+    return i >= 0
+
+
+def _typed(cfg: Any) -> Any:
+    """The config as its dataclass; a UserError naming a mandatory key left without a value."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    from landscape_hpc.errors import UserError
+
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as err:
+        key = err.full_key or "a key"
+        raise UserError(
+            f"{key} is required and has no value; pass {key}=... on the command line"
+        ) from None
+    for key, value in _floats(typed, ""):
+        if not math.isfinite(value):
+            raise UserError(f"{key}={value} must be a finite number")
+    return typed
+
+
+def _floats(node: Any, prefix: str) -> list[tuple[str, float]]:
+    """(key, value) of every float in a config dataclass, lists included (not the kwargs a
+    model or data set builder takes: those are the builder's to check)."""
+    if isinstance(node, float):
+        return [(prefix, node)]
+    if isinstance(node, (list, tuple)):
+        return [kv for i, v in enumerate(node) for kv in _floats(v, f"{prefix}[{i}]")]
+    if dataclasses.is_dataclass(node):
+        return [
+            kv
+            for f in dataclasses.fields(node)
+            if f.name != "kwargs"
+            for kv in _floats(getattr(node, f.name), f"{prefix}.{f.name}".lstrip("."))
+        ]
+    return []
 
 
 def share_hydra_run_dir(argv: list[str] | None = None) -> None:

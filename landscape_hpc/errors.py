@@ -19,6 +19,11 @@ class UserError(Exception):
     """
 
 
+class SharedUserError(UserError):
+    """A UserError every MPI rank raised at once (rank 0 found it and told them all,
+    parallel.on_master): printed once, by rank 0, and no rank needs to abort the others."""
+
+
 def check_choice(key: str, value: str, allowed: tuple[str, ...] | list[str]) -> str:
     """Raises a UserError naming `key` and the valid values when `value` is not one of them."""
     if value not in allowed:

@@ -49,7 +49,15 @@ class Grid:
 
     @classmethod
     def from_spec(cls, x: Sequence[Any], y: Optional[Sequence[Any]]) -> Grid:
-        return cls(parse_axis("grid.x", x), None if y is None else parse_axis("grid.y", y))
+        grid = cls(parse_axis("grid.x", x), None if y is None else parse_axis("grid.y", y))
+        if grid.y is not None:
+            for key, spec, axis in (("grid.x", x, grid.x), ("grid.y", y, grid.y)):
+                if len(axis) == 1:
+                    raise UserError(
+                        f"{key}={_show(spec)} has one point: a 2D surface needs at least 2 along "
+                        "each axis; pass num >= 2, or grid.y=null for a 1D surface along grid.x"
+                    )
+        return grid
 
     @property
     def ndim(self) -> int:

@@ -35,7 +35,7 @@ from typing import Any, Optional
 from mpi4py import MPI
 from mpi4py.futures import MPICommExecutor
 
-from landscape_hpc.errors import USER_ERROR_EXIT, UserError
+from landscape_hpc.errors import USER_ERROR_EXIT, SharedUserError, UserError
 
 _STATE: dict[str, Any] = {}
 
@@ -201,7 +201,7 @@ def on_master(comm: MPI.Intracomm, compute: Callable[[], Any], share: bool = Tru
             problem = str(err)
     shared = comm.bcast((result if share else None, problem), root=0)
     if shared[1] is not None:
-        raise UserError(shared[1])
+        raise SharedUserError(shared[1])
     return shared[0] if share else result
 
 
@@ -219,6 +219,10 @@ def abort_on_error(comm: MPI.Intracomm) -> Iterator[None]:
             raise
         rank = comm.Get_rank()
         where = "" if rank == 0 else f" on rank {rank} ({socket.gethostname()})"
+        if isinstance(err, SharedUserError):  # every rank has it: one says it, all stop
+            if rank == 0:
+                print(f"error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(USER_ERROR_EXIT) from None
         if isinstance(err, UserError):
             message, code = f"error{where}: {err}", USER_ERROR_EXIT
         elif isinstance(err, TaskError):

@@ -1,7 +1,8 @@
 """Figures of surfaces (Li et al. 2018 figures; the MPO paper's log-scale heat maps).
 
-Library functions take arrays and a matplotlib Axes; files are read through files/surface.py
-(`read_surface`), and only the command (and `plot_surface_file`) saves figures.
+Library functions take arrays and a matplotlib Axes; files are read through
+files/surface_read.py (`read_surface`), and only the command (and `plot_surface_file`) saves
+figures.
 
     python -m landscape_hpc.plot runs/demo/surface/surface.h5                 # every 2D kind
     python -m landscape_hpc.plot s.h5 --kind contour --vmin 0.1 --vmax 10 --vlevel 0.5
@@ -35,13 +36,15 @@ from matplotlib.colors import LogNorm
 
 from landscape_hpc.cli import exit_status
 from landscape_hpc.errors import UserError
-from landscape_hpc.files.surface import Surface, read_surface
+from landscape_hpc.files.surface_read import Surface, read_surface
 from landscape_hpc.files.vtp import surface_heights, write_vtp
 
 KINDS_2D = ("contour", "filled", "heatmap", "3d")
 KINDS = ("auto", "1d", *KINDS_2D, "vtp", "all")
 FORMATS = ("png", "pdf", "svg")
 _LABELS = {"loss": "loss", "acc": "accuracy (%)"}
+#: the most contour levels --vlevel may ask for (matplotlib takes minutes over 100,000)
+MAX_LEVELS = 1000
 _SUFFIX = {"contour": "2dcontour", "filled": "2dcontourf", "heatmap": "2dheat", "3d": "3dsurface"}
 
 
@@ -52,6 +55,11 @@ def _levels(z: np.ndarray, vmin, vmax, vlevel, metric: str) -> np.ndarray:
     if not hi > lo:  # a flat surface: a level band around its one value
         lo, hi = lo - 0.5, hi + 0.5
     if vlevel is not None:
+        if (hi - lo) / vlevel > MAX_LEVELS:
+            raise UserError(
+                f"--vlevel {vlevel:g} asks for {(hi - lo) / vlevel:.3g} contour levels between "
+                f"{lo:.4g} and {hi:.4g} (at most {MAX_LEVELS}); pass a larger --vlevel"
+            )
         return np.arange(lo, hi + vlevel / 2, vlevel)
     if metric == "loss" and lo > 0 and hi / lo > 10:
         return np.geomspace(lo, hi, 20)  # dense near the minimum, where the basin's shape is
@@ -245,8 +253,7 @@ def plot_files(paths: Sequence[str | Path], opts: argparse.Namespace) -> list[Pa
             raise UserError(f"{s.path} has nothing computed yet: run the surface command first")
         if s.n_done < s.size:
             print(f"note: {s.path} is {s.n_done} of {s.size} points done; plotting those")
-    out = Path(opts.out) if opts.out else surfaces[0].path.parent
-    out.mkdir(parents=True, exist_ok=True)
+    out = _out_dir(Path(opts.out) if opts.out else surfaces[0].path.parent)
     one_d = [s for s in surfaces if s.y is None]
     two_d = [s for s in surfaces if s.y is not None]
     kinds = _kinds(opts.kind, bool(one_d), bool(two_d))
@@ -272,6 +279,11 @@ def plot_files(paths: Sequence[str | Path], opts: argparse.Namespace) -> list[Pa
             raise UserError("--kind 1d needs 1D surface files (made with grid.y=null)")
         written.append(_draw_1d(one_d, opts, out))
     for s in two_d:
+        if (len(s.x) < 2 or len(s.y) < 2) and any(k in KINDS_2D or k == "vtp" for k in kinds):
+            raise UserError(
+                f"{s.path} is {len(s.y)}x{len(s.x)} points: a 2D plot needs at least 2 along "
+                "each axis (plot a single row with --kind 1d from a 1D surface, grid.y=null)"
+            )
         for kind in (k for k in kinds if k in KINDS_2D):
             for metric in ("loss", "acc"):
                 if _splits(s, metric):
@@ -281,6 +293,31 @@ def plot_files(paths: Sequence[str | Path], opts: argparse.Namespace) -> list[Pa
     if any(k in KINDS_2D or k == "vtp" for k in kinds) and not two_d:
         raise UserError(f"--kind {opts.kind} needs a 2D surface file; use --kind 1d")
     return written
+
+
+def _out_dir(out: Path) -> Path:
+    """The figures' folder, created; a UserError naming --out when it cannot be."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; pass a folder for the figures")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"--out {out}: cannot create the folder ({err.strerror}); pass another"
+        ) from None
+    return out
+
+
+def check_options(opts: argparse.Namespace) -> None:
+    """A UserError for option values no figure can use."""
+    for name in ("vmin", "vmax", "vlevel", "zmax", "elev", "azim"):
+        value = getattr(opts, name)
+        if value is not None and not np.isfinite(value):
+            raise UserError(f"--{name} {value} must be a finite number")
+    if opts.vlevel is not None and opts.vlevel <= 0:
+        raise UserError(f"--vlevel {opts.vlevel:g} must be positive (the spacing of the levels)")
+    if opts.vmin is not None and opts.vmax is not None and not opts.vmin < opts.vmax:
+        raise UserError(f"--vmin {opts.vmin:g} must be below --vmax {opts.vmax:g}")
 
 
 def _kinds(kind: str, has_1d: bool, has_2d: bool) -> list[str]:
@@ -328,6 +365,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     opts = parser().parse_args(argv)
 
     def body() -> None:
+        check_options(opts)
         for path in plot_files(opts.files, opts):
             print(path)
 

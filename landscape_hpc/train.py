@@ -15,6 +15,7 @@ a PCA trajectory starts) and `model.pt` at the end, each a dict loadable with
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, out_dir:
     for epoch in progress:
         lr = optimizer.param_groups[0]["lr"]  # the rate used during this epoch
         loss, acc = train_epoch(model, train_split, optimizer, cfg.batch_size, shuffle_generator)
+        _check_finite(model, loss, epoch, lr)
         scheduler.step()
         _, test_acc = evaluate(model, test_split)
         progress.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.1f}", test_acc=f"{test_acc:.1f}")
@@ -73,6 +75,16 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, out_dir:
     train_acc, test_acc = save_checkpoint(model, splits, cfg, cfg.epochs, lr, model_path)
     log.info("train acc %.2f%%, test acc %.2f%%, model: %s", train_acc, test_acc, model_path)
     return model_path
+
+
+def _check_finite(model: nn.Module, loss: float, epoch: int, lr: float) -> None:
+    """A UserError when training diverged (a non-finite loss or weight): nothing more is saved."""
+    finite = math.isfinite(loss) and all(bool(p.isfinite().all()) for p in model.parameters())
+    if not finite:
+        raise UserError(
+            f"training diverged in epoch {epoch} (loss {loss:g}, lr {lr:g}): the weights are no "
+            "longer finite, so no model.pt is written; lower lr (or raise batch_size)"
+        )
 
 
 def check_config(cfg: TrainConfig) -> None:

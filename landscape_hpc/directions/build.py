@@ -109,10 +109,10 @@ def build_basis(
         keys = direction_keys(model, cfg.dir_type)
         return random_basis(origin, keys, ndim, cfg.seed, cfg.norm, cfg.ignore, cfg.same_dir)
     if cfg.kind == "models":
-        targets = [cfg.model2, cfg.model3][:ndim]
+        targets = [("directions.model2", cfg.model2), ("directions.model3", cfg.model3)][:ndim]
         return [
-            model_difference(load_state_dict_file(path, trust_checkpoint), origin, path)
-            for path in targets
+            model_difference(load_state_dict_file(path, trust_checkpoint, key), origin, path)
+            for key, path in targets
         ]
     raise AssertionError(f"directions.kind={cfg.kind} passed check_choice but is not handled")
 

@@ -107,7 +107,7 @@ def load_trajectory(spec: str, trust: bool = False) -> Trajectory:
     states, epochs, lrs = [], [], []
     for i, p in enumerate(paths):
         try:
-            states.append(load_state_dict_file(str(p), trust))
+            states.append(load_state_dict_file(str(p), trust, "checkpoint"))
         except UserError as err:
             raise UserError(f"directions.trajectory={spec}: {err}") from None
         meta = _metadata(p, trust)

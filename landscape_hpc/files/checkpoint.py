@@ -42,17 +42,19 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def load_state_dict_file(path: str, trust: bool = False) -> dict[str, Tensor]:
+def load_state_dict_file(
+    path: str, trust: bool = False, key: str = "model.checkpoint"
+) -> dict[str, Tensor]:
     """Reads the state_dict held in checkpoint `path`, on the CPU.
 
     `trust=False` loads with `weights_only=True` (tensors and plain containers only); a file
     that needs more is refused with a UserError telling how to allow it. Raises UserError naming
     the path and `model.checkpoint` for a missing or unreadable file or one that holds no
-    state_dict.
+    state_dict. `key`: the config key that named the file (directions.model2, optima, ...).
     """
     if not os.path.isfile(path):
         raise UserError(
-            f"model.checkpoint={path!r}: no such file; give the path of a saved state_dict "
+            f"{key}={path!r}: no such file; give the path of a saved state_dict "
             "(relative paths are taken from the current directory)"
         )
     try:
@@ -61,9 +63,9 @@ def load_state_dict_file(path: str, trust: bool = False) -> dict[str, Tensor]:
     # a trusted one may name classes that no longer import: every failure is the file's.
     except Exception as err:
         if not trust and _refused_by_weights_only(err):
-            raise _needs_trust(path, err) from err
-        raise _unreadable(path, err) from err
-    return _strip_data_parallel_prefix(_find_state_dict(loaded, path))
+            raise _needs_trust(path, err, key) from err
+        raise _unreadable(path, err, key) from err
+    return _strip_data_parallel_prefix(_find_state_dict(loaded, path, key))
 
 
 def load_into(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
@@ -91,7 +93,9 @@ def load_into(model: nn.Module, state: Mapping[str, Tensor], source: str) -> Non
     model.load_state_dict(dict(state), strict=True)
 
 
-def _find_state_dict(loaded: Any, path: str) -> dict[str, Tensor]:
+def _find_state_dict(
+    loaded: Any, path: str, config_key: str = "model.checkpoint"
+) -> dict[str, Tensor]:
     """The state_dict inside a loaded checkpoint object, whatever the layout."""
     if isinstance(loaded, nn.Module):
         return loaded.state_dict()
@@ -105,7 +109,7 @@ def _find_state_dict(loaded: Any, path: str) -> dict[str, Tensor]:
     if isinstance(loaded, Mapping) and _is_state_dict(loaded) and loaded:
         return dict(loaded)
     raise UserError(
-        f"model.checkpoint={path!r} holds no state_dict: expected a dict of tensors, or a dict "
+        f"{config_key}={path!r} holds no state_dict: expected a dict of tensors, or a dict "
         f"holding one under {' or '.join(repr(key) for key in WRAPPER_KEYS)}; found "
         f"{_describe(loaded)}. Save the weights with torch.save(model.state_dict(), path)"
     )
@@ -129,9 +133,9 @@ def _refused_by_weights_only(err: Exception) -> bool:
     )
 
 
-def _needs_trust(path: str, err: Exception) -> UserError:
+def _needs_trust(path: str, err: Exception, key: str) -> UserError:
     return UserError(
-        f"model.checkpoint={path!r} cannot be read with weights_only=True "
+        f"{key}={path!r} cannot be read with weights_only=True "
         f"({_torch_reason(err)}): the file needs unpickling of arbitrary Python objects, not "
         "only tensors (or it is not a checkpoint at all). Unpickling can run code stored in the "
         "file: pass model.trust_checkpoint=true only for files you trust, or re-save the weights "
@@ -139,9 +143,9 @@ def _needs_trust(path: str, err: Exception) -> UserError:
     )
 
 
-def _unreadable(path: str, err: Exception) -> UserError:
+def _unreadable(path: str, err: Exception, key: str) -> UserError:
     return UserError(
-        f"model.checkpoint={path!r} could not be read as a PyTorch checkpoint "
+        f"{key}={path!r} could not be read as a PyTorch checkpoint "
         f"({type(err).__name__}: {_torch_reason(err)}); check that it is a complete file "
         "written by torch.save (a trusted pickle also needs the classes it names to import)"
     )

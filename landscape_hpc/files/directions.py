@@ -54,15 +54,22 @@ def read_directions(
     layout (`xdirection/0..N-1`, in the order of the parameters or of the whole state_dict)."""
     path = Path(path)
     with hdf5.open_read(path, "directions.load") as f:
-        if "directions" in f:
-            return [
-                _read_keyed(f[f"directions/{a}"], origin, path)
-                for a in AXES
-                if a in f["directions"]
-            ]
-        if "xdirection" in f:
-            groups = [g for g in ("xdirection", "ydirection") if g in f]
-            return [_read_positional(f[g], origin, param_keys, path) for g in groups]
+        try:
+            return _read_any(f, origin, param_keys, path)
+        except (*hdf5.DAMAGED, TypeError, AttributeError) as err:  # damaged bytes, odd nodes
+            raise hdf5.damaged(f"directions.load={path}", "its directions", err) from None
+
+
+def _read_any(
+    f: h5py.File, origin: Mapping[str, torch.Tensor], param_keys: list[str], path: Path
+) -> list[ParamDict]:
+    if "directions" in f:
+        return [
+            _read_keyed(f[f"directions/{a}"], origin, path) for a in AXES if a in f["directions"]
+        ]
+    if "xdirection" in f:
+        groups = [g for g in ("xdirection", "ydirection") if g in f]
+        return [_read_positional(f[g], origin, param_keys, path) for g in groups]
     raise UserError(
         f"directions.load={path} holds no directions (expected directions/x/... or xdirection/0...)"
     )

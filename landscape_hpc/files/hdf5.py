@@ -12,6 +12,7 @@ tells the others, so no rank is left waiting when the file is refused.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from collections.abc import Callable, Mapping
@@ -47,6 +48,8 @@ def use_mpio(key: str, mode: str) -> bool:
 def check_writable(path: Path, key: str = "out") -> None:
     """Creates the parent folder; a clear error naming config `key` when the file cannot be
     written there."""
+    if path.is_dir():
+        raise UserError(f"{key}={path} is a directory; pass a file path, e.g. {key}={path}/x.h5")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -62,12 +65,41 @@ def open_read(path: str | Path, key: str = "", missing_hint: str = "") -> h5py.F
     given) when it does not exist (then `missing_hint` says how to make it) or is not HDF5."""
     path = Path(path)
     label = f"{key}={path}" if key else str(path)
+    if path.is_dir():
+        raise UserError(f"{label} is a directory, not an HDF5 file; pass the file inside it")
     if not path.is_file():
         raise UserError(f"{label} does not exist" + (f"; {missing_hint}" if missing_hint else ""))
     try:
         return h5py.File(path, "r")
     except OSError:
         raise UserError(f"{label} is not an HDF5 file") from None
+
+
+#: what h5py raises when a file's bytes are damaged (a bad object header, a truncated chunk)
+DAMAGED = (OSError, RuntimeError, KeyError, ValueError)
+
+
+def damaged(path: str | Path, what: str, err: BaseException) -> UserError:
+    """The refusal of a file whose structure h5py cannot read."""
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return UserError(
+        f"{path} is damaged: cannot read {what} ({reason}); remake or replace the file"
+    )
+
+
+def read_array(f: h5py.File, name: str, path: str | Path) -> Any:
+    """The dataset `name` of `f` as an array; a UserError naming it when it is a group or its
+    bytes cannot be read."""
+    try:
+        node = f.get(name)
+        if not isinstance(node, h5py.Dataset):
+            raise UserError(
+                f"{path}: {name} is {'missing' if node is None else 'not a dataset'}; "
+                "it is not a file this program wrote, or it was edited"
+            )
+        return node[()]
+    except DAMAGED as err:
+        raise damaged(path, name, err) from None
 
 
 def fingerprint_diff(
@@ -128,6 +160,71 @@ def write_header(f: h5py.File, attrs: Mapping[str, Any], collective: bool) -> No
     f.attrs["io_driver"] = "mpio" if collective else "gather"
     for key, value in attrs.items():
         f.attrs[key] = "" if value is None else value
+
+
+class OutputLock:
+    """An advisory lock beside an output file, `<file>.lock`, holding the pid and host of the
+    run writing it, so two runs never compute into one file. `acquire()` refuses (UserError
+    naming the pid and host) while another run holds it; a lock left by a dead process of this
+    host is taken over with a note. Only one process (rank 0) takes it; `release()` removes it.
+    fcntl.flock: the kernel drops the lock of a process that dies, however it dies."""
+
+    def __init__(self, path: Path, key: str = "out") -> None:
+        self.target = Path(path)
+        self.path = self.target.with_name(self.target.name + ".lock")
+        self.key = key
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        import fcntl
+        import socket
+
+        host = socket.gethostname()
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _holder(fd)
+                os.close(fd)
+                raise UserError(
+                    f"{self.key}={self.target} is being written by another run ({holder}, lock "
+                    f"{self.path}); wait for it to end, stop it, or choose another {self.key}="
+                ) from None
+            try:  # the holder may have removed the file between our open and flock
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        previous = _holder(fd)
+        if previous and not previous.endswith(f"on {host}"):
+            os.close(fd)  # another host's run: flock may not reach it (NFS), so never guess
+            raise UserError(
+                f"{self.key}={self.target} is locked by a run on another machine ({previous}, "
+                f"lock {self.path}); if that run is over, delete {self.path}"
+            )
+        if previous:
+            print(f"note: took over the stale lock of {previous} (no longer running)", flush=True)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {host}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
+
+
+def _holder(fd: int) -> str:
+    """What a lock file says: "pid N on HOST" (empty when it is new)."""
+    try:
+        return os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def open_shared(

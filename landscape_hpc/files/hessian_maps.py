@@ -55,11 +55,12 @@ class HessianMaps:
     """The maps of a surface file, open for writing on rank 0. Open with `HessianMaps.open`;
     close in `finally`."""
 
-    def __init__(self, f: h5py.File, grid: Grid):
+    def __init__(self, f: h5py.File, grid: Grid, lock: Optional[hdf5.OutputLock] = None):
         self.f = f
         self.grid = grid
         raw = f[MAX_EIG].attrs.get(REPORT_ATTR)
         self.report: dict[str, Any] = json.loads(raw) if raw is not None else {}
+        self.lock = lock  # the surface file's lock: no surface or map run writes it meanwhile
 
     @classmethod
     def open(
@@ -77,18 +78,29 @@ class HessianMaps:
         rank."""
         wanted = json.dumps(dict(fingerprint), sort_keys=True)
 
+        lock = hdf5.OutputLock(path, "surface")  # taken on rank 0 only, in decide()
+
         def decide() -> bool:
             hdf5.check_writable(path, key="surface")
-            if not overwrite:
-                _check_settings(path, dict(fingerprint))
+            lock.acquire()
+            try:
+                if not overwrite:
+                    _check_settings(path, dict(fingerprint))
+            except BaseException:
+                lock.release()
+                raise
             return True  # the surface file is always kept: opened "r+"
 
         def setup(f: h5py.File, resumed: bool) -> None:
             _set_up_maps(f, path, grid, overwrite)
             f[MAX_EIG].attrs[FINGERPRINT_ATTR] = wanted
 
-        f = hdf5.open_shared(path, comm, False, decide, setup)
-        return None if f is None else cls(f, grid)
+        try:
+            f = hdf5.open_shared(path, comm, False, decide, setup)
+        except BaseException:
+            lock.release()
+            raise
+        return None if f is None else cls(f, grid, lock)
 
     def pending(self) -> np.ndarray:
         """Flat indices of the points not computed yet, ascending."""
@@ -111,6 +123,8 @@ class HessianMaps:
     def close(self) -> None:
         if self.f.id.valid:
             self.f.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _add_to_report(report: dict[str, Any], flat: int, lanczos: Mapping) -> dict[str, Any]:
@@ -131,11 +145,17 @@ def _add_to_report(report: dict[str, Any], flat: int, lanczos: Mapping) -> dict[
 
 def _check_settings(path: Path, fingerprint: dict[str, Any]) -> None:
     """A UserError when the file holds maps made with other settings."""
-    with h5py.File(path, "r") as f:
-        if MAX_EIG not in f:
-            return
-        raw = f[MAX_EIG].attrs.get(FINGERPRINT_ATTR)
-    stored = json.loads(raw) if raw is not None else {}
+    try:
+        with h5py.File(path, "r") as f:
+            if MAX_EIG not in f:
+                return
+            raw = f[MAX_EIG].attrs.get(FINGERPRINT_ATTR)
+        stored = json.loads(raw) if raw is not None else {}
+    except hdf5.DAMAGED as err:  # json's errors are ValueErrors
+        raise UserError(
+            f"the Hessian maps in {path} cannot be read ({str(err).splitlines()[0]}); pass "
+            "overwrite=true to recompute them (other datasets are kept)"
+        ) from None
     legacy = bool(stored) and "lanczos_tol" not in stored
     if legacy:  # made before the tolerance: every point ran lanczos_steps steps
         stored["lanczos_tol"] = 0.0

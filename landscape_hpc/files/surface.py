@@ -9,7 +9,7 @@ Layout (docs/file-format.md; readable by loss-landscape's plot scripts):
          fingerprint (JSON of everything that makes two runs the same job), <software>_version
   x/ycoordinates are HDF5 dimension scales of every grid dataset; those carry units, long_name
 Hessian maps (python -m landscape_hpc.geometry hessian surface=...) add max_eig, min_eig and
-hessian_done: files/hessian_maps.py. `read_source` reads what the file says about the run that
+hessian_done: files/hessian_maps.py. files/source.py reads what the file says about the run that
 made it (grid, model and data set, engine loss, checkpoint) for such commands.
 PCA directions (directions.kind=pca) add the projected training trajectory:
   trajectory/x, trajectory/y (2D only), trajectory/lr  (n,) float64, one entry per checkpoint
@@ -34,9 +34,7 @@ from typing import Any, Optional
 
 import h5py
 import numpy as np
-from omegaconf import OmegaConf
 
-from landscape_hpc.config import DatasetConfig, ModelConfig
 from landscape_hpc.errors import UserError
 from landscape_hpc.files import hdf5
 from landscape_hpc.files.directions import write_directions
@@ -67,60 +65,39 @@ def read_fingerprint(path: Path) -> Optional[dict[str, Any]]:
     return None if raw is None else json.loads(raw)
 
 
-@dataclass
-class SurfaceSource:
-    """What a surface file says about the run that made it: its grid, the model and data set
-    (from its `config` attribute), the engine's loss and BN mode, and the checkpoint (the path
-    and SHA-256 the file names; empty when the model was not loaded from one)."""
-
-    path: Path
-    grid: Grid
-    model: ModelConfig
-    dataset: DatasetConfig
-    loss: str
-    bn: str
-    checkpoint: str
-    checkpoint_sha256: str
-
-
-def read_source(path: Path) -> SurfaceSource:
-    """The grid and the configs stored in the surface file `path` (config key `surface`); a
-    UserError when it is missing, not HDF5, or not a surface file of ours."""
-    hint = "make it with python -m landscape_hpc.surface"
-    with hdf5.open_read(path, "surface", hint) as f:
-        attrs = dict(f.attrs)
-        if "config" not in attrs or "xcoordinates" not in f:
-            raise UserError(
-                f"surface={path} has no `config` attribute or grid: only surface files written "
-                "by python -m landscape_hpc.surface say which model and data they belong to"
-            )
-        x = f["xcoordinates"][()]
-        y = f["ycoordinates"][()] if "ycoordinates" in f else None
-    stored = OmegaConf.create(str(attrs["config"]))
-    model_cfg: ModelConfig = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(ModelConfig), stored.model)
-    )
-    dataset_cfg: DatasetConfig = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(DatasetConfig), stored.dataset)
-    )
-    engine = stored.get("engine", {})
-    return SurfaceSource(
-        path,
-        Grid(np.asarray(x), None if y is None else np.asarray(y)),
-        model_cfg,
-        dataset_cfg,
-        str(engine.get("loss", "ce")),
-        str(engine.get("bn", "eval")),
-        str(attrs.get("checkpoint", "")),
-        str(attrs.get("checkpoint_sha256", "")),
-    )
+def existing_fingerprint(path: Path, key: str) -> Optional[dict[str, Any]]:
+    """read_fingerprint of a file a command is about to resume or replace (None when absent or
+    not ours); a UserError naming config `key` when it is not HDF5 or its fingerprint is not
+    JSON, before the command writes anything."""
+    if not path.exists():
+        return None
+    try:
+        return read_fingerprint(path)
+    except OSError:
+        raise UserError(
+            f"{path} exists and is not an HDF5 file; move it away, choose another {key}= or "
+            "pass overwrite=true"
+        ) from None
+    except (ValueError, RuntimeError, KeyError):
+        raise UserError(
+            f"{path}: its fingerprint attribute is damaged (not JSON); move it away, choose "
+            f"another {key}= or pass overwrite=true"
+        ) from None
 
 
 class SurfaceFile:
     """An open surface file. Create or resume with `SurfaceFile.open(...)`; close in `finally`."""
 
-    def __init__(self, f: h5py.File, grid: Grid, names: list[str], collective: bool = False):
+    def __init__(
+        self,
+        f: h5py.File,
+        grid: Grid,
+        names: list[str],
+        collective: bool = False,
+        lock: Optional[hdf5.OutputLock] = None,
+    ):
         self.f = f
+        self.lock = lock  # held on rank 0 while the file is open
         self.grid = grid
         self.names = names
         # opened with driver='mpio' by every rank (never ask f.driver: that call is collective)
@@ -147,9 +124,20 @@ class SurfaceFile:
         path = Path(path)
         names = metric_names(splits)
 
+        lock = hdf5.OutputLock(path)  # taken on rank 0 only, in decide()
+
         def decide() -> bool:
-            _check_existing(path, fingerprint, overwrite)
-            return path.exists() and not overwrite
+            hdf5.check_writable(path)
+            lock.acquire()
+            try:
+                _check_existing(path, fingerprint, overwrite)
+                resumed = path.exists() and not overwrite
+                if resumed:
+                    _check_layout(path, grid, names)
+            except BaseException:
+                lock.release()
+                raise
+            return resumed
 
         def setup(f: h5py.File, resumed: bool) -> None:
             if resumed:
@@ -160,8 +148,15 @@ class SurfaceFile:
             f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
             hdf5.write_header(f, attrs, collective and comm is not None)
 
-        f = hdf5.open_shared(path, comm, collective, decide, setup)
-        return None if f is None else cls(f, grid, names, collective and comm is not None)
+        try:
+            f = hdf5.open_shared(path, comm, collective, decide, setup)
+        except BaseException:
+            lock.release()
+            raise
+        if f is None:
+            lock.release()
+            return None
+        return cls(f, grid, names, collective and comm is not None, lock)
 
     def pending(self) -> np.ndarray:
         """Flat indices of the points not done yet, ascending."""
@@ -191,6 +186,8 @@ class SurfaceFile:
     def close(self) -> None:
         if self.f.id.valid:
             self.f.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
@@ -204,6 +201,11 @@ def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) ->
         raise UserError(
             f"{path} exists and is not an HDF5 file; move it away or pass overwrite=true"
         ) from None
+    except (ValueError, RuntimeError, KeyError):  # json's errors are ValueErrors
+        raise UserError(
+            f"{path}: its fingerprint attribute is damaged (not JSON), so it cannot be resumed; "
+            "choose another out= or pass overwrite=true to replace it"
+        ) from None
     if stored is None:
         raise UserError(
             f"{path} exists but is not a landscape_hpc surface file; "
@@ -215,6 +217,35 @@ def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) ->
             f"{path} was made for another job, so it is not resumed:\n  "
             + "\n  ".join(diff)
             + "\nchoose another out= or pass overwrite=true to replace it"
+        )
+
+
+def _check_layout(path: Path, grid: Grid, names: list[str]) -> None:
+    """A UserError when the file about to be resumed is not what this job writes: every metric
+    float of the grid's shape, `done` an integer mask of it, and no point marked done with
+    nothing written (every metric NaN)."""
+    fix = "choose another out= or pass overwrite=true to recompute it"
+    try:
+        with h5py.File(path, "r") as f:
+            arrays = {name: hdf5.read_array(f, name, path) for name in [*names, "done"]}
+    except hdf5.DAMAGED as err:
+        raise hdf5.damaged(path, "its datasets", err) from None
+    except UserError as err:
+        raise UserError(f"{err}; {fix}") from None
+    for name, values in arrays.items():
+        kind = np.integer if name == "done" else np.floating
+        if values.shape != grid.shape or not np.issubdtype(values.dtype, kind):
+            wanted = "integers" if name == "done" else "floats"
+            raise UserError(
+                f"{path}: {name} is {values.dtype} of shape {values.shape}, not {wanted} of the "
+                f"grid's shape {grid.shape}, so it cannot be resumed; {fix}"
+            )
+    done = arrays.pop("done") != 0
+    empty = done & np.all([np.isnan(v) for v in arrays.values()], axis=0)
+    if empty.any():
+        raise UserError(
+            f"{path}: {int(empty.sum())} points are marked done but hold no value (NaN), so it "
+            f"cannot be resumed; {fix}"
         )
 
 
@@ -279,63 +310,6 @@ def read_trajectory(path: str | Path) -> Optional[Trajectory]:
             datasets,
             np.full(d, np.nan) if ratio is None else np.asarray(ratio, np.float64),
         )
-
-
-# --- reading: ours, and loss-landscape's layout --------------------------------------------
-
-
-@dataclass
-class Surface:
-    """A surface file's grid and metrics; metrics are (ny, nx) or (nx,), NaN where not computed."""
-
-    path: Path
-    x: np.ndarray
-    y: Optional[np.ndarray]
-    metrics: dict[str, np.ndarray]
-    n_done: int
-    legacy: bool  # loss-landscape's layout (no `done`; -1 meant not computed)
-    # PCA directions: trajectory/{x, y, epoch, lr} (n,) and the variance ratio of each direction
-    trajectory: Optional[dict[str, np.ndarray]] = None
-    explained_variance_ratio: Optional[np.ndarray] = None
-
-    @property
-    def size(self) -> int:
-        return len(self.x) * (1 if self.y is None else len(self.y))
-
-
-def read_surface(path: str | Path) -> Surface:
-    """Reads ours or loss-landscape's surface file."""
-    path = Path(path)
-    with hdf5.open_read(path) as f:
-        if "xcoordinates" not in f:
-            raise UserError(f"{path} has no xcoordinates: it is not a surface file")
-        x = f["xcoordinates"][()]
-        y = f["ycoordinates"][()] if "ycoordinates" in f else None
-        shape = (len(x),) if y is None else (len(y), len(x))
-        legacy = "done" not in f
-        metrics = {}
-        for name in f:
-            if not name.endswith(("_loss", "_acc")) or not isinstance(f[name], h5py.Dataset):
-                continue
-            values = f[name][()].astype(np.float64)
-            if values.size != int(np.prod(shape)):
-                continue
-            # loss-landscape stores (nx, ny) arrays filled in (y, x) row-major order
-            values = values.reshape(shape)
-            if legacy:
-                values[values == -1] = np.nan
-            metrics[name] = values
-        done = f["done"][()] if not legacy else np.isfinite(next(iter(metrics.values()), x))
-        trajectory = (
-            {name: f["trajectory"][name][()] for name in f["trajectory"]}
-            if "trajectory/x" in f
-            else None
-        )
-        ratio = f.attrs.get("explained_variance_ratio")
-    if not metrics:
-        raise UserError(f"{path} holds no *_loss or *_acc metric")
-    ratio = None if ratio is None else np.atleast_1d(np.asarray(ratio, dtype=np.float64))
-    return Surface(path, x, y, metrics, int(np.sum(done)), legacy, trajectory, ratio)
 
 
 def _row_runs(flat: np.ndarray, nx: int):

@@ -205,7 +205,13 @@ def _check_existing(path: Path, specs: list[JobSpec], overwrite: bool) -> None:
             key = f"jobs/{spec.job.key}"
             if key not in f:
                 continue
-            stored = json.loads(f[key].attrs["fingerprint"])
+            try:
+                stored = json.loads(f[key].attrs["fingerprint"])
+            except hdf5.DAMAGED as err:  # json's errors are ValueErrors
+                raise UserError(
+                    f"{path}: job {spec.job.key} has no readable fingerprint ({err}); choose "
+                    "another sweep.file= (or out_dir=) or pass overwrite=true"
+                ) from None
             wanted = json.loads(json.dumps(spec.fingerprint))
             diff = hdf5.fingerprint_diff(stored, wanted)
             if diff:

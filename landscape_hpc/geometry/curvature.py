@@ -43,11 +43,10 @@ from landscape_hpc.data import Split, subset
 from landscape_hpc.devices import rank_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import LOSSES
-from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.checkpoint import file_sha256
 from landscape_hpc.files.directions import read_directions
 from landscape_hpc.files.hessian_maps import HessianMaps, read_maps
-from landscape_hpc.files.surface import SurfaceSource
+from landscape_hpc.files.source import SurfaceSource, read_surface_source
 from landscape_hpc.flat import LossFn, flat_loss
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.grid import Grid
@@ -240,10 +239,11 @@ def summarize_point(result: PointResult, cfg: HessianConfig) -> str:
 # over a surface grid
 
 
-def read_source(path: Path, checkpoint: Optional[str]) -> SurfaceSource:
-    """The grid and the model/dataset configs stored in a surface file; the checkpoint it was made
-    from is located (its stored path, or `checkpoint`) and checked against the stored SHA-256."""
-    source = surface_file.read_source(path)
+def read_source(path: Path, checkpoint: Optional[str], cfg: HessianConfig) -> SurfaceSource:
+    """The grid and the model/dataset configs stored in a surface file (trust and custom targets
+    from cfg, the command line, only); the checkpoint it was made from is located (its stored
+    path, or `checkpoint`) and checked against the stored SHA-256."""
+    source = read_surface_source(path, cfg.model, cfg.dataset)
     sha = source.checkpoint_sha256
     if not sha:
         return source
@@ -300,7 +300,7 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
     check_config(cfg)
     path = Path(cfg.surface)
     # every rank reads the (read-only) file before rank 0 opens it for writing
-    source = read_source(path, cfg.surface_checkpoint)
+    source = read_source(path, cfg.surface_checkpoint, cfg)
     problem, split = load_problem_and_split(comm, cfg, source.model, source.dataset)
     origin = {k: v.detach().clone() for k, v in problem.model.state_dict().items()}
     basis = read_directions(path, origin, problem.param_keys)[: source.grid.ndim]

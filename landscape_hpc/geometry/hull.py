@@ -109,7 +109,7 @@ def load_optima(
     """Loads the optima (same architecture, fitting `model_cfg`) and the data on this rank's
     device: the CPU on the master of a multi-rank run, which only hands out work. Collective:
     every rank calls it."""
-    states = [load_state_dict_file(p, trust=bool(model_cfg.trust_checkpoint)) for p in paths]
+    states = [load_state_dict_file(p, bool(model_cfg.trust_checkpoint), "optima") for p in paths]
     check_same_architecture(states, paths)
     device = rank_device(comm, device_spec)
     problem = load_problem(dataclasses.replace(model_cfg, checkpoint=None), dataset_cfg, device)

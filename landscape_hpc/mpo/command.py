@@ -200,6 +200,8 @@ def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
     set_threads(cfg)
     out_dir = Path(cfg.out_dir)
     hdf5.check_writable(out_dir / PLANE_FILE, "out_dir")
+    if not cfg.overwrite:  # refused before plane.pt or the checkpoint is rewritten
+        surface_file.existing_fingerprint(out_dir / "surface.h5", "out_dir")
     splits = load_dataset(cfg.dataset, resolve_device(cfg.device))
     job = setup_job(cfg, splits, mask)
     fp = job.fingerprint
@@ -293,7 +295,8 @@ def evaluate_plane(
     fp = {**fp, "plane_sha256": directions_sha256([subspace.origin, *subspace.basis])}
     # the surface is derived from this folder's plane: a stale one (the plane trained on) is
     # recomputed, never mixed with the new plane's values
-    stale = path.exists() and surface_file.read_fingerprint(path) != json.loads(json.dumps(fp))
+    stored = surface_file.existing_fingerprint(path, "out_dir") if not cfg.overwrite else None
+    stale = path.exists() and stored != json.loads(json.dumps(fp))
     surface = surface_file.SurfaceFile.open(
         path, grid, subspace.basis, list(SPLITS), fp, attrs, overwrite=cfg.overwrite or stale
     )

@@ -306,6 +306,22 @@ def _resume(
         raise UserError(
             f"cannot read the checkpoint {path} ({err}); delete it or set overwrite=true"
         ) from None
+    try:
+        return _resume_from(ck, path, fingerprint, opts, device)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        raise UserError(
+            f"{path} is not a checkpoint of an MPO fit ({type(err).__name__}: {err}); use "
+            "another out_dir, or overwrite=true to start again"
+        ) from None
+
+
+def _resume_from(
+    ck: Any,
+    path: Path,
+    fingerprint: Optional[dict[str, Any]],
+    opts: FitOptions,
+    device: torch.device,
+) -> tuple[Plane, torch.optim.Optimizer, int, float, list[list[float]], list[float]]:
     stored = json.loads(ck["fingerprint"])
     wanted = json.loads(json.dumps(fingerprint or {}, sort_keys=True))
     if stored != wanted:

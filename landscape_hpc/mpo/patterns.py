@@ -25,6 +25,8 @@ from landscape_hpc.errors import UserError, check_choice
 MASK_KINDS = ("builtin", "image", "random")
 #: the smallest framed random mask: outer ring, frame, and a 0×0 interior at 4×4
 FRAMED_MIN_SIZE = 4
+#: the largest mask side: 1024×1024 is a million cells, far beyond the paper's 20–50
+MAX_SIDE = 1024
 
 
 def _square_size(key: str, size: Any) -> tuple[int, int]:
@@ -38,6 +40,12 @@ def _square_size(key: str, size: Any) -> tuple[int, int]:
             shape = ()
     if len(shape) != 2 or min(shape) < 2:
         raise UserError(f"{key}={size!r} must be an int n ≥ 2 (n×n cells) or a pair [H, W] ≥ 2")
+    if max(shape) > MAX_SIDE:
+        cells = shape[0] * shape[1]
+        raise UserError(
+            f"{key}={size!r} gives {cells:,} cells, each a model evaluation over the data (and "
+            f"a fit over all of them): it would not finish; use at most {MAX_SIDE} per side"
+        )
     return shape  # type: ignore[return-value]
 
 
@@ -132,6 +140,11 @@ def image_mask(path: str | None, size: Any = 50, threshold: float = 0.5, invert:
             rgba = img.convert("RGBA")
     except FileNotFoundError:
         raise UserError(f"mask.path={path}: no such file; give an existing PNG or JPG") from None
+    except Image.DecompressionBombError as err:
+        raise UserError(
+            f"mask.path={path}: the image is too large to read safely ({err}); give a smaller "
+            "PNG or JPG (a mask needs only mask.size pixels per side)"
+        ) from None
     except (UnidentifiedImageError, OSError) as err:
         raise UserError(
             f"mask.path={path}: not a readable image ({err}); give a PNG or JPG file"

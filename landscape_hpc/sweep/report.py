@@ -58,35 +58,49 @@ def rows_from_runs(folder: str | Path) -> list[dict[str, Any]]:
 
     rows = []
     for path in sorted(Path(folder).rglob("metrics.json")):
-        m = json.loads(path.read_text())
-        job = m.get("job")
-        if job is None or job.get("fill_prob") is None:
-            continue  # not a random-mask run of this version: nothing to place in the table
-        row: dict[str, Any] = {
-            "model": job["model"],
-            "bn": bool(job["bn"]),
-            "fill_prob": float(job["fill_prob"]),
-            "seed": int(job["seed"]),
-            "status": "done",
-            "converged": bool(m.get("converged", False)),
-        }
-        for split in SPLITS:
-            for col in METRICS:
-                row[f"{split}_{col}"] = float(m[split].get(col, math.nan))
-        history = read_history_csv(path.parent / "history.csv")
-        row.update(
-            steps=int(m["steps"]),
-            seconds=float(m["wall_seconds"]),
-            train_seconds=float(m.get("train_seconds", math.nan)),
-            heldout_seconds=float(m.get("heldout_seconds", math.nan)),
-            eval_seconds=float(m.get("eval_seconds", math.nan)),
-            host=job.get("host", ""),
-            rank=int(job.get("rank", 0)),
-            reason="",
-            history=np.zeros((0, len(HISTORY_COLUMNS))) if history is None else history,
-        )
-        rows.append(row)
+        try:
+            row = _row_from_metrics(path, HISTORY_COLUMNS, read_history_csv)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:  # json's are ValueErrors
+            reason = str(err).splitlines()[0] if str(err) else "malformed"
+            raise UserError(
+                f"{path} is not a metrics.json of python -m landscape_hpc.mpo "
+                f"({type(err).__name__}: {reason}); remove it or rerun that job"
+            ) from None
+        if row is not None:
+            rows.append(row)
     return sorted(rows, key=_order)
+
+
+def _row_from_metrics(path: Path, history_columns: Any, read_history_csv: Any) -> Any:
+    """The table row of one run's metrics.json; None for a run that is not a random-mask one."""
+    m = json.loads(path.read_text())
+    job = m.get("job")
+    if job is None or job.get("fill_prob") is None:
+        return None  # not a random-mask run of this version: nothing to place in the table
+    row: dict[str, Any] = {
+        "model": job["model"],
+        "bn": bool(job["bn"]),
+        "fill_prob": float(job["fill_prob"]),
+        "seed": int(job["seed"]),
+        "status": "done",
+        "converged": bool(m.get("converged", False)),
+    }
+    for split in SPLITS:
+        for col in METRICS:
+            row[f"{split}_{col}"] = float(m[split].get(col, math.nan))
+    history = read_history_csv(path.parent / "history.csv")
+    row.update(
+        steps=int(m["steps"]),
+        seconds=float(m["wall_seconds"]),
+        train_seconds=float(m.get("train_seconds", math.nan)),
+        heldout_seconds=float(m.get("heldout_seconds", math.nan)),
+        eval_seconds=float(m.get("eval_seconds", math.nan)),
+        host=job.get("host", ""),
+        rank=int(job.get("rank", 0)),
+        reason="",
+        history=np.zeros((0, len(history_columns))) if history is None else history,
+    )
+    return row
 
 
 def _order(row: dict[str, Any]) -> tuple:
@@ -98,14 +112,11 @@ def load_rows(path: str | Path) -> tuple[list[dict[str, Any]], Path]:
     the outputs go to. A UserError when there is nothing to report."""
     path = Path(path)
     if path.is_file():
-        try:
-            return rows_from_sweep_file(path), path.parent
-        except (OSError, KeyError):
-            raise UserError(f"{path} is not a sweep file (no jobs/ group)") from None
+        return _sweep_rows(path), path.parent
     if not path.is_dir():
         raise UserError(f"{path} does not exist; give a sweep file or a run folder")
     if (path / "sweep.h5").is_file():
-        return rows_from_sweep_file(path / "sweep.h5"), path
+        return _sweep_rows(path / "sweep.h5"), path
     rows = rows_from_runs(path)
     if not rows:
         raise UserError(
@@ -113,6 +124,17 @@ def load_rows(path: str | Path) -> tuple[list[dict[str, Any]], Path]:
             "the sweep's output folder or the multirun folder"
         )
     return rows, path
+
+
+def _sweep_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        return rows_from_sweep_file(path)
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(
+            f"{path} is not a readable sweep file (no jobs/ group, or damaged: {reason}); "
+            "point the report at an intact sweep.h5 or rerun the sweep to remake it"
+        ) from None
 
 
 def write_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:

@@ -1,0 +1,164 @@
+"""What a surface file says about the run that made it (its grid, model, data set, engine loss
+and checkpoint), for commands that rebuild that run (python -m landscape_hpc.geometry hessian
+surface=...).
+
+A surface file is data people download and share: nothing read from it may widen trust or name
+code to import. Its `config` attribute is read as plain YAML (no interpolation), and a stored
+model.trust_checkpoint or custom model/dataset target is refused unless the command line passes
+the same (the command line's is then used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from landscape_hpc.config import DatasetConfig, ModelConfig
+from landscape_hpc.errors import UserError
+from landscape_hpc.files import hdf5
+from landscape_hpc.grid import Grid
+
+
+@dataclass
+class SurfaceSource:
+    """What a surface file says about the run that made it: its grid, the model and data set
+    (from its `config` attribute), the engine's loss and BN mode, and the checkpoint (the path
+    and SHA-256 the file names; empty when the model was not loaded from one)."""
+
+    path: Path
+    grid: Grid
+    model: ModelConfig
+    dataset: DatasetConfig
+    loss: str
+    bn: str
+    checkpoint: str
+    checkpoint_sha256: str
+
+
+def read_surface_source(
+    path: Path, model: Optional[ModelConfig] = None, dataset: Optional[DatasetConfig] = None
+) -> SurfaceSource:
+    """The grid and the configs stored in the surface file `path` (config key `surface`); a
+    UserError when it is missing, not HDF5, or not a surface file of ours.
+
+    A surface file is data people share: what it stores never widens trust. `model` and
+    `dataset` are the command line's: a stored model.trust_checkpoint or custom target is
+    refused unless the command line passes the same (and then the command line's is used)."""
+    hint = "make it with python -m landscape_hpc.surface"
+    with hdf5.open_read(path, "surface", hint) as f:
+        try:
+            attrs = dict(f.attrs)
+            if "config" not in attrs or "xcoordinates" not in f:
+                raise UserError(
+                    f"surface={path} has no `config` attribute or grid: only surface files "
+                    "written by python -m landscape_hpc.surface say which model and data they "
+                    "belong to"
+                )
+            x = hdf5.read_array(f, "xcoordinates", path)
+            y = hdf5.read_array(f, "ycoordinates", path) if "ycoordinates" in f else None
+        except hdf5.DAMAGED as err:
+            raise hdf5.damaged(f"surface={path}", "its grid and config", err) from None
+    stored = _stored_config(path, attrs["config"])
+    try:
+        model_cfg: ModelConfig = OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(ModelConfig), stored["model"])
+        )
+        dataset_cfg: DatasetConfig = OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(DatasetConfig), stored["dataset"])
+        )
+    except Exception as err:  # omegaconf's validation errors: the file's, not the user's
+        raise UserError(
+            f"surface={path}: its `config` attribute holds an invalid model or dataset "
+            f"({type(err).__name__}: {str(err).splitlines()[0]}); remake the surface file"
+        ) from None
+    model_cfg, dataset_cfg = _command_line_trust(path, model_cfg, dataset_cfg, model, dataset)
+    engine = stored["engine"] if isinstance(stored.get("engine"), dict) else {}
+    return SurfaceSource(
+        path,
+        Grid(np.asarray(x, np.float64), None if y is None else np.asarray(y, np.float64)),
+        model_cfg,
+        dataset_cfg,
+        str(engine.get("loss", "ce")),
+        str(engine.get("bn", "eval")),
+        str(attrs.get("checkpoint", "")),
+        str(attrs.get("checkpoint_sha256", "")),
+    )
+
+
+def _stored_config(path: Path, raw: Any) -> dict[str, Any]:
+    """The `config` attribute as plain data: YAML with a `model` and a `dataset` mapping, no
+    interpolation (`${...}` would let the file read the environment or call resolvers)."""
+    import yaml
+
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    try:
+        stored = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        reason = str(err).splitlines()[0]
+        raise UserError(
+            f"surface={path}: its `config` attribute is not valid YAML ({reason}); remake the "
+            "surface file with python -m landscape_hpc.surface"
+        ) from None
+    if not isinstance(stored, dict) or not all(
+        isinstance(stored.get(k), dict) for k in ("model", "dataset")
+    ):
+        raise UserError(
+            f"surface={path}: its `config` attribute names no model and dataset mapping; remake "
+            "the surface file with python -m landscape_hpc.surface"
+        )
+    if any("${" in v for k in ("model", "dataset", "engine") for v in _strings(stored.get(k))):
+        raise UserError(
+            f"surface={path}: its `config` attribute holds an interpolation (${{...}}), which a "
+            "file may not use; remake the surface file with python -m landscape_hpc.surface"
+        )
+    return stored
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside nested dicts and lists."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(k) + _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _command_line_trust(
+    path: Path,
+    model: ModelConfig,
+    dataset: DatasetConfig,
+    cli_model: Optional[ModelConfig],
+    cli_dataset: Optional[DatasetConfig],
+) -> tuple[ModelConfig, DatasetConfig]:
+    """The stored configs with trust and code targets taken from the command line only: what
+    the file asks for must be passed there too, or the file is refused."""
+    trust = bool(cli_model is not None and cli_model.trust_checkpoint)
+    if model.trust_checkpoint and not trust:
+        raise UserError(
+            f"surface={path} asks to unpickle its checkpoint fully (model.trust_checkpoint: true "
+            "in its config), which a file may not decide: pass model.trust_checkpoint=true on "
+            "the command line only if you trust that checkpoint"
+        )
+    model = dataclasses.replace(model, trust_checkpoint=trust)
+    # nor may it make torchvision download into a folder it names
+    download = bool(cli_dataset is not None and cli_dataset.download)
+    dataset = dataclasses.replace(dataset, download=download)
+    for key, stored, cli in (("model", model, cli_model), ("dataset", dataset, cli_dataset)):
+        if stored.name != "custom" and stored.target is None:
+            continue
+        cli_target = cli.target if cli is not None and cli.name == "custom" else None
+        if cli_target != stored.target or stored.name != "custom":
+            raise UserError(
+                f"surface={path} names code to import ({key}.name={stored.name}, "
+                f"{key}.target={stored.target!r} in its config), which a file may not decide: "
+                f"pass {key}=custom {key}.target={stored.target} on the command line if you "
+                "trust that code"
+            )
+    return model, dataset

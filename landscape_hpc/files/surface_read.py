@@ -1,0 +1,107 @@
+"""Reading a surface file for figures: ours (files/surface.py writes it) or loss-landscape's
+layout, checked so that a damaged or edited file is refused with a UserError naming it (a group
+where an array belongs, metrics that are not numbers, odd axes, uneven trajectories, bytes h5py
+cannot read), never a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import h5py
+import numpy as np
+
+from landscape_hpc.errors import UserError
+from landscape_hpc.files import hdf5
+
+# --- reading: ours, and loss-landscape's layout --------------------------------------------
+
+
+@dataclass
+class Surface:
+    """A surface file's grid and metrics; metrics are (ny, nx) or (nx,), NaN where not computed."""
+
+    path: Path
+    x: np.ndarray
+    y: Optional[np.ndarray]
+    metrics: dict[str, np.ndarray]
+    n_done: int
+    legacy: bool  # loss-landscape's layout (no `done`; -1 meant not computed)
+    # PCA directions: trajectory/{x, y, epoch, lr} (n,) and the variance ratio of each direction
+    trajectory: Optional[dict[str, np.ndarray]] = None
+    explained_variance_ratio: Optional[np.ndarray] = None
+
+    @property
+    def size(self) -> int:
+        return len(self.x) * (1 if self.y is None else len(self.y))
+
+
+def read_surface(path: str | Path) -> Surface:
+    """Reads ours or loss-landscape's surface file; a UserError naming the file when it is not
+    one (a group where an array belongs, arrays of the wrong shape or type, damaged bytes)."""
+    path = Path(path)
+    with hdf5.open_read(path) as f:
+        try:
+            return _read_surface(f, path)
+        except hdf5.DAMAGED as err:
+            raise hdf5.damaged(path, "its surface", err) from None
+
+
+def _read_surface(f: h5py.File, path: Path) -> Surface:
+    if "xcoordinates" not in f:
+        raise UserError(f"{path} has no xcoordinates: it is not a surface file")
+    x = _axis(f, "xcoordinates", path)
+    y = _axis(f, "ycoordinates", path) if "ycoordinates" in f else None
+    shape = (len(x),) if y is None else (len(y), len(x))
+    legacy = "done" not in f
+    metrics = {}
+    for name in f:
+        if not name.endswith(("_loss", "_acc")) or not isinstance(f[name], h5py.Dataset):
+            continue
+        raw = f[name][()]
+        if not np.issubdtype(np.asarray(raw).dtype, np.number):
+            raise UserError(
+                f"{path}: {name} holds {np.asarray(raw).dtype} values, not numbers; it is not "
+                "a surface file this program wrote, or it was edited"
+            )
+        values = np.asarray(raw, dtype=np.float64)
+        if values.size != int(np.prod(shape)):
+            continue
+        # loss-landscape stores (nx, ny) arrays filled in (y, x) row-major order
+        values = values.reshape(shape)
+        if legacy:
+            values[values == -1] = np.nan
+        metrics[name] = values
+    done = (
+        hdf5.read_array(f, "done", path)
+        if not legacy
+        else np.isfinite(next(iter(metrics.values()), x))
+    )
+    trajectory = (
+        {name: hdf5.read_array(f["trajectory"], name, path) for name in f["trajectory"]}
+        if "trajectory/x" in f
+        else None
+    )
+    if trajectory is not None and len({len(np.atleast_1d(v)) for v in trajectory.values()}) > 1:
+        lengths = ", ".join(f"{k}: {len(np.atleast_1d(v))}" for k, v in trajectory.items())
+        raise UserError(
+            f"{path}: the trajectory's datasets differ in length ({lengths}); remake the file"
+        )
+    ratio = f.attrs.get("explained_variance_ratio")
+    if not metrics:
+        raise UserError(f"{path} holds no *_loss or *_acc metric")
+    ratio = None if ratio is None else np.atleast_1d(np.asarray(ratio, dtype=np.float64))
+    return Surface(path, x, y, metrics, int(np.sum(done)), legacy, trajectory, ratio)
+
+
+def _axis(f: h5py.File, name: str, path: Path) -> np.ndarray:
+    """A grid axis: a 1D array of finite numbers."""
+    values = np.asarray(hdf5.read_array(f, name, path))
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.number) or values.size == 0:
+        raise UserError(
+            f"{path}: {name} is not a 1D array of numbers (shape {values.shape}, {values.dtype}); "
+            "it is not a surface file this program wrote, or it was edited"
+        )
+    return values.astype(np.float64)
