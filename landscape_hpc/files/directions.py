@@ -83,14 +83,17 @@ def linked_direction_file(path: str | Path) -> Path | None:
     when it is in neither place."""
     path = Path(path)
     with hdf5.open_read(path, "directions.load") as f:
-        if "directions" in f or "xdirection" in f:
-            return None
-        if "dir_file" in f:
-            raw = f["dir_file"][()]
-        elif "dir_file" in f.attrs:
-            raw = f.attrs["dir_file"]
-        else:
-            return None
+        try:
+            if "directions" in f or "xdirection" in f:
+                return None
+            if "dir_file" in f:
+                raw = f["dir_file"][()]
+            elif "dir_file" in f.attrs:
+                raw = f.attrs["dir_file"]
+            else:
+                return None
+        except (*hdf5.DAMAGED, TypeError, AttributeError) as err:  # damaged bytes, odd nodes
+            raise hdf5.damaged(f"directions.load={path}", "its directions", err) from None
     name = raw.decode() if isinstance(raw, bytes) else str(raw)
     target = Path(name)
     tried = [target] if target.is_absolute() else [path.parent / target, target]
