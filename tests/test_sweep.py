@@ -427,3 +427,19 @@ def test_report_on_a_folder_without_runs_is_a_clear_error(tmp_path):
     done = run([python(), "-m", "landscape_hpc.sweep", "report", str(tmp_path)], limit_s=60)
     assert done.returncode == 2 and "no metrics.json of random-mask MPO runs" in done.stdout
     assert "Traceback" not in done.stdout and not (tmp_path / "summary.csv").exists()
+
+
+def test_failed_jobs_are_kept_on_a_rerun_and_run_again_with_retry_failed(tmp_path):
+    out = tmp_path / "run"
+    argv = sweep_argv(out, "lr=1e12", "steps=20", ranks=None)  # every fit diverges
+    check_ok(run(argv))
+    first = read_jobs(out / "sweep.h5")
+    assert [r["status"] for r in first] == ["failed"] * N_JOBS
+    assert all("diverged" in r["reason"] for r in first)
+    check_ok(run(argv))  # kept: nothing runs again
+    kept = read_jobs(out / "sweep.h5")
+    assert [r["seconds"] for r in kept] == [r["seconds"] for r in first]
+    check_ok(run([*argv, "sweep.retry_failed=true"]))  # run again, failing again
+    retried = read_jobs(out / "sweep.h5")
+    assert [r["status"] for r in retried] == ["failed"] * N_JOBS
+    assert all(a["seconds"] != b["seconds"] for a, b in zip(retried, first))
