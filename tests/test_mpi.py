@@ -11,6 +11,7 @@ built without MPI. The nets are `model=custom` targets in tests/custom_objects.p
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import signal
@@ -83,8 +84,11 @@ def test_one_process_uses_the_cores_it_may_run_on() -> None:
 
 PLACEMENT = (
     "from landscape_hpc import parallel\n"
-    "p = parallel.placement(parallel.world())\n"
-    "print('placement', parallel.world().Get_rank(), p.local_rank, p.ranks_on_node, p.cpu_threads)"
+    "w = parallel.world()\n"
+    "p = parallel.placement(w)\n"
+    "rows = w.gather([w.Get_rank(), p.local_rank, p.ranks_on_node, p.cpu_threads])\n"
+    "if w.Get_rank() == 0:\n"
+    "    print('placement', rows)"  # one line, from rank 0: ranks' prints may interleave
 )
 
 
@@ -98,10 +102,11 @@ def test_unbound_ranks_of_a_node_split_its_cores(ranks: int) -> None:
         [*argv, PLACEMENT], env=surface_env(), capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = sorted(line.split()[1:] for line in done.stdout.splitlines() if "placement" in line)
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("placement ")]
+    rows = ast.literal_eval(line.removeprefix("placement "))
     cores = len(os.sched_getaffinity(0))  # mpirun's ranks inherit this process's cores
-    share = str(max(1, cores // ranks))
-    assert rows == [[str(r), str(r), str(ranks), share] for r in range(ranks)], done.stdout
+    share = max(1, cores // ranks)
+    assert rows == [[r, r, ranks, share] for r in range(ranks)], done.stdout
 
 
 # 64 points of a tiny net whose loss is finite near the origin, +inf further out and NaN at the
