@@ -131,6 +131,11 @@ def check_config(cfg: SurfaceConfig) -> Grid:
     check_directions(cfg.directions, grid.ndim)
     if not cfg.splits:
         raise UserError("splits is empty; use e.g. splits=[train,test]")
+    if cfg.chunk_points is not None and cfg.chunk_points < 1:
+        raise UserError(
+            f"chunk_points={cfg.chunk_points} must be at least 1, or null to choose it from the "
+            "grid and the ranks"
+        )
     return grid
 
 

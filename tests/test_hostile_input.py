@@ -336,6 +336,16 @@ CASES = {
         _write("figs.txt", b""),
     ),
     "plot_directory": Case(["plot", "adir"], ["adir", "is a directory"], _mkdir("adir")),
+    # keys out of range, each named
+    "surface_chunk_points_zero": Case(
+        ["surface", *TINY, *GRID, "out=new.h5", "chunk_points=0"], ["chunk_points=0"]
+    ),
+    "surface_no_splits": Case(["surface", *TINY, *GRID, "out=new.h5", "splits=[]"], ["splits"]),
+    "hessian_one_lanczos_step": Case(
+        ["geometry", "hessian", *TINY, "lanczos_steps=1"], ["lanczos_steps=1"]
+    ),
+    "geometry_unknown_experiment": Case(["geometry", "nosuch"], ["unknown experiment", "nosuch"]),
+    "wedge_n_too_large": Case(["geometry", "wedge", "n=50", "dim=40"], ["n=50", "dim"]),
     # surface: a degenerate grid, resumed files that are not what the job writes
     "surface_one_point_axis": Case(["surface", *TINY, "grid.y=[0,0,1]", "out=new.h5"], ["grid.y"]),
     "surface_out_directory": Case(
