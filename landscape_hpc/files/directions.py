@@ -8,8 +8,9 @@ that says two runs used the same directions (docs/file-format.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import h5py
@@ -53,10 +54,18 @@ def read_directions(
     """Directions saved in a file: ours (`directions/x/<key>`) or loss-landscape's positional
     layout (`xdirection/0..N-1`, in the order of the parameters or of the whole state_dict)."""
     path = Path(path)
+    with _reading(path) as f:
+        return _read_any(f, origin, param_keys, path)
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[h5py.File]:
+    """`directions.load=path` open for reading: damaged bytes or odd nodes met while reading it
+    are refused as a damaged file."""
     with hdf5.open_read(path, "directions.load") as f:
         try:
-            return _read_any(f, origin, param_keys, path)
-        except (*hdf5.DAMAGED, TypeError, AttributeError) as err:  # damaged bytes, odd nodes
+            yield f
+        except (*hdf5.DAMAGED, TypeError, AttributeError) as err:
             raise hdf5.damaged(f"directions.load={path}", "its directions", err) from None
 
 
@@ -82,18 +91,15 @@ def linked_direction_file(path: str | Path) -> Path | None:
     surface file first, then from the current folder (where loss-landscape ran); a UserError
     when it is in neither place."""
     path = Path(path)
-    with hdf5.open_read(path, "directions.load") as f:
-        try:
-            if "directions" in f or "xdirection" in f:
-                return None
-            if "dir_file" in f:
-                raw = f["dir_file"][()]
-            elif "dir_file" in f.attrs:
-                raw = f.attrs["dir_file"]
-            else:
-                return None
-        except (*hdf5.DAMAGED, TypeError, AttributeError) as err:  # damaged bytes, odd nodes
-            raise hdf5.damaged(f"directions.load={path}", "its directions", err) from None
+    with _reading(path) as f:
+        if "directions" in f or "xdirection" in f:
+            return None
+        if "dir_file" in f:
+            raw = f["dir_file"][()]
+        elif "dir_file" in f.attrs:
+            raw = f.attrs["dir_file"]
+        else:
+            return None
     name = raw.decode() if isinstance(raw, bytes) else str(raw)
     target = Path(name)
     tried = [target] if target.is_absolute() else [path.parent / target, target]

@@ -162,6 +162,14 @@ def write_header(f: h5py.File, attrs: Mapping[str, Any], collective: bool) -> No
         f.attrs[key] = "" if value is None else value
 
 
+def close(f: h5py.File, lock: Optional[OutputLock] = None) -> None:
+    """Closes a result file (once: a second call does nothing), then releases its lock."""
+    if f.id.valid:
+        f.close()
+    if lock is not None:
+        lock.release()
+
+
 class OutputLock:
     """An advisory lock beside an output file, `<file>.lock`, holding the pid and host of the
     run writing it, so two runs never compute into one file. `acquire()` refuses (UserError

@@ -121,10 +121,7 @@ class HessianMaps:
         self.f.flush()
 
     def close(self) -> None:
-        if self.f.id.valid:
-            self.f.close()
-        if self.lock is not None:
-            self.lock.release()
+        hdf5.close(self.f, self.lock)
 
 
 def _add_to_report(report: dict[str, Any], flat: int, lanczos: Mapping) -> dict[str, Any]:

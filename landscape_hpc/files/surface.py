@@ -184,10 +184,7 @@ class SurfaceFile:
         self.f.flush()
 
     def close(self) -> None:
-        if self.f.id.valid:
-            self.f.close()
-        if self.lock is not None:
-            self.lock.release()
+        hdf5.close(self.f, self.lock)
 
 
 def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:

@@ -180,8 +180,7 @@ class SweepFile:
             self.f.flush()  # one writer: hand the job to the OS now, so a killed run keeps it
 
     def close(self) -> None:
-        if self.f.id.valid:
-            self.f.close()
+        hdf5.close(self.f)
 
 
 def _check_existing(path: Path, specs: list[JobSpec], overwrite: bool) -> None:
