@@ -192,17 +192,7 @@ def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) ->
     hdf5.check_writable(path)
     if not path.exists() or overwrite:
         return
-    try:
-        stored = read_fingerprint(path)
-    except OSError:
-        raise UserError(
-            f"{path} exists and is not an HDF5 file; move it away or pass overwrite=true"
-        ) from None
-    except (ValueError, RuntimeError, KeyError):  # json's errors are ValueErrors
-        raise UserError(
-            f"{path}: its fingerprint attribute is damaged (not JSON), so it cannot be resumed; "
-            "choose another out= or pass overwrite=true to replace it"
-        ) from None
+    stored = existing_fingerprint(path, "out")
     if stored is None:
         raise UserError(
             f"{path} exists but is not a landscape_hpc surface file; "
