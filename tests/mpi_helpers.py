@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -167,3 +168,31 @@ def slurm_partition() -> Optional[str]:
     names = listing.stdout.split() if listing.returncode == 0 else []
     marked = [name.rstrip("*") for name in names if name.endswith("*")]
     return (marked or [name.rstrip("*") for name in names] or [None])[0]
+
+
+class OutputWatch:
+    """Collects a process's output in a thread; `wait_for` returns once a condition holds."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.text = ""
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        while chunk := os.read(proc.stdout.fileno(), 4096):
+            with self._changed:
+                self.text += chunk.decode(errors="replace")
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, condition, timeout_s: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: condition(self.text) or not self._thread.is_alive(), timeout_s
+            ) and condition(self.text)
+
+    def finish(self) -> str:
+        self._thread.join(timeout=30)
+        return self.text

@@ -253,3 +253,70 @@ def test_point_csv_reports_the_lanczos_iterations_and_convergence(tmp_path):
     assert row["lanczos_converged"] == "True" and int(row["lanczos_steps"]) <= 4
     assert float(row["lanczos_tol"]) == 1e-6 and int(row["lanczos_max_steps"]) == 4
     assert float(row["lanczos_residual"]) < 1e-6
+
+
+# digits through a net whose every forward sleeps 20 ms: each map point (4 Lanczos steps) takes
+# ≥ 0.1 s on any machine, so a kill after a few points lands mid-map
+SLOW_NET = [
+    "model=custom",
+    "model.target=custom_objects.diverging_net",
+    "+model.kwargs.delay_s=0.02",
+    "+model.kwargs.inf_factor=1e6",  # finite everywhere: every point a real eigenvalue pair
+    "+model.kwargs.nan_factor=1e6",
+    "dataset.max_samples=100",
+]
+KILL_AFTER = 5  # points the progress bar has shown done
+
+
+def test_a_killed_map_resumes_only_its_missing_points_and_equals_an_uninterrupted_one(tmp_path):
+    """SIGKILL mid-map (no clean-up): the points written so far stay done, the same command
+    computes only the rest, and the maps equal those of a run never interrupted."""
+    import signal
+
+    from mpi_helpers import OutputWatch, progress, surface_env
+
+    grid = ["grid.x=[-1,1,6]", "grid.y=[-1,1,6]"]  # 36 points
+    killed = compute_surface(
+        compose_config("surface", [f"out={tmp_path / 'killed.h5'}", "plot=false", *SLOW_NET, *grid])
+    )
+    whole = tmp_path / "whole.h5"
+    shutil.copy(killed, whole)
+
+    def argv(path: Path, run: str) -> list[str]:
+        return [
+            *(PYTHON, "-m", "landscape_hpc.geometry", "hessian", f"surface={path}"),
+            *(f"hydra.run.dir={tmp_path / run}", "lanczos_steps=4", "lanczos_tol=0"),
+            *("plot=false", *SLOW_NET[:5]),  # the custom target, trusted from the command line
+        ]
+
+    env = {**surface_env(), **MPI_ENV}
+    proc = subprocess.Popen(
+        argv(killed, "a"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        output = OutputWatch(proc)
+        started = output.wait_for(lambda text: progress(text) >= KILL_AFTER, timeout_s=240)
+        assert started, f"no progress to {KILL_AFTER} points:\n{output.text[-3000:]}"
+        assert proc.poll() is None, "the map ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    partial = _datasets(killed)  # readable after the kill: every written point was flushed
+    done = partial["hessian_done"].astype(bool)
+    assert KILL_AFTER <= done.sum() < 36, done.sum()
+    assert np.isnan(partial["max_eig"][~done]).all() and np.isfinite(partial["max_eig"][done]).all()
+
+    def finish(path: Path, run: str) -> str:
+        ran = subprocess.run(argv(path, run), env=env, capture_output=True, text=True, timeout=600)
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        return ran.stdout
+
+    n_left = 36 - int(done.sum())
+    assert f"{n_left} points computed now, 36 of 36 done in all" in finish(killed, "b")
+    assert "36 points computed now" in finish(whole, "c")
+    resumed, uninterrupted = _datasets(killed), _datasets(whole)
+    for name in ("max_eig", "min_eig"):
+        np.testing.assert_array_equal(resumed[name][done], partial[name][done], err_msg=name)
+        np.testing.assert_array_equal(resumed[name], uninterrupted[name], err_msg=name)

@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import pytest
 from mpi_helpers import (
     TIMED_OUT,
+    OutputWatch,
     assert_same_surface,
     check_ok,
     h5py_has_mpi,
@@ -194,34 +194,6 @@ KILL_AFTER = 8  # points rank 0 has seen done
 EXIT_WITHIN_S = 90  # a guard against ranks left waiting, not a speed limit (mpirun takes 1-2 s)
 
 
-class _Output:
-    """Collects a process's output in a thread; `wait_for` returns once a condition holds."""
-
-    def __init__(self, proc: subprocess.Popen):
-        self.text = ""
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self._thread.start()
-
-    def _read(self, proc: subprocess.Popen) -> None:
-        while chunk := os.read(proc.stdout.fileno(), 4096):
-            with self._changed:
-                self.text += chunk.decode(errors="replace")
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for(self, condition, timeout_s: float) -> bool:
-        with self._changed:
-            return self._changed.wait_for(
-                lambda: condition(self.text) or not self._thread.is_alive(), timeout_s
-            ) and condition(self.text)
-
-    def finish(self) -> str:
-        self._thread.join(timeout=30)
-        return self.text
-
-
 @needs_mpirun
 @pytest.mark.parametrize("io", [pytest.param("mpio", marks=needs_mpio), "gather"])
 def test_killed_worker_ends_the_run_and_the_rerun_completes_it(
@@ -234,7 +206,7 @@ def test_killed_worker_ends_the_run_and_the_rerun_completes_it(
         argv, env=surface_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        output = _Output(proc)
+        output = OutputWatch(proc)
         started = output.wait_for(lambda text: progress(text) >= KILL_AFTER, timeout_s=120)
         assert started, f"no progress to {KILL_AFTER} points:\n{output.text}"
         pids = rank_pids(str(tmp_path))

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from landscape_hpc.config import DatasetConfig, ModelConfig
 from landscape_hpc.errors import UserError
 from landscape_hpc.files import hdf5
+from landscape_hpc.files.checkpoint import file_sha256
 from landscape_hpc.grid import Grid
 
 
@@ -88,6 +89,28 @@ def read_surface_source(
         str(attrs.get("checkpoint", "")),
         str(attrs.get("checkpoint_sha256", "")),
     )
+
+
+def locate_checkpoint(
+    source: SurfaceSource, path: Path, checkpoint: Optional[str]
+) -> SurfaceSource:
+    """`source` with its model's checkpoint located: `checkpoint` (surface_checkpoint= on the
+    command line) or the path the surface file stores, checked against the stored SHA-256."""
+    sha = source.checkpoint_sha256
+    if not sha:
+        return source
+    where = checkpoint or source.checkpoint or source.model.checkpoint
+    if not where or not Path(where).is_file():
+        raise UserError(
+            f"the checkpoint of surface={path} is not at {where!r}; pass "
+            f"surface_checkpoint=<file> (its SHA-256 must be {sha})"
+        )
+    if file_sha256(where) != sha:
+        raise UserError(
+            f"{where} is not the checkpoint surface={path} was made from (SHA-256 "
+            f"{file_sha256(where)}, the file says {sha}); pass the right surface_checkpoint="
+        )
+    return dataclasses.replace(source, model=dataclasses.replace(source.model, checkpoint=where))
 
 
 def _stored_config(path: Path, raw: Any) -> dict[str, Any]:

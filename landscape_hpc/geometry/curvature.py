@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from landscape_hpc import parallel
 from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
@@ -43,10 +43,9 @@ from landscape_hpc.data import Split, subset
 from landscape_hpc.devices import rank_device
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.evaluate import LOSSES
-from landscape_hpc.files.checkpoint import file_sha256
 from landscape_hpc.files.directions import read_directions
 from landscape_hpc.files.hessian_maps import HessianMaps, read_maps
-from landscape_hpc.files.source import SurfaceSource, read_surface_source
+from landscape_hpc.files.source import SurfaceSource, locate_checkpoint, read_surface_source
 from landscape_hpc.flat import LossFn, flat_loss
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.grid import Grid
@@ -239,28 +238,6 @@ def summarize_point(result: PointResult, cfg: HessianConfig) -> str:
 # over a surface grid
 
 
-def read_source(path: Path, checkpoint: Optional[str], cfg: HessianConfig) -> SurfaceSource:
-    """The grid and the model/dataset configs stored in a surface file (trust and custom targets
-    from cfg, the command line, only); the checkpoint it was made from is located (its stored
-    path, or `checkpoint`) and checked against the stored SHA-256."""
-    source = read_surface_source(path, cfg.model, cfg.dataset)
-    sha = source.checkpoint_sha256
-    if not sha:
-        return source
-    where = checkpoint or source.checkpoint or source.model.checkpoint
-    if not where or not Path(where).is_file():
-        raise UserError(
-            f"the checkpoint of surface={path} is not at {where!r}; pass "
-            f"surface_checkpoint=<file> (its SHA-256 must be {sha})"
-        )
-    if file_sha256(where) != sha:
-        raise UserError(
-            f"{where} is not the checkpoint surface={path} was made from (SHA-256 "
-            f"{file_sha256(where)}, the file says {sha}); pass the right surface_checkpoint="
-        )
-    return dataclasses.replace(source, model=dataclasses.replace(source.model, checkpoint=where))
-
-
 def map_fingerprint(cfg: HessianConfig, source: SurfaceSource, num_samples: int) -> dict:
     """The settings that make two maps the same computation (so a file can be resumed)."""
     return {
@@ -300,7 +277,8 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
     check_config(cfg)
     path = Path(cfg.surface)
     # every rank reads the (read-only) file before rank 0 opens it for writing
-    source = read_source(path, cfg.surface_checkpoint, cfg)
+    source = read_surface_source(path, cfg.model, cfg.dataset)
+    source = locate_checkpoint(source, path, cfg.surface_checkpoint)
     problem, split = load_problem_and_split(comm, cfg, source.model, source.dataset)
     origin = {k: v.detach().clone() for k, v in problem.model.state_dict().items()}
     basis = read_directions(path, origin, problem.param_keys)[: source.grid.ndim]
@@ -318,6 +296,7 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
     pending = maps.pending() if maps is not None else np.array([], dtype=np.int64)
     seconds, start, unconverged = [], time.perf_counter(), 0
     tasks = [int(i) for i in pending]
+    bar = tqdm(total=len(tasks), unit="pt", desc="hessian", disable=rank != 0 or not tasks)
     try:
         with parallel.worker_pool(_JOB_KEY, job):
             for result in parallel.run_tasks(
@@ -326,7 +305,9 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
                 maps.write(result.task, *result.value)
                 seconds.append(result.seconds)
                 unconverged += not result.value[2]["converged"]
+                bar.update()
     finally:
+        bar.close()
         if maps is not None:
             maps.close()
     if rank != 0:
