@@ -394,6 +394,14 @@ CASES = {
     ),
     # geometry, train: a mandatory key left out, a non-finite value, a diverging fit
     "tunnel_without_optima": Case(["geometry", "tunnel", *TINY], ["optima", "optima=..."]),
+    "tunnel_short_dirs_negative": Case(
+        ["geometry", "tunnel", *TINY, "optima=[ck.pt,ck.pt]", "short_dirs.n_directions=-1"],
+        ["short_dirs.n_directions=-1", "≥ 0"],
+    ),
+    "connector_short_dirs_short_zero": Case(
+        ["geometry", "connector", *TINY, "optima=[ck.pt,ck.pt]", "short_dirs.short=0"],
+        ["short_dirs.short=0", "r_max"],
+    ),
     "width_r_max_inf": Case(
         ["geometry", "width", *TINY, "optima=[ck.pt]", "r_max=inf"], ["r_max=inf", "finite"]
     ),

@@ -26,6 +26,34 @@ class HyperplaneConfig:
 
 
 @dataclass
+class ShortDirsConfig:
+    """Short directions (Fort & Jastrzebski 2019, fig. 4): at every optimised point of a tunnel
+    or connector, at the same points of the linear path or simplex and at the optima, the
+    distance along random unit directions at which the loss first exceeds the point's own loss
+    + threshold; a direction is short when that distance is below `short`."""
+
+    # random unit directions per point (the same directions at every point); 0 = off: each
+    # direction costs n_distances evaluations at every point, linear and optimised
+    n_directions: int = 0
+    # largest distance along a direction (Euclidean, in weight space); a direction whose loss
+    # stays below the level up to here has distance ≥ r_max (crossed = 0)
+    r_max: float = 20.0
+    # distances 0..r_max evaluated along each direction (41: steps of 0.5 with r_max = 20)
+    n_distances: int = 41
+    # the level a direction must cross: the point's own loss + threshold (as width's default)
+    threshold: float = 1.0
+    # a direction is short when it crosses the level below this distance (0 < short ≤ r_max).
+    # 10 = half of r_max: the default mlp's optima on digits cross 1 nat higher at 10.5–18
+    # (median 14, the width experiment's 16.8 ± 1.8), so a short direction is clearly steeper
+    # than a typical direction at an optimum; scale it with r_max for other models
+    short: float = 10.0
+    # split whose loss the directions measure
+    split: str = "train"
+    # seed of the directions (direction j uses an independent stream of it)
+    seed: int = 0
+
+
+@dataclass
 class HullConfig:
     """The keys the tunnel and connector experiments share (each adds its own after them)."""
 
@@ -48,8 +76,10 @@ class HullConfig:
     device: str = "auto"
     # output folder of the experiment's CSV, .pt and PNG files
     out_dir: str = "${hydra:runtime.output_dir}"
-    # write the experiment's PNG (tunnel.png, connector.png)
+    # write the experiment's PNG (tunnel.png, connector.png; short_dirs.png with short_dirs)
     plot: bool = True
+    # short directions at the points (off by default: short_dirs.n_directions=0)
+    short_dirs: ShortDirsConfig = field(default_factory=ShortDirsConfig)
 
 
 @dataclass

@@ -7,7 +7,8 @@ The experiments keep their command-line names; EXPERIMENTS says which module run
 (`subspace` is intrinsic_dim.py, `hessian` is curvature.py). Besides the experiments: `app`
 builds each one's Hydra app (`experiment_main`), `hull` holds the points of the optima's hull
 that tunnel and connector share (loading the optima, optimising the points over the MPI pool,
-evaluating them), `hyperplane` the maths of both (no MPI, no files), and `figures` every
+evaluating them), `short_dirs` their option counting short random directions at the points,
+`hyperplane` the maths of both (no MPI, no files), and `figures` every
 experiment's PNG.
 """
 

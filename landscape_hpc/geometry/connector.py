@@ -19,11 +19,15 @@ distribution (median, 90th percentile) over it.
 One pool task per non-vertex grid point, then the evaluation in chunks of points. Writes
 connector.csv (one row per grid point: λ, loss and accuracy linear and connector per split),
 connector_dense.csv (the same per point of the finer grid) and connector.png (m = 3: both
-triangles coloured by loss, over the finer grid; any m: loss per grid point) to out_dir.
+triangles coloured by loss, over the finer grid; any m: loss per grid point) to out_dir. With
+short_dirs.n_directions > 0 also the short directions (geometry/short_dirs.py) at the optima and
+at every non-vertex grid point of the linear simplex and of the connector: short_dirs.csv and
+short_dirs.png.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -33,6 +37,7 @@ import numpy as np
 from landscape_hpc import parallel
 from landscape_hpc.config import ConnectorConfig
 from landscape_hpc.errors import UserError
+from landscape_hpc.geometry import short_dirs
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import (
     run_hull,
@@ -54,6 +59,8 @@ class ConnectorResult:
     # the finer grid (N, m) and its metrics, the same kinds; empty with dense=0
     dense_grid: np.ndarray
     dense_metrics: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
+    # at the optima ("optimum") and the other grid points ("linear", "connector"), or None
+    short_dirs: Optional[short_dirs.ShortDirsResult] = None
 
 
 def check_config(cfg: ConnectorConfig) -> None:
@@ -70,6 +77,7 @@ def check_config(cfg: ConnectorConfig) -> None:
         )
     if cfg.dense < 0:
         raise UserError(f"dense={cfg.dense} must be 0 (the grid only) or a positive integer")
+    short_dirs.check_config(cfg.short_dirs, list(cfg.splits))
 
 
 def run_connector(cfg: ConnectorConfig, comm: Any = None) -> Optional[ConnectorResult]:
@@ -89,7 +97,12 @@ def run_connector(cfg: ConnectorConfig, comm: Any = None) -> Optional[ConnectorR
         # a point of a small simplex deviates by the interpolation of its vertices' deviations
         weights = simplex_interpolation(fine, grid, cfg.resolution)
         coords |= {f"{k}_dense": v for k, v in _coords(fine, weights[:, m:]).items()}
-    hull = run_hull(cfg, comm, inner, coords)
+    probe = None
+    if short_dirs.enabled(cfg):  # at the optima, then the other grid points: linear, optimised
+        probes = {"optimum": coords["linear"][:m], "linear": coords["linear"][m:]}
+        probes["connector"] = coords["connector"][m:]
+        probe = functools.partial(short_dirs.probe, cfg.short_dirs, comm, probes)
+    hull = run_hull(cfg, comm, inner, coords, probe)
     if hull is None:
         return None
     coarse = {
@@ -99,7 +112,7 @@ def run_connector(cfg: ConnectorConfig, comm: Any = None) -> Optional[ConnectorR
         s: {k.removesuffix("_dense"): v for k, v in kinds.items() if k.endswith("_dense")}
         for s, kinds in hull.metrics.items()
     }
-    return ConnectorResult(hull.optima, grid, coarse, hull.opt_losses, fine, dense)
+    return ConnectorResult(hull.optima, grid, coarse, hull.opt_losses, fine, dense, hull.probed)
 
 
 def _coords(points: np.ndarray, deviation: np.ndarray) -> dict[str, np.ndarray]:
@@ -122,7 +135,18 @@ def write_connector(result: ConnectorResult, out_dir: Path) -> list[Path]:
         path = out_dir / "connector_dense.csv"
         columns = list(result.dense_grid.T)
         files.append(write_metrics_csv(path, header, columns, result.dense_metrics))
+    if result.short_dirs is not None:
+        positions = {k: result.grid[v] for k, v in _short_dirs_indices(result).items()}
+        path = out_dir / "short_dirs.csv"
+        files.append(short_dirs.write_csv(result.short_dirs, path, positions, header))
     return files
+
+
+def _short_dirs_indices(result: ConnectorResult) -> dict[str, np.ndarray]:
+    """The grid indices of the points whose short directions were measured, per kind."""
+    m = result.grid.shape[1]
+    inner = np.arange(m, len(result.grid))
+    return {"optimum": np.arange(m), "linear": inner, "connector": inner}
 
 
 def summarize_connector(result: ConnectorResult) -> str:
@@ -145,6 +169,8 @@ def summarize_connector(result: ConnectorResult) -> str:
                 for kind, (loss, _) in kinds.items()
             )
             lines.append(f"  {s}: {spread}")
+    if result.short_dirs is not None:
+        lines.append(short_dirs.summarize(result.short_dirs))
     return "\n".join(lines)
 
 
@@ -161,6 +187,10 @@ def _command(cfg: ConnectorConfig, comm: Any) -> Optional[Report]:
         files.append(
             figures.plot_connector(result.grid, result.metrics, out / "connector.png", dense)
         )
+        if result.short_dirs is not None:
+            x = _short_dirs_indices(result)
+            label = "grid point (the optima first)"
+            files.append(short_dirs.plot(result.short_dirs, x, label, out))
     return Report(summarize_connector(result), files)
 
 

@@ -8,6 +8,7 @@
     plot_tunnel        tunnel             loss/accuracy along the linear path and the tunnel
     plot_connector     connector          the linear simplex vs the m-connector
     plot_width         width              loss along the rays, widths per optimum
+    plot_short_dirs    tunnel, connector  short directions per point, their distances
     plot_wedge         wedge              random-hyperplane runs, the tunnel between two wedges
 """
 
@@ -293,6 +294,50 @@ def plot_width(
     bars.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
     bars.set_ylabel("width (distance where the level is crossed)")
     bars.set_title("radial tunnel width (mean ± std; hollow: ≥, not crossed)")
+    return _save(fig, path)
+
+
+def plot_short_dirs(
+    x: dict[str, np.ndarray],
+    counts: dict[str, np.ndarray],
+    distance: dict[str, np.ndarray],
+    crossed: dict[str, np.ndarray],
+    short: float,
+    xlabel: str,
+    path: Path,
+) -> Path:
+    """Per kind of point ("optimum" as black squares, "linear" dashed, the optimised kind
+    solid): the count of short directions per point at positions x (n_k,), the median distance
+    per point, and the fraction of all the kind's directions crossed within r (distance and
+    crossed: (n_k, N); the curve ends below 1 when some never crossed)."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
+    n = next(iter(distance.values())).shape[1]
+    r_max = max(float(d.max()) for d in distance.values())
+    for kind, xs in x.items():
+        order = np.argsort(xs, kind="stable")
+        style = {"optimum": "s", "linear": "--o"}.get(kind, "-o")
+        c = {"optimum": "k", "linear": "C0"}.get(kind, "C1")
+        median = np.median(distance[kind], axis=1)
+        axes[0].plot(xs[order], counts[kind][order], style, color=c, ms=4, label=kind)
+        axes[1].plot(xs[order], median[order], style, color=c, ms=4, label=kind)
+        r = np.sort(distance[kind][crossed[kind]])
+        frac = np.r_[0, np.arange(1, len(r) + 1) / distance[kind].size]
+        axes[2].step(np.r_[0, r, r_max], np.r_[frac, frac[-1]], where="post", color=c, label=kind)
+    axes[0].set_ylim(-0.5, n + 0.5)
+    axes[0].set_ylabel(f"short directions (of {n})")
+    axes[0].set_title(f"directions crossing the level within r < {short:g}")
+    axes[1].axhline(short, ls=":", color="0.5", lw=1)
+    axes[1].set_ylabel("median distance (never crossed: r_max)")
+    axes[1].set_title("median distance to the level per point")
+    axes[2].axvline(short, ls=":", color="0.5", lw=1, label=f"short = {short:g}")
+    axes[2].set_xlabel("distance r along the direction")
+    axes[2].set_ylabel("fraction of directions crossed within r")
+    axes[2].set_title("distribution of the distances")
+    for ax in axes[:2]:
+        ax.set_xlabel(xlabel)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return _save(fig, path)
 
 

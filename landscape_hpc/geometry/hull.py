@@ -254,14 +254,21 @@ class HullResult:
     deviations: np.ndarray
     opt_losses: np.ndarray
     metrics: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
+    probed: Any = None  # what `probe` returned on rank 0
 
 
 def run_hull(
-    cfg: HullConfig, comm: Any, weights: np.ndarray, coords: dict[str, np.ndarray]
+    cfg: HullConfig,
+    comm: Any,
+    weights: np.ndarray,
+    coords: dict[str, np.ndarray],
+    probe: Optional[Callable[[HullJob], Any]] = None,
 ) -> Optional[HullResult]:
     """Validates cfg's shared keys, loads the optima and the data on every rank, optimises the
     points of barycentric `weights` (K, m) and evaluates each kind of `coords`
-    {kind: (Q_kind, m − 1 + K)} of the hull subspace. The result on rank 0, None on the others."""
+    {kind: (Q_kind, m − 1 + K)} of the hull subspace. Then `probe(job)` on every rank, the
+    subspace known there (short directions: its own pool). The result on rank 0, None on the
+    others."""
     hyperplane = check_hull_config(cfg)
     paths = [str(p) for p in cfg.optima]
     optima = load_optima(cfg.model, cfg.dataset, paths, cfg.device, comm)
@@ -276,6 +283,7 @@ def run_hull(
         cfg.seed,
     )
     done = optimise_and_evaluate(comm, job, np.concatenate(list(coords.values())), cfg.chunk_points)
+    probed = probe(job) if probe is not None else None
     if done is None:
         return None
     deviations, opt_losses, flat = done
@@ -287,7 +295,7 @@ def run_hull(
         }
         for s, (loss, acc) in flat.items()
     }
-    return HullResult(paths, optima.keys, deviations, opt_losses, metrics)
+    return HullResult(paths, optima.keys, deviations, opt_losses, metrics, probed)
 
 
 # --- reporting the metrics per split and kind ----------------------------------------------------

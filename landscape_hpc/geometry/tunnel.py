@@ -16,6 +16,9 @@ index, so results do not depend on the number of ranks); the dense evaluation fo
 of positions through the evaluation engine (both in geometry/hull.py, shared with the
 m-connector). Writes tunnel.csv, tunnel_alignment.csv,
 tunnel_points.pt (the deviations, loadable with weights_only=True) and tunnel.png to out_dir.
+With short_dirs.n_directions > 0 also the short directions (geometry/short_dirs.py) at the two
+optima, the inner points of the linear path and the tunnel's optimised points: short_dirs.csv
+and short_dirs.png.
 
 The optimised vector θ is the model's parameters; buffers (BN running statistics) follow the
 linear path, as in Li et al.'s interpolations (engine.bn=recompute recomputes them instead).
@@ -23,6 +26,7 @@ linear path, as in Li et al.'s interpolations (engine.bn=recompute recomputes th
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -33,6 +37,7 @@ import torch
 from landscape_hpc import parallel
 from landscape_hpc.config import TunnelConfig
 from landscape_hpc.errors import UserError
+from landscape_hpc.geometry import short_dirs
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import (
     run_hull,
@@ -56,6 +61,7 @@ class TunnelResult:
     deviations: np.ndarray
     opt_losses: np.ndarray
     keys: list[str]
+    short_dirs: Optional[short_dirs.ShortDirsResult] = None
 
 
 def tunnel_coords(t: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,6 +83,7 @@ def check_config(cfg: TunnelConfig) -> None:
         raise UserError(f"n_segments={cfg.n_segments} must be at least 2 (one inner point)")
     if cfg.n_dense < 2:
         raise UserError(f"n_dense={cfg.n_dense} must be at least 2")
+    short_dirs.check_config(cfg.short_dirs, list(cfg.splits))
 
 
 def run_tunnel(cfg: TunnelConfig, comm: Any = None) -> Optional[TunnelResult]:
@@ -88,13 +95,20 @@ def run_tunnel(cfg: TunnelConfig, comm: Any = None) -> Optional[TunnelResult]:
     weights = np.stack([1.0 - inner, inner], axis=1)  # (K, 2)
     t = np.union1d(np.linspace(0.0, 1.0, cfg.n_dense), points)
     linear, tunnel = tunnel_coords(t, points)
-    hull = run_hull(cfg, comm, weights, {"linear": linear, "tunnel": tunnel})
+    probe = None
+    if short_dirs.enabled(cfg):  # at the optima, the linear path's inner points, the tunnel's
+        at_linear, at_tunnel = tunnel_coords(inner, points)
+        at_optima = tunnel_coords(points[[0, -1]], points)[0]
+        probes = {"optimum": at_optima, "linear": at_linear, "tunnel": at_tunnel}
+        probe = functools.partial(short_dirs.probe, cfg.short_dirs, comm, probes)
+    hull = run_hull(cfg, comm, weights, {"linear": linear, "tunnel": tunnel}, probe)
     if hull is None:
         return None
     alignment = cosine_matrix(torch.from_numpy(hull.deviations))
     return TunnelResult(
-        hull.optima, t, points, hull.metrics, alignment, hull.deviations, hull.opt_losses, hull.keys
-    )
+        hull.optima, t, points, hull.metrics, alignment, hull.deviations, hull.opt_losses,
+        hull.keys, hull.probed,
+    )  # fmt: skip
 
 
 def write_tunnel(result: TunnelResult, out_dir: Path) -> list[Path]:
@@ -118,7 +132,18 @@ def write_tunnel(result: TunnelResult, out_dir: Path) -> list[Path]:
         },
         pt,
     )
-    return [csv, align, pt]
+    files = [csv, align, pt]
+    if result.short_dirs is not None:
+        positions = {k: v[:, None] for k, v in _short_dirs_positions(result).items()}
+        path = out_dir / "short_dirs.csv"
+        files.append(short_dirs.write_csv(result.short_dirs, path, positions, ["t"]))
+    return files
+
+
+def _short_dirs_positions(result: TunnelResult) -> dict[str, np.ndarray]:
+    """t of the points whose short directions were measured, per kind."""
+    inner = result.points[1:-1]
+    return {"optimum": result.points[[0, -1]], "linear": inner, "tunnel": inner}
 
 
 def summarize_tunnel(result: TunnelResult) -> str:
@@ -138,6 +163,8 @@ def summarize_tunnel(result: TunnelResult) -> str:
     )
     norms = np.linalg.norm(result.deviations, axis=1)
     lines.append(f"  deviation norms |δ_i|: {', '.join(f'{x:.3g}' for x in norms)}")
+    if result.short_dirs is not None:
+        lines.append(short_dirs.summarize(result.short_dirs))
     return "\n".join(lines)
 
 
@@ -154,6 +181,9 @@ def _command(cfg: TunnelConfig, comm: Any) -> Optional[Report]:
         files.append(
             figures.plot_tunnel(result.t, result.points, result.metrics, result.alignment, png)
         )
+        if result.short_dirs is not None:
+            x = _short_dirs_positions(result)
+            files.append(short_dirs.plot(result.short_dirs, x, "position t (θ_a → θ_b)", out))
     return Report(summarize_tunnel(result), files)
 
 
