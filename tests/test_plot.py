@@ -62,6 +62,33 @@ def test_vtk_round_trip(tmp_path):
     assert quads.shape == (6 * 3, 4)
 
 
+def test_zmax_clips_the_vtk_heights_and_the_3d_surface_but_not_the_data(tmp_path):
+    path = _ours(tmp_path / "s.h5", lambda x, y: 1 + 4 * x**2 + y**2)  # 1 ... 5.25
+    args = [str(path), "--kind", "vtp", "--zmax", "3", "--out", str(tmp_path / "vtk")]
+    out = plot.plot_files([path], plot.parser().parse_args(args))
+    points, data, _ = read_vtp(next(p for p in out if p.name == "s_train_loss.vtu"))
+    xx, yy = np.meshgrid(X, Y)
+    z = 1 + 4 * xx**2 + yy**2
+    assert (z > 3).any()  # some heights to clip
+    np.testing.assert_allclose(points[:, 2], np.minimum(z, 3).ravel())
+    np.testing.assert_allclose(data["train_loss"], z.ravel())  # the values stay the file's
+    fig = plt.figure()
+    ax = fig.add_subplot(projection="3d")
+    plot.surface3d(ax, X, Y, z, zmax=3)
+    (poly,) = ax.collections
+    quads = poly.get_array()  # each quad's mean height, which colours it
+    assert quads.max() <= 3.0 and quads.min() >= 1.0  # unclipped, the corner quads pass 4
+    plt.close(fig)
+
+
+def test_format_names_every_figure_file(tmp_path):
+    path = _ours(tmp_path / "s.h5", lambda x, y: 1 + x**2 + y**2)
+    args = [str(path), "--kind", "contour", "--format", "pdf", "--out", str(tmp_path / "f")]
+    out = plot.plot_files([path], plot.parser().parse_args(args))
+    assert out and all(p.suffix == ".pdf" for p in out)
+    assert all(p.read_bytes().startswith(b"%PDF") for p in out)
+
+
 def test_partial_surface_plots_the_done_part_and_says_so(tmp_path, capsys):
     mask = np.zeros((4, 7), bool)
     mask[:2] = True
