@@ -19,6 +19,20 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def mlp_optima(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Three tiny MLPs trained on digits from seeds 1, 2, 3 (tests/hull_helpers.py)."""
+    from hull_helpers import train_mlp
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("optima")
+        return [train_mlp(root / f"seed{s}", s) for s in (1, 2, 3)]
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def partition() -> str:
     """The default partition of a reachable SLURM cluster; skips the test where there is none."""

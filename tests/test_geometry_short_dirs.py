@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hull_helpers import HIDDEN, MAX_SAMPLES
+from hull_helpers import digits_dataset as _dataset
+from hull_helpers import mlp_model as _model
 from mpi_helpers import MPI_ROOT_ENV, REPO, mpirun_available, python
 
 from landscape_hpc.config import (
-    DatasetConfig,
     HyperplaneConfig,
-    ModelConfig,
     ShortDirsConfig,
-    TrainConfig,
     TunnelConfig,
 )
 from landscape_hpc.data import load_dataset
@@ -30,12 +30,9 @@ from landscape_hpc.geometry.hyperplane import stream_seed
 from landscape_hpc.geometry.tunnel import run_tunnel, summarize_tunnel, write_tunnel
 from landscape_hpc.geometry.width import random_unit_direction
 from landscape_hpc.models import build_model, load_state_dict_file
-from landscape_hpc.train import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
-HIDDEN = [8]
-MAX_SAMPLES = 300
 SHORT = dict(n_directions=4, r_max=20.0, n_distances=11, threshold=1.0, short=5.0, seed=3)
 
 
@@ -123,33 +120,9 @@ def test_bad_keys_are_refused_in_one_line(key: str, value, message: str) -> None
 # --- the tunnel on tiny trained nets --------------------------------------------------------------
 
 
-def _model(seed: int = 0) -> ModelConfig:
-    return ModelConfig(name="mlp", kwargs={"hidden": list(HIDDEN)}, init_seed=seed)
-
-
-def _dataset() -> DatasetConfig:
-    return DatasetConfig(name="digits", max_samples=MAX_SAMPLES)
-
-
 @pytest.fixture(scope="module")
-def optima(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    root = tmp_path_factory.mktemp("optima")
-    splits = load_dataset(_dataset())
-    paths = []
-    for seed in (1, 2, 3):
-        model = build_model(_model(seed), (1, 8, 8), 10)
-        cfg = TrainConfig(
-            model=_model(seed),
-            dataset=_dataset(),
-            lr=0.1,
-            batch_size=32,
-            epochs=4,
-            seed=seed,
-            save_every=0,
-            device="cpu",
-        )
-        paths.append(str(train(model, splits, cfg, root / f"seed{seed}")))
-    return paths
+def optima(mlp_optima: list[str]) -> list[str]:
+    return mlp_optima
 
 
 def _hull_args(**short) -> list[str]:

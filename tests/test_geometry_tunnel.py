@@ -11,28 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hull_helpers import HIDDEN, MAX_SAMPLES, train_mlp
+from hull_helpers import digits_dataset as _dataset
+from hull_helpers import mlp_model as _model
 from mpi_helpers import MPI_ROOT_ENV, REPO, mpirun_available, python
 
 from landscape_hpc.config import (
     ConnectorConfig,
-    DatasetConfig,
     HyperplaneConfig,
-    ModelConfig,
-    TrainConfig,
     TunnelConfig,
 )
-from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry import hyperplane as hp
 from landscape_hpc.geometry.connector import run_connector, summarize_connector, write_connector
 from landscape_hpc.geometry.tunnel import run_tunnel, write_tunnel
-from landscape_hpc.models import build_model
 from landscape_hpc.models.nwedge import wedge_distance
-from landscape_hpc.train import train
-
-HIDDEN = [8]
-MAX_SAMPLES = 300
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
@@ -117,34 +110,9 @@ def test_tunnel_on_the_wedge_is_below_the_linear_path() -> None:
 # --- the commands on tiny trained nets -----------------------------------------------------------
 
 
-def _model(hidden: list[int] = HIDDEN, seed: int = 0) -> ModelConfig:
-    return ModelConfig(name="mlp", kwargs={"hidden": list(hidden)}, init_seed=seed)
-
-
-def _dataset() -> DatasetConfig:
-    return DatasetConfig(name="digits", max_samples=MAX_SAMPLES)
-
-
-def _train(out: Path, seed: int, hidden: list[int] = HIDDEN) -> str:
-    splits = load_dataset(_dataset())
-    model = build_model(_model(hidden, seed), (1, 8, 8), 10)
-    cfg = TrainConfig(
-        model=_model(hidden, seed),
-        dataset=_dataset(),
-        lr=0.1,
-        batch_size=32,
-        epochs=4,
-        seed=seed,
-        save_every=0,
-        device="cpu",
-    )
-    return str(train(model, splits, cfg, out))
-
-
 @pytest.fixture(scope="module")
-def optima(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    root = tmp_path_factory.mktemp("optima")
-    return [_train(root / f"seed{s}", s) for s in (1, 2, 3)]
+def optima(mlp_optima: list[str]) -> list[str]:
+    return mlp_optima
 
 
 def _tunnel_cfg(paths: list[str], out: Path) -> TunnelConfig:
@@ -249,7 +217,7 @@ def test_simplex_interpolation_is_piecewise_linear_on_the_grid(m: int, resolutio
 
 
 def test_optima_of_different_architectures_are_refused(optima: list[str], tmp_path: Path) -> None:
-    other = _train(tmp_path / "wide", 1, hidden=[6])
+    other = train_mlp(tmp_path / "wide", 1, hidden=[6])
     with pytest.raises(UserError, match="are of different architectures") as caught:
         run_tunnel(_tunnel_cfg([optima[0], other], tmp_path))
     assert optima[0] in str(caught.value) and other in str(caught.value)
