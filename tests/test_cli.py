@@ -5,11 +5,11 @@ import platform
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
+from mpi_helpers import OutputWatch, progress
 
 from landscape_hpc.cli import INTERRUPTED_EXIT, tune_allocator
 
@@ -41,17 +41,21 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_finishes_the_surface(tmp_path):
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:  # wait for the first chunks
-        if out.exists():
-            with h5py.File(out, "r") as f:
-                if f["done"][()].sum() >= 8:
-                    break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the surface finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=300)
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        # wait for the first chunks on the progress bar (the file is not read while written)
+        output = OutputWatch(proc)
+        started = output.wait_for(lambda text: progress(text) >= 8, timeout_s=300)
+        assert started, f"no progress to 8 points:\n{output.text[-2000:]}"
+        assert proc.poll() is None, "the surface finished before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
+        stderr = output.finish()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == INTERRUPTED_EXIT, stderr[-2000:]
     assert "interrupted: what was computed is kept" in stderr
     assert "Traceback" not in stderr
