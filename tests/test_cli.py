@@ -41,8 +41,15 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_finishes_the_surface(tmp_path):
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # as typed at a terminal: SIGINT not ignored (a shell's background job, such as a CI runner
+    # started with `nohup ... &`, passes SIGINT ignored to its children, and Python keeps that)
     proc = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        args,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         # wait for the first chunks on the progress bar (the file is not read while written)
