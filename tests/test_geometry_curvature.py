@@ -3,6 +3,7 @@
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from mpi_helpers import OutputWatch, progress, surface_env
 from torch import nn
 
 from landscape_hpc.cli import compose_config
@@ -271,10 +273,6 @@ KILL_AFTER = 5  # points the progress bar has shown done
 def test_a_killed_map_resumes_only_its_missing_points_and_equals_an_uninterrupted_one(tmp_path):
     """SIGKILL mid-map (no clean-up): the points written so far stay done, the same command
     computes only the rest, and the maps equal those of a run never interrupted."""
-    import signal
-
-    from mpi_helpers import OutputWatch, progress, surface_env
-
     grid = ["grid.x=[-1,1,6]", "grid.y=[-1,1,6]"]  # 36 points
     killed = compute_surface(
         compose_config("surface", [f"out={tmp_path / 'killed.h5'}", "plot=false", *SLOW_NET, *grid])
