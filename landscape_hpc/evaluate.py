@@ -1,42 +1,43 @@
 """The evaluation engine: losses and accuracies of K points of a subspace on one data split.
 
-The K points are evaluated together: their weights are stacked to (K, ...) and one
-`torch.func.vmap` of `torch.func.functional_call` runs the K networks on each data batch, with
-the data resident on the device. A small model then costs one batched kernel per layer instead
-of K Python-driven forwards. Points are processed in chunks that fit a memory budget.
+Three strategies compute the same values (per-sample mean loss with sums in float64, accuracy in
+percent) in different ways:
 
-`evaluate_points_loop` is the plain per-point reference the engine is tested against. Both
-compute the exact per-sample mean loss (sums in float64) and the accuracy in percent. A model
-whose class sets `loss_output = True` (the n-wedge, models/nwedge.py) returns per-sample losses
-instead of logits: the mean of its output is the loss, its accuracy NaN. No MPI, HDF5 or Hydra.
+- vmap (stacked.py): K points' weights stacked to (K, ...), one batched forward of the K
+  networks per data batch, as many points per pass as engine.memory_mb allows;
+- sequential (pointwise.py): one point at a time on whole batches, weights loaded into a flat
+  buffer a model copy views, channels-last on a CPU;
+- threads (pointwise.py): sequential on several threads at once, one intra-op thread each.
+
+`auto` (the default) times them on the first points and keeps the fastest (autotune.py).
+`evaluate_points_loop` is the plain per-point reference the engine is tested against. A model
+whose class sets `loss_output = True` (the n-wedge) returns per-sample losses: the mean of its
+output is the loss, its accuracy NaN. No MPI, HDF5 or Hydra.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from landscape_hpc import autotune
+from landscape_hpc.autotune import Plan
+from landscape_hpc.batchnorm import has_bn, recompute_bn_single
 from landscape_hpc.config import EngineConfig
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.params import ParamDict
+from landscape_hpc.losses import LOSSES, batches, is_loss_output, per_sample_loss
+from landscape_hpc.memory import cpu_batch_size, points_per_pass
+from landscape_hpc.pointwise import Pointwise
+from landscape_hpc.stacked import Batched
 from landscape_hpc.subspace import Subspace
 
-LOSSES = ("ce", "mse")
 BN_MODES = ("eval", "recompute")
-STRATEGIES = ("auto", "vmap", "sequential")
-
-_FLOAT_BYTES = 4
-#: the largest activation a CPU forward may allocate: glibc's largest mmap threshold (32 MiB)
-#: halved, so the tuned allocator (cli.tune_allocator) keeps it in the heap with room to spare
-CPU_ACTIVATION_BYTES = 16 * 2**20
+STRATEGIES = ("auto", "vmap", "sequential", "threads")
 
 
 @dataclass
@@ -58,249 +59,145 @@ def check_engine(cfg: EngineConfig, key: str = "engine") -> None:
             raise UserError(f"{key}.{name}={value} must be > 0")
 
 
-def per_sample_loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
-    """Loss of every sample: logits (..., B, C), labels (B,) -> (..., B)."""
-    labels = labels.expand(logits.shape[:-1])  # (..., B)
-    if loss == "ce":
-        logp = torch.log_softmax(logits, dim=-1)
-        return -logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    if loss == "mse":
-        # loss-landscape's MSE: softmax probabilities against one-hot targets, mean over classes
-        target = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
-        return (torch.softmax(logits, dim=-1) - target).pow(2).mean(-1)
-    raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
-
-
-def is_loss_output(model: nn.Module) -> bool:
-    """True when the model's forward returns per-sample losses (B,), not logits (B, C)."""
-    return bool(getattr(model, "loss_output", False))
-
-
-def batch_loss_and_correct(
-    outputs: Tensor, labels: Tensor, loss: str, loss_output: bool
-) -> tuple[Tensor, Tensor]:
-    """Summed loss (float64) and correct count over the batch axis: outputs (..., B, C) logits,
-    or (..., B) per-sample losses when `loss_output` (then the count is NaN) -> (...), (...)."""
-    summed = sample_losses(outputs, labels, loss, loss_output).double().sum(-1)
-    if loss_output:
-        nan = torch.full(summed.shape, float("nan"), dtype=torch.float64, device=outputs.device)
-        return summed, nan
-    return summed, (outputs.argmax(-1) == labels).sum(-1).double()
-
-
-def sample_losses(outputs: Tensor, labels: Tensor, loss: str, loss_output: bool) -> Tensor:
-    """The loss of every sample (..., B): a loss-output model's outputs themselves, else `loss`
-    of the logits (..., B, C)."""
-    return outputs if loss_output else per_sample_loss(outputs, labels, loss)
-
-
-def _batches(n: int, batch_size: int) -> list[slice]:
-    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-
-
-def has_bn(model: nn.Module) -> bool:
-    return any(isinstance(m, _BatchNorm) for m in model.modules())
-
-
-def _activation_sizes(model: nn.Module, sample: Tensor) -> list[int]:
-    """Bytes of each module output for one sample."""
-    sizes: list[int] = []
-
-    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-        if isinstance(output, Tensor):
-            sizes.append(output.numel() * output.element_size())
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            model(sample.unsqueeze(0))
-    finally:
-        for h in handles:
-            h.remove()
-    return sizes
-
-
-def activation_bytes_per_sample(model: nn.Module, sample: Tensor) -> int:
-    """Bytes of every module output for one sample: a bound on the activations a forward holds."""
-    return sum(_activation_sizes(model, sample))
-
-
-def cpu_batch_size(model: nn.Module, sample: Tensor, batch_size: int) -> int:
-    """The batch of a one-point-at-a-time forward on a CPU: at most `batch_size`, and small enough
-    that the largest activation stays within CPU_ACTIVATION_BYTES. A larger block is mmap'ed
-    and page-faulted in afresh by every forward, and spills the last-level cache: mpo_cnn on
-    28×28 inputs runs 2× faster at batch 64 than at 256 (docs/benchmarks.md)."""
-    largest = max(_activation_sizes(model, sample), default=0)
-    return max(1, min(batch_size, CPU_ACTIVATION_BYTES // max(largest, 1)))
-
-
-def points_per_pass(
-    model: nn.Module, subspace: Subspace, sample: Tensor, batch_size: int, memory_mb: float
-) -> int:
-    """How many points fit the memory budget: stacked moving weights + activations of a batch."""
-    moving = {k for d in subspace.basis for k in d}
-    weight_bytes = sum(subspace.origin[k].numel() for k in moving) * _FLOAT_BYTES
-    device = next(iter(subspace.origin.values())).device
-    act_bytes = activation_bytes_per_sample(model, sample.to(device))
-    # x2: the forward keeps a layer's input and output alive at once, plus the loss temporaries
-    per_point = weight_bytes + 2 * act_bytes * batch_size
-    return max(1, int(memory_mb * 2**20 // max(per_point, 1)))
-
-
-class _Stacked:
-    """functional_call of a template model on (moving (K, ...), fixed) weights, vmapped over K."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-        def forward(moving: ParamDict, fixed: ParamDict, x: Tensor) -> Tensor:
-            return functional_call(self.model, (moving, fixed), (x,))
-
-        self.forward = vmap(forward, in_dims=(0, None, None))
-
-    def __call__(self, moving: ParamDict, fixed: ParamDict, x: Tensor) -> Tensor:
-        return self.forward(moving, fixed, x)  # (K, B, C)
-
-
-def _fresh_bn_state(model: nn.Module, moving: ParamDict, fixed: ParamDict, k: int):
-    """Replaces the BN running statistics by fresh (K, C) ones and zero batch counters."""
-    moving, fixed = dict(moving), dict(fixed)
-    for name, m in model.named_modules():
-        if isinstance(m, _BatchNorm) and m.track_running_stats:
-            for key, value in (("running_mean", 0.0), ("running_var", 1.0)):
-                full = f"{name}.{key}"
-                fixed.pop(full, None)
-                ref = getattr(m, key)
-                moving[full] = torch.full(
-                    (k, *ref.shape), value, dtype=ref.dtype, device=ref.device
-                )
-            fixed[f"{name}.num_batches_tracked"] = torch.zeros(
-                (), dtype=torch.long, device=m.running_mean.device
-            )
-    return moving, fixed
-
-
-def train_mode_copy(model: nn.Module, **bn_settings: object) -> nn.Module:
-    """A copy in train mode (BN normalises with the statistics of each batch) with dropout off,
-    its BN layers given `bn_settings` (attribute values, e.g. momentum=None)."""
-    template = copy.deepcopy(model).train()
-    for m in template.modules():
-        if isinstance(m, _BatchNorm):
-            for name, value in bn_settings.items():
-                setattr(m, name, value)
-        elif isinstance(m, nn.Dropout):
-            m.eval()
-    return template
-
-
-def _bn_recompute_template(model: nn.Module) -> nn.Module:
-    """A copy in train mode whose BN layers average the statistics of every batch equally
-    (momentum=None), as torch.optim.swa_utils.update_bn and dnn-mode-connectivity do."""
-    return train_mode_copy(model, momentum=None)
-
-
-def recompute_bn_batched(
-    model: nn.Module, moving: ParamDict, fixed: ParamDict, bn_data: Tensor, batch_size: int
-) -> tuple[ParamDict, ParamDict]:
-    """BN running statistics recomputed at each of the K points from `bn_data` (inputs only)."""
-    k = next(iter(moving.values())).shape[0] if moving else 1
-    moving, fixed = _fresh_bn_state(model, moving, fixed, k)
-    stacked = _Stacked(_bn_recompute_template(model))
-    with torch.no_grad():
-        for b in _batches(bn_data.shape[0], batch_size):
-            stacked(moving, fixed, bn_data[b])  # updates moving[...running_*] in place
-    return moving, fixed
-
-
-def recompute_bn_single(model: nn.Module, bn_data: Tensor, batch_size: int) -> None:
-    """Reference: the same recomputation on one model, in place."""
-    template = _bn_recompute_template(model)
-    template.load_state_dict(model.state_dict())
-    for m in template.modules():
-        if isinstance(m, _BatchNorm):
-            m.reset_running_stats()
-    with torch.no_grad():
-        for b in _batches(bn_data.shape[0], batch_size):
-            template(bn_data[b])
-    model.load_state_dict(template.state_dict())
-
-
-def recompute_bn_state(
-    model: nn.Module, state: ParamDict, bn_data: Tensor, batch_size: int
-) -> ParamDict:
-    """The same recomputation for one full state, functionally (no vmap, no module copy)."""
-    moving, fixed = _fresh_bn_state(model, {}, dict(state), 1)
-    fresh = {**fixed, **{k: v[0] for k, v in moving.items()}}
-    template = _bn_recompute_template(model)
-    with torch.no_grad():
-        for b in _batches(bn_data.shape[0], batch_size):
-            functional_call(template, fresh, (bn_data[b],))  # updates fresh[...running_*]
-    return fresh
-
-
-def resolve_strategy(model: nn.Module, device: torch.device, strategy: str) -> str:
-    """auto: vmap over points on GPUs and for conv-free nets; on CPUs conv nets run one point at a
-    time on the whole batch in channels_last, because oneDNN's grouped convolutions (what vmap
-    turns a batch of K convolutions into) reach a fraction of the dense ones' speed there
-    (docs/benchmarks.md has the figures)."""
-    if strategy != "auto":
-        return strategy
+def default_strategy(model: nn.Module, device: torch.device) -> str:
+    """What auto runs when there are too few points to time: vmap over points on GPUs and for
+    conv-free nets; on CPUs conv nets one point at a time in channels_last, because oneDNN's
+    grouped convolutions (what vmap turns a batch of K convolutions into) reach a fraction of
+    the dense ones' speed there (docs/benchmarks.md has the figures)."""
     has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     return "sequential" if device.type == "cpu" and has_conv else "vmap"
 
 
-def _to_channels_last(t: Tensor) -> Tensor:
-    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+def points_at_once(model: nn.Module, subspace: Subspace, sample: Tensor, options: EngineConfig):
+    """How many points one pass of the engine evaluates before auto has timed anything (it
+    sizes a surface's chunks): the vmap budget, or the threads running points side by side."""
+    strategy = options.strategy
+    if strategy == "auto":
+        strategy = default_strategy(model, sample.device)
+    if strategy == "vmap":
+        return points_per_pass(model, subspace, sample, options.batch_size, options.memory_mb)
+    return torch.get_num_threads() if strategy == "threads" else 1
 
 
-Forward = Callable[[Tensor], Tensor]
+class Evaluator:
+    """Loss and accuracy at points of one subspace on fixed data ({split: (inputs, labels)}),
+    called chunk after chunk: the strategy is chosen (auto: timed) on the first call, and what
+    it builds (model copies, vmapped forwards) is kept for the next.
 
+    `model` is a template (its own weights are not used); `bn_data` holds the inputs BN
+    statistics are recomputed from when options.bn == "recompute" (the training split). The
+    weights of a point are built (and BN statistics recomputed) once for all splits.
+    """
 
-def _one_point(
-    model: nn.Module, subspace: Subspace, c: Tensor, bn_data: Tensor | None, batch_size: int
-) -> Forward:
-    """The sequential strategy's network at coordinates c (d,): x (B, ...) -> (1, B, [C]). BN
-    statistics recomputed from bn_data when given; channels-last weights on the CPU."""
-    state = subspace.point(c)
-    if bn_data is not None:
-        state = recompute_bn_state(model, state, bn_data, batch_size)
-    if c.device.type == "cpu":
-        state = {key: _to_channels_last(v) for key, v in state.items()}
-    return lambda x: functional_call(model, state, (x,)).unsqueeze(0)
+    def __init__(
+        self,
+        model: nn.Module,
+        subspace: Subspace,
+        data: Mapping[str, tuple[Tensor, Tensor]],
+        options: EngineConfig | None = None,
+        bn_data: Tensor | None = None,
+    ):
+        self.options = options = options or EngineConfig()
+        self.model, self.subspace, self.data = model.eval(), subspace, dict(data)
+        self.device = next(iter(self.data.values()))[0].device
+        recompute = options.bn == "recompute" and has_bn(model)
+        if recompute and bn_data is None:
+            raise ValueError("bn=recompute needs bn_data (the training inputs)")
+        self.bn_data = bn_data if recompute else None
+        self.plan = None if options.strategy == "auto" else self._plan(options.strategy)
+        self.key: str | None = None  # auto: the fingerprint its choice is kept under
+        self._run = None
 
+    def _plan(self, strategy: str, batch_size: int | None = None) -> Plan:
+        batch = batch_size or self.options.batch_size
+        if strategy != "vmap" and self.device.type == "cpu":
+            sample = next(iter(self.data.values()))[0][0]
+            batch = cpu_batch_size(self.model, sample, batch)
+        workers = torch.get_num_threads() if strategy == "threads" else 1
+        return Plan(strategy, batch, workers)
 
-def _stacked_points(
-    stacked: _Stacked, subspace: Subspace, coords: Tensor, bn_data: Tensor | None, batch_size: int
-) -> Forward:
-    """The vmap strategy's k = len(coords) networks: x (B, ...) -> (k, B, [C])."""
-    moving, fixed = subspace.points(coords)
-    if bn_data is not None:
-        moving, fixed = recompute_bn_batched(stacked.model, moving, fixed, bn_data, batch_size)
-    if moving:
-        return lambda x: stacked(moving, fixed, x)
-    k = coords.shape[0]  # no direction moves anything: one network, shared by all k points
+    def _build(self, plan: Plan, data: Mapping[str, tuple[Tensor, Tensor]]):
+        loss, bn_batch = self.options.loss, self.options.batch_size
+        if plan.strategy == "vmap":
+            return Batched(
+                self.model,
+                self.subspace,
+                data,
+                loss,
+                plan.batch_size,
+                self.options.memory_mb,
+                self.bn_data,
+                bn_batch,
+            )
+        return Pointwise(
+            self.model,
+            self.subspace,
+            data,
+            loss,
+            plan.batch_size,
+            plan.workers,
+            self.bn_data,
+            bn_batch,
+        )
 
-    def shared(x: Tensor) -> Tensor:
-        out = functional_call(stacked.model, fixed, (x,))
-        return out.expand(k, *out.shape)
+    def _candidates(self) -> list[Plan]:
+        plans = [self._plan("vmap"), self._plan("sequential")]
+        if self.device.type == "cpu" and torch.get_num_threads() > 1:
+            plans.append(self._plan("threads"))
+        return plans
 
-    return shared
+    def _choose(self, coords: Tensor) -> Plan:
+        """auto: the default rule for a first call of a few points, else timed (autotune)."""
+        if coords.shape[0] < autotune.MIN_POINTS:
+            return self._plan(default_strategy(self.model, self.device))
+        self.key = key = autotune.fingerprint(
+            repr(self.model),
+            [(k, tuple(v.shape), v.dtype) for k, v in self.subspace.origin.items()],
+            sorted({k for d in self.subspace.basis for k in d}),
+            self.device,
+            [(name, tuple(x.shape)) for name, (x, _) in self.data.items()],
+            self.options,
+            self.bn_data is not None,
+        )
 
+        # every candidate on the same points and samples: a few batches of the largest size
+        cut = autotune.PROBE_BATCHES * self.options.batch_size
+        data = {name: (x[:cut], y[:cut]) for name, (x, y) in self.data.items()}
 
-def _split_metrics(
-    forward: Forward, k: int, split: tuple[Tensor, Tensor], batch_size: int, loss: str, out: bool
-) -> tuple[Tensor, Tensor]:
-    """Mean loss and accuracy (percent) of the k networks of `forward` on one split (inputs,
-    labels), (k,) each, summed in float64 over the batches; `out`: the model's loss_output."""
-    inputs, labels = split
-    n = inputs.shape[0]
-    loss_sum = torch.zeros(k, dtype=torch.float64, device=inputs.device)
-    correct = torch.zeros(k, dtype=torch.float64, device=inputs.device)
-    for b in _batches(n, batch_size):
-        batch_loss, batch_correct = batch_loss_and_correct(forward(inputs[b]), labels[b], loss, out)
-        loss_sum += batch_loss
-        correct += batch_correct
-    return loss_sum / n, 100.0 * correct / n
+        def seconds_per_point(plan: Plan) -> float:
+            run = self._build(plan, data)
+            per_pass = run.per_pass if isinstance(run, Batched) else 2 * plan.workers
+            probe = coords[: autotune.probe_points(coords.shape[0], per_pass)]
+            run(probe)  # warm-up: tracing, kernels set up for these shapes
+            return autotune.best_time(lambda: run(probe)) / probe.shape[0]
+
+        samples = max(x.shape[0] for x, _ in self.data.values())
+        sizes = autotune.batch_sizes(self.options.batch_size, samples)
+        return autotune.choose(
+            key,
+            self._candidates(),
+            seconds_per_point,
+            lambda plan: [self._plan(plan.strategy, size) for size in sizes],
+        )
+
+    def __call__(self, coords: Tensor) -> dict[str, Metrics]:
+        """Loss and accuracy at each row of coords (K, d) on every split."""
+        coords = coords.to(device=self.device, dtype=torch.float64)
+        if self.plan is None:
+            plan = self._choose(coords)
+            if coords.shape[0] < autotune.MIN_POINTS:  # not timed: decide again next call
+                return self._metrics(self._build(plan, self.data)(coords))
+            self.plan = plan
+        if self._run is None:
+            self._run = self._build(self.plan, self.data)
+        return self._metrics(self._run(coords))
+
+    @staticmethod
+    def _metrics(values: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Metrics]:
+        return {
+            name: Metrics(loss.cpu().numpy(), acc.cpu().numpy())
+            for name, (loss, acc) in values.items()
+        }
 
 
 def evaluate_points(
@@ -311,51 +208,9 @@ def evaluate_points(
     options: EngineConfig | None = None,
     bn_data: Tensor | None = None,
 ) -> dict[str, Metrics]:
-    """Loss and accuracy at each row of coords (K, d) on every split of `data`
-    ({name: (inputs, labels)}), batched over points.
-
-    `model` is a template (its own weights are not used); `bn_data` holds the inputs BN statistics
-    are recomputed from when options.bn == "recompute" (the training split). The weights of a
-    chunk of points are built (and BN statistics recomputed) once for all splits.
-    """
-    options = options or EngineConfig()
-    model = model.eval()
-    first = next(iter(data.values()))[0]
-    device = first.device
-    coords = coords.to(device=device, dtype=torch.float64)
-    recompute = options.bn == "recompute" and has_bn(model)
-    if recompute and bn_data is None:
-        raise ValueError("bn=recompute needs bn_data (the training inputs)")
-    strategy = resolve_strategy(model, device, options.strategy)
-    batch_size = options.batch_size
-    if strategy == "sequential":
-        per_pass = 1
-        if device.type == "cpu":
-            data = {name: (_to_channels_last(x), y) for name, (x, y) in data.items()}
-            batch_size = cpu_batch_size(model, first[0], batch_size)
-    else:
-        per_pass = points_per_pass(model, subspace, first[0], options.batch_size, options.memory_mb)
-    stacked = _Stacked(model)
-    loss_output = is_loss_output(model)
-    sums = {name: ([], []) for name in data}
-    bn_source = bn_data if recompute else None
-    with torch.no_grad():
-        for chunk in _batches(coords.shape[0], per_pass):
-            points = coords[chunk]
-            if strategy == "sequential":
-                forward = _one_point(model, subspace, points[0], bn_source, options.batch_size)
-            else:
-                forward = _stacked_points(stacked, subspace, points, bn_source, options.batch_size)
-            for name, split in data.items():
-                loss, acc = _split_metrics(
-                    forward, len(points), split, batch_size, options.loss, loss_output
-                )
-                sums[name][0].append(loss)
-                sums[name][1].append(acc)
-    return {
-        name: Metrics(torch.cat(loss).cpu().numpy(), torch.cat(acc).cpu().numpy())
-        for name, (loss, acc) in sums.items()
-    }
+    """Loss and accuracy at each row of coords (K, d) on every split of `data`: one call of an
+    Evaluator (for many chunks of one subspace, keep an Evaluator)."""
+    return Evaluator(model, subspace, data, options, bn_data)(coords)
 
 
 def evaluate_points_loop(
@@ -380,7 +235,7 @@ def evaluate_points_loop(
             for name, (inputs, labels) in data.items():
                 n = inputs.shape[0]
                 loss_sum, correct = 0.0, 0
-                for b in _batches(n, options.batch_size):
+                for b in batches(n, options.batch_size):
                     outputs = net(inputs[b])
                     if loss_output:  # per-sample losses (B,): no classes, no accuracy
                         loss_sum += outputs.double().sum().item()

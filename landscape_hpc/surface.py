@@ -44,12 +44,7 @@ from landscape_hpc.directions.build import (
 )
 from landscape_hpc.directions.pca import ProjectedTrajectory
 from landscape_hpc.errors import UserError
-from landscape_hpc.evaluate import (
-    check_engine,
-    evaluate_points,
-    points_per_pass,
-    resolve_strategy,
-)
+from landscape_hpc.evaluate import Evaluator, check_engine, points_at_once
 from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.checkpoint import file_sha256
@@ -95,21 +90,19 @@ class SurfaceJob:
     options: EngineConfig
     grid: Grid
     file: Optional[surface_file.SurfaceFile]  # set where this rank writes its own chunks (mpio)
+    evaluator: Optional[Evaluator] = None
 
     def points_per_pass(self) -> int:
-        """Points the engine evaluates in one batched pass (1 for the sequential strategy)."""
+        """Points the engine evaluates in one pass, before auto has timed anything."""
         inputs = next(iter(self.data.values()))[0]
-        if resolve_strategy(self.model, inputs.device, self.options.strategy) == "sequential":
-            return 1
-        return points_per_pass(
-            self.model, self.subspace, inputs[0], self.options.batch_size, self.options.memory_mb
-        )
+        return points_at_once(self.model, self.subspace, inputs[0], self.options)
 
     def evaluate(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        coords = torch.from_numpy(self.grid.coords(flat))
-        metrics = evaluate_points(
-            self.model, self.subspace, coords, self.data, self.options, self.bn_data
-        )
+        if self.evaluator is None:  # built on the first chunk, kept for the next ones
+            self.evaluator = Evaluator(
+                self.model, self.subspace, self.data, self.options, self.bn_data
+            )
+        metrics = self.evaluator(torch.from_numpy(self.grid.coords(flat)))
         return surface_file.metric_values(metrics)
 
 

@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from landscape_hpc.config import EngineConfig, ModelConfig
 from landscape_hpc.directions import direction_keys, random_basis
-from landscape_hpc.evaluate import evaluate_points, resolve_strategy
+from landscape_hpc.evaluate import Evaluator, evaluate_points
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.objective import objective_batched, objective_loop, training_template
 from landscape_hpc.mpo.plane import Plane
@@ -121,21 +121,15 @@ def surface_engine(device: torch.device, sizes: dict, peak_tflops: float) -> lis
         options = EngineConfig(
             batch_size=sizes["surface_batch"], memory_mb=16384.0, strategy=strategy
         )
-        seconds = seconds_per_call(
-            lambda options=options: evaluate_points(
-                model, subspace, coords, {"train": data}, options
-            ),
-            device,
-            repeats=1,
-        )
+        evaluator = Evaluator(model, subspace, {"train": data}, options)
+        evaluator(coords)  # auto times its candidates here, once
+        seconds = seconds_per_call(lambda evaluator=evaluator: evaluator(coords), device, repeats=1)
         points_per_s = sizes["surface_points"] / seconds
         samples = sizes["surface_samples"]
         tflops = flops_per_sample * samples * points_per_s / 1e12
         rows.append(
             {
-                "strategy": strategy
-                if strategy != "auto"
-                else f"auto ({resolve_strategy(model, device, 'auto')})",
+                "strategy": strategy if strategy != "auto" else f"auto ({evaluator.plan})",
                 "points_per_s": points_per_s,
                 "pct_of_fp32_peak": 100 * tflops / peak_tflops,
                 "paper_surface_hours": PAPER_POINTS / points_per_s * PAPER_SAMPLES / samples / 3600,

@@ -1,18 +1,25 @@
 """The batched engine against the plain per-point loop it replaces."""
 
+import logging
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
-from landscape_hpc import directions
+from landscape_hpc import autotune, directions
+from landscape_hpc.autotune import Plan
 from landscape_hpc.config import EngineConfig, ModelConfig
 from landscape_hpc.evaluate import (
+    Evaluator,
+    default_strategy,
     evaluate_points,
     evaluate_points_loop,
-    per_sample_loss,
-    resolve_strategy,
 )
+from landscape_hpc.losses import per_sample_loss
+from landscape_hpc.memory import CPU_ACTIVATION_BYTES, cpu_batch_size
 from landscape_hpc.models import MODEL_NAMES, build_model
+from landscape_hpc.pointwise import FlatLayout, FlatNet, intra_op_threads
 from landscape_hpc.subspace import Subspace
 
 REGISTRY = [n for n in MODEL_NAMES if n != "custom"]
@@ -38,7 +45,7 @@ def _assert_close(a, b, rtol=1e-5):
 
 
 @pytest.mark.parametrize("name", REGISTRY)
-@pytest.mark.parametrize("strategy", ["vmap", "sequential"])
+@pytest.mark.parametrize("strategy", ["vmap", "sequential", "threads"])
 def test_engine_matches_loop_on_every_registry_model(name, strategy):
     model = build_model(ModelConfig(name=name), (1, 8, 8), 10)
     sub = _subspace(model)
@@ -51,7 +58,7 @@ def test_engine_matches_loop_on_every_registry_model(name, strategy):
     )
 
 
-@pytest.mark.parametrize("strategy", ["vmap", "sequential"])
+@pytest.mark.parametrize("strategy", ["vmap", "sequential", "threads"])
 @pytest.mark.parametrize("dir_type", ["weights", "states"])
 def test_bn_recompute_matches_loop(strategy, dir_type):
     model = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
@@ -105,14 +112,50 @@ def test_cross_entropy_is_the_exact_per_sample_mean():
         assert torch.allclose(got[k], ref)
 
 
-def test_auto_strategy():
+def test_default_rule_for_calls_too_small_to_time():
     cpu = torch.device("cpu")
     conv = build_model(ModelConfig(name="mpo_cnn"), (1, 8, 8), 10)
     mlp = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
-    assert resolve_strategy(conv, cpu, "auto") == "sequential"
-    assert resolve_strategy(mlp, cpu, "auto") == "vmap"
-    assert resolve_strategy(conv, torch.device("cuda"), "auto") == "vmap"
-    assert resolve_strategy(conv, cpu, "vmap") == "vmap"
+    assert default_strategy(conv, cpu) == "sequential"
+    assert default_strategy(mlp, cpu) == "vmap"
+    assert default_strategy(conv, torch.device("cuda")) == "vmap"
+    x, y = _data()
+    evaluator = Evaluator(conv, _subspace(conv), {"t": (x, y)})
+    evaluator(COORDS[:2])  # fewer points than autotune.MIN_POINTS: the rule, nothing kept
+    assert evaluator.plan is None
+
+
+def test_flat_net_holds_the_weights_of_subspace_point_bit_for_bit():
+    model = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
+    sub = _subspace(model, "states", ignore="none")  # moves BN running statistics too
+    c = torch.tensor([0.7, -3.0], dtype=torch.float64)  # far enough to clamp some variances
+    want = sub.point(c)
+    assert any((want[k] == 0).any() for k in want if k.endswith("running_var"))
+    for channels_last in (False, True):
+        net = FlatNet(model, FlatLayout(sub, channels_last))
+        net.at(c)
+        got = net.net.state_dict()
+        assert sorted(got) == sorted(want)
+        for key, value in want.items():
+            assert torch.equal(got[key], value), key
+            if channels_last and value.dim() == 4:
+                assert got[key].is_contiguous(memory_format=torch.channels_last), key
+
+
+def test_threads_give_the_bits_of_one_point_at_a_time_and_restore_the_thread_count():
+    model = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
+    sub = _subspace(model)
+    x, y = _data()
+    coords = torch.rand(9, 2, dtype=torch.float64) * 2 - 1
+    before = torch.get_num_threads()
+    threads = evaluate_points(model, sub, coords, {"t": (x, y)}, EngineConfig(strategy="threads"))
+    assert torch.get_num_threads() == before
+    with intra_op_threads(1):  # each thread of the threads strategy runs one intra-op thread
+        one = evaluate_points(
+            model, sub, coords, {"t": (x, y)}, EngineConfig(strategy="sequential")
+        )
+    np.testing.assert_array_equal(threads["t"].loss, one["t"].loss)
+    np.testing.assert_array_equal(threads["t"].acc, one["t"].acc)
 
 
 def test_nan_and_inf_losses_are_returned_as_they_are():
@@ -129,8 +172,6 @@ def test_nan_and_inf_losses_are_returned_as_they_are():
 
 
 def test_cpu_batch_keeps_the_largest_activation_within_16_mib():
-    from landscape_hpc.evaluate import CPU_ACTIVATION_BYTES, cpu_batch_size
-
     model = build_model(ModelConfig(name="mpo_cnn"), (1, 28, 28), 10)
     sample = torch.zeros(1, 28, 28)
     batch = cpu_batch_size(model, sample, 256)
@@ -139,3 +180,52 @@ def test_cpu_batch_keeps_the_largest_activation_within_16_mib():
     assert batch * largest <= CPU_ACTIVATION_BYTES < (batch + 1) * largest
     assert cpu_batch_size(model, torch.zeros(1, 8, 8), 256) == 256  # digits: no cap
     assert cpu_batch_size(model, sample, 16) == 16
+
+
+def test_choose_keeps_the_fastest_plan_tries_other_batches_of_it_and_times_once():
+    vmap, seq, thr = Plan("vmap", 256), Plan("sequential", 256), Plan("threads", 256, 2)
+    seconds = {vmap: 3.0, seq: 2.0, thr: 1.0, Plan("threads", 64, 2): 1.5}
+    seconds[Plan("threads", 300, 2)] = 0.5
+    asked = []
+
+    def time_it(plan):
+        asked.append(plan)
+        return seconds[plan]
+
+    def other_batches(plan):
+        return [replace(plan, batch_size=b) for b in autotune.batch_sizes(256, samples=300)]
+
+    autotune.forget()
+    best = Plan("threads", 300, 2)
+    assert autotune.choose("k", [vmap, seq, thr], time_it, other_batches) == best
+    assert asked == [vmap, seq, thr, Plan("threads", 64, 2), best]  # the winner's batches only
+    assert autotune.choose("k", [vmap, seq, thr], time_it, other_batches) == best
+    assert len(asked) == 5  # kept: not timed again
+    seconds[best] = 9.0  # other batch sizes that are slower are not taken
+    assert autotune.choose("k2", [vmap, seq, thr], time_it, other_batches) == thr
+    assert autotune.batch_sizes(256, samples=300) == [64, 300]
+    assert autotune.batch_sizes(256, samples=60) == []  # one batch, and a quarter is no split
+    assert autotune.batch_sizes(256, samples=600) == [64]  # more than twice the batch
+    assert autotune.batch_sizes(16, samples=20) == [20]  # no quarter below MIN_BATCH
+
+
+def test_auto_times_every_strategy_once_keeps_the_fastest_and_logs_why(caplog):
+    model = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
+    sub = _subspace(model)
+    x, y = _data()
+    coords = torch.rand(8, 2, dtype=torch.float64) * 2 - 1
+    autotune.forget()
+    with intra_op_threads(2), caplog.at_level(logging.INFO, logger="landscape_hpc.autotune"):
+        evaluator = Evaluator(model, sub, {"t": (x, y)})
+        got = evaluator(coords)
+        times = autotune.timings(evaluator.key)
+        assert {p.strategy for p in times} == {"vmap", "sequential", "threads"}
+        assert evaluator.plan == min(times, key=times.__getitem__)
+        assert [r.message.startswith("engine auto: ") for r in caplog.records] == [True]
+        again = Evaluator(model, sub, {"t": (x, y)})
+        again(coords)  # the same fingerprint: the kept choice, no second timing
+        assert again.plan == evaluator.plan and len(caplog.records) == 1
+        other = Evaluator(model, sub, {"t": (x[:50], y[:50])})
+        other(coords)  # other data shapes: timed again
+        assert len(caplog.records) == 2
+    _assert_close(got, evaluate_points_loop(model, sub, coords, {"t": (x, y)}))

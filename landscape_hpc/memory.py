@@ -1,0 +1,59 @@
+"""How much of a split and how many points fit one forward pass: the activation sizes of a
+model, measured with forward hooks on one sample."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from landscape_hpc.subspace import Subspace
+
+_FLOAT_BYTES = 4
+#: the largest activation a CPU forward may allocate: glibc's largest mmap threshold (32 MiB)
+#: halved, so the tuned allocator (cli.tune_allocator) keeps it in the heap with room to spare
+CPU_ACTIVATION_BYTES = 16 * 2**20
+
+
+def _activation_sizes(model: nn.Module, sample: Tensor) -> list[int]:
+    """Bytes of each module output for one sample."""
+    sizes: list[int] = []
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, Tensor):
+            sizes.append(output.numel() * output.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(sample.unsqueeze(0))
+    finally:
+        for h in handles:
+            h.remove()
+    return sizes
+
+
+def activation_bytes_per_sample(model: nn.Module, sample: Tensor) -> int:
+    """Bytes of every module output for one sample: a bound on the activations a forward holds."""
+    return sum(_activation_sizes(model, sample))
+
+
+def cpu_batch_size(model: nn.Module, sample: Tensor, batch_size: int) -> int:
+    """The batch of a one-point-at-a-time forward on a CPU: at most `batch_size`, and small enough
+    that the largest activation stays within CPU_ACTIVATION_BYTES. A larger block is mmap'ed
+    and page-faulted in afresh by every forward, and spills the last-level cache: mpo_cnn on
+    28×28 inputs runs 2× faster at batch 64 than at 256 (docs/benchmarks.md)."""
+    largest = max(_activation_sizes(model, sample), default=0)
+    return max(1, min(batch_size, CPU_ACTIVATION_BYTES // max(largest, 1)))
+
+
+def points_per_pass(
+    model: nn.Module, subspace: Subspace, sample: Tensor, batch_size: int, memory_mb: float
+) -> int:
+    """How many points fit the memory budget: stacked moving weights + activations of a batch."""
+    moving = {k for d in subspace.basis for k in d}
+    weight_bytes = sum(subspace.origin[k].numel() for k in moving) * _FLOAT_BYTES
+    device = next(iter(subspace.origin.values())).device
+    act_bytes = activation_bytes_per_sample(model, sample.to(device))
+    # x2: the forward keeps a layer's input and output alive at once, plus the loss temporaries
+    per_point = weight_bytes + 2 * act_bytes * batch_size
+    return max(1, int(memory_mb * 2**20 // max(per_point, 1)))

@@ -1,0 +1,221 @@
+"""One point at a time: the sequential and threads strategies of the engine.
+
+Each point's network runs on whole batches of samples. With the BN statistics as stored
+(bn=eval), a point's weights go into a private copy of the model whose moving tensors are views
+of one flat float32 buffer, so loading a point is a few whole-buffer operations: origin + Σ c_k ·
+basis_k formed in float64 and rounded once, the arithmetic (and the bits) of Subspace.point, with
+no per-tensor work and no functional_call. On a CPU the data and the conv weights are
+channels-last, which oneDNN's dense convolutions run fastest. With bn=recompute each point's
+statistics come from the training inputs, through functional_call.
+
+The threads strategy runs `workers` points side by side on as many Python threads, each with one
+intra-op thread (torch releases the GIL inside its kernels): for small nets on few samples, whose
+kernels are too short to split across cores, this uses the cores better than splitting each
+kernel. A point's values do not depend on which thread computed it.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from landscape_hpc.batchnorm import recompute_bn_state
+from landscape_hpc.losses import Forward, is_loss_output, split_metrics
+from landscape_hpc.subspace import Subspace
+
+#: a moving tensor whose name ends so is clamped at zero, as Subspace.point does
+_NONNEGATIVE_SUFFIX = "running_var"
+
+
+def to_channels_last(t: Tensor) -> Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
+class FlatLayout:
+    """The moving tensors of a subspace end to end, origin and basis in float64 (read-only,
+    shared by every worker); 4-D tensors stored (O, H, W, I) when `channels_last`."""
+
+    def __init__(self, subspace: Subspace, channels_last: bool):
+        self.keys = sorted({k for d in subspace.basis for k in d})
+        self.shapes = {k: tuple(subspace.origin[k].shape) for k in self.keys}
+        self.channels_last = channels_last
+
+        def flat(tensors: Mapping[str, Tensor]) -> Tensor:
+            parts = []
+            for key in self.keys:
+                t = tensors.get(key, torch.zeros_like(subspace.origin[key])).double()
+                parts.append(self._stored(t).reshape(-1))
+            return torch.cat(parts)
+
+        self.origin = flat(subspace.origin)
+        self.basis = [flat(d) for d in subspace.basis]
+        self.dtype = subspace.origin[self.keys[0]].dtype
+
+    @staticmethod
+    def fits(subspace: Subspace) -> bool:
+        """Whether one flat buffer holds the moving tensors: some move, all one float dtype."""
+        dtypes = {subspace.origin[k].dtype for d in subspace.basis for k in d}
+        return len(dtypes) == 1 and next(iter(dtypes)).is_floating_point
+
+    def _stored(self, t: Tensor) -> Tensor:
+        return t.permute(0, 2, 3, 1) if self.channels_last and t.dim() == 4 else t
+
+    def views(self, buffer: Tensor) -> dict[str, Tensor]:
+        """Each moving tensor as a view of `buffer`, in its own shape (channels-last strides for
+        4-D tensors when the layout is channels-last)."""
+        out, offset = {}, 0
+        for key in self.keys:
+            shape = self.shapes[key]
+            n = int(torch.Size(shape).numel())
+            view = buffer[offset : offset + n]
+            if self.channels_last and len(shape) == 4:
+                o, i, h, w = shape
+                out[key] = view.view(o, h, w, i).permute(0, 3, 1, 2)
+            else:
+                out[key] = view.view(shape)
+            offset += n
+        return out
+
+    def weights(self, c: Tensor, out: Tensor) -> None:
+        """θ(c) of the moving tensors into `out`: origin + Σ c_k · basis_k in float64, rounded
+        once (Subspace.point's arithmetic)."""
+        acc = self.origin
+        for c_k, b_k in zip(c.tolist(), self.basis):
+            acc = acc + c_k * b_k
+        out.copy_(acc)
+
+
+class FlatNet:
+    """A private copy of the model in eval mode whose moving tensors are views of one buffer."""
+
+    def __init__(self, model: nn.Module, layout: FlatLayout):
+        self.layout = layout
+        self.net = copy.deepcopy(model).eval()
+        if layout.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.buffer = torch.empty(
+            layout.origin.numel(), dtype=layout.dtype, device=layout.origin.device
+        )
+        views = layout.views(self.buffer)
+        self.clamped = [v for k, v in views.items() if k.endswith(_NONNEGATIVE_SUFFIX)]
+        for key, view in views.items():
+            owner, _, attr = key.rpartition(".")
+            module = self.net.get_submodule(owner)
+            if attr in module._parameters:
+                module._parameters[attr] = nn.Parameter(view, requires_grad=False)
+            else:
+                module._buffers[attr] = view
+
+    def at(self, c: Tensor) -> Forward:
+        """The network at coordinates c (d,): x (B, ...) -> (1, B, [C])."""
+        self.layout.weights(c, self.buffer)
+        for v in self.clamped:
+            v.clamp_min_(0)
+        return lambda x: self.net(x).unsqueeze(0)
+
+
+def _functional_point(
+    model: nn.Module, subspace: Subspace, c: Tensor, bn_data: Tensor | None, batch_size: int
+) -> Forward:
+    """The network at c through functional_call, BN statistics recomputed from bn_data when
+    given: for what a flat buffer cannot hold (recomputed statistics, mixed dtypes)."""
+    state = subspace.point(c)
+    if bn_data is not None:
+        state = recompute_bn_state(model, state, bn_data, batch_size)
+    if c.device.type == "cpu":
+        state = {key: to_channels_last(v) for key, v in state.items()}
+    return lambda x: functional_call(model, state, (x,)).unsqueeze(0)
+
+
+@contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to n for the block (it is process-wide)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class Pointwise:
+    """Points of one subspace on fixed data, one network at a time, on `workers` threads; built
+    once and called chunk after chunk (the model copies are made once)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        subspace: Subspace,
+        data: Mapping[str, tuple[Tensor, Tensor]],
+        loss: str,
+        batch_size: int,
+        workers: int = 1,
+        bn_data: Tensor | None = None,
+        bn_batch_size: int = 256,
+    ):
+        self.model, self.subspace = model.eval(), subspace
+        self.loss, self.batch_size, self.workers = loss, batch_size, workers
+        self.bn_data, self.bn_batch_size = bn_data, bn_batch_size
+        cpu = next(iter(data.values()))[0].device.type == "cpu"
+        self.data = {n: (to_channels_last(x), y) for n, (x, y) in data.items()} if cpu else data
+        self.loss_output = is_loss_output(model)
+        # one model per worker (functional_call swaps a module's tensors while it runs)
+        self.flat = bn_data is None and FlatLayout.fits(subspace)
+        layout = FlatLayout(subspace, channels_last=cpu) if self.flat else None
+        self.models: queue.SimpleQueue[FlatNet | nn.Module] = queue.SimpleQueue()
+        for _ in range(workers):
+            self.models.put(FlatNet(model, layout) if self.flat else copy.deepcopy(self.model))
+
+    def _one(self, c: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """Loss and accuracy (1,) of each split at coordinates c (d,)."""
+        model = self.models.get()
+        try:
+            with torch.no_grad():  # grad mode is per thread
+                if self.flat:
+                    return self._metrics(model.at(c))
+                forward = _functional_point(
+                    model, self.subspace, c, self.bn_data, self.bn_batch_size
+                )
+                return self._metrics(forward)
+        finally:
+            self.models.put(model)
+
+    def _metrics(self, forward: Forward) -> dict[str, tuple[Tensor, Tensor]]:
+        return {
+            name: split_metrics(forward, 1, split, self.batch_size, self.loss, self.loss_output)
+            for name, split in self.data.items()
+        }
+
+    def __call__(self, coords: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """Mean loss and accuracy of every split at each row of coords (K, d): (K,) each."""
+        if self.workers == 1 or coords.shape[0] == 1:
+            rows = [self._one(c) for c in coords]
+        else:
+            with intra_op_threads(1):
+                # OpenMP keeps a thread count per thread: each worker sets its own
+                pool = ThreadPoolExecutor(
+                    self.workers, "point", initializer=torch.set_num_threads, initargs=(1,)
+                )
+                stop = threading.Event()
+
+                def block(coords: Tensor) -> list[dict[str, tuple[Tensor, Tensor]]]:
+                    return [self._one(c) for c in coords if not stop.is_set()]
+
+                try:  # each worker a contiguous block: one task, not one per point
+                    done = pool.map(block, torch.tensor_split(coords, self.workers))
+                    rows = [row for rows in done for row in rows]
+                finally:  # an error or Ctrl-C: the workers stop after their current point
+                    stop.set()
+                    pool.shutdown(wait=True)
+        return {
+            name: (torch.cat([r[name][0] for r in rows]), torch.cat([r[name][1] for r in rows]))
+            for name in self.data
+        }
