@@ -164,6 +164,8 @@ def test_a_killed_mpo_run_resumes_its_fit_and_surface_and_equals_an_uninterrupte
     """SIGKILL mid-fit (no chance to clean up), then the same command: the fit continues from its
     last checkpoint and the result is the uninterrupted run's, bit for bit (one thread)."""
     args = ["steps=300", "checkpoint_every=10", "early_stop=false", "threads=1", "plot=false"]
+    # the final evaluation the same way in both runs: auto's timed choice may differ between them
+    args.append("engine.strategy=sequential")
     argv = [PYTHON, "-m", "landscape_hpc.mpo", *TINY, *args]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
