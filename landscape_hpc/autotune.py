@@ -1,15 +1,15 @@
 """engine.strategy=auto: the way of evaluating points that is fastest here, found by timing.
 
 The candidates are the strategies (vmap; sequential; on a CPU with more than one torch thread,
-threads), then the winner at other batch sizes: a quarter of engine.batch_size, and the whole
-split where it is at most twice engine.batch_size (one forward instead of a full and a ragged
-one: +30% for a small conv net on 300 samples). Each runs on the first points of the first call
-(two passes' worth, within limits), with every split cut to a few batches: once to warm up
-(vmap's tracing, the kernels' set-up for these shapes), then timed (the fastest of a few runs).
-The fewest seconds per point wins, and the choice is logged with every figure. It is kept for
-the process under a fingerprint of the model's architecture, the moving tensors, the device, the
-data shapes, the engine options and the thread count: a run times once, however many chunks or
-calls it evaluates.
+threads), then the winner, and any strategy within 25% of it, at other batch sizes: a quarter
+of engine.batch_size, and the whole split where it is at most twice engine.batch_size (one
+forward instead of a full and a ragged one: +30% for a small conv net on 300 samples). Each
+runs on the first points of the first call (a pass's worth, within limits), every split cut to
+two batches: once to warm up (vmap's tracing, the kernels' set-up for these shapes), then timed
+(the fastest of a few runs). The fewest seconds per point wins, and the choice is logged with
+every figure. It is kept for the process under a fingerprint of the model's architecture, the
+moving tensors, the device, the data shapes, the engine options and the thread count: a run
+times once, however many chunks or calls it evaluates.
 
 The strategies agree to float32 rounding (about 1e-7 relative), not bit for bit: pin
 engine.strategy where two runs must give the same bits.
@@ -37,6 +37,8 @@ PROBE_BATCHES = 2
 #: each candidate is timed repeatedly for about this long (at most MAX_REPEATS runs), fastest kept
 PROBE_SECONDS = 0.1
 MAX_REPEATS = 5
+#: strategies within this factor of the fastest also have their other batch sizes timed
+NEAR_TIE = 1.25
 #: the smallest batch size the batch-size candidate tries
 MIN_BATCH = 16
 
@@ -63,8 +65,15 @@ def fingerprint(*parts: object) -> str:
 
 
 def best_time(run: Callable[[], object]) -> float:
-    """The fastest of a few runs (others' load only ever slows one down): repeated until
-    PROBE_SECONDS have passed, at least once and at most MAX_REPEATS times."""
+    """Seconds of `run`: warmed up once (tracing, kernels set up for these shapes), then the
+    fastest of a few runs (others' load only ever slows one down), repeated until PROBE_SECONDS
+    have passed and at most MAX_REPEATS times. A warm-up that took 10 PROBE_SECONDS or more is
+    the figure itself: a set-up cost is small beside it, and another run would cost as much."""
+    start = time.perf_counter()
+    run()
+    warm = time.perf_counter() - start
+    if warm >= 10 * PROBE_SECONDS:
+        return warm
     times: list[float] = []
     while len(times) < MAX_REPEATS and sum(times) < PROBE_SECONDS:
         start = time.perf_counter()
@@ -86,16 +95,17 @@ def choose(
     seconds_per_point: Callable[[Plan], float],
     other_batches: Callable[[Plan], list[Plan]],
 ) -> Plan:
-    """The fastest plan: cached under `key`, else timed (every candidate, then the winner at
-    `other_batches`) and logged."""
+    """The fastest plan: cached under `key`, else timed (every candidate, then the winner and
+    any within NEAR_TIE of it at `other_batches`) and logged."""
     if key in _chosen:
         return _chosen[key][0]
     start = time.perf_counter()
     times = {plan: seconds_per_point(plan) for plan in candidates}
-    best = min(times, key=times.__getitem__)
-    for other in other_batches(best):
-        if other not in times:
-            times[other] = seconds_per_point(other)
+    fastest = min(times.values())
+    for plan in [p for p, t in times.items() if t <= NEAR_TIE * fastest]:
+        for other in other_batches(plan):
+            if other not in times:
+                times[other] = seconds_per_point(other)
     best = min(times, key=times.__getitem__)
     figures = ", ".join(f"{plan} {1e3 * t:.3g} ms/point" for plan, t in times.items())
     log.info(

@@ -168,7 +168,6 @@ class Evaluator:
             run = self._build(plan, data)
             per_pass = run.per_pass if isinstance(run, Batched) else 2 * plan.workers
             probe = coords[: autotune.probe_points(coords.shape[0], per_pass)]
-            run(probe)  # warm-up: tracing, kernels set up for these shapes
             return autotune.best_time(lambda: run(probe)) / probe.shape[0]
 
         samples = max(x.shape[0] for x, _ in self.data.values())

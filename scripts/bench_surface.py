@@ -393,7 +393,8 @@ def bench_workload(
     flops = flops_per_sample(model, workload.shape)
     chooser = Evaluator(model, subspace, {"train": (inputs, labels)})  # auto, timed
     chooser(coords)
-    auto = chooser.plan.strategy
+    plan = chooser.plan
+    auto = plan.strategy
     print(
         f"\n== {workload.model}: input {'x'.join(map(str, workload.shape))}, {samples} samples, "
         f"{workload.grid[0]}x{workload.grid[1]} grid = {points} points, "
@@ -407,6 +408,11 @@ def bench_workload(
         "engine threads": engine(model, subspace, "threads"),
         "loss-landscape way": loss_landscape_way(model, subspace),
     }
+    # auto's plan pinned: the same code as auto, so their gap is this run's noise
+    twin_name = f"engine {auto}"
+    if plan.batch_size != EngineConfig().batch_size:
+        twin_name = "engine auto's plan, pinned"
+        methods[twin_name] = engine(model, subspace, auto, plan.batch_size)
     what_if = f"engine auto, batch {workload.what_if_batch}"
     if workload.what_if_batch is not None:
         methods[what_if] = engine(model, subspace, "auto", workload.what_if_batch)
@@ -458,15 +464,14 @@ def bench_workload(
     )
     speedup = rows["engine auto"]["points_per_s"] / rows["loss-landscape way"]["points_per_s"]
     of_ceiling = rows["engine auto"]["points_per_s"] / rows["eager ceiling"]["points_per_s"]
-    # auto runs the very same code as the strategy it resolves to: their gap is this run's noise
-    twin = rows[f"engine {auto}"]["points_per_s"]
+    twin = rows[twin_name]["points_per_s"]
     noise = abs(rows["engine auto"]["points_per_s"] - twin) / max(
         rows["engine auto"]["points_per_s"], twin
     )
     print(
         f"  engine(auto) / loss-landscape way = {speedup:.2f}x, "
         f"engine(auto) / eager ceiling ({best_config}) = {of_ceiling:.2f}x, "
-        f"max |rel. loss difference| = {max_rel:.1e}; auto vs {auto} (same code): "
+        f"max |rel. loss difference| = {max_rel:.1e}; auto vs {twin_name} (same code): "
         f"{100 * noise:.0f}% apart",
         flush=True,
     )
@@ -478,7 +483,7 @@ def bench_workload(
         "points": points,
         "flops_per_sample": flops,
         "auto_strategy": auto,
-        "auto_plan": str(chooser.plan),
+        "auto_plan": str(plan),
         "methods": rows,
         "ceiling_samples_per_s": {c: ceiling.samples_per_s(c) for c in ceiling.configs},
         "ceiling_best": best_config,
@@ -544,7 +549,7 @@ def print_table(results: list[dict[str, object]], peaks: list[tuple[float, float
         f"{len(rates)} measurements)"
     )
     header = (
-        f"{'workload':<12} {'method':<23} {'points/s':>9} {'samples/s':>10} "
+        f"{'workload':<12} {'method':<27} {'points/s':>9} {'samples/s':>10} "
         f"{'GFLOP/s':>8} {'% peak':>7} {'others':>7} {'faults/sample':>14}"
     )
     print(header)
@@ -552,7 +557,7 @@ def print_table(results: list[dict[str, object]], peaks: list[tuple[float, float
     for r in results:
         for name, row in r["methods"].items():
             print(
-                f"{r['model']:<12} {name:<23} {row['points_per_s']:9.2f} "
+                f"{r['model']:<12} {name:<27} {row['points_per_s']:9.2f} "
                 f"{row['samples_per_s']:10.0f} {row['gflops']:8.2f} "
                 f"{100 * row['peak_fraction']:6.1f}% {100 * row['others_cpu']:6.0f}% "
                 f"{row['page_faults_per_sample']:14.1f}"
