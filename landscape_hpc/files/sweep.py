@@ -10,7 +10,9 @@
         rank, steps, bn, converged                  integers (steps: where the fit stopped)
         seconds, train_seconds, heldout_seconds,    float64: the job's wall time, of it the fit
         eval_seconds, scale                         (held-out checks included), the checks, the
-                                                    evaluation of every cell; the plane's scale
+                                                    evaluation of every cell, all of the run that
+                                                    finished the job (a resumed job: its last
+                                                    leg); the plane's scale
         metrics                                     (2, 10) float64: rows train, test;
                                                     columns METRIC_COLUMNS (attrs rows, columns)
         history                                     (rows, 10) float64, NaN rows unused: the

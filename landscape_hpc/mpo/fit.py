@@ -91,7 +91,13 @@ class FitResult:
     last: Optional[StepStats]
     history: list[list[float]] = field(default_factory=list)  # rows in HISTORY_COLUMNS order
     converged: bool = False  # the stop rule ended the fit (not the step limit)
-    heldout_seconds: float = 0.0  # of `seconds`, spent on held-out checks
+    heldout_seconds: float = 0.0  # of this run's fit time, spent on held-out checks
+    resumed_seconds: float = 0.0  # of `seconds`, the runs before this one (from the checkpoint)
+
+    @property
+    def run_seconds(self) -> float:
+        """Training wall time of this run alone."""
+        return self.seconds - self.resumed_seconds
 
 
 def check_fit_options(opts: FitOptions) -> None:
@@ -191,9 +197,10 @@ def fit_plane(
     if converged or start_step >= opts.steps:
         why = "converged" if converged else f"steps={opts.steps}"
         log.info("plane already trained for %d steps (%s): nothing to do", start_step, why)
-        return FitResult(plane, start_step, seconds, None, history, converged)
+        return FitResult(plane, start_step, seconds, None, history, converged, 0.0, seconds)
     if start_step:
         log.info("resuming the fit from %s at step %d", path, start_step)
+    resumed_seconds = seconds
 
     n = train.labels.shape[0]
     bar = tqdm(range(start_step, opts.steps), desc="mpo", unit="step", disable=not progress)
@@ -261,7 +268,9 @@ def fit_plane(
     seconds += time.perf_counter() - t0
     if path is not None:
         _save(path, plane, optimizer, done, seconds, fingerprint, history, losses)
-    return FitResult(plane, done, seconds, stats, history, converged, heldout_seconds)
+    return FitResult(
+        plane, done, seconds, stats, history, converged, heldout_seconds, resumed_seconds
+    )
 
 
 def _ema(old: float, new: float) -> float:

@@ -228,7 +228,7 @@ def run_job(cfg: MPOConfig, splits: dict, mask: np.ndarray, job_dir: Path) -> Ou
         converged=result.converged,
         scale=exported["scale"],
         seconds=time.perf_counter() - start,
-        train_seconds=result.seconds,
+        train_seconds=result.run_seconds,  # this run's, as `seconds` (a resumed job: its last leg)
         heldout_seconds=result.heldout_seconds,
         eval_seconds=eval_seconds,
         **where,
