@@ -18,8 +18,9 @@ output is the loss, its accuracy NaN. No MPI, HDF5 or Hydra.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from landscape_hpc.autotune import Plan
 from landscape_hpc.batchnorm import has_bn, recompute_bn_single
 from landscape_hpc.config import EngineConfig
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.losses import LOSSES, batches, is_loss_output, per_sample_loss
+from landscape_hpc.losses import LOSSES, Points, batches, is_loss_output, per_sample_loss
 from landscape_hpc.memory import cpu_batch_size, points_per_pass
 from landscape_hpc.pointwise import Pointwise
 from landscape_hpc.stacked import Batched
@@ -104,41 +105,36 @@ class Evaluator:
         if recompute and bn_data is None:
             raise ValueError("bn=recompute needs bn_data (the training inputs)")
         self.bn_data = bn_data if recompute else None
+        self.points = Points(
+            self.model, subspace, self.data, options.loss, self.bn_data, options.batch_size
+        )
         self.plan = None if options.strategy == "auto" else self._plan(options.strategy)
         self.key: str | None = None  # auto: the fingerprint its choice is kept under
-        self._run = None
+        self._runners: dict[Plan, Batched | Pointwise] = {}
+
+    @functools.cached_property
+    def _cpu_batch_cap(self) -> int:
+        """The largest batch a one-point-at-a-time forward may take on a CPU (memory.py)."""
+        sample = next(iter(self.data.values()))[0][0]
+        return cpu_batch_size(self.model, sample, 2**62)
 
     def _plan(self, strategy: str, batch_size: int | None = None) -> Plan:
         batch = batch_size or self.options.batch_size
         if strategy != "vmap" and self.device.type == "cpu":
-            sample = next(iter(self.data.values()))[0][0]
-            batch = cpu_batch_size(self.model, sample, batch)
+            batch = min(batch, self._cpu_batch_cap)
         workers = torch.get_num_threads() if strategy == "threads" else 1
         return Plan(strategy, batch, workers)
 
-    def _build(self, plan: Plan, data: Mapping[str, tuple[Tensor, Tensor]]):
-        loss, bn_batch = self.options.loss, self.options.batch_size
+    def _build(self, plan: Plan, points: Points) -> Batched | Pointwise:
         if plan.strategy == "vmap":
-            return Batched(
-                self.model,
-                self.subspace,
-                data,
-                loss,
-                plan.batch_size,
-                self.options.memory_mb,
-                self.bn_data,
-                bn_batch,
-            )
-        return Pointwise(
-            self.model,
-            self.subspace,
-            data,
-            loss,
-            plan.batch_size,
-            plan.workers,
-            self.bn_data,
-            bn_batch,
-        )
+            return Batched(points, plan.batch_size, self.options.memory_mb)
+        return Pointwise(points, plan.batch_size, plan.workers)
+
+    def _runner(self, plan: Plan) -> Batched | Pointwise:
+        """The runner of `plan` on all the data, built once."""
+        if plan not in self._runners:
+            self._runners[plan] = self._build(plan, self.points)
+        return self._runners[plan]
 
     def _candidates(self) -> list[Plan]:
         plans = [self._plan("vmap"), self._plan("sequential")]
@@ -163,9 +159,10 @@ class Evaluator:
         # every candidate on the same points and samples: a few batches of the largest size
         cut = autotune.PROBE_BATCHES * self.options.batch_size
         data = {name: (x[:cut], y[:cut]) for name, (x, y) in self.data.items()}
+        probe_points = replace(self.points, data=data)
 
         def seconds_per_point(plan: Plan) -> float:
-            run = self._build(plan, data)
+            run = self._build(plan, probe_points)
             per_pass = run.per_pass if isinstance(run, Batched) else 2 * plan.workers
             probe = coords[: autotune.probe_points(coords.shape[0], per_pass)]
             return autotune.best_time(lambda: run(probe)) / probe.shape[0]
@@ -182,14 +179,10 @@ class Evaluator:
     def __call__(self, coords: Tensor) -> dict[str, Metrics]:
         """Loss and accuracy at each row of coords (K, d) on every split."""
         coords = coords.to(device=self.device, dtype=torch.float64)
-        if self.plan is None:
-            plan = self._choose(coords)
-            if coords.shape[0] < autotune.MIN_POINTS:  # not timed: decide again next call
-                return self._metrics(self._build(plan, self.data)(coords))
+        plan = self.plan or self._choose(coords)
+        if coords.shape[0] >= autotune.MIN_POINTS:  # timed (or pinned): kept; else decided again
             self.plan = plan
-        if self._run is None:
-            self._run = self._build(self.plan, self.data)
-        return self._metrics(self._run(coords))
+        return self._metrics(self._runner(plan)(coords))
 
     @staticmethod
     def _metrics(values: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Metrics]:

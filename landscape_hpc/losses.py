@@ -8,11 +8,14 @@ losses instead of logits: the mean of its output is the loss, its accuracy NaN.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from landscape_hpc.subspace import Subspace
 
 LOSSES = ("ce", "mse")
 
@@ -78,3 +81,31 @@ def split_metrics(
         loss_sum += batch_loss
         correct += batch_correct
     return loss_sum / n, 100.0 * correct / n
+
+
+@dataclass
+class Points:
+    """What a strategy evaluates: `model` (a template, its own weights unused) at points of
+    `subspace`, on `data` ({split: (inputs, labels)}) with `loss`; BN statistics recomputed from
+    `bn_data` (in batches of `bn_batch_size`) when it is given."""
+
+    model: nn.Module
+    subspace: Subspace
+    data: Mapping[str, tuple[Tensor, Tensor]]
+    loss: str
+    bn_data: Tensor | None = None
+    bn_batch_size: int = 256
+
+    @property
+    def loss_output(self) -> bool:
+        return is_loss_output(self.model)
+
+
+def concat(
+    parts: Sequence[Mapping[str, tuple[Tensor, Tensor]]],
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """{split: (loss, accuracy)} of consecutive groups of points, joined in order."""
+    return {
+        name: (torch.cat([p[name][0] for p in parts]), torch.cat([p[name][1] for p in parts]))
+        for name in parts[0]
+    }

@@ -22,17 +22,15 @@ import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from landscape_hpc.batchnorm import recompute_bn_state
-from landscape_hpc.losses import Forward, is_loss_output, split_metrics
-from landscape_hpc.subspace import Subspace
-
-#: a moving tensor whose name ends so is clamped at zero, as Subspace.point does
-_NONNEGATIVE_SUFFIX = "running_var"
+from landscape_hpc.losses import Forward, Points, concat, split_metrics
+from landscape_hpc.subspace import NONNEGATIVE_SUFFIX, Subspace
 
 
 def to_channels_last(t: Tensor) -> Tensor:
@@ -105,7 +103,7 @@ class FlatNet:
             layout.origin.numel(), dtype=layout.dtype, device=layout.origin.device
         )
         views = layout.views(self.buffer)
-        self.clamped = [v for k, v in views.items() if k.endswith(_NONNEGATIVE_SUFFIX)]
+        self.clamped = [v for k, v in views.items() if k.endswith(NONNEGATIVE_SUFFIX)]
         for key, view in views.items():
             owner, _, attr = key.rpartition(".")
             module = self.net.get_submodule(owner)
@@ -150,72 +148,55 @@ class Pointwise:
     """Points of one subspace on fixed data, one network at a time, on `workers` threads; built
     once and called chunk after chunk (the model copies are made once)."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        subspace: Subspace,
-        data: Mapping[str, tuple[Tensor, Tensor]],
-        loss: str,
-        batch_size: int,
-        workers: int = 1,
-        bn_data: Tensor | None = None,
-        bn_batch_size: int = 256,
-    ):
-        self.model, self.subspace = model.eval(), subspace
-        self.loss, self.batch_size, self.workers = loss, batch_size, workers
-        self.bn_data, self.bn_batch_size = bn_data, bn_batch_size
-        cpu = next(iter(data.values()))[0].device.type == "cpu"
-        self.data = {n: (to_channels_last(x), y) for n, (x, y) in data.items()} if cpu else data
-        self.loss_output = is_loss_output(model)
+    def __init__(self, points: Points, batch_size: int, workers: int = 1):
+        self.batch_size, self.workers = batch_size, workers
+        cpu = next(iter(points.data.values()))[0].device.type == "cpu"
+        if cpu:
+            data = {n: (to_channels_last(x), y) for n, (x, y) in points.data.items()}
+            points = replace(points, data=data)
+        self.points = points
         # one model per worker (functional_call swaps a module's tensors while it runs)
-        self.flat = bn_data is None and FlatLayout.fits(subspace)
-        layout = FlatLayout(subspace, channels_last=cpu) if self.flat else None
+        self.flat = points.bn_data is None and FlatLayout.fits(points.subspace)
+        layout = FlatLayout(points.subspace, channels_last=cpu) if self.flat else None
         self.models: queue.SimpleQueue[FlatNet | nn.Module] = queue.SimpleQueue()
         for _ in range(workers):
-            self.models.put(FlatNet(model, layout) if self.flat else copy.deepcopy(self.model))
+            model = points.model.eval()
+            self.models.put(FlatNet(model, layout) if self.flat else copy.deepcopy(model))
 
     def _one(self, c: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         """Loss and accuracy (1,) of each split at coordinates c (d,)."""
+        p = self.points
         model = self.models.get()
         try:
             with torch.no_grad():  # grad mode is per thread
                 if self.flat:
-                    return self._metrics(model.at(c))
-                forward = _functional_point(
-                    model, self.subspace, c, self.bn_data, self.bn_batch_size
-                )
-                return self._metrics(forward)
+                    forward = model.at(c)
+                else:
+                    forward = _functional_point(model, p.subspace, c, p.bn_data, p.bn_batch_size)
+                return {
+                    name: split_metrics(forward, 1, split, self.batch_size, p.loss, p.loss_output)
+                    for name, split in p.data.items()
+                }
         finally:
             self.models.put(model)
-
-    def _metrics(self, forward: Forward) -> dict[str, tuple[Tensor, Tensor]]:
-        return {
-            name: split_metrics(forward, 1, split, self.batch_size, self.loss, self.loss_output)
-            for name, split in self.data.items()
-        }
 
     def __call__(self, coords: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         """Mean loss and accuracy of every split at each row of coords (K, d): (K,) each."""
         if self.workers == 1 or coords.shape[0] == 1:
-            rows = [self._one(c) for c in coords]
-        else:
-            with intra_op_threads(1):
-                # OpenMP keeps a thread count per thread: each worker sets its own
-                pool = ThreadPoolExecutor(
-                    self.workers, "point", initializer=torch.set_num_threads, initargs=(1,)
-                )
-                stop = threading.Event()
+            return concat([self._one(c) for c in coords])
+        with intra_op_threads(1):
+            # OpenMP keeps a thread count per thread: each worker sets its own
+            pool = ThreadPoolExecutor(
+                self.workers, "point", initializer=torch.set_num_threads, initargs=(1,)
+            )
+            stop = threading.Event()
 
-                def block(coords: Tensor) -> list[dict[str, tuple[Tensor, Tensor]]]:
-                    return [self._one(c) for c in coords if not stop.is_set()]
+            def block(coords: Tensor) -> list[dict[str, tuple[Tensor, Tensor]]]:
+                return [self._one(c) for c in coords if not stop.is_set()]
 
-                try:  # each worker a contiguous block: one task, not one per point
-                    done = pool.map(block, torch.tensor_split(coords, self.workers))
-                    rows = [row for rows in done for row in rows]
-                finally:  # an error or Ctrl-C: the workers stop after their current point
-                    stop.set()
-                    pool.shutdown(wait=True)
-        return {
-            name: (torch.cat([r[name][0] for r in rows]), torch.cat([r[name][1] for r in rows]))
-            for name in self.data
-        }
+            try:  # each worker a contiguous block: one task, not one per point
+                done = pool.map(block, torch.tensor_split(coords, self.workers))
+                return concat([row for rows in done for row in rows])
+            finally:  # an error or Ctrl-C: the workers stop after their current point
+                stop.set()
+                pool.shutdown(wait=True)

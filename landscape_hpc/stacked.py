@@ -7,14 +7,12 @@ instead of K Python-driven forwards.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from landscape_hpc.batchnorm import bn_recompute_template, fresh_bn_state
-from landscape_hpc.losses import Forward, batches, is_loss_output, split_metrics
+from landscape_hpc.losses import Forward, Points, batches, concat, split_metrics
 from landscape_hpc.memory import points_per_pass
 from landscape_hpc.params import ParamDict
 from landscape_hpc.subspace import Subspace
@@ -71,45 +69,30 @@ class Batched:
     """Points of one subspace on fixed data, as many per batched pass as the memory budget
     allows; built once and called chunk after chunk."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        subspace: Subspace,
-        data: Mapping[str, tuple[Tensor, Tensor]],
-        loss: str,
-        batch_size: int,
-        memory_mb: float,
-        bn_data: Tensor | None = None,
-        bn_batch_size: int = 256,
-    ):
-        self.stacked, self.subspace, self.data = Stacked(model.eval()), subspace, data
-        self.loss, self.batch_size = loss, batch_size
-        self.bn_data, self.bn_batch_size = bn_data, bn_batch_size
-        self.loss_output = is_loss_output(model)
-        sample = next(iter(data.values()))[0][0]
-        self.per_pass = points_per_pass(model, subspace, sample, batch_size, memory_mb)
+    def __init__(self, points: Points, batch_size: int, memory_mb: float):
+        self.points, self.batch_size = points, batch_size
+        self.stacked = Stacked(points.model.eval())
+        sample = next(iter(points.data.values()))[0][0]
+        self.per_pass = points_per_pass(
+            points.model, points.subspace, sample, batch_size, memory_mb
+        )
 
     def __call__(self, coords: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         """Mean loss and accuracy of every split at each row of coords (K, d): (K,) each."""
-        parts: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in self.data}
+        p = self.points
+        parts = []
         with torch.no_grad():
             for chunk in batches(coords.shape[0], self.per_pass):
-                points = coords[chunk]
+                k = coords[chunk].shape[0]
                 forward = stacked_points(
-                    self.stacked, self.subspace, points, self.bn_data, self.bn_batch_size
+                    self.stacked, p.subspace, coords[chunk], p.bn_data, p.bn_batch_size
                 )
-                for name, split in self.data.items():
-                    parts[name].append(
-                        split_metrics(
-                            forward,
-                            len(points),
-                            split,
-                            self.batch_size,
-                            self.loss,
-                            self.loss_output,
+                parts.append(
+                    {
+                        name: split_metrics(
+                            forward, k, split, self.batch_size, p.loss, p.loss_output
                         )
-                    )
-        return {
-            name: (torch.cat([p[0] for p in ps]), torch.cat([p[1] for p in ps]))
-            for name, ps in parts.items()
-        }
+                        for name, split in p.data.items()
+                    }
+                )
+        return concat(parts)

@@ -16,7 +16,7 @@ from landscape_hpc.params import ParamDict
 
 #: BN running variances are clamped at zero: a direction through the running statistics
 #: (dir_type=states) must never produce a negative variance anywhere on the grid.
-_NONNEGATIVE_SUFFIX = "running_var"
+NONNEGATIVE_SUFFIX = "running_var"
 
 
 @dataclass
@@ -61,4 +61,4 @@ class Subspace:
 
 
 def _clamp_variances(state: ParamDict) -> ParamDict:
-    return {k: v.clamp_min(0) if k.endswith(_NONNEGATIVE_SUFFIX) else v for k, v in state.items()}
+    return {k: v.clamp_min(0) if k.endswith(NONNEGATIVE_SUFFIX) else v for k, v in state.items()}
