@@ -128,7 +128,7 @@ class Evaluator:
     def _build(self, plan: Plan, points: Points) -> Batched | Pointwise:
         if plan.strategy == "vmap":
             return Batched(points, plan.batch_size, self.options.memory_mb)
-        return Pointwise(points, plan.batch_size, plan.workers)
+        return Pointwise(points, plan.batch_size, plan.workers, self.options.fold_bn)
 
     def _runner(self, plan: Plan) -> Batched | Pointwise:
         """The runner of `plan` on all the data, built once."""

@@ -17,6 +17,8 @@ kernel. A point's values do not depend on which thread computed it.
 from __future__ import annotations
 
 import copy
+import functools
+import itertools
 import queue
 import threading
 from collections.abc import Iterator, Mapping
@@ -29,6 +31,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from landscape_hpc.batchnorm import recompute_bn_state
+from landscape_hpc.bnfold import FoldedConv, fold_graph
 from landscape_hpc.losses import Forward, Points, concat, split_metrics
 from landscape_hpc.subspace import NONNEGATIVE_SUFFIX, Subspace
 
@@ -44,6 +47,8 @@ class FlatLayout:
     def __init__(self, subspace: Subspace, channels_last: bool):
         self.keys = sorted({k for d in subspace.basis for k in d})
         self.shapes = {k: tuple(subspace.origin[k].shape) for k in self.keys}
+        sizes = [int(torch.Size(self.shapes[k]).numel()) for k in self.keys]
+        self.offsets = dict(zip(self.keys, [0, *itertools.accumulate(sizes)]))
         self.channels_last = channels_last
 
         def flat(tensors: Mapping[str, Tensor]) -> Tensor:
@@ -66,57 +71,60 @@ class FlatLayout:
     def _stored(self, t: Tensor) -> Tensor:
         return t.permute(0, 2, 3, 1) if self.channels_last and t.dim() == 4 else t
 
-    def views(self, buffer: Tensor) -> dict[str, Tensor]:
-        """Each moving tensor as a view of `buffer`, in its own shape (channels-last strides for
-        4-D tensors when the layout is channels-last)."""
-        out, offset = {}, 0
-        for key in self.keys:
-            shape = self.shapes[key]
-            n = int(torch.Size(shape).numel())
-            view = buffer[offset : offset + n]
-            if self.channels_last and len(shape) == 4:
-                o, i, h, w = shape
-                out[key] = view.view(o, h, w, i).permute(0, 3, 1, 2)
-            else:
-                out[key] = view.view(shape)
-            offset += n
-        return out
+    def view(self, buffer: Tensor, key: str) -> Tensor:
+        """One moving tensor as a view of `buffer` (a flat tensor of this layout), in its own
+        shape (channels-last strides for 4-D tensors when the layout is channels-last)."""
+        offset, shape = self.offsets[key], self.shapes[key]
+        view = buffer[offset : offset + int(torch.Size(shape).numel())]
+        if self.channels_last and len(shape) == 4:
+            o, i, h, w = shape
+            return view.view(o, h, w, i).permute(0, 3, 1, 2)
+        return view.view(shape)
 
-    def weights(self, c: Tensor, out: Tensor) -> None:
+    def weights(self, c: Tensor, out: Tensor) -> Tensor:
         """θ(c) of the moving tensors into `out`: origin + Σ c_k · basis_k in float64, rounded
-        once (Subspace.point's arithmetic)."""
+        once (Subspace.point's arithmetic); returns the float64 sum (not to be modified)."""
         acc = self.origin
         for c_k, b_k in zip(c.tolist(), self.basis):
             acc = acc + c_k * b_k
         out.copy_(acc)
+        return acc
 
 
 class FlatNet:
-    """A private copy of the model in eval mode whose moving tensors are views of one buffer."""
+    """A private copy of the model in eval mode whose moving tensors are views of one buffer;
+    with `fold_bn`, its conv → BN pairs folded into the convs (bnfold.py)."""
 
-    def __init__(self, model: nn.Module, layout: FlatLayout):
+    def __init__(self, model: nn.Module, layout: FlatLayout, fold_bn: bool = False):
         self.layout = layout
-        self.net = copy.deepcopy(model).eval()
+        self.net, pairs = copy.deepcopy(model).eval(), []
+        if fold_bn:
+            self.net, pairs = fold_graph(self.net)
         if layout.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.buffer = torch.empty(
             layout.origin.numel(), dtype=layout.dtype, device=layout.origin.device
         )
-        views = layout.views(self.buffer)
-        self.clamped = [v for k, v in views.items() if k.endswith(NONNEGATIVE_SUFFIX)]
-        for key, view in views.items():
+        self.clamped = []
+        for key in layout.keys:
+            view = layout.view(self.buffer, key)
+            if key.endswith(NONNEGATIVE_SUFFIX):
+                self.clamped.append(view)
             owner, _, attr = key.rpartition(".")
             module = self.net.get_submodule(owner)
             if attr in module._parameters:
                 module._parameters[attr] = nn.Parameter(view, requires_grad=False)
             else:
                 module._buffers[attr] = view
+        self.folds = [FoldedConv(self.net, pair, layout.offsets.keys()) for pair in pairs]
 
     def at(self, c: Tensor) -> Forward:
         """The network at coordinates c (d,): x (B, ...) -> (1, B, [C])."""
-        self.layout.weights(c, self.buffer)
+        acc = self.layout.weights(c, self.buffer)
         for v in self.clamped:
             v.clamp_min_(0)
+        for fold in self.folds:
+            fold.load(functools.partial(self.layout.view, acc))
         return lambda x: self.net(x).unsqueeze(0)
 
 
@@ -146,9 +154,10 @@ def intra_op_threads(n: int) -> Iterator[None]:
 
 class Pointwise:
     """Points of one subspace on fixed data, one network at a time, on `workers` threads; built
-    once and called chunk after chunk (the model copies are made once)."""
+    once and called chunk after chunk (the model copies are made once). `fold_bn`: conv → BN
+    pairs folded (bn=eval only; bnfold.py)."""
 
-    def __init__(self, points: Points, batch_size: int, workers: int = 1):
+    def __init__(self, points: Points, batch_size: int, workers: int = 1, fold_bn: bool = False):
         self.batch_size, self.workers = batch_size, workers
         cpu = next(iter(points.data.values()))[0].device.type == "cpu"
         if cpu:
@@ -161,7 +170,7 @@ class Pointwise:
         self.models: queue.SimpleQueue[FlatNet | nn.Module] = queue.SimpleQueue()
         for _ in range(workers):
             model = points.model.eval()
-            self.models.put(FlatNet(model, layout) if self.flat else copy.deepcopy(model))
+            self.models.put(FlatNet(model, layout, fold_bn) if self.flat else copy.deepcopy(model))
 
     def _one(self, c: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         """Loss and accuracy (1,) of each split at coordinates c (d,)."""
