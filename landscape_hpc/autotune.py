@@ -1,15 +1,18 @@
 """engine.strategy=auto: the way of evaluating points that is fastest here, found by timing.
 
 The candidates are the strategies (vmap; sequential; on a CPU with more than one torch thread,
-threads), then the winner, and any strategy within 25% of it, at other batch sizes: a quarter
-of engine.batch_size, and the whole split where it is at most twice engine.batch_size (one
-forward instead of a full and a ragged one: +30% for a small conv net on 300 samples). Each
-runs on the first points of the first call (a pass's worth, within limits), every split cut to
-two batches: once to warm up (vmap's tracing, the kernels' set-up for these shapes), then timed
-(the fastest of a few runs). The fewest seconds per point wins, and the choice is logged with
-every figure. It is kept for the process under a fingerprint of the model's architecture, the
-moving tensors, the device, the data shapes, the engine options and the thread count: a run
-times once, however many chunks or calls it evaluates.
+threads). Then the winner, and any plan within 25% of it, at other batch sizes: a quarter of
+engine.batch_size, and the whole split where it is at most twice engine.batch_size (one forward
+instead of a full and a ragged one: +30% for a small conv net on 300 samples). Then, for a conv
+net on a CPU, the winner and its near-ties one point at a time in the other memory layout
+(channels-last, the default, or NCHW: oneDNN's dense convolutions of few channels run faster
+NCHW, of many channels-last). Each runs on the first points of the first call (a pass's worth,
+within limits), every split cut to two batches: once to warm up (vmap's tracing, the kernels'
+set-up for these shapes), then timed (the fastest of a few runs). The fewest seconds per point
+wins, and the choice is logged with every figure. It is kept for the process under a
+fingerprint of the model's architecture, the moving tensors, the device, the data shapes, the
+engine options and the thread count: a run times once, however many chunks or calls it
+evaluates.
 
 The strategies agree to float32 rounding (about 1e-7 relative), not bit for bit: pin
 engine.strategy where two runs must give the same bits.
@@ -52,10 +55,13 @@ class Plan:
     strategy: str  # vmap, sequential or threads
     batch_size: int
     workers: int = 1
+    # sequential and threads on a CPU with 4-D weights: channels-last or NCHW; else None
+    channels_last: bool | None = None
 
     def __str__(self) -> str:
         workers = f" on {self.workers} threads" if self.workers > 1 else ""
-        return f"{self.strategy}{workers} at batch {self.batch_size}"
+        layout = {None: "", True: ", channels-last", False: ", NCHW"}[self.channels_last]
+        return f"{self.strategy}{workers} at batch {self.batch_size}{layout}"
 
 
 def fingerprint(*parts: object) -> str:
@@ -93,19 +99,21 @@ def choose(
     key: str,
     candidates: Sequence[Plan],
     seconds_per_point: Callable[[Plan], float],
-    other_batches: Callable[[Plan], list[Plan]],
+    refinements: Sequence[Callable[[Plan], list[Plan]]],
 ) -> Plan:
-    """The fastest plan: cached under `key`, else timed (every candidate, then the winner and
-    any within NEAR_TIE of it at `other_batches`) and logged."""
+    """The fastest plan: cached under `key`, else timed and logged. Every candidate is timed,
+    then for each refinement in turn its variants of the fastest plan so far and of any within
+    NEAR_TIE of it."""
     if key in _chosen:
         return _chosen[key][0]
     start = time.perf_counter()
     times = {plan: seconds_per_point(plan) for plan in candidates}
-    fastest = min(times.values())
-    for plan in [p for p, t in times.items() if t <= NEAR_TIE * fastest]:
-        for other in other_batches(plan):
-            if other not in times:
-                times[other] = seconds_per_point(other)
+    for variants in refinements:
+        fastest = min(times.values())
+        for plan in [p for p, t in times.items() if t <= NEAR_TIE * fastest]:
+            for other in variants(plan):
+                if other not in times:
+                    times[other] = seconds_per_point(other)
     best = min(times, key=times.__getitem__)
     figures = ", ".join(f"{plan} {1e3 * t:.3g} ms/point" for plan, t in times.items())
     log.info(

@@ -97,10 +97,16 @@ class Evaluator:
         data: Mapping[str, tuple[Tensor, Tensor]],
         options: EngineConfig | None = None,
         bn_data: Tensor | None = None,
+        plan: Plan | None = None,
     ):
+        """`plan`: run this plan instead of options.strategy's (to pin the plan auto chose)."""
         self.options = options = options or EngineConfig()
         self.model, self.subspace, self.data = model.eval(), subspace, dict(data)
         self.device = next(iter(self.data.values()))[0].device
+        # one point at a time on a CPU, a conv net may run channels-last (the default) or NCHW
+        self._layouts = self.device.type == "cpu" and any(
+            isinstance(m, nn.Conv2d) for m in model.modules()
+        )
         recompute = options.bn == "recompute" and has_bn(model)
         if recompute and bn_data is None:
             raise ValueError("bn=recompute needs bn_data (the training inputs)")
@@ -108,7 +114,9 @@ class Evaluator:
         self.points = Points(
             self.model, subspace, self.data, options.loss, self.bn_data, options.batch_size
         )
-        self.plan = None if options.strategy == "auto" else self._plan(options.strategy)
+        self.plan = plan
+        if plan is None and options.strategy != "auto":
+            self.plan = self._plan(options.strategy)
         self.key: str | None = None  # auto: the fingerprint its choice is kept under
         self._runners: dict[Plan, Batched | Pointwise] = {}
 
@@ -123,12 +131,14 @@ class Evaluator:
         if strategy != "vmap" and self.device.type == "cpu":
             batch = min(batch, self._cpu_batch_cap)
         workers = torch.get_num_threads() if strategy == "threads" else 1
-        return Plan(strategy, batch, workers)
+        channels_last = True if self._layouts and strategy != "vmap" else None
+        return Plan(strategy, batch, workers, channels_last)
 
     def _build(self, plan: Plan, points: Points) -> Batched | Pointwise:
         if plan.strategy == "vmap":
             return Batched(points, plan.batch_size, self.options.memory_mb)
-        return Pointwise(points, plan.batch_size, plan.workers, self.options.fold_bn)
+        fold, channels_last = self.options.fold_bn, bool(plan.channels_last)
+        return Pointwise(points, plan.batch_size, plan.workers, fold, channels_last)
 
     def _runner(self, plan: Plan) -> Batched | Pointwise:
         """The runner of `plan` on all the data, built once."""
@@ -169,11 +179,18 @@ class Evaluator:
 
         samples = max(x.shape[0] for x, _ in self.data.values())
         sizes = autotune.batch_sizes(self.options.batch_size, samples)
+
+        def other_batches(plan: Plan) -> list[Plan]:  # capped as _plan caps them
+            return [
+                replace(plan, batch_size=self._plan(plan.strategy, b).batch_size) for b in sizes
+            ]
+
+        def other_layout(plan: Plan) -> list[Plan]:
+            flip = plan.channels_last is not None
+            return [replace(plan, channels_last=not plan.channels_last)] if flip else []
+
         return autotune.choose(
-            key,
-            self._candidates(),
-            seconds_per_point,
-            lambda plan: [self._plan(plan.strategy, size) for size in sizes],
+            key, self._candidates(), seconds_per_point, [other_batches, other_layout]
         )
 
     def __call__(self, coords: Tensor) -> dict[str, Metrics]:

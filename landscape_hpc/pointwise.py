@@ -4,9 +4,11 @@ Each point's network runs on whole batches of samples. With the BN statistics as
 (bn=eval), a point's weights go into a private copy of the model whose moving tensors are views
 of one flat float32 buffer, so loading a point is a few whole-buffer operations: origin + Σ c_k ·
 basis_k formed in float64 and rounded once, the arithmetic (and the bits) of Subspace.point, with
-no per-tensor work and no functional_call. On a CPU the data and the conv weights are
-channels-last, which oneDNN's dense convolutions run fastest. With bn=recompute each point's
-statistics come from the training inputs, through functional_call.
+no per-tensor work and no functional_call; conv → BN pairs may be folded into one conv
+(bnfold.py). The data and the conv weights may be channels-last, which oneDNN's dense
+convolutions of many channels run fastest, or NCHW, faster for few channels; NCHW runs max pools
+as tiled maxima (maxpool.py). With bn=recompute each point's statistics come from the training
+inputs, through functional_call.
 
 The threads strategy runs `workers` points side by side on as many Python threads, each with one
 intra-op thread (torch releases the GIL inside its kernels): for small nets on few samples, whose
@@ -33,6 +35,7 @@ from torch.func import functional_call
 from landscape_hpc.batchnorm import recompute_bn_state
 from landscape_hpc.bnfold import FoldedConv, fold_graph
 from landscape_hpc.losses import Forward, Points, concat, split_metrics
+from landscape_hpc.maxpool import tile_max_pools
 from landscape_hpc.subspace import NONNEGATIVE_SUFFIX, Subspace
 
 
@@ -129,14 +132,19 @@ class FlatNet:
 
 
 def _functional_point(
-    model: nn.Module, subspace: Subspace, c: Tensor, bn_data: Tensor | None, batch_size: int
+    model: nn.Module,
+    subspace: Subspace,
+    c: Tensor,
+    bn_data: Tensor | None,
+    batch_size: int,
+    channels_last: bool,
 ) -> Forward:
     """The network at c through functional_call, BN statistics recomputed from bn_data when
     given: for what a flat buffer cannot hold (recomputed statistics, mixed dtypes)."""
     state = subspace.point(c)
     if bn_data is not None:
         state = recompute_bn_state(model, state, bn_data, batch_size)
-    if c.device.type == "cpu":
+    if channels_last:
         state = {key: to_channels_last(v) for key, v in state.items()}
     return lambda x: functional_call(model, state, (x,)).unsqueeze(0)
 
@@ -155,22 +163,32 @@ def intra_op_threads(n: int) -> Iterator[None]:
 class Pointwise:
     """Points of one subspace on fixed data, one network at a time, on `workers` threads; built
     once and called chunk after chunk (the model copies are made once). `fold_bn`: conv → BN
-    pairs folded (bn=eval only; bnfold.py)."""
+    pairs folded (bn=eval only; bnfold.py). `channels_last`: data and 4-D weights channels-last,
+    else NCHW with tiled max pools (maxpool.py)."""
 
-    def __init__(self, points: Points, batch_size: int, workers: int = 1, fold_bn: bool = False):
-        self.batch_size, self.workers = batch_size, workers
-        cpu = next(iter(points.data.values()))[0].device.type == "cpu"
-        if cpu:
+    def __init__(
+        self,
+        points: Points,
+        batch_size: int,
+        workers: int = 1,
+        fold_bn: bool = False,
+        channels_last: bool = False,
+    ):
+        self.batch_size, self.workers, self.channels_last = batch_size, workers, channels_last
+        if channels_last:
             data = {n: (to_channels_last(x), y) for n, (x, y) in points.data.items()}
             points = replace(points, data=data)
         self.points = points
         # one model per worker (functional_call swaps a module's tensors while it runs)
         self.flat = points.bn_data is None and FlatLayout.fits(points.subspace)
-        layout = FlatLayout(points.subspace, channels_last=cpu) if self.flat else None
+        layout = FlatLayout(points.subspace, channels_last) if self.flat else None
         self.models: queue.SimpleQueue[FlatNet | nn.Module] = queue.SimpleQueue()
         for _ in range(workers):
             model = points.model.eval()
-            self.models.put(FlatNet(model, layout, fold_bn) if self.flat else copy.deepcopy(model))
+            private = FlatNet(model, layout, fold_bn) if self.flat else copy.deepcopy(model)
+            if not channels_last:
+                tile_max_pools(private.net if self.flat else private)
+            self.models.put(private)
 
     def _one(self, c: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         """Loss and accuracy (1,) of each split at coordinates c (d,)."""
@@ -181,7 +199,9 @@ class Pointwise:
                 if self.flat:
                     forward = model.at(c)
                 else:
-                    forward = _functional_point(model, p.subspace, c, p.bn_data, p.bn_batch_size)
+                    forward = _functional_point(
+                        model, p.subspace, c, p.bn_data, p.bn_batch_size, self.channels_last
+                    )
                 return {
                     name: split_metrics(forward, 1, split, self.batch_size, p.loss, p.loss_output)
                     for name, split in p.data.items()

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from landscape_hpc.autotune import Plan
 from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.directions import direction_keys, random_basis
@@ -314,6 +315,18 @@ def engine(
     return run
 
 
+def pinned(
+    model: nn.Module, subspace: Subspace, plan: Plan
+) -> Callable[[Tensor, Tensor, Tensor], np.ndarray]:
+    """The engine running `plan` (auto's choice, pinned): coords, inputs, labels -> losses."""
+
+    def run(coords: Tensor, inputs: Tensor, labels: Tensor) -> np.ndarray:
+        evaluator = Evaluator(model, subspace, {"train": (inputs, labels)}, plan=plan)
+        return evaluator(coords)["train"].loss
+
+    return run
+
+
 def loss_landscape_way(
     model: nn.Module, subspace: Subspace
 ) -> Callable[[Tensor, Tensor, Tensor], np.ndarray]:
@@ -410,9 +423,10 @@ def bench_workload(
     }
     # auto's plan pinned: the same code as auto, so their gap is this run's noise
     twin_name = f"engine {auto}"
-    if plan.batch_size != EngineConfig().batch_size:
+    data = {"train": (inputs, labels)}
+    if plan != Evaluator(model, subspace, data, EngineConfig(strategy=auto)).plan:
         twin_name = "engine auto's plan, pinned"
-        methods[twin_name] = engine(model, subspace, auto, plan.batch_size)
+        methods[twin_name] = pinned(model, subspace, plan)
     what_if = f"engine auto, batch {workload.what_if_batch}"
     if workload.what_if_batch is not None:
         methods[what_if] = engine(model, subspace, "auto", workload.what_if_batch)

@@ -103,6 +103,19 @@ def test_results_do_not_depend_on_the_chunk_size():
     )
 
 
+@pytest.mark.parametrize("name", ["mpo_cnn_bn", "vgg9", "resnet20"])
+@pytest.mark.parametrize("plan", [Plan("sequential", 40, 1, False), Plan("threads", 40, 2, False)])
+def test_nchw_plans_with_tiled_pools_match_the_loop(name, plan):
+    """auto's other layout: NCHW, BN folded, max pools as tiled maxima (vgg9 has four)."""
+    model = build_model(ModelConfig(name=name), (1, 8, 8), 10)
+    sub = _subspace(model)
+    x, y = _data()
+    data = {"train": (x, y), "test": (x[:50], y[:50])}
+    with intra_op_threads(plan.workers):
+        got = Evaluator(model, sub, data, EngineConfig(batch_size=40), plan=plan)(COORDS)
+    _assert_close(got, evaluate_points_loop(model, sub, COORDS, data))
+
+
 def test_cross_entropy_is_the_exact_per_sample_mean():
     logits = torch.randn(2, 5, 3)
     labels = torch.tensor([0, 2, 1, 1, 0])
@@ -182,10 +195,17 @@ def test_cpu_batch_keeps_the_largest_activation_within_16_mib():
     assert cpu_batch_size(model, sample, 16) == 16
 
 
-def test_choose_keeps_the_fastest_plan_tries_other_batches_of_it_and_times_once():
-    vmap, seq, thr = Plan("vmap", 256), Plan("sequential", 256), Plan("threads", 256, 2)
-    seconds = {vmap: 3.0, seq: 2.0, thr: 1.0, Plan("threads", 64, 2): 1.5}
-    seconds[Plan("threads", 300, 2)] = 0.5
+def test_choose_keeps_the_fastest_plan_refines_it_in_turn_and_times_once():
+    vmap, seq, thr = (
+        Plan("vmap", 256),
+        Plan("sequential", 256, 1, True),
+        Plan("threads", 256, 2, True),
+    )
+    seconds = {vmap: 3.0, seq: 2.0, thr: 1.0, Plan("threads", 64, 2, True): 1.5}
+    best = Plan("threads", 300, 2, True)
+    seconds[best] = 0.5
+    nchw = replace(best, channels_last=False)
+    seconds[nchw] = 0.6  # within NEAR_TIE: its other batch sizes are not refined again
     asked = []
 
     def time_it(plan):
@@ -195,14 +215,25 @@ def test_choose_keeps_the_fastest_plan_tries_other_batches_of_it_and_times_once(
     def other_batches(plan):
         return [replace(plan, batch_size=b) for b in autotune.batch_sizes(256, samples=300)]
 
+    def other_layout(plan):
+        return (
+            []
+            if plan.channels_last is None
+            else [replace(plan, channels_last=not plan.channels_last)]
+        )
+
+    refinements = [other_batches, other_layout]
     autotune.forget()
-    best = Plan("threads", 300, 2)
-    assert autotune.choose("k", [vmap, seq, thr], time_it, other_batches) == best
-    assert asked == [vmap, seq, thr, Plan("threads", 64, 2), best]  # the winner's batches only
-    assert autotune.choose("k", [vmap, seq, thr], time_it, other_batches) == best
-    assert len(asked) == 5  # kept: not timed again
-    seconds[best] = 9.0  # other batch sizes that are slower are not taken
-    assert autotune.choose("k2", [vmap, seq, thr], time_it, other_batches) == thr
+    assert autotune.choose("k", [vmap, seq, thr], time_it, refinements) == best
+    # the winner's batches only, then the other layout of the winner so far and its near-ties
+    assert asked == [vmap, seq, thr, Plan("threads", 64, 2, True), best, nchw]
+    assert autotune.choose("k", [vmap, seq, thr], time_it, refinements) == best
+    assert len(asked) == 6  # kept: not timed again
+    seconds[nchw] = 0.4  # a faster layout is taken
+    assert autotune.choose("k1", [vmap, seq, thr], time_it, refinements) == nchw
+    seconds[best] = seconds[nchw] = 9.0  # other batch sizes that are slower are not taken
+    seconds[replace(thr, channels_last=False)] = 1.2  # nor a slower layout
+    assert autotune.choose("k2", [vmap, seq, thr], time_it, refinements) == thr
     assert autotune.batch_sizes(256, samples=300) == [64, 300]
     assert autotune.batch_sizes(256, samples=60) == []  # one batch, and a quarter is no split
     assert autotune.batch_sizes(256, samples=600) == [64]  # more than twice the batch
@@ -221,6 +252,9 @@ def test_auto_times_every_strategy_once_keeps_the_fastest_and_logs_why(caplog):
         times = autotune.timings(evaluator.key)
         assert {p.strategy for p in times} == {"vmap", "sequential", "threads"}
         assert evaluator.plan == min(times, key=times.__getitem__)
+        if evaluator.plan.strategy != "vmap":  # the chosen plan's other layout was timed
+            flipped = not evaluator.plan.channels_last
+            assert replace(evaluator.plan, channels_last=flipped) in times
         assert [r.message.startswith("engine auto: ") for r in caplog.records] == [True]
         again = Evaluator(model, sub, {"t": (x, y)})
         again(coords)  # the same fingerprint: the kept choice, no second timing
