@@ -11,19 +11,20 @@ folded net differs from the unfolded one by float32 rounding alone (a relative 1
 `engine.fold_bn=false` runs every BN layer as it is. A small BN conv net's forward takes 15-20%
 less time folded (docs/benchmarks.md).
 
-The pairs are found in the graph torch.fx traces of the model: a conv module whose only use is
-the input of a BN module of as many channels with running statistics, each module called once.
-A model fx cannot trace (data-dependent control flow, ...) is run unfolded.
+The pairs are found in the graph torch.fx traces of the model (graph.py): a conv module whose
+only use is the input of a BN module of as many channels with running statistics, each module
+called once. A model fx cannot trace (data-dependent control flow, ...) is run unfolded.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, fx, nn
+
+from landscape_hpc.graph import module_calls
 
 #: conv class -> the BN class that normalises its output
 PAIRS = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
@@ -45,17 +46,12 @@ def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
     )
 
 
-def fold_graph(net: nn.Module) -> tuple[nn.Module, list[Pair]]:
-    """`net` traced with every foldable conv → BN pair's BN taken out of the forward, and the
-    pairs; `net` itself and [] when there are none or fx cannot trace it. The BN modules stay
-    (unused), so every tensor keeps its name."""
-    try:
-        graph_module = fx.symbolic_trace(net)
-    except Exception:  # fx cannot trace every Python forward: such a model is not folded
-        return net, []
+def fold_graph(graph_module: fx.GraphModule) -> list[Pair]:
+    """Every foldable conv → BN pair's BN taken out of the graph's forward; the pairs (recompile
+    the graph module afterwards). The BN modules stay, unused, so every tensor keeps its name."""
     graph = graph_module.graph
     modules = dict(graph_module.named_modules())
-    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
+    calls = module_calls(graph_module)
     pairs = []
     for node in list(graph.nodes):
         source = node.args[0] if node.op == "call_module" and len(node.args) == 1 else None
@@ -71,10 +67,7 @@ def fold_graph(net: nn.Module) -> tuple[nn.Module, list[Pair]]:
         node.replace_all_uses_with(source)
         graph.erase_node(node)
         pairs.append(Pair(source.target, node.target))
-    if not pairs:
-        return net, []
-    graph_module.recompile()
-    return graph_module.eval(), pairs
+    return pairs
 
 
 class FoldedConv:
