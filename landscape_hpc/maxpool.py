@@ -9,6 +9,7 @@ same bits: a maximum is exact, and NaN propagates in both.
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -17,16 +18,19 @@ def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
 
 
 class TiledMaxPool2d(nn.Module):
-    """nn.MaxPool2d(k, stride=k) without padding, dilation or ceil mode."""
+    """nn.MaxPool2d(k, stride=k) without padding or dilation."""
 
-    def __init__(self, kernel_size: tuple[int, int]):
+    def __init__(self, kernel_size: tuple[int, int], ceil_mode: bool = False):
         super().__init__()
-        self.kernel_size = kernel_size
+        self.kernel_size, self.ceil_mode = kernel_size, ceil_mode
 
     def forward(self, x: Tensor) -> Tensor:
         kh, kw = self.kernel_size
-        h, w = x.shape[-2] // kh * kh, x.shape[-1] // kw * kw  # the floor mode's windows
-        x = x[..., :h, :w]
+        h, w = x.shape[-2], x.shape[-1]
+        if self.ceil_mode and (h % kh or w % kw):  # partial windows: -inf pads, never wins
+            x = F.pad(x, (0, -w % kw, 0, -h % kh), value=float("-inf"))
+        elif h % kh or w % kw:  # the floor mode's windows
+            x = x[..., : h // kh * kh, : w // kw * kw]
         out = x[..., 0::kh, 0::kw]
         for i in range(kh):
             for j in range(kw):
@@ -42,7 +46,6 @@ def tileable(pool: nn.Module) -> bool:
         and _pair(pool.kernel_size) == _pair(pool.stride or pool.kernel_size)
         and _pair(pool.padding) == (0, 0)
         and _pair(pool.dilation) == (1, 1)
-        and not pool.ceil_mode
         and not pool.return_indices
     )
 
@@ -56,5 +59,5 @@ def tile_max_pools(net: nn.Module) -> int:
         if tileable(child)
     ]
     for owner, name, child in swaps:
-        setattr(owner, name, TiledMaxPool2d(_pair(child.kernel_size)))
+        setattr(owner, name, TiledMaxPool2d(_pair(child.kernel_size), child.ceil_mode))
     return len(swaps)

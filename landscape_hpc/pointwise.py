@@ -95,13 +95,11 @@ class FlatLayout:
         return acc
 
 
-def private_copy(
-    model: nn.Module, fold_bn: bool, channels_last: bool
-) -> tuple[nn.Module, list[Pair]]:
+def private_copy(model: nn.Module, fold_bn: bool, tile_pools: bool) -> tuple[nn.Module, list[Pair]]:
     """A copy of the model in eval mode for one worker, rewritten to run faster: traced by fx
     where it can be, its conv → BN pairs taken out of the forward with `fold_bn` (the caller
     folds their weights: FoldedConv), ReLUs in place where that is safe (graph.py), max pools
-    tiled when the copy runs NCHW (maxpool.py); and the pairs."""
+    tiled with `tile_pools` (maxpool.py: for NCHW on a CPU); and the pairs."""
     net, pairs = copy.deepcopy(model).eval(), []
     graph_module = trace(net)
     if graph_module is not None:
@@ -109,7 +107,7 @@ def private_copy(
         relus_in_place(graph_module)
         graph_module.recompile()
         net = graph_module.eval()
-    if not channels_last:
+    if tile_pools:
         tile_max_pools(net)
     return net, pairs
 
@@ -120,7 +118,8 @@ class FlatNet:
 
     def __init__(self, model: nn.Module, layout: FlatLayout, fold_bn: bool = False):
         self.layout = layout
-        self.net, pairs = private_copy(model, fold_bn, layout.channels_last)
+        tile_pools = not layout.channels_last and layout.origin.device.type == "cpu"
+        self.net, pairs = private_copy(model, fold_bn, tile_pools)
         if layout.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.buffer = torch.empty(
@@ -182,7 +181,7 @@ class Pointwise:
     """Points of one subspace on fixed data, one network at a time, on `workers` threads; built
     once and called chunk after chunk (the model copies are made once). `fold_bn`: conv → BN
     pairs folded (bn=eval only; bnfold.py). `channels_last`: data and 4-D weights channels-last,
-    else NCHW with tiled max pools (maxpool.py)."""
+    else NCHW (on a CPU with tiled max pools: maxpool.py)."""
 
     def __init__(
         self,
@@ -193,6 +192,7 @@ class Pointwise:
         channels_last: bool = False,
     ):
         self.batch_size, self.workers, self.channels_last = batch_size, workers, channels_last
+        cpu = next(iter(points.data.values()))[0].device.type == "cpu"
         if channels_last:
             data = {n: (to_channels_last(x), y) for n, (x, y) in points.data.items()}
             points = replace(points, data=data)
@@ -206,7 +206,8 @@ class Pointwise:
             if self.flat:
                 self.models.put(FlatNet(model, layout, fold_bn))
             else:
-                self.models.put(private_copy(model, False, channels_last)[0])
+                tile_pools = not channels_last and cpu
+                self.models.put(private_copy(model, False, tile_pools)[0])
 
     def _one(self, c: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         """Loss and accuracy (1,) of each split at coordinates c (d,)."""

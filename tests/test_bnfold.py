@@ -57,7 +57,7 @@ def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 def test_every_conv_bn_pair_is_folded_and_the_outputs_stay(name, shape):
     model = _randomise_bn(build_model(ModelConfig(name=name), shape, 10))
     x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(1))
-    folded, pairs = private_copy(model, fold_bn=True, channels_last=False)
+    folded, pairs = private_copy(model, fold_bn=True, tile_pools=True)
     bns = _bn_calls(model, x)
     assert bns > 0 and len(pairs) == bns
     assert _bn_calls(folded, x) == 0  # the BN calls are gone (the weights fold per point)
@@ -87,7 +87,7 @@ def test_the_folded_weights_are_formed_in_float64_and_rounded_once():
     for channels_last in (False, True):
         net = FlatNet(model, FlatLayout(sub, channels_last), fold_bn=True)
         net.at(c)
-        _, pairs = private_copy(model, fold_bn=True, channels_last=False)
+        _, pairs = private_copy(model, fold_bn=True, tile_pools=True)
         for pair in pairs:
             w, b = state[f"{pair.conv}.weight"], state.get(f"{pair.conv}.bias")
             gamma, beta = state[f"{pair.norm}.weight"], state[f"{pair.norm}.bias"]
@@ -150,7 +150,7 @@ def _batch_statistics_net():
 )
 def test_only_what_folds_exactly_is_folded(make, pairs):
     net = _randomise_bn(make())
-    folded, got = private_copy(net, fold_bn=True, channels_last=True)
+    folded, got = private_copy(net, fold_bn=True, tile_pools=False)
     assert got == (pairs or [])
     if pairs is None:
         assert not isinstance(folded, torch.fx.GraphModule)

@@ -50,7 +50,7 @@ def test_relus_whose_input_is_read_elsewhere_stay_out_of_place():
     x = torch.randn(3, 2, 4, 4)
     before = x.clone()
     with torch.no_grad():
-        assert torch.equal(private_copy(net, fold_bn=True, channels_last=False)[0](x), net(x))
+        assert torch.equal(private_copy(net, fold_bn=True, tile_pools=True)[0](x), net(x))
     assert torch.equal(x, before)
 
 
@@ -66,5 +66,5 @@ class _Untraceable(nn.Module):
 
 def test_a_model_fx_cannot_trace_runs_as_it_is():
     assert trace(_Untraceable()) is None
-    net, pairs = private_copy(_Untraceable(), fold_bn=True, channels_last=False)
+    net, pairs = private_copy(_Untraceable(), fold_bn=True, tile_pools=True)
     assert isinstance(net, _Untraceable) and pairs == []
