@@ -46,7 +46,8 @@ def to_channels_last(t: Tensor) -> Tensor:
 
 class FlatLayout:
     """The moving tensors of a subspace end to end, origin and basis in float64 (read-only,
-    shared by every worker); 4-D tensors stored (O, H, W, I) when `channels_last`."""
+    shared by every worker); 4-D tensors stored (O, H, W, I) when `channels_last`. `fixed`: the
+    others, as Subspace.point gives them (the origin's, variances clamped)."""
 
     def __init__(self, subspace: Subspace, channels_last: bool):
         self.keys = sorted({k for d in subspace.basis for k in d})
@@ -65,6 +66,11 @@ class FlatLayout:
         self.origin = flat(subspace.origin)
         self.basis = [flat(d) for d in subspace.basis]
         self.dtype = subspace.origin[self.keys[0]].dtype
+        self.fixed = {
+            k: v.clamp_min(0) if k.endswith(NONNEGATIVE_SUFFIX) else v
+            for k, v in subspace.origin.items()
+            if k not in self.offsets
+        }
 
     @staticmethod
     def fits(subspace: Subspace) -> bool:
@@ -120,6 +126,9 @@ class FlatNet:
         self.layout = layout
         tile_pools = not layout.channels_last and layout.origin.device.type == "cpu"
         self.net, pairs = private_copy(model, fold_bn, tile_pools)
+        # what does not move is the subspace's, not the template's (a fx trace keeps only the
+        # modules the forward calls: the others' tensors change nothing)
+        self.net.load_state_dict(layout.fixed, strict=False)
         if layout.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.buffer = torch.empty(
@@ -131,7 +140,10 @@ class FlatNet:
             if key.endswith(NONNEGATIVE_SUFFIX):
                 self.clamped.append(view)
             owner, _, attr = key.rpartition(".")
-            module = self.net.get_submodule(owner)
+            try:
+                module = self.net.get_submodule(owner)
+            except AttributeError:  # a module the forward does not call (dropped by fx)
+                continue
             if attr in module._parameters:
                 module._parameters[attr] = nn.Parameter(view, requires_grad=False)
             else:

@@ -116,6 +116,25 @@ def test_nchw_plans_with_tiled_pools_match_the_loop(name, plan):
     _assert_close(got, evaluate_points_loop(model, sub, COORDS, data))
 
 
+@pytest.mark.parametrize("fold_bn", [True, False])
+@pytest.mark.parametrize("strategy", ["vmap", "sequential", "threads"])
+def test_what_does_not_move_comes_from_the_subspace_not_the_template(strategy, fold_bn):
+    """The model is a template: its weights are not used, even where the basis is zero (biases
+    and BN tensors under ignore=biasbn)."""
+    model = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
+    sub = _subspace(model)
+    torch.manual_seed(1)
+    template = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
+    with torch.no_grad():
+        for tensor in template.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.5)  # every tensor of the template differs from the origin's
+    x, y = _data()
+    opts = EngineConfig(strategy=strategy, fold_bn=fold_bn)
+    got = evaluate_points(template, sub, COORDS, {"t": (x, y)}, opts)
+    _assert_close(got, evaluate_points_loop(model, sub, COORDS, {"t": (x, y)}))
+
+
 def test_cross_entropy_is_the_exact_per_sample_mean():
     logits = torch.randn(2, 5, 3)
     labels = torch.tensor([0, 2, 1, 1, 0])
