@@ -18,7 +18,7 @@ called once. A model fx cannot trace (data-dependent control flow, ...) is run u
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -73,9 +73,8 @@ def fold_graph(graph_module: fx.GraphModule) -> list[Pair]:
 class FoldedConv:
     """One pair's folded weight and bias: tensors the conv module reads, refilled per point."""
 
-    def __init__(self, net: nn.Module, pair: Pair, moving: Collection[str]):
-        """`moving`: the keys whose values come with each point; the others are read from `net`
-        now, before its conv's weight and bias are replaced by the folded ones."""
+    def __init__(self, net: nn.Module, pair: Pair, fixed: Mapping[str, Tensor]):
+        """`fixed`: the tensors that do not move, by key; the others come with each point."""
         conv, norm = net.get_submodule(pair.conv), net.get_submodule(pair.norm)
         affine = norm.weight is not None
 
@@ -90,8 +89,7 @@ class FoldedConv:
             key(pair.norm, "running_mean"),
             key(pair.norm, "running_var"),
         )
-        state = net.state_dict()
-        self.fixed = {k: state[k].double() for k in self.keys if k and k not in moving}
+        self.fixed = {k: fixed[k].double() for k in self.keys if k in fixed}
         self.eps = norm.eps
         self.weight = torch.empty_like(conv.weight, requires_grad=False)  # keeps its layout
         self.bias = self.weight.new_empty(conv.out_channels)

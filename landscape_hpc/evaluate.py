@@ -60,13 +60,18 @@ def check_engine(cfg: EngineConfig, key: str = "engine") -> None:
             raise UserError(f"{key}.{name}={value} must be > 0")
 
 
+def conv_net_on_cpu(model: nn.Module, device: torch.device) -> bool:
+    """A net with 2-D convolutions evaluated on a CPU: there one point at a time is the default,
+    and its memory layout (channels-last or NCHW) is worth timing."""
+    return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 def default_strategy(model: nn.Module, device: torch.device) -> str:
     """What auto runs when there are too few points to time: vmap over points on GPUs and for
     conv-free nets; on CPUs conv nets one point at a time in channels_last, because oneDNN's
     grouped convolutions (what vmap turns a batch of K convolutions into) reach a fraction of
     the dense ones' speed there (docs/benchmarks.md has the figures)."""
-    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return "sequential" if device.type == "cpu" and has_conv else "vmap"
+    return "sequential" if conv_net_on_cpu(model, device) else "vmap"
 
 
 def points_at_once(model: nn.Module, subspace: Subspace, sample: Tensor, options: EngineConfig):
@@ -104,9 +109,7 @@ class Evaluator:
         self.model, self.subspace, self.data = model.eval(), subspace, dict(data)
         self.device = next(iter(self.data.values()))[0].device
         # one point at a time on a CPU, a conv net may run channels-last (the default) or NCHW
-        self._layouts = self.device.type == "cpu" and any(
-            isinstance(m, nn.Conv2d) for m in model.modules()
-        )
+        self._layouts = conv_net_on_cpu(model, self.device)
         recompute = options.bn == "recompute" and has_bn(model)
         if recompute and bn_data is None:
             raise ValueError("bn=recompute needs bn_data (the training inputs)")

@@ -9,6 +9,7 @@ same bits: a maximum is exact, and NaN propagates in both.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -37,6 +38,12 @@ class TiledMaxPool2d(nn.Module):
                 if i or j:
                     out = out.maximum(x[..., i::kh, j::kw])
         return out
+
+
+def tiling_pays(channels_last: bool, device: torch.device) -> bool:
+    """Whether a copy that runs in this layout on this device should tile its max pools: NCHW
+    on a CPU (measured above; GPU pooling is not measured)."""
+    return not channels_last and device.type == "cpu"
 
 
 def tileable(pool: nn.Module) -> bool:

@@ -36,8 +36,8 @@ from landscape_hpc.batchnorm import recompute_bn_state
 from landscape_hpc.bnfold import FoldedConv, Pair, fold_graph
 from landscape_hpc.graph import relus_in_place, trace
 from landscape_hpc.losses import Forward, Points, concat, split_metrics
-from landscape_hpc.maxpool import tile_max_pools
-from landscape_hpc.subspace import NONNEGATIVE_SUFFIX, Subspace
+from landscape_hpc.maxpool import tile_max_pools, tiling_pays
+from landscape_hpc.subspace import NONNEGATIVE_SUFFIX, Subspace, clamp_variances
 
 
 def to_channels_last(t: Tensor) -> Tensor:
@@ -66,11 +66,9 @@ class FlatLayout:
         self.origin = flat(subspace.origin)
         self.basis = [flat(d) for d in subspace.basis]
         self.dtype = subspace.origin[self.keys[0]].dtype
-        self.fixed = {
-            k: v.clamp_min(0) if k.endswith(NONNEGATIVE_SUFFIX) else v
-            for k, v in subspace.origin.items()
-            if k not in self.offsets
-        }
+        self.fixed = clamp_variances(
+            {k: v for k, v in subspace.origin.items() if k not in self.offsets}
+        )
 
     @staticmethod
     def fits(subspace: Subspace) -> bool:
@@ -124,7 +122,7 @@ class FlatNet:
 
     def __init__(self, model: nn.Module, layout: FlatLayout, fold_bn: bool = False):
         self.layout = layout
-        tile_pools = not layout.channels_last and layout.origin.device.type == "cpu"
+        tile_pools = tiling_pays(layout.channels_last, layout.origin.device)
         self.net, pairs = private_copy(model, fold_bn, tile_pools)
         # what does not move is the subspace's, not the template's (a fx trace keeps only the
         # modules the forward calls: the others' tensors change nothing)
@@ -148,7 +146,7 @@ class FlatNet:
                 module._parameters[attr] = nn.Parameter(view, requires_grad=False)
             else:
                 module._buffers[attr] = view
-        self.folds = [FoldedConv(self.net, pair, layout.offsets.keys()) for pair in pairs]
+        self.folds = [FoldedConv(self.net, pair, layout.fixed) for pair in pairs]
 
     def at(self, c: Tensor) -> Forward:
         """The network at coordinates c (d,): x (B, ...) -> (1, B, [C])."""
@@ -204,7 +202,7 @@ class Pointwise:
         channels_last: bool = False,
     ):
         self.batch_size, self.workers, self.channels_last = batch_size, workers, channels_last
-        cpu = next(iter(points.data.values()))[0].device.type == "cpu"
+        device = next(iter(points.data.values()))[0].device
         if channels_last:
             data = {n: (to_channels_last(x), y) for n, (x, y) in points.data.items()}
             points = replace(points, data=data)
@@ -213,13 +211,12 @@ class Pointwise:
         self.flat = points.bn_data is None and FlatLayout.fits(points.subspace)
         layout = FlatLayout(points.subspace, channels_last) if self.flat else None
         self.models: queue.SimpleQueue[FlatNet | nn.Module] = queue.SimpleQueue()
+        model = points.model.eval()
         for _ in range(workers):
-            model = points.model.eval()
             if self.flat:
                 self.models.put(FlatNet(model, layout, fold_bn))
             else:
-                tile_pools = not channels_last and cpu
-                self.models.put(private_copy(model, False, tile_pools)[0])
+                self.models.put(private_copy(model, False, tiling_pays(channels_last, device))[0])
 
     def _one(self, c: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         """Loss and accuracy (1,) of each split at coordinates c (d,)."""

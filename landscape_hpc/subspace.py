@@ -52,13 +52,14 @@ class Subspace:
     def point(self, coords: Tensor) -> ParamDict:
         """The full state at one coordinate vector (d,)."""
         state = params.combine(self.origin, self.basis, coords)
-        return _clamp_variances(state)
+        return clamp_variances(state)
 
     def points(self, coords: Tensor) -> tuple[ParamDict, ParamDict]:
         """States at K coordinate vectors (K, d): (moving (K, ...) tensors, fixed shared ones)."""
         moving, fixed = params.combine_batch(self.origin, self.basis, coords)
-        return _clamp_variances(moving), fixed
+        return clamp_variances(moving), fixed
 
 
-def _clamp_variances(state: ParamDict) -> ParamDict:
+def clamp_variances(state: ParamDict) -> ParamDict:
+    """Running variances clamped at 0 (a plane can take them below); the rest as given."""
     return {k: v.clamp_min(0) if k.endswith(NONNEGATIVE_SUFFIX) else v for k, v in state.items()}

@@ -54,7 +54,7 @@ from landscape_hpc.autotune import Plan
 from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.directions import direction_keys, random_basis
-from landscape_hpc.evaluate import Evaluator, evaluate_points
+from landscape_hpc.evaluate import Evaluator
 from landscape_hpc.models import build_model
 from landscape_hpc.subspace import Subspace
 
@@ -300,28 +300,20 @@ def flops_per_sample(model: nn.Module, shape: tuple[int, ...]) -> float:
 
 # ---------------------------------------------------------------------------------- the methods
 def engine(
-    model: nn.Module, subspace: Subspace, strategy: str, batch_size: int | None = None
+    model: nn.Module,
+    subspace: Subspace,
+    strategy: str,
+    batch_size: int | None = None,
+    plan: Plan | None = None,
 ) -> Callable[[Tensor, Tensor, Tensor], np.ndarray]:
-    """The engine with default options but the given strategy (and batch size):
-    coords, inputs, labels -> losses."""
+    """The engine with default options but the given strategy (and batch size), or running
+    `plan` (auto's choice, pinned): coords, inputs, labels -> losses."""
     options = EngineConfig(strategy=strategy)
     if batch_size is not None:
         options = dataclasses.replace(options, batch_size=batch_size)
 
     def run(coords: Tensor, inputs: Tensor, labels: Tensor) -> np.ndarray:
-        metrics = evaluate_points(model, subspace, coords, {"train": (inputs, labels)}, options)
-        return metrics["train"].loss
-
-    return run
-
-
-def pinned(
-    model: nn.Module, subspace: Subspace, plan: Plan
-) -> Callable[[Tensor, Tensor, Tensor], np.ndarray]:
-    """The engine running `plan` (auto's choice, pinned): coords, inputs, labels -> losses."""
-
-    def run(coords: Tensor, inputs: Tensor, labels: Tensor) -> np.ndarray:
-        evaluator = Evaluator(model, subspace, {"train": (inputs, labels)}, plan=plan)
+        evaluator = Evaluator(model, subspace, {"train": (inputs, labels)}, options, plan=plan)
         return evaluator(coords)["train"].loss
 
     return run
@@ -426,7 +418,7 @@ def bench_workload(
     data = {"train": (inputs, labels)}
     if plan != Evaluator(model, subspace, data, EngineConfig(strategy=auto)).plan:
         twin_name = "engine auto's plan, pinned"
-        methods[twin_name] = pinned(model, subspace, plan)
+        methods[twin_name] = engine(model, subspace, auto, plan=plan)
     what_if = f"engine auto, batch {workload.what_if_batch}"
     if workload.what_if_batch is not None:
         methods[what_if] = engine(model, subspace, "auto", workload.what_if_batch)

@@ -5,21 +5,14 @@ import copy
 import numpy as np
 import pytest
 import torch
+from engine_helpers import random_plane
 from torch import nn
 
-from landscape_hpc import directions
 from landscape_hpc.bnfold import Pair
 from landscape_hpc.config import EngineConfig, ModelConfig
 from landscape_hpc.evaluate import evaluate_points, evaluate_points_loop
 from landscape_hpc.models import build_model
 from landscape_hpc.pointwise import FlatLayout, FlatNet, private_copy
-from landscape_hpc.subspace import Subspace
-
-
-def _subspace(model, dir_type="weights", ignore="biasbn"):
-    origin = {k: v.clone() for k, v in model.state_dict().items()}
-    keys = directions.direction_keys(model, dir_type)
-    return Subspace(origin, directions.random_basis(origin, keys, 2, 0, "filter", ignore))
 
 
 def _bn_calls(net: nn.Module, x: torch.Tensor) -> int:
@@ -61,7 +54,7 @@ def test_every_conv_bn_pair_is_folded_and_the_outputs_stay(name, shape):
     bns = _bn_calls(model, x)
     assert bns > 0 and len(pairs) == bns
     assert _bn_calls(folded, x) == 0  # the BN calls are gone (the weights fold per point)
-    sub = _subspace(model)
+    sub = random_plane(model)
     layout = FlatLayout(sub, channels_last=False)
     net = FlatNet(model, layout, fold_bn=True)
     c = torch.tensor([0.3, -0.6], dtype=torch.float64)
@@ -77,7 +70,7 @@ def test_every_conv_bn_pair_is_folded_and_the_outputs_stay(name, shape):
 
 def test_the_folded_weights_are_formed_in_float64_and_rounded_once():
     model = _randomise_bn(build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10))
-    sub = _subspace(model, "states", ignore="none")  # moves the BN statistics and weights too
+    sub = random_plane(model, "states", ignore="none")  # moves the BN statistics and weights too
     c = torch.tensor([0.7, -3.0], dtype=torch.float64)  # far enough to clamp some variances
     assert any((sub.point(c)[k] == 0).any() for k in sub.origin if k.endswith("running_var"))
     state = {k: v.double().clone() for k, v in sub.origin.items()}
@@ -154,7 +147,7 @@ def test_only_what_folds_exactly_is_folded(make, pairs):
     assert got == (pairs or [])
     if pairs is None:
         assert not isinstance(folded, torch.fx.GraphModule)
-    sub = _subspace(net)
+    sub = random_plane(net)
     c = torch.tensor([0.4, 0.8], dtype=torch.float64)
     x = torch.randn(5, 1, 6, 6, generator=torch.Generator().manual_seed(0))
     forward = FlatNet(net, FlatLayout(sub, channels_last=True), fold_bn=True).at(c)
@@ -165,7 +158,7 @@ def test_only_what_folds_exactly_is_folded(make, pairs):
 
 def test_the_engine_folds_by_default_and_both_ways_equal_the_loop():
     model = _randomise_bn(build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10))
-    sub = _subspace(model)
+    sub = random_plane(model)
     g = torch.Generator().manual_seed(0)
     data = {"t": (torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g))}
     coords = torch.tensor([[0.0, 0.0], [0.5, -0.2], [-0.8, 0.9]], dtype=torch.float64)

@@ -6,8 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from engine_helpers import random_plane
 
-from landscape_hpc import autotune, directions
+from landscape_hpc import autotune
 from landscape_hpc.autotune import Plan
 from landscape_hpc.config import EngineConfig, ModelConfig
 from landscape_hpc.evaluate import (
@@ -20,7 +21,6 @@ from landscape_hpc.losses import per_sample_loss
 from landscape_hpc.memory import CPU_ACTIVATION_BYTES, cpu_batch_size
 from landscape_hpc.models import MODEL_NAMES, build_model
 from landscape_hpc.pointwise import FlatLayout, FlatNet, intra_op_threads
-from landscape_hpc.subspace import Subspace
 
 REGISTRY = [n for n in MODEL_NAMES if n != "custom"]
 COORDS = torch.tensor([[0.0, 0.0], [0.4, -0.3], [-1.0, 0.7]], dtype=torch.float64)
@@ -29,12 +29,6 @@ COORDS = torch.tensor([[0.0, 0.0], [0.4, -0.3], [-1.0, 0.7]], dtype=torch.float6
 def _data(shape=(1, 8, 8), n=96, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g)
-
-
-def _subspace(model, dir_type="weights", ignore="biasbn"):
-    origin = {k: v.clone() for k, v in model.state_dict().items()}
-    keys = directions.direction_keys(model, dir_type)
-    return Subspace(origin, directions.random_basis(origin, keys, 2, 0, "filter", ignore))
 
 
 def _assert_close(a, b, rtol=1e-5):
@@ -48,7 +42,7 @@ def _assert_close(a, b, rtol=1e-5):
 @pytest.mark.parametrize("strategy", ["vmap", "sequential", "threads"])
 def test_engine_matches_loop_on_every_registry_model(name, strategy):
     model = build_model(ModelConfig(name=name), (1, 8, 8), 10)
-    sub = _subspace(model)
+    sub = random_plane(model)
     x, y = _data()
     opts = EngineConfig(batch_size=40, strategy=strategy)
     data = {"train": (x, y), "test": (x[:50], y[:50])}
@@ -62,7 +56,7 @@ def test_engine_matches_loop_on_every_registry_model(name, strategy):
 @pytest.mark.parametrize("dir_type", ["weights", "states"])
 def test_bn_recompute_matches_loop(strategy, dir_type):
     model = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
-    sub = _subspace(model, dir_type, ignore="none" if dir_type == "states" else "biasbn")
+    sub = random_plane(model, dir_type, ignore="none" if dir_type == "states" else "biasbn")
     x, y = _data()
     opts = EngineConfig(batch_size=32, bn="recompute", strategy=strategy)
     data = {"test": (x[:48], y[:48])}
@@ -76,7 +70,7 @@ def test_bn_recompute_matches_loop(strategy, dir_type):
 
 def test_mse_loss_matches_loop_and_reference_formula():
     model = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
-    sub = _subspace(model)
+    sub = random_plane(model)
     x, y = _data()
     opts = EngineConfig(loss="mse")
     got = evaluate_points(model, sub, COORDS, {"t": (x, y)}, opts)
@@ -90,7 +84,7 @@ def test_mse_loss_matches_loop_and_reference_formula():
 
 def test_results_do_not_depend_on_the_chunk_size():
     model = build_model(ModelConfig(name="mpo_cnn"), (1, 8, 8), 10)
-    sub = _subspace(model)
+    sub = random_plane(model)
     x, y = _data()
     coords = torch.rand(7, 2, dtype=torch.float64) * 2 - 1
     big = evaluate_points(model, sub, coords, {"t": (x, y)}, EngineConfig(strategy="vmap"))
@@ -108,7 +102,7 @@ def test_results_do_not_depend_on_the_chunk_size():
 def test_nchw_plans_with_tiled_pools_match_the_loop(name, plan):
     """auto's other layout: NCHW, BN folded, max pools as tiled maxima (vgg9 has four)."""
     model = build_model(ModelConfig(name=name), (1, 8, 8), 10)
-    sub = _subspace(model)
+    sub = random_plane(model)
     x, y = _data()
     data = {"train": (x, y), "test": (x[:50], y[:50])}
     with intra_op_threads(plan.workers):
@@ -122,7 +116,7 @@ def test_what_does_not_move_comes_from_the_subspace_not_the_template(strategy, f
     """The model is a template: its weights are not used, even where the basis is zero (biases
     and BN tensors under ignore=biasbn)."""
     model = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
-    sub = _subspace(model)
+    sub = random_plane(model)
     torch.manual_seed(1)
     template = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
     with torch.no_grad():
@@ -152,14 +146,14 @@ def test_default_rule_for_calls_too_small_to_time():
     assert default_strategy(mlp, cpu) == "vmap"
     assert default_strategy(conv, torch.device("cuda")) == "vmap"
     x, y = _data()
-    evaluator = Evaluator(conv, _subspace(conv), {"t": (x, y)})
+    evaluator = Evaluator(conv, random_plane(conv), {"t": (x, y)})
     evaluator(COORDS[:2])  # fewer points than autotune.MIN_POINTS: the rule, nothing kept
     assert evaluator.plan is None
 
 
 def test_flat_net_holds_the_weights_of_subspace_point_bit_for_bit():
     model = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
-    sub = _subspace(model, "states", ignore="none")  # moves BN running statistics too
+    sub = random_plane(model, "states", ignore="none")  # moves BN running statistics too
     c = torch.tensor([0.7, -3.0], dtype=torch.float64)  # far enough to clamp some variances
     want = sub.point(c)
     assert any((want[k] == 0).any() for k in want if k.endswith("running_var"))
@@ -176,7 +170,7 @@ def test_flat_net_holds_the_weights_of_subspace_point_bit_for_bit():
 
 def test_threads_give_the_bits_of_one_point_at_a_time_and_restore_the_thread_count():
     model = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
-    sub = _subspace(model)
+    sub = random_plane(model)
     x, y = _data()
     coords = torch.rand(9, 2, dtype=torch.float64) * 2 - 1
     before = torch.get_num_threads()
@@ -192,7 +186,7 @@ def test_threads_give_the_bits_of_one_point_at_a_time_and_restore_the_thread_cou
 
 def test_nan_and_inf_losses_are_returned_as_they_are():
     model = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
-    sub = _subspace(model)
+    sub = random_plane(model)
     x, y = _data()
     far = torch.tensor([[1e30, 1e30], [0.0, 0.0]], dtype=torch.float64)
     out = evaluate_points(model, sub, far, {"t": (x, y)})
@@ -261,7 +255,7 @@ def test_choose_keeps_the_fastest_plan_refines_it_in_turn_and_times_once():
 
 def test_auto_times_every_strategy_once_keeps_the_fastest_and_logs_why(caplog):
     model = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
-    sub = _subspace(model)
+    sub = random_plane(model)
     x, y = _data()
     coords = torch.rand(8, 2, dtype=torch.float64) * 2 - 1
     autotune.forget()
