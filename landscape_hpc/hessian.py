@@ -3,7 +3,8 @@ eigenvalues (Lanczos), and the trace (Hutchinson). As loss-landscape's `plot_hes
 and PyHessian do, without ever forming the Hessian.
 
 Everything works on a flat parameter vector θ (P,) and a function loss(θ) -> scalar (a LossFn,
-built by `landscape_hpc.flat.flat_loss`), so the maths is independent of the model's structure.
+built by `landscape_hpc.engine.flat.flat_loss`), so the maths is independent of the model's
+structure.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from landscape_hpc.flat import LossFn
+from landscape_hpc.engine.flat import LossFn
 
 
 def hvp(loss: LossFn, theta: Tensor, v: Tensor) -> Tensor:

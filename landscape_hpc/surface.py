@@ -43,8 +43,9 @@ from landscape_hpc.directions.build import (
     stored,
 )
 from landscape_hpc.directions.pca import ProjectedTrajectory
+from landscape_hpc.engine.evaluate import Evaluator, check_engine, points_at_once
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
-from landscape_hpc.evaluate import Evaluator, check_engine, points_at_once
 from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.checkpoint import file_sha256
@@ -52,7 +53,6 @@ from landscape_hpc.files.directions import directions_sha256
 from landscape_hpc.grid import Grid, chunk_indices, default_chunk_points
 from landscape_hpc.params import ParamDict
 from landscape_hpc.problem import load_problem
-from landscape_hpc.subspace import Subspace
 
 log = logging.getLogger(__name__)
 

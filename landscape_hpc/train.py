@@ -28,9 +28,9 @@ from landscape_hpc.cli import hydra_command
 from landscape_hpc.config import TrainConfig
 from landscape_hpc.data import Split
 from landscape_hpc.devices import resolve_device
+from landscape_hpc.engine.losses import is_loss_output
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.checkpoint import write_checkpoint
-from landscape_hpc.losses import is_loss_output
 from landscape_hpc.problem import load_problem
 
 log = logging.getLogger(__name__)

@@ -31,11 +31,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from landscape_hpc.config import EngineConfig, ModelConfig
 from landscape_hpc.directions import direction_keys, random_basis
-from landscape_hpc.evaluate import Evaluator, evaluate_points
+from landscape_hpc.engine.evaluate import Evaluator, evaluate_points
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.objective import objective_batched, objective_loop, training_template
 from landscape_hpc.mpo.plane import Plane
-from landscape_hpc.subspace import Subspace
 
 #: Li et al. 2018's ResNet-56 surface: 51×51 points over the 50,000 CIFAR-10 training images
 PAPER_POINTS, PAPER_SAMPLES = 51 * 51, 50_000

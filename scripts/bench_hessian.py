@@ -38,11 +38,11 @@ import torch
 from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.directions import direction_keys, random_basis
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.geometry.curvature import MapJob, make_job
 from landscape_hpc.grid import Grid
 from landscape_hpc.hessian import hvp
 from landscape_hpc.models import build_model
-from landscape_hpc.subspace import Subspace
 
 THREADS = 2
 MODELS = ("mlp", "mpo_cnn")

@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from landscape_hpc.cli import tune_allocator
 from landscape_hpc.config import EngineConfig, ModelConfig
-from landscape_hpc.evaluate import evaluate_points, has_bn
+from landscape_hpc.engine.evaluate import evaluate_points, has_bn
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.objective import objective_batched, objective_loop, training_template
 from landscape_hpc.mpo.plane import Plane

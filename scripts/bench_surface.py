@@ -50,13 +50,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from landscape_hpc.autotune import Plan
 from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.directions import direction_keys, random_basis
-from landscape_hpc.evaluate import Evaluator
+from landscape_hpc.engine.autotune import Plan
+from landscape_hpc.engine.evaluate import Evaluator
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.models import build_model
-from landscape_hpc.subspace import Subspace
 
 THREADS = 2
 MATMUL_SIZE = 2048

@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from landscape_hpc import directions
-from landscape_hpc.subspace import Subspace
+from landscape_hpc.engine.subspace import Subspace
 
 
 def random_plane(model: nn.Module, dir_type: str = "weights", ignore: str = "biasbn") -> Subspace:

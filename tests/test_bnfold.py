@@ -8,11 +8,11 @@ import torch
 from engine_helpers import random_plane
 from torch import nn
 
-from landscape_hpc.bnfold import Pair
 from landscape_hpc.config import EngineConfig, ModelConfig
-from landscape_hpc.evaluate import evaluate_points, evaluate_points_loop
+from landscape_hpc.engine.bnfold import Pair
+from landscape_hpc.engine.evaluate import evaluate_points, evaluate_points_loop
+from landscape_hpc.engine.pointwise import FlatLayout, FlatNet, private_copy
 from landscape_hpc.models import build_model
-from landscape_hpc.pointwise import FlatLayout, FlatNet, private_copy
 
 
 def _bn_calls(net: nn.Module, x: torch.Tensor) -> int:

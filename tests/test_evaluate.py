@@ -8,19 +8,19 @@ import pytest
 import torch
 from engine_helpers import random_plane
 
-from landscape_hpc import autotune
-from landscape_hpc.autotune import Plan
 from landscape_hpc.config import EngineConfig, ModelConfig
-from landscape_hpc.evaluate import (
+from landscape_hpc.engine import autotune
+from landscape_hpc.engine.autotune import Plan
+from landscape_hpc.engine.evaluate import (
     Evaluator,
     default_strategy,
     evaluate_points,
     evaluate_points_loop,
 )
-from landscape_hpc.losses import per_sample_loss
-from landscape_hpc.memory import CPU_ACTIVATION_BYTES, cpu_batch_size
+from landscape_hpc.engine.losses import per_sample_loss
+from landscape_hpc.engine.memory import CPU_ACTIVATION_BYTES, cpu_batch_size
+from landscape_hpc.engine.pointwise import FlatLayout, FlatNet, intra_op_threads
 from landscape_hpc.models import MODEL_NAMES, build_model
-from landscape_hpc.pointwise import FlatLayout, FlatNet, intra_op_threads
 
 REGISTRY = [n for n in MODEL_NAMES if n != "custom"]
 COORDS = torch.tensor([[0.0, 0.0], [0.4, -0.3], [-1.0, 0.7]], dtype=torch.float64)
@@ -259,7 +259,7 @@ def test_auto_times_every_strategy_once_keeps_the_fastest_and_logs_why(caplog):
     x, y = _data()
     coords = torch.rand(8, 2, dtype=torch.float64) * 2 - 1
     autotune.forget()
-    with intra_op_threads(2), caplog.at_level(logging.INFO, logger="landscape_hpc.autotune"):
+    with intra_op_threads(2), caplog.at_level(logging.INFO, logger="landscape_hpc.engine.autotune"):
         evaluator = Evaluator(model, sub, {"t": (x, y)})
         got = evaluator(coords)
         times = autotune.timings(evaluator.key)

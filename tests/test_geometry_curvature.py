@@ -18,8 +18,8 @@ from torch import nn
 from landscape_hpc.cli import compose_config
 from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import load_dataset
+from landscape_hpc.engine.flat import flat_loss
 from landscape_hpc.errors import UserError
-from landscape_hpc.flat import flat_loss
 from landscape_hpc.geometry.curvature import run_map, run_point, summarize_map
 from landscape_hpc.geometry.figures import plot_maps
 from landscape_hpc.models import build_model

@@ -23,8 +23,8 @@ from landscape_hpc.config import (
     TunnelConfig,
 )
 from landscape_hpc.data import load_dataset
+from landscape_hpc.engine.flat import flat_loss
 from landscape_hpc.errors import UserError
-from landscape_hpc.flat import flat_loss
 from landscape_hpc.geometry import short_dirs
 from landscape_hpc.geometry.hyperplane import stream_seed
 from landscape_hpc.geometry.tunnel import run_tunnel, summarize_tunnel, write_tunnel

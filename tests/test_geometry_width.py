@@ -11,8 +11,8 @@ import torch
 
 from landscape_hpc.config import DatasetConfig, ModelConfig, WidthConfig
 from landscape_hpc.data import load_dataset
+from landscape_hpc.engine.flat import flat_loss
 from landscape_hpc.errors import UserError
-from landscape_hpc.flat import flat_loss
 from landscape_hpc.geometry.hyperplane import stream_seed
 from landscape_hpc.geometry.width import (
     check_crossed,

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape_hpc.config import ModelConfig
-from landscape_hpc.graph import relus_in_place, trace
+from landscape_hpc.engine.graph import relus_in_place, trace
+from landscape_hpc.engine.pointwise import private_copy
 from landscape_hpc.models import build_model
-from landscape_hpc.pointwise import private_copy
 
 
 @pytest.mark.parametrize("name, relus", [("resnet20", 19), ("vgg9", 8), ("mlp", 2)])

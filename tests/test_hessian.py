@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from landscape_hpc import hessian
-from landscape_hpc.flat import flat_loss
+from landscape_hpc.engine.flat import flat_loss
 
 
 def _tiny():

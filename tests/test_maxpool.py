@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from landscape_hpc.config import ModelConfig
-from landscape_hpc.maxpool import TiledMaxPool2d, tile_max_pools
+from landscape_hpc.engine.maxpool import TiledMaxPool2d, tile_max_pools
+from landscape_hpc.engine.pointwise import private_copy
 from landscape_hpc.models import build_model
-from landscape_hpc.pointwise import private_copy
 
 
 @pytest.mark.parametrize("ceil_mode", [False, True])

@@ -9,9 +9,9 @@ from torch.func import functional_call
 
 from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
 from landscape_hpc.data import load_dataset
+from landscape_hpc.engine.evaluate import evaluate_points
+from landscape_hpc.engine.losses import per_sample_loss
 from landscape_hpc.errors import UserError
-from landscape_hpc.evaluate import evaluate_points
-from landscape_hpc.losses import per_sample_loss
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.fit import FitOptions, fit_plane
 from landscape_hpc.mpo.objective import objective_batched, objective_loop, training_template

@@ -13,12 +13,12 @@ import torch
 from torch.func import vmap
 
 from landscape_hpc.config import EngineConfig, ModelConfig
+from landscape_hpc.engine.evaluate import evaluate_points, evaluate_points_loop
+from landscape_hpc.engine.flat import flat_loss
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
-from landscape_hpc.evaluate import evaluate_points, evaluate_points_loop
-from landscape_hpc.flat import flat_loss
 from landscape_hpc.models import build_model
 from landscape_hpc.models.nwedge import wedge_distance
-from landscape_hpc.subspace import Subspace
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable

@@ -3,7 +3,7 @@
 import torch
 
 from landscape_hpc import params
-from landscape_hpc.subspace import Subspace
+from landscape_hpc.engine.subspace import Subspace
 
 
 def _dicts(seed=0):

@@ -14,11 +14,11 @@ import torch
 from landscape_hpc.cli import compose_config
 from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
 from landscape_hpc.data import load_dataset
+from landscape_hpc.engine.evaluate import evaluate_points_loop
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
-from landscape_hpc.evaluate import evaluate_points_loop
 from landscape_hpc.files.directions import read_directions
 from landscape_hpc.models import build_model
-from landscape_hpc.subspace import Subspace
 from landscape_hpc.surface import compute_surface
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -54,7 +54,7 @@ class DatasetConfig:
 
 @dataclass
 class EngineConfig:
-    """How the evaluation engine (landscape_hpc/evaluate.py) evaluates points; every command
+    """How the evaluation engine (landscape_hpc/engine/evaluate.py) evaluates points; every command
     that evaluates points has one under `engine`."""
 
     # samples per forward pass

@@ -41,17 +41,17 @@ from landscape_hpc import parallel
 from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import Split, subset
 from landscape_hpc.devices import rank_device
+from landscape_hpc.engine.flat import LossFn, flat_loss
+from landscape_hpc.engine.losses import LOSSES
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.directions import read_directions
 from landscape_hpc.files.hessian_maps import HessianMaps, read_maps
 from landscape_hpc.files.source import SurfaceSource, locate_checkpoint, read_surface_source
-from landscape_hpc.flat import LossFn, flat_loss
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.grid import Grid
 from landscape_hpc.hessian import LanczosResult, hutchinson_trace, hvp, lanczos_run
-from landscape_hpc.losses import LOSSES
 from landscape_hpc.problem import Problem, load_problem
-from landscape_hpc.subspace import Subspace
 
 log = logging.getLogger(__name__)
 

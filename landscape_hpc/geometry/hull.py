@@ -28,8 +28,9 @@ from landscape_hpc import parallel, params
 from landscape_hpc.config import DatasetConfig, EngineConfig, HullConfig, ModelConfig
 from landscape_hpc.devices import rank_device
 from landscape_hpc.directions import model_difference
+from landscape_hpc.engine.evaluate import check_engine, evaluate_points
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
-from landscape_hpc.evaluate import check_engine, evaluate_points
 from landscape_hpc.geometry.hyperplane import (
     HyperplaneOptions,
     hull_normals,
@@ -40,7 +41,6 @@ from landscape_hpc.geometry.hyperplane import (
 from landscape_hpc.models import load_into, load_state_dict_file
 from landscape_hpc.params import ParamDict
 from landscape_hpc.problem import Problem, load_problem
-from landscape_hpc.subspace import Subspace
 
 _JOB_KEY = "hull_job"
 

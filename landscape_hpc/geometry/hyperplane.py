@@ -6,7 +6,7 @@ complement of span{θ_j − θ_1}, so the point keeps its position λ along the 
 hyperplane normal to the linear path, a tunnel point) or in the simplex (an m-connector point).
 
 Everything works on flat vectors θ (P,) and a loss function loss(θ) -> scalar (LossFn, from
-`landscape_hpc.flat`); `minibatch_loss` makes one from a model and its training data, drawing
+`landscape_hpc.engine.flat`); `minibatch_loss` makes one from a model and its training data, drawing
 the next minibatch at every call. No MPI, HDF5 or Hydra here.
 """
 
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape_hpc.engine.flat import LossFn, flat_loss
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.flat import LossFn, flat_loss
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 

@@ -38,15 +38,15 @@ from torch import Tensor
 from torch.func import functional_call
 
 from landscape_hpc import parallel, params
-from landscape_hpc.batchnorm import has_bn, recompute_bn_state, train_mode_copy
 from landscape_hpc.config import IntrinsicDimConfig
 from landscape_hpc.data import Split
 from landscape_hpc.devices import rank_device
+from landscape_hpc.engine.batchnorm import has_bn, recompute_bn_state, train_mode_copy
+from landscape_hpc.engine.flat import LossFn, flat_loss
+from landscape_hpc.engine.losses import LOSSES, is_loss_output
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.flat import LossFn, flat_loss
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.projection import train_in_subspace
-from landscape_hpc.losses import LOSSES, is_loss_output
 from landscape_hpc.problem import Problem, load_problem
 
 log = logging.getLogger(__name__)

@@ -34,14 +34,14 @@ from torch import Tensor
 
 from landscape_hpc import parallel, params
 from landscape_hpc.config import HullConfig, ShortDirsConfig
+from landscape_hpc.engine.evaluate import evaluate_points
+from landscape_hpc.engine.flat import LossFn
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
-from landscape_hpc.evaluate import evaluate_points
-from landscape_hpc.flat import LossFn
 from landscape_hpc.geometry.hull import HullJob
 from landscape_hpc.geometry.hyperplane import stream_seed
 from landscape_hpc.geometry.width import crossing_distance, random_unit_direction
 from landscape_hpc.params import ParamDict
-from landscape_hpc.subspace import Subspace
 
 _JOB_KEY = "short_dirs_job"
 

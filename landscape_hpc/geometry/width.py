@@ -40,14 +40,14 @@ from torch import Tensor
 from landscape_hpc import parallel, params
 from landscape_hpc.config import EngineConfig, WidthConfig
 from landscape_hpc.directions import normalize_direction
+from landscape_hpc.engine.evaluate import check_engine, evaluate_points
+from landscape_hpc.engine.flat import LossFn
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.evaluate import check_engine, evaluate_points
-from landscape_hpc.flat import LossFn
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import Optima, load_optima
 from landscape_hpc.geometry.hyperplane import stream_seed
 from landscape_hpc.params import ParamDict
-from landscape_hpc.subspace import Subspace
 
 DIRECTION_KINDS: tuple[str, ...] = ("unit", "filter")
 THRESHOLD_KINDS: tuple[str, ...] = ("above_optimum", "absolute")

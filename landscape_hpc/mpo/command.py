@@ -34,18 +34,19 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from landscape_hpc.batchnorm import has_bn
 from landscape_hpc.config import FitOptions, MPOConfig
 from landscape_hpc.data import Split, dataset_attrs, load_dataset, subset
 from landscape_hpc.devices import resolve_device
+from landscape_hpc.engine.batchnorm import has_bn
+from landscape_hpc.engine.evaluate import check_engine, evaluate_points
+from landscape_hpc.engine.losses import is_loss_output
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.evaluate import check_engine, evaluate_points
 from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.directions import directions_sha256
 from landscape_hpc.files.plane import PLANE_FILE, write_plane
 from landscape_hpc.grid import Grid, cell_coords, pattern_to_surface
-from landscape_hpc.losses import is_loss_output
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.fit import (
     RESUMABLE_OPTIONS,
@@ -56,7 +57,6 @@ from landscape_hpc.mpo.fit import (
 from landscape_hpc.mpo.patterns import describe_mask, make_mask, trainable_cells
 from landscape_hpc.mpo.plane import Plane
 from landscape_hpc.problem import problem_on
-from landscape_hpc.subspace import Subspace
 
 log = logging.getLogger(__name__)
 

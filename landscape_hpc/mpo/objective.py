@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from landscape_hpc.batchnorm import train_mode_copy
-from landscape_hpc.losses import per_sample_loss
-from landscape_hpc.memory import activation_bytes_per_sample
+from landscape_hpc.engine.batchnorm import train_mode_copy
+from landscape_hpc.engine.losses import per_sample_loss
+from landscape_hpc.engine.memory import activation_bytes_per_sample
 from landscape_hpc.mpo.plane import Plane
 
 _FLOAT_BYTES = 4

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.params import ParamDict
-from landscape_hpc.subspace import Subspace
 
 #: initial plane scale s (appendix A)
 DEFAULT_SCALE = 0.1

@@ -23,10 +23,10 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from landscape_hpc import parallel
-from landscape_hpc.batchnorm import has_bn
 from landscape_hpc.config import MPOConfig
 from landscape_hpc.data import Split, dataset_attrs, load_dataset
 from landscape_hpc.devices import rank_device
+from landscape_hpc.engine.batchnorm import has_bn
 from landscape_hpc.files import hdf5
 from landscape_hpc.files.plane import PLANE_FILE, write_plane
 from landscape_hpc.files.sweep import DONE, FAILED, PENDING, JobSpec, Outcome, SweepFile

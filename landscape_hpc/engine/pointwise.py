@@ -32,12 +32,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from landscape_hpc.batchnorm import recompute_bn_state
-from landscape_hpc.bnfold import FoldedConv, Pair, fold_graph
-from landscape_hpc.graph import relus_in_place, trace
-from landscape_hpc.losses import Forward, Points, concat, split_metrics
-from landscape_hpc.maxpool import tile_max_pools, tiling_pays
-from landscape_hpc.subspace import NONNEGATIVE_SUFFIX, Subspace, clamp_variances
+from landscape_hpc.engine.batchnorm import recompute_bn_state
+from landscape_hpc.engine.bnfold import FoldedConv, Pair, fold_graph
+from landscape_hpc.engine.graph import relus_in_place, trace
+from landscape_hpc.engine.losses import Forward, Points, concat, split_metrics
+from landscape_hpc.engine.maxpool import tile_max_pools, tiling_pays
+from landscape_hpc.engine.subspace import NONNEGATIVE_SUFFIX, Subspace, clamp_variances
 
 
 def to_channels_last(t: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from landscape_hpc import params
-from landscape_hpc.losses import is_loss_output, sample_losses
+from landscape_hpc.engine.losses import is_loss_output, sample_losses
 
 #: loss(θ) -> scalar, for a flat parameter vector θ (P,)
 LossFn = Callable[[Tensor], Tensor]

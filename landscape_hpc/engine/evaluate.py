@@ -26,16 +26,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape_hpc import autotune
-from landscape_hpc.autotune import Plan
-from landscape_hpc.batchnorm import has_bn, recompute_bn_single
 from landscape_hpc.config import EngineConfig
+from landscape_hpc.engine import autotune
+from landscape_hpc.engine.autotune import Plan
+from landscape_hpc.engine.batchnorm import has_bn, recompute_bn_single
+from landscape_hpc.engine.losses import LOSSES, Points, batches, is_loss_output, per_sample_loss
+from landscape_hpc.engine.memory import cpu_batch_size, points_per_pass
+from landscape_hpc.engine.pointwise import Pointwise
+from landscape_hpc.engine.stacked import Batched
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.losses import LOSSES, Points, batches, is_loss_output, per_sample_loss
-from landscape_hpc.memory import cpu_batch_size, points_per_pass
-from landscape_hpc.pointwise import Pointwise
-from landscape_hpc.stacked import Batched
-from landscape_hpc.subspace import Subspace
 
 BN_MODES = ("eval", "recompute")
 STRATEGIES = ("auto", "vmap", "sequential", "threads")

@@ -11,11 +11,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from landscape_hpc.batchnorm import bn_recompute_template, fresh_bn_state
-from landscape_hpc.losses import Forward, Points, batches, concat, split_metrics
-from landscape_hpc.memory import points_per_pass
+from landscape_hpc.engine.batchnorm import bn_recompute_template, fresh_bn_state
+from landscape_hpc.engine.losses import Forward, Points, batches, concat, split_metrics
+from landscape_hpc.engine.memory import points_per_pass
+from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.params import ParamDict
-from landscape_hpc.subspace import Subspace
 
 
 class Stacked:

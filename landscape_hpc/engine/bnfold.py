@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, fx, nn
 
-from landscape_hpc.graph import module_calls
+from landscape_hpc.engine.graph import module_calls
 
 #: conv class -> the BN class that normalises its output
 PAIRS = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from landscape_hpc.subspace import Subspace
+from landscape_hpc.engine.subspace import Subspace
 
 _FLOAT_BYTES = 4
 #: the largest activation a CPU forward may allocate: glibc's largest mmap threshold (32 MiB)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from landscape_hpc.losses import batches
+from landscape_hpc.engine.losses import batches
 from landscape_hpc.params import ParamDict
 
 

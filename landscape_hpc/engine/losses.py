@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape_hpc.subspace import Subspace
+from landscape_hpc.engine.subspace import Subspace
 
 LOSSES = ("ce", "mse")
 
