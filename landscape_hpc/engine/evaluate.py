@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+import landscape_hpc.engine.autotune as autotune
 from landscape_hpc.config import EngineConfig
-from landscape_hpc.engine import autotune
 from landscape_hpc.engine.autotune import Plan
 from landscape_hpc.engine.batchnorm import has_bn, recompute_bn_single
 from landscape_hpc.engine.losses import LOSSES, Points, batches, is_loss_output, per_sample_loss
