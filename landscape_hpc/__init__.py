@@ -1,3 +1,48 @@
-"""landscape_hpc: loss landscapes of neural networks, on a laptop or across a GPU cluster."""
+"""landscape_hpc: loss landscapes of neural networks, on a laptop or across a GPU cluster.
+
+From Python, with a model and data that exist only in memory:
+
+    import landscape_hpc as lh
+    ds = lh.surface(model, {"train": (x, y)}, x=(-1, 1, 51), y=(-1, 1, 51))  # xarray.Dataset
+    ds.train_loss.plot()
+    lh.save(ds, "s.h5"); ds = lh.load("s.h5")      # the surface command's HDF5 file
+    line = lh.interpolate(model_a, model_b, data, t=(-0.5, 1.5, 41))
+    eig = lh.hessian(model, data)                  # λ_max, λ_min (Lanczos), tr H (Hutchinson)
+
+On a cluster, the same functions under the commands: `mpirun -n 8 python -m
+landscape_hpc.surface ...` (README). `help(lh.surface)` explains every argument.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+#: name at the package's face -> the module that defines it (imported on first use, so that
+#: `import landscape_hpc` stays cheap and the commands do not load the library's imports)
+_FACE = {
+    "surface": "landscape_hpc.api.surface",
+    "interpolate": "landscape_hpc.api.surface",
+    "save": "landscape_hpc.api.results",
+    "load": "landscape_hpc.api.results",
+    "random_directions": "landscape_hpc.api.directions",
+    "hessian": "landscape_hpc.api.curvature",
+    "Subspace": "landscape_hpc.engine.subspace",
+    "UserError": "landscape_hpc.errors",
+}
+
+__all__ = [*_FACE, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FACE:
+        value = getattr(importlib.import_module(_FACE[name]), name)
+        globals()[name] = value  # found once
+        return value
+    raise AttributeError(f"module 'landscape_hpc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -55,7 +55,7 @@ if ! "$py" -c 'import h5py, sys; sys.exit(0 if h5py.get_config().mpi else 1)' 2>
     -c "$root/constraints.txt" h5py
 fi
 # the package's requirements, then the test tools ([dev] extra: pytest, ruff, scipy, xarray, ...)
-pip install hydra-core hydra-submitit-launcher submitit matplotlib scikit-learn tqdm pyyaml meshio
+pip install hydra-core hydra-submitit-launcher submitit matplotlib scikit-learn tqdm pyyaml meshio xarray
 pip install --no-build-isolation -e ".[dev]"
 
 if ! "$py" -c 'import h5py, sys; sys.exit(0 if h5py.get_config().mpi else 1)'; then

@@ -167,7 +167,17 @@ def test_each_outside_library_is_behind_its_edge(library):
 
 
 def test_the_file_formats_import_no_command():
-    commands = ("surface", "train", "plot", "mpo.command", "sweep.run", "geometry", "cli")
+    commands = (
+        "api",
+        "commands",
+        "surface",
+        "train",
+        "plot",
+        "mpo.command",
+        "sweep.run",
+        "geometry",
+        "cli",
+    )
     graph = _graph()
     for name in MODULES:
         if name.startswith("landscape_hpc.files"):

@@ -23,7 +23,7 @@ from landscape_hpc.errors import UserError
 from landscape_hpc.geometry.curvature import run_map, run_point, summarize_map
 from landscape_hpc.geometry.figures import plot_maps
 from landscape_hpc.models import build_model
-from landscape_hpc.surface import compute_surface
+from landscape_hpc.commands.surface import compute_surface
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable

@@ -164,12 +164,21 @@ def _point_task(what: str) -> Any:
 
 
 def run_point(cfg: HessianConfig, comm: Any = None) -> Optional[PointResult]:
-    """λ_max, λ_min and tr H at the model's weights; the Lanczos run and the Hutchinson probes
-    are two tasks of the pool (in parallel on two workers). Returns the result on rank 0."""
+    """The command's point mode: the problem cfg names, then `point_curvature`."""
     comm = parallel.world_if_none(comm)
     check_config(cfg)
     problem, split = load_problem_and_split(comm, cfg, cfg.model, cfg.dataset)
-    job = make_job(problem.model, split, cfg, cfg.loss)
+    return point_curvature(problem.model, split, cfg, comm)
+
+
+def point_curvature(
+    model: nn.Module, split: Split, cfg: HessianConfig, comm: Any = None
+) -> Optional[PointResult]:
+    """λ_max, λ_min and tr H at the model's weights on `split` (cfg: the Lanczos and Hutchinson
+    settings, cfg.loss); the Lanczos run and the Hutchinson probes are two tasks of the pool (in
+    parallel on two workers). Returns the result on rank 0 (the library's lh.hessian calls it)."""
+    comm = parallel.world_if_none(comm)
+    job = make_job(model, split, cfg, cfg.loss)
     state = {k: v.detach() for k, v in job.model.state_dict().items()}
     start = time.perf_counter()
     tasks = ["lanczos"] + (["trace"] if cfg.trace_samples > 0 else [])
