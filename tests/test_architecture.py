@@ -139,7 +139,7 @@ KERNELS = (
 )
 #: the edges: only these reach MPI, HDF5 and Hydra
 EDGES = {
-    "mpi4py": ("landscape_hpc.parallel", "landscape_hpc.cli"),
+    "mpi4py": ("landscape_hpc.parallel",),
     "h5py": ("landscape_hpc.files",),
     "hydra": ("landscape_hpc.cli",),
 }
