@@ -54,8 +54,9 @@ if ! "$py" -c 'import h5py, sys; sys.exit(0 if h5py.get_config().mpi else 1)' 2>
     quiet "$py" -m pip --disable-pip-version-check -q install --no-binary=h5py --no-build-isolation --no-cache-dir \
     -c "$root/constraints.txt" h5py
 fi
-# the package's requirements, then the test tools ([dev] extra: pytest, ruff, scipy, xarray, ...)
-# and mpi4py ([mpi] extra, installed above: the parallel h5py is built against it)
+# the package's requirements, then the test tools ([dev] extra: pytest, ruff, scipy, xarray,
+# nbclient + ipykernel for the notebook, ...) and mpi4py ([mpi] extra: the parallel h5py is
+# built against it)
 pip install hydra-core hydra-submitit-launcher submitit matplotlib scikit-learn tqdm pyyaml meshio xarray
 pip install --no-build-isolation -e ".[dev,mpi]"
 
