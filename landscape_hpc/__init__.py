@@ -8,6 +8,8 @@ From Python, with a model and data that exist only in memory:
     lh.save(ds, "s.h5"); ds = lh.load("s.h5")      # the surface command's HDF5 file
     line = lh.interpolate(model_a, model_b, data, t=(-0.5, 1.5, 41))
     eig = lh.hessian(model, data)                  # λ_max, λ_min (Lanczos), tr H (Hutchinson)
+    dirs, path = lh.pca_directions(states)         # PCA of a trajectory; its path projected
+    res = lh.fit_mpo(model, data, lh.mpo_mask("builtin", name="ring", size=20))  # MPO plane
 
 On a cluster, the same functions under the commands: `mpirun -n 8 python -m
 landscape_hpc.surface ...` (README). `help(lh.surface)` explains every argument.
@@ -28,6 +30,9 @@ _FACE = {
     "save": "landscape_hpc.api.results",
     "load": "landscape_hpc.api.results",
     "random_directions": "landscape_hpc.api.directions",
+    "pca_directions": "landscape_hpc.api.directions",
+    "fit_mpo": "landscape_hpc.api.mpo",
+    "mpo_mask": "landscape_hpc.api.mpo",
     "hessian": "landscape_hpc.api.curvature",
     "Subspace": "landscape_hpc.engine.subspace",
     "UserError": "landscape_hpc.errors",

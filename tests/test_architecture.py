@@ -134,6 +134,7 @@ KERNELS = (
     "landscape_hpc.directions.maths",
     "landscape_hpc.mpo.patterns",
     "landscape_hpc.mpo.plane",
+    "landscape_hpc.mpo.plane_init",
     "landscape_hpc.mpo.objective",
     "landscape_hpc.geometry.hyperplane",
 )

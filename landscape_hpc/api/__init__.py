@@ -5,7 +5,9 @@ as tensors, a Dataset or a DataLoader, a loss), exported at the package's face
 surface     `surface`, `interpolate`; `compute`, the one code path under them and the command
 run         a grid of points over the MPI pool, into a file or memory
 results     surfaces as xarray Datasets; `save` and `load` (the command's HDF5 format)
-directions  `random_directions` (Li et al.'s filter-normalised directions)
+directions  `random_directions` (Li et al.'s filter-normalised directions), `pca_directions`
+            (PCA of a training trajectory, the path projected)
+mpo         `fit_mpo`, `mpo_mask`: multi-point optimisation, a plane that draws a pattern
 curvature   `hessian`: extreme eigenvalues and trace at the model's weights
 options     engine options from keyword arguments, devices, data as the engine takes them
 """
