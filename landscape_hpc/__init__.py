@@ -29,6 +29,12 @@ _FACE = {
     "load": "landscape_hpc.api.results",
     "random_directions": "landscape_hpc.api.directions",
     "hessian": "landscape_hpc.api.curvature",
+    "hessian_map": "landscape_hpc.api.curvature",
+    "tunnel": "landscape_hpc.api.geometry",
+    "connector": "landscape_hpc.api.geometry",
+    "tunnel_width": "landscape_hpc.api.geometry",
+    "subspace_training": "landscape_hpc.api.intrinsic_dim",
+    "wedge": "landscape_hpc.api.intrinsic_dim",
     "Subspace": "landscape_hpc.engine.subspace",
     "UserError": "landscape_hpc.errors",
 }

@@ -6,6 +6,10 @@ surface     `surface`, `interpolate`; `compute`, the one code path under them an
 run         a grid of points over the MPI pool, into a file or memory
 results     surfaces as xarray Datasets; `save` and `load` (the command's HDF5 format)
 directions  `random_directions` (Li et al.'s filter-normalised directions)
-curvature   `hessian`: extreme eigenvalues and trace at the model's weights
+curvature   `hessian`: extreme eigenvalues and trace at the model's weights; `hessian_map`: over
+            a surface's grid
+geometry    `tunnel`, `connector`, `tunnel_width`: between and around trained nets (Fort &
+            Jastrzebski 2019, sec. 4)
+intrinsic_dim  `subspace_training` in random hyperplanes; `wedge`, the n-wedge toy model
 options     engine options from keyword arguments, devices, data as the engine takes them
 """
