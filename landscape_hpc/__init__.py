@@ -16,6 +16,8 @@ landscape_hpc.surface ...` (README). `help(lh.surface)` explains every argument.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -52,3 +54,19 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """The package's module object: a face name is always the library function. Importing a
+    submodule of the same name (landscape_hpc.hessian: Lanczos and Hutchinson; .surface: the
+    command's `python -m` entry) would otherwise bind the module over it, so that `lh.hessian`
+    meant the function or the module depending on what ran first. The submodules stay in
+    sys.modules: `from landscape_hpc.hessian import lanczos_run` is unchanged."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FACE and isinstance(value, types.ModuleType):
+            return  # the import system binding a submodule: the face keeps the name
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

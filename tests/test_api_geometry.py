@@ -374,3 +374,15 @@ def test_the_face_lists_each_function_and_its_help_documents_every_argument(name
     assert "Returns:" in doc and "{hull_args}" not in doc
     for parameter in inspect.signature(function).parameters:
         assert f"\n{parameter}: " in "\n" + doc.replace("    ", ""), parameter
+
+
+def test_a_face_name_stays_the_function_after_its_submodule_is_imported():
+    import importlib
+    import sys
+
+    importlib.import_module("landscape_hpc.hessian")  # Lanczos: binds nothing over lh.hessian
+    importlib.import_module("landscape_hpc.surface")  # the command's `python -m` entry
+    assert "landscape_hpc.hessian" in sys.modules and "landscape_hpc.surface" in sys.modules
+    assert lh.hessian.__module__ == "landscape_hpc.api.curvature"
+    assert lh.surface.__module__ == "landscape_hpc.api.surface"
+    assert callable(sys.modules["landscape_hpc.hessian"].lanczos_run)
