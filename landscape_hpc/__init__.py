@@ -18,6 +18,8 @@ landscape_hpc.surface ...` (README). `help(lh.surface)` explains every argument.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -34,6 +36,12 @@ _FACE = {
     "fit_mpo": "landscape_hpc.api.mpo",
     "mpo_mask": "landscape_hpc.api.mpo",
     "hessian": "landscape_hpc.api.curvature",
+    "hessian_map": "landscape_hpc.api.curvature",
+    "tunnel": "landscape_hpc.api.geometry",
+    "connector": "landscape_hpc.api.geometry",
+    "tunnel_width": "landscape_hpc.api.geometry",
+    "subspace_training": "landscape_hpc.api.intrinsic_dim",
+    "wedge": "landscape_hpc.api.intrinsic_dim",
     "Subspace": "landscape_hpc.engine.subspace",
     "UserError": "landscape_hpc.errors",
 }
@@ -51,3 +59,19 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """The package's module object: a face name is always the library function. Importing a
+    submodule of the same name (landscape_hpc.hessian: Lanczos and Hutchinson; .surface: the
+    command's `python -m` entry) would otherwise bind the module over it, so that `lh.hessian`
+    meant the function or the module depending on what ran first. The submodules stay in
+    sys.modules: `from landscape_hpc.hessian import lanczos_run` is unchanged."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FACE and isinstance(value, types.ModuleType):
+            return  # the import system binding a submodule: the face keeps the name
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -8,6 +8,10 @@ results     surfaces as xarray Datasets; `save` and `load` (the command's HDF5 f
 directions  `random_directions` (Li et al.'s filter-normalised directions), `pca_directions`
             (PCA of a training trajectory, the path projected)
 mpo         `fit_mpo`, `mpo_mask`: multi-point optimisation, a plane that draws a pattern
-curvature   `hessian`: extreme eigenvalues and trace at the model's weights
+curvature   `hessian`: extreme eigenvalues and trace at the model's weights; `hessian_map`: over
+            a surface's grid
+geometry    `tunnel`, `connector`, `tunnel_width`: between and around trained nets (Fort &
+            Jastrzebski 2019, sec. 4)
+intrinsic_dim  `subspace_training` in random hyperplanes; `wedge`, the n-wedge toy model
 options     engine options from keyword arguments, devices, data as the engine takes them
 """

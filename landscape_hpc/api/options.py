@@ -1,5 +1,6 @@
 """What the library functions share: the engine options from keyword arguments, the device a
-model computes on, and the data as the engine takes them."""
+model computes on, and the data as the engine takes them (or as tensors, for the kernels that
+index samples)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from landscape_hpc.config import EngineConfig
+from landscape_hpc.data import Split
 from landscape_hpc.engine.data import as_splits
 from landscape_hpc.errors import UserError
 
@@ -78,3 +80,30 @@ def splits_on(
             )
         bn_data = every[bn_split][0]  # the inputs
     return {n: every[n] for n in names}, bn_data
+
+
+def resident_splits(
+    data: Any, device: torch.device, names: Optional[Sequence[str]], key: str = "splits"
+) -> dict[str, Split]:
+    """The named splits of `data` (default: all) as tensors on `device`: the geometry kernels
+    index and differentiate samples, so a streamed split is refused. `key` names the argument
+    that asked for them in the message (split or splits)."""
+    every = as_splits(data, device)
+    names = list(every) if names is None else list(names)
+    missing = [n for n in names if n not in every]
+    if missing or not names:
+        asked = repr(names[0]) if key == "split" and len(names) == 1 else str(names)
+        raise UserError(
+            f"{key}={asked}: {missing or 'nothing'} not in the data, which hold the splits "
+            f"{list(every)}; pass {key}= from those"
+        )
+    out = {}
+    for name in names:
+        value = every[name]
+        if not (isinstance(value, tuple) and all(isinstance(t, torch.Tensor) for t in value)):
+            raise UserError(
+                f"data[{name!r}] is streamed (a Dataset or a DataLoader); this function indexes "
+                "its samples: pass it as (inputs, labels) tensors"
+            )
+        out[name] = Split(*value)
+    return out
