@@ -108,6 +108,8 @@ def _tensor(value: Any, what: str) -> Tensor:
 def normalise(raw: Any, split: str) -> Batch:
     """One batch as the user's data yield it -> Batch, by the batch rule (module docstring)."""
     where = f"split {split!r}"
+    if isinstance(raw, Batch):  # normalised already (a probe's kept batches)
+        return raw
     if isinstance(raw, Tensor):
         inputs, target = raw, None
     elif isinstance(raw, (tuple, list)):
