@@ -159,7 +159,8 @@ def signature_of(batch: Batch) -> tuple:
 
 
 class Resident:
-    """A split held as tensors on one device; batches are slices of them (no copies)."""
+    """A split held as tensors on one device; batches are slices of them (no copies). It unpacks
+    as the (inputs, target) pair the commands have always passed: `inputs, labels = split`."""
 
     streamed = False
 
@@ -168,6 +169,12 @@ class Resident:
         whole = normalise((inputs, target), name)
         self.inputs, self.target, self.n = whole.inputs, whole.target, whole.n
         self._whole = whole
+
+    def __iter__(self) -> Iterator[Inputs | Tensor | None]:
+        return iter((self.inputs, self.target))
+
+    def __getitem__(self, index: int) -> Inputs | Tensor | None:
+        return (self.inputs, self.target)[index]
 
     @property
     def device(self) -> torch.device:
