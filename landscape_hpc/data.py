@@ -1,31 +1,43 @@
-"""Data splits as tensors resident on the device.
+"""The commands' data sets: splits as tensors resident on the device.
 
 A landscape evaluates one network at many points, so the data are loaded once, as whole tensors
 (`Split(inputs, labels)`), and batches are slices of them: no DataLoader, no per-sample
-transforms. Every loader returns at least the "train" and "test" splits.
+transforms. Every loader returns at least the "train" and "test" splits. Floating inputs are
+float32; integer inputs (token ids) stay integers.
+
+A custom target may also return, per split, a DataLoader (or any re-iterable of batches): it is
+streamed (the engine's `Streamed`, engine/data.py), read once per pass of points, never held
+whole; a Dataset too large for RESIDENT_MB is streamed through a DataLoader of STREAM_BATCH. Only
+the surface command streams (load_dataset(streamed=True)); the others refuse a streamed split.
 
     digits         scikit-learn's bundled 8x8 digits (1,797 images, no download; the default)
     mnist          torchvision MNIST from dataset.root
     fashion_mnist  torchvision FashionMNIST from dataset.root
     cifar10        torchvision CIFAR-10 from dataset.root
     synthetic      seeded Gaussian inputs of any shape, labels from a fixed random linear map
-    custom         dataset.target="pkg.module.callable" returning {split: (inputs, labels)}
+    custom         dataset.target="pkg.module.callable" returning {split: (inputs, labels),
+                   a torch Dataset of (input, label) items, or a DataLoader}
 """
 
 from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from landscape_hpc.config import DatasetConfig
+from landscape_hpc.engine.data import RESIDENT_MB, Streamed
 from landscape_hpc.errors import UserError, check_choice
+
+#: samples per batch of a custom Dataset too large to hold, streamed through a DataLoader
+STREAM_BATCH = 256
 
 DATASET_NAMES: tuple[str, ...] = (
     "digits",
@@ -48,15 +60,22 @@ _TORCHVISION_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10
 class Split(NamedTuple):
     """One data split held as two tensors on the same device."""
 
-    inputs: Tensor  # (N, *input_shape) float32
-    labels: Tensor  # (N,) int64 class indices
+    inputs: Tensor  # (N, *input_shape) float32, or integer (token ids)
+    labels: Tensor  # (N,) int64 class indices (a custom target's: (N, ...))
 
 
-def load_dataset(cfg: DatasetConfig, device: torch.device | str = "cpu") -> dict[str, Split]:
+#: a split of a data set: resident tensors, or (a custom target's DataLoader) streamed
+AnySplit = Union[Split, Streamed]
+
+
+def load_dataset(
+    cfg: DatasetConfig, device: torch.device | str = "cpu", streamed: bool = False
+) -> dict[str, AnySplit]:
     """Loads the splits named by `cfg` ("train", "test", and any a custom target adds).
 
-    Inputs are float32 and normalised, labels int64; with `cfg.max_samples` each split is cut to
-    the same seeded random subset every time. The tensors are moved to `device`.
+    Inputs are normalised, floating ones float32, labels int64; with `cfg.max_samples` each
+    split is cut to the same seeded random subset every time. The tensors are moved to
+    `device`. `streamed`: a custom target's DataLoader splits are taken (streamed), else refused.
     """
     check_choice("dataset.name", cfg.name, DATASET_NAMES)
     if cfg.name == "digits":
@@ -67,9 +86,26 @@ def load_dataset(cfg: DatasetConfig, device: torch.device | str = "cpu") -> dict
         splits = _load_custom(cfg.target, dict(cfg.kwargs))
     else:
         splits = _load_torchvision(cfg.name, cfg.root, cfg.download)
+    for name, split in splits.items():
+        if isinstance(split, Streamed) and not streamed:
+            raise UserError(
+                f"dataset.target={cfg.target}: split {name!r} is streamed (a DataLoader, or a "
+                f"Dataset over {RESIDENT_MB} MiB); only the surface command streams data: return "
+                "(inputs, labels) tensors or a Dataset that fits for this command"
+            )
+        if isinstance(split, Streamed) and cfg.max_samples is not None:
+            raise UserError(
+                f"dataset.max_samples={cfg.max_samples} cannot cut the streamed split {name!r} "
+                "(a DataLoader): cut it in the loader, or set dataset.max_samples=null"
+            )
     if cfg.max_samples is not None:
         splits = {name: subset(split, cfg.max_samples, cfg.seed) for name, split in splits.items()}
-    return {name: Split(s.inputs.to(device), s.labels.to(device)) for name, s in splits.items()}
+    return {
+        name: s.to(torch.device(device))
+        if isinstance(s, Streamed)
+        else Split(s.inputs.to(device), s.labels.to(device))
+        for name, s in splits.items()
+    }
 
 
 def subset(split: Split, max_samples: int, seed: int) -> Split:
@@ -85,17 +121,31 @@ def subset(split: Split, max_samples: int, seed: int) -> Split:
     return Split(split.inputs[keep], split.labels[keep])
 
 
-def num_classes(cfg: DatasetConfig, splits: dict[str, Split]) -> int:
-    """Number of classes: known for the named data sets, else the largest label + 1."""
+def num_classes(cfg: DatasetConfig, splits: dict[str, AnySplit]) -> int:
+    """Number of classes: known for the named data sets, else the largest label + 1 of the
+    resident splits (dataset.num_classes where every split is streamed: a stream is not read
+    to find it)."""
     if cfg.name == "synthetic":
         return cfg.num_classes
     if cfg.name in _TORCHVISION_CLASSES:
         return _TORCHVISION_CLASSES[cfg.name]
-    return int(max(int(s.labels.max()) for s in splits.values() if len(s.labels))) + 1
+    labelled = [s.labels for s in splits.values() if isinstance(s, Split) and len(s.labels)]
+    if not labelled:
+        return cfg.num_classes
+    return int(max(int(labels.max()) for labels in labelled)) + 1
 
 
-def dataset_attrs(cfg: DatasetConfig, splits: dict[str, Split]) -> dict[str, Any]:
-    """Name and per-split sample counts, for the attributes of result files.
+def split_size(split: AnySplit) -> int | None:
+    """Samples of a split; of a streamed one, its DataLoader's Dataset's length (None if not
+    known before a full read)."""
+    if isinstance(split, Split):
+        return len(split.labels)
+    dataset = getattr(split.source, "dataset", None)
+    return len(dataset) if hasattr(dataset, "__len__") else None
+
+
+def dataset_attrs(cfg: DatasetConfig, splits: dict[str, AnySplit]) -> dict[str, Any]:
+    """Name and per-split sample counts (where known), for the attributes of result files.
 
     Example: {"dataset": "digits", "n_train": 1437, "n_test": 360}.
     """
@@ -105,7 +155,8 @@ def dataset_attrs(cfg: DatasetConfig, splits: dict[str, Split]) -> dict[str, Any
     if cfg.max_samples is not None:
         attrs["dataset_max_samples"] = cfg.max_samples
     for name, split in splits.items():
-        attrs[f"n_{name}"] = len(split.labels)
+        if split_size(split) is not None:
+            attrs[f"n_{name}"] = split_size(split)
     return attrs
 
 
@@ -203,7 +254,7 @@ def _load_synthetic(cfg: DatasetConfig) -> dict[str, Split]:
     return splits
 
 
-def _load_custom(target: str | None, kwargs: dict[str, Any]) -> dict[str, Split]:
+def _load_custom(target: str | None, kwargs: dict[str, Any]) -> dict[str, AnySplit]:
     """Calls the user's `target(**kwargs)` and turns each returned split into tensors."""
     if not target:
         raise UserError('dataset=custom needs dataset.target="package.module.callable"')
@@ -218,7 +269,8 @@ def _load_custom(target: str | None, kwargs: dict[str, Any]) -> dict[str, Split]
     if not isinstance(returned, dict):
         raise UserError(
             f"dataset.target={target} returned {type(returned).__name__}; it must return a dict "
-            f'{{"train": ..., "test": ...}} of (inputs, labels) pairs or torch Datasets'
+            f'{{"train": ..., "test": ...}} of (inputs, labels) pairs, torch Datasets or '
+            "DataLoaders"
         )
     missing = [name for name in ("train", "test") if name not in returned]
     if missing:
@@ -246,24 +298,53 @@ def _import_callable(target: str) -> Callable[..., Any]:
     return found
 
 
-def _as_split(target: str, name: str, value: Any) -> Split:
-    """(inputs, labels) arrays or tensors, or a torch Dataset of (input, label) items -> Split."""
+def _as_split(target: str, name: str, value: Any) -> AnySplit:
+    """(inputs, labels) arrays or tensors, or a torch Dataset of (input, label) items -> Split;
+    a DataLoader (any re-iterable of batches), or a Dataset over RESIDENT_MB -> Streamed."""
+    where = f"dataset.target={target}: split {name!r}"
+    if isinstance(value, Dataset) and _too_large(value):
+        return Streamed(DataLoader(value, batch_size=STREAM_BATCH), None, name)
+    streams = not isinstance(value, (Dataset, tuple, list, np.ndarray, Tensor, dict))
+    if streams and isinstance(value, Iterable):
+        return Streamed(value, None, name)  # refuses a one-shot iterator
     try:
-        if isinstance(value, torch.utils.data.Dataset):
+        if isinstance(value, Dataset):
             items = [value[i] for i in range(len(value))]  # type: ignore[arg-type]
             inputs = torch.stack([torch.as_tensor(x) for x, _ in items])
-            labels = torch.as_tensor([int(y) for _, y in items])
+            labels = torch.stack([torch.as_tensor(y) for _, y in items])
         else:
             inputs, labels = value
             inputs, labels = torch.as_tensor(inputs), torch.as_tensor(labels)
     except (TypeError, ValueError, RuntimeError) as err:
         raise UserError(
-            f"dataset.target={target}: split {name!r} must be an (inputs, labels) pair or a torch "
-            f"Dataset of (input, label) items ({type(err).__name__}: {err})"
+            f"{where} must be an (inputs, labels) pair, a torch Dataset of (input, label) items "
+            f"or a DataLoader ({type(err).__name__}: {err})"
         ) from err
-    if labels.dim() != 1 or len(labels) != len(inputs):
+    if labels.dim() < 1 or len(labels) != len(inputs):
         raise UserError(
-            f"dataset.target={target}: split {name!r} has inputs of shape {tuple(inputs.shape)} "
-            f"and labels of shape {tuple(labels.shape)}; labels must be (N,) with N = len(inputs)"
+            f"{where} has inputs of shape {tuple(inputs.shape)} and labels of shape "
+            f"{tuple(labels.shape)}; labels must be (N, ...) with N = len(inputs)"
         )
-    return Split(inputs.float().contiguous(), labels.long())
+    if inputs.is_floating_point():  # integer inputs (token ids) stay integers
+        inputs = inputs.float()
+    labels = labels.float() if labels.is_floating_point() else labels.long()
+    return Split(inputs.contiguous(), labels)
+
+
+def _too_large(dataset: Dataset) -> bool:
+    """Whether a map-style Dataset's items, stacked, would pass RESIDENT_MB (its first item's
+    bytes times its length); an iterable one is always streamed."""
+    if not hasattr(dataset, "__len__"):
+        return True
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        return False
+    first = dataset[0]
+    parts = first if isinstance(first, (tuple, list)) else (first,)
+    size = 0
+    for part in parts:
+        try:
+            t = torch.as_tensor(part)
+        except (TypeError, ValueError, RuntimeError):
+            return False  # the stacking reports it
+        size += t.numel() * t.element_size()
+    return size * len(dataset) > RESIDENT_MB * 2**20  # type: ignore[arg-type]

@@ -20,6 +20,11 @@ class UserError(ValueError):
     """
 
 
+class UserTypeError(UserError, TypeError):
+    """A UserError about the kind of a thing (a batch the engine cannot read, a metric returning
+    neither per-sample values nor a (sum, count) pair): a TypeError as well."""
+
+
 class SharedUserError(UserError):
     """A UserError every MPI rank raised at once (rank 0 found it and told them all,
     parallel.on_master): printed once, by rank 0, and no rank needs to abort the others."""

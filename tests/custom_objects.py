@@ -139,3 +139,21 @@ def diverging_net(
     inf_factor: float = 1.3, nan_factor: float = 1.6, width: int = 4, delay_s: float = 0.0
 ) -> nn.Module:
     return _DivergingNet(inf_factor, nan_factor, width, delay_s)
+
+
+def loader_splits(n_train: int = 40, n_test: int = 20, seed: int = 0) -> dict[str, object]:
+    """image_splits with the train split as a DataLoader of batches of 16 (streamed) and the
+    test split as tensors: the surface of either must be the same."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    splits = image_splits(n_train, n_test, seed)
+    return {
+        "train": DataLoader(TensorDataset(*splits["train"]), batch_size=16),
+        "test": splits["test"],
+    }
+
+
+def token_splits(n: int = 6) -> dict[str, tuple[Tensor, Tensor]]:
+    """Integer inputs (token ids): they must stay integers."""
+    ids = torch.arange(n * 4).reshape(n, 4) % 7
+    return {"train": (ids, torch.arange(n) % 2), "test": (ids[:2], torch.arange(2))}

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from landscape_hpc import data as data_module
 from landscape_hpc.config import DatasetConfig
 from landscape_hpc.data import DATASET_NAMES, Split, dataset_attrs, load_dataset, num_classes
+from landscape_hpc.engine.data import Streamed
 from landscape_hpc.errors import UserError
 
 
@@ -154,6 +157,35 @@ def test_custom_target_with_torch_datasets() -> None:
     assert train.labels.tolist() == [0, 1, 2, 0] and train.labels.dtype == torch.int64
     assert len(splits["test"].labels) == 2
     assert num_classes(cfg, splits) == 3
+
+
+def test_custom_integer_inputs_stay_integers() -> None:
+    cfg = DatasetConfig(name="custom", target="custom_objects.token_splits")
+    train = load_dataset(cfg)["train"]
+    assert train.inputs.dtype == torch.int64 and train.inputs.shape == (6, 4)
+    assert torch.equal(train.inputs[1], torch.tensor([4, 5, 6, 0]))
+
+
+def test_custom_dataloader_splits_are_streamed_where_allowed() -> None:
+    cfg = DatasetConfig(name="custom", target="custom_objects.loader_splits")
+    splits = load_dataset(cfg, streamed=True)
+    assert isinstance(splits["train"], Streamed) and isinstance(splits["test"], Split)
+    assert [b.n for b in splits["train"].batches()] == [16, 16, 8]
+    assert dataset_attrs(cfg, splits)["n_train"] == 40
+    assert num_classes(cfg, splits) == 10  # from the resident split's labels
+    with pytest.raises(UserError, match="split 'train' is streamed.*only the surface command"):
+        load_dataset(cfg)
+    with pytest.raises(UserError, match="dataset.max_samples=5 cannot cut the streamed split"):
+        load_dataset(replace(cfg, max_samples=5), streamed=True)
+
+
+def test_a_custom_dataset_over_the_budget_is_streamed(monkeypatch) -> None:
+    monkeypatch.setattr(data_module, "RESIDENT_MB", 0)
+    cfg = DatasetConfig(name="custom", target="custom_objects.dataset_splits", kwargs={"size": 4})
+    train = load_dataset(cfg, streamed=True)["train"]
+    assert isinstance(train, Streamed)
+    (batch,) = list(train.batches())
+    assert torch.equal(batch.inputs, torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 4.0], [3.0, 9.0]]))
 
 
 @pytest.mark.parametrize(

@@ -453,3 +453,14 @@ def _mlp_origin_and_keys():
     return {k: v.clone() for k, v in model.state_dict().items()}, [
         k for k, _ in model.named_parameters()
     ]
+
+
+def test_a_custom_dataloader_split_is_streamed_through_the_command(tmp_path):
+    base = ["model=custom", "model.target=custom_objects.tiny_net", "dataset=custom"]
+    base += ["grid.x=[-1,1,3]", "grid.y=[-1,1,3]", "engine.batch_size=16"]
+    streamed = run(tmp_path / "l.h5", *base, "dataset.target=custom_objects.loader_splits")
+    resident = run(tmp_path / "r.h5", *base, "dataset.target=custom_objects.image_splits")
+    with h5py.File(streamed, "r") as a, h5py.File(resident, "r") as b:
+        for name in ("train_loss", "train_acc", "test_loss"):
+            np.testing.assert_allclose(a[name][()], b[name][()], rtol=1e-6)
+        assert a.attrs["n_train"] == 40

@@ -68,7 +68,7 @@ class GridRun:
     def evaluate(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         if self.evaluator is None:  # built on the first chunk, kept for the next ones
             self.evaluator = Evaluator(
-                self.model, self.subspace, self.data, self.options, self.bn_data
+                self.model, self.subspace, self.data, self.options, self.bn_data, loss=self.loss
             )
         metrics = self.evaluator(torch.from_numpy(self.grid.coords(flat)))
         return surface_file.metric_values(metrics)

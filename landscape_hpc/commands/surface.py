@@ -123,7 +123,8 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     cfg = resolve_origin(cfg)
     if rank == 0 and cfg.model.checkpoint and cfg.directions.kind == "pca":
         log.info("origin (end of the trajectory): %s", cfg.model.checkpoint)
-    problem = load_problem(cfg.model, cfg.dataset, rank_device(comm, cfg.device))  # collective
+    device = rank_device(comm, cfg.device)
+    problem = load_problem(cfg.model, cfg.dataset, device, streamed=True)  # collective
     problem.require(cfg.splits)
     model, splits = problem.model, problem.splits
     origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -143,8 +144,10 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         "checkpoint_sha256": sha or "",
         **{k: v for k, v in counts.items()},
     }
-    data = {s: (splits[s].inputs, splits[s].labels) for s in cfg.splits}
-    bn_data = splits["train" if "train" in splits else cfg.splits[0]].inputs
+    # a resident Split is an (inputs, labels) pair; a streamed one (a custom DataLoader) is the
+    # engine's Streamed: the engine takes both (engine/data.py)
+    data = {s: splits[s] for s in cfg.splits}
+    bn_data = splits["train" if "train" in splits else cfg.splits[0]]
     compute(
         model,
         subspace,

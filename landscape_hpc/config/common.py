@@ -63,7 +63,8 @@ class EngineConfig:
     memory_mb: float = 2048.0
     # BN statistics at each point: eval (the model's running statistics) or recompute (train data)
     bn: str = "eval"
-    # ce (cross-entropy) or mse (softmax vs one-hot, as loss-landscape)
+    # ce (cross-entropy), mse (softmax vs one-hot, as loss-landscape), lm (per-token
+    # cross-entropy of (B, T, V) logits, labels shifted as HF causal LMs) or lm_aligned
     loss: str = "ce"
     # auto (timed), vmap (K points per batched forward), sequential (one point at a time, whole
     # batch) or threads (sequential on every torch thread at once)

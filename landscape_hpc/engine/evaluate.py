@@ -10,17 +10,22 @@ percent) in different ways:
 - threads (pointwise.py): sequential on several threads at once, one intra-op thread each.
 
 `auto` (the default) times them on the first points and keeps the fastest (autotune.py).
-`evaluate_points_loop` is the plain per-point reference the engine is tested against. A model
-whose class sets `loss_output = True` (the n-wedge) returns per-sample losses: the mean of its
-output is the loss, its accuracy NaN. No MPI, HDF5 or Hydra.
+`evaluate_points_loop` is the plain per-point reference the engine is tested against.
+
+The data are any form of the data protocol (data.py: tensors, (inputs, labels) pairs, dicts of
+splits, Datasets, DataLoaders streamed batch by batch), the loss any of the loss protocol
+(losses.py: ce, mse, lm, a metric callable); a model whose class sets `loss_output = True` (the
+n-wedge) returns per-sample losses: the mean of its output is the loss, its accuracy NaN. No
+MPI, HDF5 or Hydra.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -30,8 +35,10 @@ import landscape_hpc.engine.autotune as autotune
 from landscape_hpc.config import EngineConfig
 from landscape_hpc.engine.autotune import Plan
 from landscape_hpc.engine.batchnorm import has_bn, recompute_bn_single
-from landscape_hpc.engine.losses import LOSSES, Points, batches, is_loss_output, per_sample_loss
+from landscape_hpc.engine.data import Inputs, Split, as_split, as_splits
+from landscape_hpc.engine.losses import LOSSES, Loss, resolve_loss, run_model
 from landscape_hpc.engine.memory import cpu_batch_size, points_per_pass
+from landscape_hpc.engine.metrics import Points, split_sums
 from landscape_hpc.engine.pointwise import Pointwise
 from landscape_hpc.engine.stacked import Batched
 from landscape_hpc.engine.subspace import Subspace
@@ -76,24 +83,53 @@ def default_strategy(model: nn.Module, device: torch.device) -> str:
     return "sequential" if conv_net_on_cpu(model, device) else "vmap"
 
 
-def points_at_once(model: nn.Module, subspace: Subspace, sample: Tensor, options: EngineConfig):
+def points_at_once(model: nn.Module, subspace: Subspace, sample: Inputs, options: EngineConfig):
     """How many points one pass of the engine evaluates before auto has timed anything (it
     sizes a surface's chunks): the vmap budget, or the threads running points side by side."""
     strategy = options.strategy
     if strategy == "auto":
-        strategy = default_strategy(model, sample.device)
+        strategy = default_strategy(model, _device(subspace))
     if strategy == "vmap":
         return points_per_pass(model, subspace, sample, options.batch_size, options.memory_mb)
     return torch.get_num_threads() if strategy == "threads" else 1
 
 
-class Evaluator:
-    """Loss and accuracy at points of one subspace on fixed data ({split: (inputs, labels)}),
-    called chunk after chunk: the strategy is chosen (auto: timed) on the first call, and what
-    it builds (model copies, vmapped forwards) is kept for the next.
+def _device(subspace: Subspace) -> torch.device:
+    """Where the points are evaluated: the subspace's device (the data are moved there)."""
+    return next(iter(subspace.origin.values())).device
 
-    `model` is a template (its own weights are not used); `bn_data` holds the inputs BN
-    statistics are recomputed from when options.bn == "recompute" (the training split). The
+
+def bn_split(
+    model: nn.Module, data: Mapping[str, Split], bn_data: Any, options: EngineConfig
+) -> Split | None:
+    """The split BN statistics are recomputed from (bn=recompute and the model has BN): bn_data
+    in any form of the data protocol, else the "train" split of the data; else None."""
+    if not (options.bn == "recompute" and has_bn(model)):
+        return None
+    if bn_data is not None:
+        device = next(iter(data.values())).device
+        return as_split(bn_data, device, options.batch_size, "bn_data")
+    if "train" in data:
+        return data["train"]
+    raise UserError(
+        "bn=recompute needs the training inputs: pass bn_data=, or include a 'train' split"
+    )
+
+
+#: what `loss=` takes: a name of LOSSES, a metric(outputs, batch) callable or a Loss
+LossSpec = Union[str, Callable, Loss, None]
+
+
+class Evaluator:
+    """Loss and accuracy at points of one subspace on fixed data, called chunk after chunk: the
+    strategy is chosen (auto: timed) on the first call, and what it builds (model copies,
+    vmapped forwards) is kept for the next.
+
+    `model` is a template (its own weights are not used). `data`: {split: data} in any form of
+    the data protocol (engine/data.py; the {split: (inputs, labels)} tensors of the commands are
+    the resident case), moved to the subspace's device. `bn_data`: the training data BN
+    statistics are recomputed from when options.bn == "recompute" (default: the "train" split).
+    `loss`: any spec of the loss protocol (engine/losses.py), overriding options.loss. The
     weights of a point are built (and BN statistics recomputed) once for all splits.
     """
 
@@ -101,23 +137,23 @@ class Evaluator:
         self,
         model: nn.Module,
         subspace: Subspace,
-        data: Mapping[str, tuple[Tensor, Tensor]],
+        data: Any,
         options: EngineConfig | None = None,
-        bn_data: Tensor | None = None,
+        bn_data: Any = None,
         plan: Plan | None = None,
+        loss: LossSpec = None,
     ):
         """`plan`: run this plan instead of options.strategy's (to pin the plan auto chose)."""
         self.options = options = options or EngineConfig()
-        self.model, self.subspace, self.data = model.eval(), subspace, dict(data)
-        self.device = next(iter(self.data.values()))[0].device
+        self.model, self.subspace = model.eval(), subspace
+        self.device = _device(subspace)
+        self.data = as_splits(data, self.device, options.batch_size)
         # one point at a time on a CPU, a conv net may run channels-last (the default) or NCHW
         self._layouts = conv_net_on_cpu(model, self.device)
-        recompute = options.bn == "recompute" and has_bn(model)
-        if recompute and bn_data is None:
-            raise ValueError("bn=recompute needs bn_data (the training inputs)")
-        self.bn_data = bn_data if recompute else None
+        self.bn_data = bn_split(model, self.data, bn_data, options)
+        self.loss = resolve_loss(options.loss if loss is None else loss, model)
         self.points = Points(
-            self.model, subspace, self.data, options.loss, self.bn_data, options.batch_size
+            self.model, subspace, self.data, self.loss, self.bn_data, options.batch_size
         )
         self.plan = plan
         if plan is None and options.strategy != "auto":
@@ -128,7 +164,7 @@ class Evaluator:
     @functools.cached_property
     def _cpu_batch_cap(self) -> int:
         """The largest batch a one-point-at-a-time forward may take on a CPU (memory.py)."""
-        sample = next(iter(self.data.values()))[0][0]
+        sample = next(iter(self.data.values())).sample()
         return cpu_batch_size(self.model, sample, 2**62)
 
     def _plan(self, strategy: str, batch_size: int | None = None) -> Plan:
@@ -143,7 +179,8 @@ class Evaluator:
         if plan.strategy == "vmap":
             return Batched(points, plan.batch_size, self.options.memory_mb)
         fold, channels_last = self.options.fold_bn, bool(plan.channels_last)
-        return Pointwise(points, plan.batch_size, plan.workers, fold, channels_last)
+        memory = self.options.memory_mb
+        return Pointwise(points, plan.batch_size, plan.workers, fold, channels_last, memory)
 
     def _runner(self, plan: Plan) -> Batched | Pointwise:
         """The runner of `plan` on all the data, built once."""
@@ -166,15 +203,20 @@ class Evaluator:
             [(k, tuple(v.shape), v.dtype) for k, v in self.subspace.origin.items()],
             sorted({k for d in self.subspace.basis for k in d}),
             self.device,
-            [(name, tuple(x.shape)) for name, (x, _) in self.data.items()],
+            [(name, split.signature()) for name, split in self.data.items()],
             self.options,
+            self.loss.name,
             self.bn_data is not None,
         )
 
-        # every candidate on the same points and samples: a few batches of the largest size
-        cut = autotune.PROBE_BATCHES * self.options.batch_size
-        data = {name: (x[:cut], y[:cut]) for name, (x, y) in self.data.items()}
-        probe_points = replace(self.points, data=data)
+        # every candidate on the same points and samples: a few batches of the largest size (a
+        # streamed split: its first few batches, read once and kept, so timing reads little)
+        count, size = autotune.PROBE_BATCHES, self.options.batch_size
+        data = {name: split.head(count, size) for name, split in self.data.items()}
+        bn = self.bn_data
+        if bn is not None and bn.streamed:
+            bn = bn.head(count, size)
+        probe_points = replace(self.points, data=data, bn_data=bn)
 
         def seconds_per_point(plan: Plan) -> float:
             run = self._build(plan, probe_points)
@@ -182,8 +224,9 @@ class Evaluator:
             probe = coords[: autotune.probe_points(coords.shape[0], per_pass)]
             return autotune.best_time(lambda: run(probe)) / probe.shape[0]
 
-        samples = max(x.shape[0] for x, _ in self.data.values())
-        sizes = autotune.batch_sizes(self.options.batch_size, samples)
+        # a streamed split comes in its loader's batches: no other batch size to time for it
+        resident = [split.n for split in self.data.values() if not split.streamed]
+        sizes = autotune.batch_sizes(self.options.batch_size, max(resident)) if resident else []
 
         def other_batches(plan: Plan) -> list[Plan]:  # capped as _plan caps them
             return [
@@ -218,46 +261,43 @@ def evaluate_points(
     model: nn.Module,
     subspace: Subspace,
     coords: Tensor,
-    data: Mapping[str, tuple[Tensor, Tensor]],
+    data: Any,
     options: EngineConfig | None = None,
-    bn_data: Tensor | None = None,
+    bn_data: Any = None,
+    loss: LossSpec = None,
 ) -> dict[str, Metrics]:
     """Loss and accuracy at each row of coords (K, d) on every split of `data`: one call of an
     Evaluator (for many chunks of one subspace, keep an Evaluator)."""
-    return Evaluator(model, subspace, data, options, bn_data)(coords)
+    return Evaluator(model, subspace, data, options, bn_data, loss=loss)(coords)
 
 
 def evaluate_points_loop(
     model: nn.Module,
     subspace: Subspace,
     coords: Tensor,
-    data: Mapping[str, tuple[Tensor, Tensor]],
+    data: Any,
     options: EngineConfig | None = None,
-    bn_data: Tensor | None = None,
+    bn_data: Any = None,
+    loss: LossSpec = None,
 ) -> dict[str, Metrics]:
-    """The plain reference: one point at a time, weights loaded into a copy of the model."""
+    """The plain reference: for each point, its weights loaded into a copy of the model, then
+    for each split, for each batch (a streamed split is read once per point)."""
     options = options or EngineConfig()
     net = copy.deepcopy(model).eval()
-    loss_output = is_loss_output(model)
+    device = _device(subspace)
+    splits = as_splits(data, device, options.batch_size)
+    bn = bn_split(model, splits, bn_data, options)
+    loss_fn = resolve_loss(options.loss if loss is None else loss, model)
     coords = coords.to(dtype=torch.float64)
-    out = {name: Metrics(np.zeros(coords.shape[0]), np.zeros(coords.shape[0])) for name in data}
+    out = {name: Metrics(np.zeros(coords.shape[0]), np.zeros(coords.shape[0])) for name in splits}
     with torch.no_grad():
         for i, c in enumerate(coords):
-            net.load_state_dict(subspace.point(c.to(next(net.parameters()).device)))
-            if options.bn == "recompute" and has_bn(net):
-                recompute_bn_single(net, bn_data, options.batch_size)
-            for name, (inputs, labels) in data.items():
-                n = inputs.shape[0]
-                loss_sum, correct = 0.0, 0
-                for b in batches(n, options.batch_size):
-                    outputs = net(inputs[b])
-                    if loss_output:  # per-sample losses (B,): no classes, no accuracy
-                        loss_sum += outputs.double().sum().item()
-                        correct = float("nan")
-                        continue
-                    loss = per_sample_loss(outputs, labels[b], options.loss)
-                    loss_sum += loss.double().sum().item()
-                    correct += int((outputs.argmax(-1) == labels[b]).sum())
-                out[name].loss[i] = loss_sum / n
-                out[name].acc[i] = 100.0 * correct / n
+            net.load_state_dict(subspace.point(c.to(device)))
+            if bn is not None:
+                recompute_bn_single(net, bn, options.batch_size)
+            for name, split in splits.items():
+                forward = lambda x: run_model(net, x).unsqueeze(0)  # noqa: E731
+                loss_mean, acc = split_sums(forward, split, options.batch_size, loss_fn).means()
+                out[name].loss[i] = float(loss_mean[0])
+                out[name].acc[i] = float(acc[0])
     return out

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from landscape_hpc import params
-from landscape_hpc.engine.losses import is_loss_output, sample_losses
+from landscape_hpc.engine.data import Inputs, Resident
+from landscape_hpc.engine.losses import Loss, resolve_loss, run_model
 
 #: loss(θ) -> scalar, for a flat parameter vector θ (P,)
 LossFn = Callable[[Tensor], Tensor]
@@ -24,28 +24,31 @@ def flat_loss(
     model: nn.Module,
     state: Mapping[str, Tensor],
     keys: list[str],
-    inputs: Tensor,
-    labels: Tensor,
+    inputs: Inputs,
+    labels: Tensor | None,
     batch_size: int = 1024,
-    loss: str = "ce",
+    loss: str | Callable | Loss = "ce",
 ) -> tuple[LossFn, Tensor]:
-    """loss(θ): the mean per-sample loss over (inputs, labels) of the model whose tensors `keys`
-    are θ (flattened) and whose other tensors are `state`; and θ at `state`.
+    """loss(θ): the mean loss over (inputs, labels) of the model whose tensors `keys` are θ
+    (flattened) and whose other tensors are `state`; and θ at `state`.
 
-    `loss` is ce or mse as in the evaluation engine; a `loss_output` model's own output is the
-    per-sample loss (the n-wedge). The model runs as it is (call .eval() for BN statistics).
+    `loss` is any spec of the engine's loss protocol (engine/losses.py: ce, mse, lm, a metric
+    callable), the mean weighted by what it counts (samples, tokens); a `loss_output` model's
+    own output is the per-sample loss (the n-wedge). The model runs as it is (call .eval() for
+    BN statistics).
     """
     fixed = {k: v for k, v in state.items() if k not in keys}
     like = {k: state[k] for k in keys}
-    n = inputs.shape[0]
-    loss_output = is_loss_output(model)
+    split = Resident(inputs, labels)
+    loss_fn = resolve_loss(loss, model)
 
     def mean_loss(theta: Tensor) -> Tensor:
         weights = {**fixed, **params.unflatten(theta, like, keys)}
-        total = theta.new_zeros(())
-        for i in range(0, n, batch_size):
-            out = functional_call(model, weights, (inputs[i : i + batch_size],))
-            total = total + sample_losses(out, labels[i : i + batch_size], loss, loss_output).sum()
-        return total / n
+        total, count = theta.new_zeros(()), 0
+        for batch in split.batches(batch_size):
+            out = run_model(model, batch.inputs, weights).unsqueeze(0)  # (1, B, ...)
+            summed, counted = loss_fn.terms(out, batch)
+            total, count = total + summed[0], count + counted
+        return total / (count if isinstance(count, int) else count[0])
 
     return mean_loss, params.flatten(state, keys).detach()

@@ -1,30 +1,95 @@
-"""Per-sample losses and the per-split mean loss and accuracy of networks at points: the
-arithmetic every strategy of the engine (evaluate.py) shares, so they differ only in how the
-networks' outputs are produced.
+"""The engine's loss protocol: what a network's outputs on a batch are worth, one definition for
+every strategy (vmap, sequential, threads, the plain loop), MPO's objective and the Hessian's
+loss.
+
+`resolve_loss(spec)` takes
+
+    "ce"          cross-entropy of logits (B, C) against integer labels (B,); accuracy = argmax
+    "mse"         integer labels (B,): loss-landscape's softmax probabilities against one-hot
+                  targets, mean over classes (accuracy = argmax); float targets of the output's
+                  shape: plain squared error, mean over the non-batch dims (no accuracy)
+    "lm"          a causal language model's per-token cross-entropy: logits (B, T, V), labels
+                  (B, T) with -100 ignored, shifted as HF's models shift for their own .loss
+                  (labels = input_ids; logits[:, t] predicts labels[:, t+1]); with no labels the
+                  input ids are the labels. Mean over the tokens counted, token accuracy
+    "lm_aligned"  the same with labels already aligned (logits[:, t] predicts labels[:, t]);
+                  LMLoss(shift=..., ignore_index=...) for other settings
+    a callable    metric(outputs, batch) -> per-sample values (B,) or a (sum, count) pair of
+                  scalars; `outputs` one network's (unwrapped) outputs, `batch` the engine's
+                  Batch (.inputs, .target, .n); no accuracy
+    a Loss        as it is
 
 A model whose class sets `loss_output = True` (the n-wedge, models/nwedge.py) returns per-sample
-losses instead of logits: the mean of its output is the loss, its accuracy NaN.
+losses: the mean of its output is the loss, its accuracy NaN (a named loss is then not used).
+
+Means are weighted by counts (samples, or tokens for lm), never by batches; accuracy is NaN
+where it is not defined. A Loss reads outputs of k networks at once, (k, B, ...), and gives
+float64 sums for the engine (`sums`) or differentiable ones for training and curvature
+(`terms`, `mean`). Output that does not fit the loss gets a UserError naming `loss` and the fix.
+
+The unwrap rule (`unwrap_output`, applied inside every forward, so vmap never sees a model's
+output object): a Tensor is itself; an object with a Tensor `.logits` (a HF ModelOutput) gives
+it; a Mapping with "logits" gives that; a tuple or list gives its first item.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
-from landscape_hpc.engine.subspace import Subspace
+from landscape_hpc.engine.data import Batch, Inputs
+from landscape_hpc.errors import UserError, UserTypeError, check_choice
 
-LOSSES = ("ce", "mse")
+LOSSES = ("ce", "mse", "lm", "lm_aligned")
+#: the label value a per-token loss skips (torch's and HF's)
+IGNORE_INDEX = -100
 
-#: k networks on one batch of inputs: x (B, ...) -> outputs (k, B, [C])
-Forward = Callable[[Tensor], Tensor]
+
+def unwrap_output(out: Any) -> Tensor:
+    """A model's output as the losses read it (the unwrap rule, module docstring)."""
+    if isinstance(out, Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(out, Mapping) and "logits" in out:
+        return unwrap_output(out["logits"])
+    if isinstance(out, (tuple, list)) and out:
+        return unwrap_output(out[0])
+    raise UserTypeError(
+        f"the model returned a {type(out).__name__}; the engine reads a Tensor, an object with "
+        "a .logits Tensor (a HF ModelOutput), a dict with 'logits' or a tuple whose first item "
+        "is the logits: wrap the model so its forward returns one of these"
+    )
+
+
+def run_model(model: nn.Module, inputs: Inputs, weights: Any = None) -> Tensor:
+    """model(inputs) or model(**inputs), through functional_call with `weights` when given,
+    unwrapped: (B, ...)."""
+    if isinstance(inputs, Mapping):
+        args, kwargs = (), dict(inputs)
+    else:
+        args, kwargs = (inputs,), None
+    if weights is None:
+        out = model(*args, **(kwargs or {}))
+    else:
+        out = functional_call(model, weights, args, kwargs)
+    return unwrap_output(out)
+
+
+def is_loss_output(model: nn.Module) -> bool:
+    """True when the model's forward returns per-sample losses (B,), not logits (B, C)."""
+    return bool(getattr(model, "loss_output", False))
 
 
 def per_sample_loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
-    """Loss of every sample: logits (..., B, C), labels (B,) -> (..., B)."""
+    """ce or mse of every sample: logits (..., B, C), integer labels (B,) -> (..., B)."""
     labels = labels.expand(logits.shape[:-1])  # (..., B)
     if loss == "ce":
         logp = torch.log_softmax(logits, dim=-1)
@@ -33,79 +98,271 @@ def per_sample_loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
         # loss-landscape's MSE: softmax probabilities against one-hot targets, mean over classes
         target = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
         return (torch.softmax(logits, dim=-1) - target).pow(2).mean(-1)
-    raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+    raise ValueError(f"unknown loss {loss!r}; valid: ce, mse")
 
 
-def is_loss_output(model: nn.Module) -> bool:
-    """True when the model's forward returns per-sample losses (B,), not logits (B, C)."""
-    return bool(getattr(model, "loss_output", False))
+def _shape(outputs: Tensor) -> tuple[int, ...]:
+    return tuple(outputs.shape[1:])  # one network's output shape
 
 
-def sample_losses(outputs: Tensor, labels: Tensor, loss: str, loss_output: bool) -> Tensor:
-    """The loss of every sample (..., B): a loss-output model's outputs themselves, else `loss`
-    of the logits (..., B, C)."""
-    return outputs if loss_output else per_sample_loss(outputs, labels, loss)
-
-
-def batch_loss_and_correct(
-    outputs: Tensor, labels: Tensor, loss: str, loss_output: bool
-) -> tuple[Tensor, Tensor]:
-    """Summed loss (float64) and correct count over the batch axis: outputs (..., B, C) logits,
-    or (..., B) per-sample losses when `loss_output` (then the count is NaN) -> (...), (...)."""
-    summed = sample_losses(outputs, labels, loss, loss_output).double().sum(-1)
-    if loss_output:
-        nan = torch.full(summed.shape, float("nan"), dtype=torch.float64, device=outputs.device)
-        return summed, nan
-    return summed, (outputs.argmax(-1) == labels).sum(-1).double()
-
-
-def batches(n: int, batch_size: int) -> list[slice]:
-    """[0, n) in slices of at most batch_size."""
-    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-
-
-def split_metrics(
-    forward: Forward, k: int, split: tuple[Tensor, Tensor], batch_size: int, loss: str, out: bool
-) -> tuple[Tensor, Tensor]:
-    """Mean loss and accuracy (percent) of the k networks of `forward` on one split (inputs,
-    labels), (k,) each, summed in float64 over the batches; `out`: the model's loss_output."""
-    inputs, labels = split
-    n = inputs.shape[0]
-    if n <= batch_size:  # one batch: no running sums (a tiny net's points are this overhead)
-        loss_sum, correct = batch_loss_and_correct(forward(inputs), labels, loss, out)
-        return loss_sum / n, 100.0 * correct / n
-    loss_sum = torch.zeros(k, dtype=torch.float64, device=inputs.device)
-    correct = torch.zeros(k, dtype=torch.float64, device=inputs.device)
-    for b in batches(n, batch_size):
-        batch_loss, batch_correct = batch_loss_and_correct(forward(inputs[b]), labels[b], loss, out)
-        loss_sum += batch_loss
-        correct += batch_correct
-    return loss_sum / n, 100.0 * correct / n
+def _summed(values: Tensor, float64: bool) -> Tensor:
+    """values (k, ...) summed per network, in float64 when asked (the engine's sums)."""
+    return (values.double() if float64 else values).flatten(1).sum(-1)
 
 
 @dataclass
-class Points:
-    """What a strategy evaluates: `model` (a template, its own weights unused) at points of
-    `subspace`, on `data` ({split: (inputs, labels)}) with `loss`; BN statistics recomputed from
-    `bn_data` (in batches of `bn_batch_size`) when it is given."""
+class Sums:
+    """The engine's float64 sums of k networks over the batches seen, (k,) each; a count that is
+    the same for every network may be a Python int."""
 
-    model: nn.Module
-    subspace: Subspace
-    data: Mapping[str, tuple[Tensor, Tensor]]
-    loss: str
-    bn_data: Tensor | None = None
-    bn_batch_size: int = 256
+    loss: Tensor
+    loss_count: Tensor | int
+    correct: Tensor
+    acc_count: Tensor | int  # 0: no accuracy (it is NaN)
 
-    @property
-    def loss_output(self) -> bool:
-        return is_loss_output(self.model)
+    def __add__(self, other: Sums) -> Sums:
+        return Sums(
+            self.loss + other.loss,
+            self.loss_count + other.loss_count,
+            self.correct + other.correct,
+            self.acc_count + other.acc_count,
+        )
+
+    def means(self) -> tuple[Tensor, Tensor]:
+        """Mean loss and accuracy (percent), (k,) each: 0/0 is NaN (no accuracy)."""
+        return self.loss / self.loss_count, 100.0 * self.correct / self.acc_count
 
 
-def concat(
-    parts: Sequence[Mapping[str, tuple[Tensor, Tensor]]],
-) -> dict[str, tuple[Tensor, Tensor]]:
-    """{split: (loss, accuracy)} of consecutive groups of points, joined in order."""
-    return {
-        name: (torch.cat([p[name][0] for p in parts]), torch.cat([p[name][1] for p in parts]))
-        for name in parts[0]
-    }
+class Loss:
+    """What outputs (k, B, ...) of k networks on a batch are worth: subclasses define `terms`
+    (per-network sums and counts) and, where it exists, `accuracy`."""
+
+    name = "loss"
+
+    def terms(
+        self, outputs: Tensor, batch: Batch, float64: bool = False
+    ) -> tuple[Tensor, Tensor | int]:
+        """Summed loss (k,) and what it counts: differentiable, in the outputs' dtype, or
+        summed in float64 (`float64`, the engine's)."""
+        raise NotImplementedError
+
+    def accuracy(self, outputs: Tensor, batch: Batch) -> tuple[Tensor, Tensor | int]:
+        """Correct predictions (k,) and what they count; count 0 where no accuracy exists."""
+        return torch.zeros(outputs.shape[0], device=outputs.device), 0
+
+    def mean(self, outputs: Tensor, batch: Batch) -> Tensor:
+        """The mean loss (k,) over what the batch counts, differentiable."""
+        total, count = self.terms(outputs, batch)
+        return total / count
+
+    def sums(self, outputs: Tensor, batch: Batch) -> Sums:
+        """The engine's float64 sums of one batch."""
+        total, count = self.terms(outputs, batch, float64=True)
+        correct, acc_count = self.accuracy(outputs, batch)
+        return Sums(total, count, correct.double(), acc_count)
+
+    def _fail(self, outputs: Tensor, batch: Batch, fix: str) -> UserError:
+        target = None if batch.target is None else tuple(batch.target.shape)
+        return UserError(
+            f"loss={self.name!r}: the model's output has shape {_shape(outputs)} and the labels "
+            f"{target} (batch of {batch.n}); {fix}"
+        )
+
+
+class ClassLoss(Loss):
+    """ce or mse of class logits (B, C) against integer labels (B,); mse also of float targets
+    of the output's shape (no accuracy)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def _check(self, outputs: Tensor, batch: Batch) -> bool:
+        """True for class labels, False for mse's float targets; a UserError where neither."""
+        target = batch.target
+        if target is None:
+            raise UserError(
+                f"loss={self.name!r} needs labels: give (inputs, labels) pairs, or batches that "
+                "hold them (a tuple's second item, a dict's 'labels')"
+            )
+        if self.name == "mse" and target.is_floating_point():
+            if _shape(outputs) != tuple(target.shape):
+                raise self._fail(outputs, batch, "float targets must have the output's shape")
+            return False
+        if target.is_floating_point() or target.dim() != 1:
+            lm = " (per-token labels (B, T): loss='lm')" if target.dim() == 2 else ""
+            raise self._fail(outputs, batch, f"give integer class labels (B,){lm}")
+        if outputs.dim() == 4:
+            raise self._fail(
+                outputs,
+                batch,
+                "a (B, T, V) output is per-token logits: use loss='lm' with (B, T) labels",
+            )
+        if outputs.dim() != 3 or outputs.shape[1] != batch.n:
+            raise self._fail(
+                outputs,
+                batch,
+                "it takes (B, C) class logits (a model returning per-sample losses sets "
+                "loss_output = True)",
+            )
+        return True
+
+    def per_sample(self, outputs: Tensor, batch: Batch) -> Tensor:
+        """(k, B) losses of the k networks."""
+        if self._check(outputs, batch):
+            return per_sample_loss(outputs, batch.target, self.name)
+        diff = outputs - batch.target  # (k, B, ...)
+        return diff.pow(2).reshape(*outputs.shape[:2], -1).mean(-1)
+
+    def terms(self, outputs: Tensor, batch: Batch, float64: bool = False) -> tuple[Tensor, int]:
+        return _summed(self.per_sample(outputs, batch), float64), batch.n
+
+    def mean(self, outputs: Tensor, batch: Batch) -> Tensor:
+        return self.per_sample(outputs, batch).mean(-1)  # torch's mean: the bits of before
+
+    def accuracy(self, outputs: Tensor, batch: Batch) -> tuple[Tensor, int]:
+        if not self._check(outputs, batch):
+            return super().accuracy(outputs, batch)
+        return (outputs.argmax(-1) == batch.target).sum(-1), batch.n
+
+    def sums(self, outputs: Tensor, batch: Batch) -> Sums:
+        values = self.per_sample(outputs, batch)  # checked once, here
+        if batch.target.is_floating_point():
+            none = torch.zeros(outputs.shape[0], dtype=torch.float64, device=outputs.device)
+            return Sums(values.double().sum(-1), batch.n, none, 0)
+        correct = (outputs.argmax(-1) == batch.target).sum(-1).double()
+        return Sums(values.double().sum(-1), batch.n, correct, batch.n)
+
+
+class LMLoss(Loss):
+    """Per-token cross-entropy of logits (B, T, V) against labels (B, T), `ignore_index`
+    skipped; `shift`: HF's causal-LM convention (logits[:, t] predicts labels[:, t+1])."""
+
+    def __init__(self, shift: bool = True, ignore_index: int = IGNORE_INDEX):
+        self.shift, self.ignore_index = shift, ignore_index
+        self.name = "lm" if shift else "lm_aligned"
+
+    def _aligned(self, outputs: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Logits (k, B, T', V) and the labels (B, T') they predict."""
+        labels = batch.target
+        if labels is None:  # a causal LM's own convention: the input ids are the labels
+            ids = batch.inputs.get("input_ids") if isinstance(batch.inputs, Mapping) else None
+            labels = batch.inputs if isinstance(batch.inputs, Tensor) else ids
+        if labels is None or labels.is_floating_point():
+            raise self._fail(outputs, batch, "it needs integer labels (B, T) (or input ids)")
+        if outputs.dim() != 4 or _shape(outputs)[:2] != tuple(labels.shape):
+            raise self._fail(
+                outputs,
+                batch,
+                "it takes per-token logits (B, T, V) and labels (B, T) (class logits (B, C) "
+                "with labels (B,): loss='ce')",
+            )
+        if self.shift:
+            return outputs[:, :, :-1], labels[:, 1:]
+        return outputs, labels
+
+    def terms(self, outputs: Tensor, batch: Batch, float64: bool = False) -> tuple[Tensor, Tensor]:
+        logits, labels = self._aligned(outputs, batch)
+        k, vocab = logits.shape[0], logits.shape[-1]
+        tokens = F.cross_entropy(  # (k·B·T',): 0 where ignored
+            logits.reshape(-1, vocab),
+            labels.expand(logits.shape[:-1]).reshape(-1),
+            ignore_index=self.ignore_index,
+            reduction="none",
+        )
+        count = (labels != self.ignore_index).sum()
+        return _summed(tokens.view(k, -1), float64), count.expand(k)
+
+    def accuracy(self, outputs: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+        logits, labels = self._aligned(outputs, batch)
+        counted = labels != self.ignore_index  # (B, T')
+        hits = (logits.argmax(-1) == labels) & counted  # (k, B, T')
+        return hits.flatten(1).sum(-1), counted.sum().expand(logits.shape[0])
+
+    def sums(self, outputs: Tensor, batch: Batch) -> Sums:
+        total, count = self.terms(outputs, batch, float64=True)
+        correct, _ = self.accuracy(outputs, batch)
+        return Sums(total, count.double(), correct.double(), count.double())
+
+
+class OutputLoss(Loss):
+    """A loss_output model's outputs (k, B) are its per-sample losses; no accuracy."""
+
+    name = "loss_output"
+
+    def _check(self, outputs: Tensor, batch: Batch) -> Tensor:
+        if outputs.dim() != 2 or outputs.shape[1] != batch.n:
+            raise self._fail(outputs, batch, "a loss_output model must return (B,) losses")
+        return outputs
+
+    def terms(self, outputs: Tensor, batch: Batch, float64: bool = False) -> tuple[Tensor, int]:
+        return _summed(self._check(outputs, batch), float64), batch.n
+
+    def mean(self, outputs: Tensor, batch: Batch) -> Tensor:
+        return self._check(outputs, batch).mean(-1)
+
+
+class MetricLoss(Loss):
+    """A user's metric(outputs, batch) -> per-sample values (B,) or (sum, count), applied to
+    each network's outputs in turn (a loop over the k networks); no accuracy."""
+
+    def __init__(self, metric: Callable[[Tensor, Batch], Any]):
+        self.metric = metric
+        self.name = getattr(metric, "__name__", type(metric).__name__)
+
+    def _one(self, outputs: Tensor, batch: Batch, float64: bool) -> tuple[Tensor, Tensor]:
+        """(sum, count) of one network's outputs (B, ...), both 0-dim."""
+        got = self.metric(outputs, batch)
+        fix = (
+            f"loss={self.name}: a metric(outputs, batch) returns per-sample values of shape "
+            f"({batch.n},) or a (sum, count) pair of numbers"
+        )
+        if isinstance(got, Tensor):
+            if tuple(got.shape) != (batch.n,):
+                mean = (
+                    " (a scalar is a mean: return the per-sample values)" if not got.dim() else ""
+                )
+                raise UserError(f"{fix}; it returned shape {tuple(got.shape)}{mean}")
+            total = _summed(got.unsqueeze(0), float64)[0]
+            return total, torch.tensor(float(batch.n), dtype=torch.float64, device=got.device)
+        if isinstance(got, (tuple, list)) and len(got) == 2:
+            total, count = (torch.as_tensor(v, device=outputs.device) for v in got)
+            if total.numel() != 1 or count.numel() != 1:
+                shapes = f"{tuple(total.shape)} and {tuple(count.shape)}"
+                raise UserError(f"{fix}; its pair holds shapes {shapes}")
+            count = count.reshape(()).double()
+            if not bool(torch.isfinite(count)) or float(count) < 0:
+                raise UserError(f"{fix}; its count {float(count)} must be finite and >= 0")
+            total = total.reshape(())
+            if float64 or not total.is_floating_point():
+                total = total.double()
+            return total, count
+        raise UserTypeError(f"{fix}; it returned a {type(got).__name__}")
+
+    def terms(self, outputs: Tensor, batch: Batch, float64: bool = False) -> tuple[Tensor, Tensor]:
+        pairs = [self._one(outputs[j], batch, float64) for j in range(outputs.shape[0])]
+        dtype = pairs[0][0].dtype
+        for total, _ in pairs[1:]:
+            dtype = torch.promote_types(dtype, total.dtype)
+        totals = torch.stack([total.to(dtype) for total, _ in pairs])  # (k,)
+        return totals, torch.stack([count for _, count in pairs])
+
+
+def resolve_loss(spec: str | Callable | Loss | None, model: nn.Module | None = None) -> Loss:
+    """The Loss of a spec (module docstring); None is "ce". A named loss of a `loss_output`
+    model is its own output."""
+    spec = "ce" if spec is None else spec
+    if isinstance(spec, Loss):
+        return spec
+    if isinstance(spec, str):
+        check_choice("loss", spec, LOSSES)
+        if model is not None and is_loss_output(model):
+            return OutputLoss()
+        if spec in ("lm", "lm_aligned"):
+            return LMLoss(shift=spec == "lm")
+        return ClassLoss(spec)
+    if callable(spec):
+        return MetricLoss(spec)
+    raise UserTypeError(
+        f"loss={spec!r} is a {type(spec).__name__}; give one of {', '.join(LOSSES)}, a callable "
+        "metric(outputs, batch) or a Loss"
+    )

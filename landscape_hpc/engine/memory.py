@@ -1,11 +1,14 @@
 """How much of a split and how many points fit one forward pass: the activation sizes of a
-model, measured with forward hooks on one sample."""
+model, measured with forward hooks on one sample (a Tensor, or keyword inputs: a dict of
+Tensors), without its batch dim."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from landscape_hpc.engine.data import Inputs, map_inputs
+from landscape_hpc.engine.losses import run_model
 from landscape_hpc.engine.subspace import Subspace
 
 _FLOAT_BYTES = 4
@@ -14,7 +17,7 @@ _FLOAT_BYTES = 4
 CPU_ACTIVATION_BYTES = 16 * 2**20
 
 
-def _activation_sizes(model: nn.Module, sample: Tensor) -> list[int]:
+def _activation_sizes(model: nn.Module, sample: Inputs) -> list[int]:
     """Bytes of each module output for one sample."""
     sizes: list[int] = []
 
@@ -25,19 +28,19 @@ def _activation_sizes(model: nn.Module, sample: Tensor) -> list[int]:
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
         with torch.no_grad():
-            model(sample.unsqueeze(0))
+            run_model(model, map_inputs(sample, lambda t: t.unsqueeze(0)))
     finally:
         for h in handles:
             h.remove()
     return sizes
 
 
-def activation_bytes_per_sample(model: nn.Module, sample: Tensor) -> int:
+def activation_bytes_per_sample(model: nn.Module, sample: Inputs) -> int:
     """Bytes of every module output for one sample: a bound on the activations a forward holds."""
     return sum(_activation_sizes(model, sample))
 
 
-def cpu_batch_size(model: nn.Module, sample: Tensor, batch_size: int) -> int:
+def cpu_batch_size(model: nn.Module, sample: Inputs, batch_size: int) -> int:
     """The batch of a one-point-at-a-time forward on a CPU: at most `batch_size`, and small enough
     that the largest activation stays within CPU_ACTIVATION_BYTES. A larger block is mmap'ed
     and page-faulted in afresh by every forward, and spills the last-level cache: mpo_cnn on
@@ -47,13 +50,13 @@ def cpu_batch_size(model: nn.Module, sample: Tensor, batch_size: int) -> int:
 
 
 def points_per_pass(
-    model: nn.Module, subspace: Subspace, sample: Tensor, batch_size: int, memory_mb: float
+    model: nn.Module, subspace: Subspace, sample: Inputs, batch_size: int, memory_mb: float
 ) -> int:
     """How many points fit the memory budget: stacked moving weights + activations of a batch."""
     moving = {k for d in subspace.basis for k in d}
     weight_bytes = sum(subspace.origin[k].numel() for k in moving) * _FLOAT_BYTES
     device = next(iter(subspace.origin.values())).device
-    act_bytes = activation_bytes_per_sample(model, sample.to(device))
+    act_bytes = activation_bytes_per_sample(model, map_inputs(sample, lambda t: t.to(device)))
     # x2: the forward keeps a layer's input and output alive at once, plus the loss temporaries
     per_point = weight_bytes + 2 * act_bytes * batch_size
     return max(1, int(memory_mb * 2**20 // max(per_point, 1)))

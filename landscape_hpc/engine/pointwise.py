@@ -14,6 +14,13 @@ The threads strategy runs `workers` points side by side on as many Python thread
 intra-op thread (torch releases the GIL inside its kernels): for small nets on few samples, whose
 kernels are too short to split across cores, this uses the cores better than splitting each
 kernel. A point's values do not depend on which thread computed it.
+
+A streamed split (engine/data.py) is read once per call: each batch runs through every point of
+the call in turn (on the workers side by side), a point's weights loaded again for each batch (a
+flat buffer's copy, cheap next to a forward). Where there is no flat buffer (bn=recompute, mixed
+dtypes) the points' states are built first, as many at once as engine.memory_mb holds, their BN
+statistics recomputed in one read of the training split: a streamed split is then read once per
+group of points.
 """
 
 from __future__ import annotations
@@ -23,21 +30,23 @@ import functools
 import itertools
 import queue
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from landscape_hpc.engine.batchnorm import recompute_bn_state
+from landscape_hpc.engine.batchnorm import recompute_bn_states
 from landscape_hpc.engine.bnfold import FoldedConv, Pair, fold_graph
+from landscape_hpc.engine.data import Batch, Split, batches
 from landscape_hpc.engine.graph import relus_in_place, trace
-from landscape_hpc.engine.losses import Forward, Points, concat, split_metrics
+from landscape_hpc.engine.losses import Sums, run_model
 from landscape_hpc.engine.maxpool import tile_max_pools, tiling_pays
+from landscape_hpc.engine.metrics import Forward, Points, batch_sums, concat, split_metrics
 from landscape_hpc.engine.subspace import NONNEGATIVE_SUFFIX, Subspace, clamp_variances
+from landscape_hpc.params import ParamDict
 
 
 def to_channels_last(t: Tensor) -> Tensor:
@@ -149,31 +158,19 @@ class FlatNet:
         self.folds = [FoldedConv(self.net, pair, layout.fixed) for pair in pairs]
 
     def at(self, c: Tensor) -> Forward:
-        """The network at coordinates c (d,): x (B, ...) -> (1, B, [C])."""
+        """The network at coordinates c (d,): x (B, ...) -> (1, B, ...)."""
         acc = self.layout.weights(c, self.buffer)
         for v in self.clamped:
             v.clamp_min_(0)
         for fold in self.folds:
             fold.load(functools.partial(self.layout.view, acc))
-        return lambda x: self.net(x).unsqueeze(0)
+        return lambda x: run_model(self.net, x).unsqueeze(0)
 
 
-def _functional_point(
-    model: nn.Module,
-    subspace: Subspace,
-    c: Tensor,
-    bn_data: Tensor | None,
-    batch_size: int,
-    channels_last: bool,
-) -> Forward:
-    """The network at c through functional_call, BN statistics recomputed from bn_data when
-    given: for what a flat buffer cannot hold (recomputed statistics, mixed dtypes)."""
-    state = subspace.point(c)
-    if bn_data is not None:
-        state = recompute_bn_state(model, state, bn_data, batch_size)
-    if channels_last:
-        state = {key: to_channels_last(v) for key, v in state.items()}
-    return lambda x: functional_call(model, state, (x,)).unsqueeze(0)
+def _functional(model: nn.Module, state: ParamDict) -> Forward:
+    """The network of a full state through functional_call: for what a flat buffer cannot hold
+    (recomputed statistics, mixed dtypes)."""
+    return lambda x: run_model(model, x, state).unsqueeze(0)
 
 
 @contextmanager
@@ -187,11 +184,16 @@ def intra_op_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+#: per-point results of one call: {split: (loss (1,), accuracy (1,))} for each point
+Rows = list[dict[str, tuple[Tensor, Tensor]]]
+
+
 class Pointwise:
     """Points of one subspace on fixed data, one network at a time, on `workers` threads; built
     once and called chunk after chunk (the model copies are made once). `fold_bn`: conv → BN
     pairs folded (bn=eval only; bnfold.py). `channels_last`: data and 4-D weights channels-last,
-    else NCHW (on a CPU with tiled max pools: maxpool.py)."""
+    else NCHW (on a CPU with tiled max pools: maxpool.py). `memory_mb`: the states held at once
+    where there is no flat buffer and a split is streamed."""
 
     def __init__(
         self,
@@ -200,11 +202,12 @@ class Pointwise:
         workers: int = 1,
         fold_bn: bool = False,
         channels_last: bool = False,
+        memory_mb: float = 2048.0,
     ):
         self.batch_size, self.workers, self.channels_last = batch_size, workers, channels_last
-        device = next(iter(points.data.values()))[0].device
+        device = next(iter(points.subspace.origin.values())).device
         if channels_last:
-            data = {n: (to_channels_last(x), y) for n, (x, y) in points.data.items()}
+            data = {n: s.map_inputs(to_channels_last) for n, s in points.data.items()}
             points = replace(points, data=data)
         self.points = points
         # one model per worker (functional_call swaps a module's tensors while it runs)
@@ -217,43 +220,135 @@ class Pointwise:
                 self.models.put(FlatNet(model, layout, fold_bn))
             else:
                 self.models.put(private_copy(model, False, tiling_pays(channels_last, device))[0])
+        state_bytes = sum(v.numel() * v.element_size() for v in points.subspace.origin.values())
+        self.states_at_once = max(1, int(memory_mb * 2**20 // max(state_bytes, 1)))
 
-    def _one(self, c: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
-        """Loss and accuracy (1,) of each split at coordinates c (d,)."""
+    def _states(self, coords: Tensor) -> list[ParamDict]:
+        """Full states at coords (k, d), BN statistics recomputed (one read of bn_data) when
+        asked, 4-D tensors channels-last when the plan is."""
+        p = self.points
+        states = [p.subspace.point(c) for c in coords]
+        if p.bn_data is not None:
+            states = recompute_bn_states(p.model, states, p.bn_data, p.bn_batch_size)
+        if self.channels_last:
+            states = [{key: to_channels_last(v) for key, v in s.items()} for s in states]
+        return states
+
+    def _forward(self, model: FlatNet | nn.Module, c: Tensor, state: ParamDict | None) -> Forward:
+        if self.flat:
+            return model.at(c)
+        return _functional(model, state if state is not None else self._states(c[None])[0])
+
+    def _one(
+        self, c: Tensor, splits: Mapping[str, Split], state: ParamDict | None = None
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """Loss and accuracy (1,) of each of `splits` (resident) at coordinates c (d,)."""
         p = self.points
         model = self.models.get()
         try:
             with torch.no_grad():  # grad mode is per thread
-                if self.flat:
-                    forward = model.at(c)
-                else:
-                    forward = _functional_point(
-                        model, p.subspace, c, p.bn_data, p.bn_batch_size, self.channels_last
-                    )
+                forward = self._forward(model, c, state)
                 return {
-                    name: split_metrics(forward, 1, split, self.batch_size, p.loss, p.loss_output)
-                    for name, split in p.data.items()
+                    name: split_metrics(forward, split, self.batch_size, p.loss)
+                    for name, split in splits.items()
                 }
         finally:
             self.models.put(model)
 
+    def _on_batch(
+        self,
+        block: Sequence[int],
+        coords: Tensor,
+        states: Sequence[ParamDict] | None,
+        batch: Batch,
+        totals: list[Sums | None],
+    ) -> None:
+        """The points `block` of coords on one batch, added to their totals."""
+        model = self.models.get()
+        try:
+            with torch.no_grad():
+                for i in block:
+                    forward = self._forward(model, coords[i], None if states is None else states[i])
+                    sums = batch_sums(forward, batch, self.points.loss)
+                    totals[i] = sums if totals[i] is None else totals[i] + sums
+        finally:
+            self.models.put(model)
+
+    def _streamed(
+        self,
+        coords: Tensor,
+        split: Split,
+        states: Sequence[ParamDict] | None,
+        pool: ThreadPoolExecutor | None,
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """Loss and accuracy (k,) at coords (k, d) on one split read once: each batch runs
+        through every point, the points split into one block per worker."""
+        k = coords.shape[0]
+        totals: list[Sums | None] = [None] * k
+        blocks = [b.tolist() for b in torch.arange(k).tensor_split(min(self.workers, k))]
+        for batch in split.batches(self.batch_size):
+            if pool is None:
+                self._on_batch(range(k), coords, states, batch, totals)
+            else:
+                run = functools.partial(
+                    self._on_batch, coords=coords, states=states, batch=batch, totals=totals
+                )
+                list(pool.map(run, blocks))
+        means = [t.means() for t in totals]
+        return {split.name: (torch.cat([m[0] for m in means]), torch.cat([m[1] for m in means]))}
+
+    def _resident(self, coords: Tensor, splits: Mapping[str, Split], pool) -> Rows:
+        """Every point on the resident splits, point after point (on the workers' blocks)."""
+        if pool is None:
+            return [self._one(c, splits) for c in coords]
+        stop = threading.Event()
+
+        def block(coords: Tensor) -> Rows:
+            return [self._one(c, splits) for c in coords if not stop.is_set()]
+
+        try:  # each worker a contiguous block: one task, not one per point
+            done = pool.map(block, torch.tensor_split(coords, self.workers))
+            return [row for rows in done for row in rows]
+        finally:  # an error or Ctrl-C: the workers stop after their current point
+            stop.set()
+
+    def _with_streams(self, coords: Tensor, pool) -> dict[str, tuple[Tensor, Tensor]]:
+        """Some splits streamed: each read once per group of points (once per call with a flat
+        buffer), the resident ones point after point."""
+        data = self.points.data
+        resident = {n: s for n, s in data.items() if not s.streamed}
+        group = coords.shape[0] if self.flat else self.states_at_once
+        parts = []
+        for part in batches(coords.shape[0], group):
+            states = None if self.flat else self._states(coords[part])
+            out = {}
+            for split in data.values():
+                if split.streamed:
+                    out.update(self._streamed(coords[part], split, states, pool))
+            if resident and states is None:
+                out.update(concat(self._resident(coords[part], resident, pool)))
+            elif resident:
+                out.update(
+                    concat([self._one(c, resident, st) for c, st in zip(coords[part], states)])
+                )
+            parts.append({name: out[name] for name in data})
+        return concat(parts)
+
     def __call__(self, coords: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         """Mean loss and accuracy of every split at each row of coords (K, d): (K,) each."""
+        streams = any(s.streamed for s in self.points.data.values())
+        if (self.workers == 1 or coords.shape[0] == 1) and not streams:
+            return concat([self._one(c, self.points.data) for c in coords])
         if self.workers == 1 or coords.shape[0] == 1:
-            return concat([self._one(c) for c in coords])
+            return self._with_streams(coords, None)
         with intra_op_threads(1):
             # OpenMP keeps a thread count per thread: each worker sets its own
             pool = ThreadPoolExecutor(
                 self.workers, "point", initializer=torch.set_num_threads, initargs=(1,)
             )
-            stop = threading.Event()
-
-            def block(coords: Tensor) -> list[dict[str, tuple[Tensor, Tensor]]]:
-                return [self._one(c) for c in coords if not stop.is_set()]
-
-            try:  # each worker a contiguous block: one task, not one per point
-                done = pool.map(block, torch.tensor_split(coords, self.workers))
-                return concat([row for rows in done for row in rows])
-            finally:  # an error or Ctrl-C: the workers stop after their current point
-                stop.set()
+            try:
+                if streams:
+                    return self._with_streams(coords, pool)
+                return concat(self._resident(coords, self.points.data, pool))
+            finally:
                 pool.shutdown(wait=True)

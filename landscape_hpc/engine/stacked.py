@@ -3,17 +3,21 @@
 Their weights are stacked to (K, ...) and one `torch.func.vmap` of `torch.func.functional_call`
 runs the K networks on each data batch: a small model costs one batched kernel per layer
 instead of K Python-driven forwards.
+
+A streamed split is read once per pass: the pass's points share every batch.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
-from landscape_hpc.engine.batchnorm import bn_recompute_template, fresh_bn_state
-from landscape_hpc.engine.losses import Forward, Points, batches, concat, split_metrics
+from landscape_hpc.engine.batchnorm import bn_inputs, bn_recompute_template, fresh_bn_state
+from landscape_hpc.engine.data import Inputs, Split, batches
+from landscape_hpc.engine.losses import run_model
 from landscape_hpc.engine.memory import points_per_pass
+from landscape_hpc.engine.metrics import Forward, Points, concat, split_metrics
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.params import ParamDict
 
@@ -24,32 +28,33 @@ class Stacked:
     def __init__(self, model: nn.Module):
         self.model = model
 
-        def forward(moving: ParamDict, fixed: ParamDict, x: Tensor) -> Tensor:
-            return functional_call(self.model, (moving, fixed), (x,))
+        def forward(moving: ParamDict, fixed: ParamDict, x: Inputs) -> Tensor:
+            return run_model(self.model, x, (moving, fixed))  # unwrapped inside the vmap
 
         self.forward = vmap(forward, in_dims=(0, None, None))
 
-    def __call__(self, moving: ParamDict, fixed: ParamDict, x: Tensor) -> Tensor:
-        return self.forward(moving, fixed, x)  # (K, B, C)
+    def __call__(self, moving: ParamDict, fixed: ParamDict, x: Inputs) -> Tensor:
+        return self.forward(moving, fixed, x)  # (K, B, ...)
 
 
 def recompute_bn_batched(
-    model: nn.Module, moving: ParamDict, fixed: ParamDict, bn_data: Tensor, batch_size: int
+    model: nn.Module, moving: ParamDict, fixed: ParamDict, bn_data: Split | Tensor, batch_size: int
 ) -> tuple[ParamDict, ParamDict]:
-    """BN running statistics recomputed at each of the K points from `bn_data` (inputs only)."""
+    """BN running statistics recomputed at each of the K points from `bn_data` (inputs only),
+    in one read of it."""
     k = next(iter(moving.values())).shape[0] if moving else 1
     moving, fixed = fresh_bn_state(model, moving, fixed, k)
     stacked = Stacked(bn_recompute_template(model))
     with torch.no_grad():
-        for b in batches(bn_data.shape[0], batch_size):
-            stacked(moving, fixed, bn_data[b])  # updates moving[...running_*] in place
+        for inputs in bn_inputs(bn_data, batch_size):
+            stacked(moving, fixed, inputs)  # updates moving[...running_*] in place
     return moving, fixed
 
 
 def stacked_points(
-    stacked: Stacked, subspace: Subspace, coords: Tensor, bn_data: Tensor | None, batch_size: int
+    stacked: Stacked, subspace: Subspace, coords: Tensor, bn_data: Split | None, batch_size: int
 ) -> Forward:
-    """The k = len(coords) networks at coords (k, d): x (B, ...) -> (k, B, [C]). BN statistics
+    """The k = len(coords) networks at coords (k, d): x (B, ...) -> (k, B, ...). BN statistics
     recomputed from bn_data when given."""
     moving, fixed = subspace.points(coords)
     if bn_data is not None:
@@ -58,8 +63,8 @@ def stacked_points(
         return lambda x: stacked(moving, fixed, x)
     k = coords.shape[0]  # no direction moves anything: one network, shared by all k points
 
-    def shared(x: Tensor) -> Tensor:
-        out = functional_call(stacked.model, fixed, (x,))
+    def shared(x: Inputs) -> Tensor:
+        out = run_model(stacked.model, x, fixed)
         return out.expand(k, *out.shape)
 
     return shared
@@ -72,9 +77,11 @@ class Batched:
     def __init__(self, points: Points, batch_size: int, memory_mb: float):
         self.points, self.batch_size = points, batch_size
         self.stacked = Stacked(points.model.eval())
-        sample = next(iter(points.data.values()))[0][0]
+        splits = list(points.data.values())
+        # a streamed split comes in its loader's batches: the largest sizes the activations
+        largest = max([batch_size] + [s.first().n for s in splits if s.streamed])
         self.per_pass = points_per_pass(
-            points.model, points.subspace, sample, batch_size, memory_mb
+            points.model, points.subspace, splits[0].sample(), largest, memory_mb
         )
 
     def __call__(self, coords: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
@@ -83,15 +90,12 @@ class Batched:
         parts = []
         with torch.no_grad():
             for chunk in batches(coords.shape[0], self.per_pass):
-                k = coords[chunk].shape[0]
                 forward = stacked_points(
                     self.stacked, p.subspace, coords[chunk], p.bn_data, p.bn_batch_size
                 )
                 parts.append(
                     {
-                        name: split_metrics(
-                            forward, k, split, self.batch_size, p.loss, p.loss_output
-                        )
+                        name: split_metrics(forward, split, self.batch_size, p.loss)
                         for name, split in p.data.items()
                     }
                 )

@@ -12,18 +12,24 @@ kept as the reference the batched path is tested and benchmarked against.
 
 Training uses BN batch statistics (appendix C): the template's BN layers run in train mode and
 track no running statistics, so nothing is updated in place and vmap can batch them.
+
+CE is the engine's loss (engine/losses.py, `loss="ce"`, the paper's); any other spec of the loss
+protocol (mse, lm, a metric callable) takes its place, its mean weighted by what it counts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Union
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from landscape_hpc.engine.batchnorm import train_mode_copy
-from landscape_hpc.engine.losses import per_sample_loss
+from landscape_hpc.engine.data import Batch, leading_size
+from landscape_hpc.engine.losses import Loss, resolve_loss, run_model
 from landscape_hpc.engine.memory import activation_bytes_per_sample
 from landscape_hpc.mpo.plane import Plane
 
@@ -86,8 +92,12 @@ def _cell_terms(ce: Tensor, is_high: Tensor, ce_threshold: float) -> Tensor:
     return torch.where(is_high, ce.clamp(max=ce_threshold), ce)
 
 
-def _stats(loss: float, ce: Tensor, correct: Tensor, n_low: int, batch: int) -> StepStats:
-    acc = 100.0 * correct.double() / batch
+#: the cells' loss: a spec of the engine's loss protocol
+LossSpec = Union[str, Callable, Loss]
+
+
+def _stats(loss: float, ce: Tensor, correct: Tensor, n_low: int, batch: Tensor | int) -> StepStats:
+    acc = 100.0 * correct.double() / batch  # NaN where the loss has no accuracy (0 / 0)
     return StepStats(
         loss=loss,
         ce_low=float(ce[:n_low].mean()),
@@ -107,34 +117,45 @@ def objective_batched(
     ce_threshold: float,
     chunk_cells: int,
     backward: bool = True,
+    loss: LossSpec = "ce",
 ) -> StepStats:
     """eq. (3) over cells (K_low, 2) and (K_high, 2) of (α, β), `chunk_cells` cells per vmapped
     forward; with `backward`, accumulates the gradients into the plane's leaves (.grad)."""
     n_low, n_high = low_coords.shape[0], high_coords.shape[0]
-    coords = torch.cat([low_coords, high_coords]).to(inputs.device)  # (K, 2)
-    signs = _signed_weights(n_low, n_high, inputs.device)  # (K,)
-    is_high = torch.arange(coords.shape[0], device=inputs.device) >= n_low
+    device = labels.device
+    coords = torch.cat([low_coords, high_coords]).to(device)  # (K, 2)
+    signs = _signed_weights(n_low, n_high, device)  # (K,)
+    is_high = torch.arange(coords.shape[0], device=device) >= n_low
+    loss_fn = resolve_loss(loss, template)
+    batch = Batch(inputs, labels, leading_size(inputs))
 
     def forward(weights: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(template, weights, (x,))
+        return run_model(template, x, weights)  # unwrapped inside the vmap
 
     batched = vmap(forward, in_dims=(0, None))
     total = 0.0
     ces, corrects = [], []
+    counted: Tensor | int = 0
     for start in range(0, coords.shape[0], max(chunk_cells, 1)):
         part = slice(start, start + max(chunk_cells, 1))
         with torch.set_grad_enabled(backward):
             # rebuilt per chunk (O(parameters), cheap) so each chunk's graph is freed at once
             weights = plane.cell_weights(coords[part])  # {key: (k, ...)}
             logits = batched(weights, inputs)  # (k, B, C)
-            ce = per_sample_loss(logits, labels, "ce").mean(-1)  # (k,)
+            ce = loss_fn.mean(logits, batch)  # (k,)
             chunk_loss = (signs[part] * _cell_terms(ce, is_high[part], ce_threshold)).sum()
             if backward:
                 chunk_loss.backward()
         total += float(chunk_loss.detach())
         ces.append(ce.detach())
-        corrects.append((logits.detach().argmax(-1) == labels).sum(-1))
-    return _stats(total, torch.cat(ces), torch.cat(corrects), n_low, labels.shape[0])
+        correct, counted = loss_fn.accuracy(logits.detach(), batch)
+        corrects.append(correct)
+    return _stats(total, torch.cat(ces), torch.cat(corrects), n_low, _count(counted))
+
+
+def _count(counted: Tensor | int) -> Tensor | int:
+    """What the accuracy counts, the same for every cell (samples, tokens)."""
+    return counted if isinstance(counted, int) else counted[0]
 
 
 def objective_loop(
@@ -146,23 +167,29 @@ def objective_loop(
     labels: Tensor,
     ce_threshold: float,
     backward: bool = True,
+    loss: LossSpec = "ce",
 ) -> StepStats:
     """The reference (loss-patterns' way): one forward and one backward per cell."""
     n_low, n_high = low_coords.shape[0], high_coords.shape[0]
-    coords = torch.cat([low_coords, high_coords]).to(inputs.device)
-    signs = _signed_weights(n_low, n_high, inputs.device)
+    device = labels.device
+    coords = torch.cat([low_coords, high_coords]).to(device)
+    signs = _signed_weights(n_low, n_high, device)
+    loss_fn = resolve_loss(loss, template)
+    batch = Batch(inputs, labels, leading_size(inputs))
     total = 0.0
     ces, corrects = [], []
+    counted: Tensor | int = 0
     for k in range(coords.shape[0]):
         with torch.set_grad_enabled(backward):
             weights = {key: w[0] for key, w in plane.cell_weights(coords[k : k + 1]).items()}
-            logits = functional_call(template, weights, (inputs,))  # (B, C)
-            ce = per_sample_loss(logits, labels, "ce").mean()
+            logits = run_model(template, inputs, weights)  # (B, C)
+            ce = loss_fn.mean(logits.unsqueeze(0), batch)[0]
             term = ce.clamp(max=ce_threshold) if k >= n_low else ce
             cell_loss = signs[k] * term
             if backward:
                 cell_loss.backward()
         total += float(cell_loss.detach())
         ces.append(ce.detach())
-        corrects.append((logits.detach().argmax(-1) == labels).sum())
-    return _stats(total, torch.stack(ces), torch.stack(corrects), n_low, labels.shape[0])
+        correct, counted = loss_fn.accuracy(logits.detach().unsqueeze(0), batch)
+        corrects.append(correct[0])
+    return _stats(total, torch.stack(ces), torch.stack(corrects), n_low, _count(counted))
