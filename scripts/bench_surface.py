@@ -522,11 +522,14 @@ def peer_workload(workload: Workload, rounds: int, gate: QuietGate) -> dict[str,
     without_forwards = min(timed(lambda: theirs(no_forward)).seconds for _ in range(rounds))
     rate = {name: points / t.seconds for name, t in best.items()}
     ratio = rate["ours"] / rate["theirs"]
+    flops = flops_per_sample(model, workload.shape)
+    gflops = {name: r * inputs.shape[0] * flops / 1e9 for name, r in rate.items()}
     rel = abs(origin_ours - origin_theirs) / abs(origin_theirs)
     print(
         f"  ours (directions + engine auto, {plans[0]}): {rate['ours']:.2f} points/s, others' CPU "
         f"{100 * best['ours'].others:.0f}%; theirs (random_plane): {rate['theirs']:.2f} "
-        f"points/s, others' CPU {100 * best['theirs'].others:.0f}%\n"
+        f"points/s, others' CPU {100 * best['theirs'].others:.0f}%; GFLOP/s ours "
+        f"{gflops['ours']:.1f}, theirs {gflops['theirs']:.1f} ({flops / 1e6:.3f} MFLOP/sample)\n"
         f"  outside the forwards: ours {directions_ours:.3f} s (directions), theirs "
         f"{without_forwards:.3f} s (directions, model copy, weight steps)\n"
         f"  loss at the origin: ours {origin_ours:.6f}, theirs {origin_theirs:.6f} (rel. "
@@ -546,6 +549,9 @@ def peer_workload(workload: Workload, rounds: int, gate: QuietGate) -> dict[str,
         "ours_points_per_s": rate["ours"],
         "theirs_points_per_s": rate["theirs"],
         "ours_over_theirs": ratio,
+        "flops_per_sample": flops,
+        "ours_gflops": gflops["ours"],
+        "theirs_gflops": gflops["theirs"],
         "goal": PEER_GOAL,
         "pass": ratio >= PEER_GOAL,
         "ours_first_call_s": first.seconds,
@@ -742,6 +748,25 @@ def peer_goals(peer: dict[str, object] | None) -> list[dict[str, object]]:
     ]
 
 
+def print_peer_table(peer: dict[str, object], peak: float) -> None:
+    """Both libraries' rates as shares of the run's matmul peak, and the ratio's bound: no
+    evaluation of the same FLOPs can beat the peer by more than peak / its GFLOP/s."""
+    print(
+        f"\n{'peer workload':<20} {'points':>6} {'ours pts/s':>10} {'theirs pts/s':>12} "
+        f"{'ours % peak':>11} {'theirs % peak':>13} {'ours/theirs':>11} {'bound':>7}"
+    )
+    for r in peer["workloads"]:
+        r["ours_peak_fraction"] = r["ours_gflops"] / peak
+        r["theirs_peak_fraction"] = r["theirs_gflops"] / peak
+        r["ratio_bound"] = peak / r["theirs_gflops"]
+        print(
+            f"{r['workload']:<20} {r['points']:6d} {r['ours_points_per_s']:10.2f} "
+            f"{r['theirs_points_per_s']:12.2f} {100 * r['ours_peak_fraction']:10.1f}% "
+            f"{100 * r['theirs_peak_fraction']:12.1f}% {r['ours_over_theirs']:10.1f}x "
+            f"{r['ratio_bound']:6.1f}x"
+        )
+
+
 def print_table(results: list[dict[str, object]], peaks: list[tuple[float, float]]) -> None:
     rates = [p[0] for p in peaks]
     peak, others = max(peaks)
@@ -835,23 +860,13 @@ def main() -> None:
     rounds = QUICK_ROUNDS if args.quick else FULL_ROUNDS
     gate = QuietGate(args.quiet_wait if args.quiet_wait is not None else 0.0 if args.quick else 90)
     chosen = [] if args.only == "peer" else (QUICK if args.quick else FULL)
-    peaks = [matmul_peak()] if chosen else []
-    if peaks:
-        print(f"matmul peak: {peaks[0][0]:.1f} GFLOP/s", flush=True)
+    peaks = [matmul_peak()]  # the machine's state, also for the peer alone
+    print(f"matmul peak: {peaks[0][0]:.1f} GFLOP/s", flush=True)
     results = [
         bench_workload(workload, peaks, rounds, gate)
         for workload in chosen
         if not args.workloads or workload.model in args.workloads
     ]
-    peak = None
-    if results:
-        peaks.append(matmul_peak())
-        # the fastest matmul of the run is the peak: other processes only ever lower it
-        peak = max(p[0] for p in peaks)
-        for r in results:
-            for row in r["methods"].values():
-                row["peak_fraction"] = row["gflops"] / peak
-        print_table(results, peaks)
     peer = None
     if args.only != "engine":
         peer_chosen = tuple(
@@ -860,6 +875,17 @@ def main() -> None:
             if not args.workloads or w.model in args.workloads
         )
         peer = bench_peer(peer_chosen, rounds, gate)
+    peaks.append(matmul_peak())
+    # the fastest matmul of the run is the peak: other processes only ever lower it
+    peak = max(p[0] for p in peaks)
+    print(f"\nmatmul peak of the run: {peak:.1f} GFLOP/s", flush=True)
+    if results:
+        for r in results:
+            for row in r["methods"].values():
+                row["peak_fraction"] = row["gflops"] / peak
+        print_table(results, peaks)
+    if peer and peer["workloads"]:
+        print_peer_table(peer, peak)
     verdicts = goals(results) + peer_goals(peer)
     print("\ngoals")
     for v in verdicts:

@@ -80,8 +80,14 @@ def test_only_peer_prints_the_goal_line_and_saves_it_to_json(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "peer: ours/theirs = " in done.stdout and "(goal >= 2.5): " in done.stdout
     figures = json.loads(out.read_text())
-    assert figures["workloads"] == [] and figures["matmul_peak_gflops"] is None
+    assert figures["workloads"] == [] and figures["matmul_peak_gflops"] > 0
     assert [r["workload"] for r in figures["peer"]["workloads"]] == ["mlp/digits"]
+    (row,) = figures["peer"]["workloads"]
+    # the ratio's bound: the run's matmul peak over the peer's FLOP rate on the same FLOPs
+    assert row["ratio_bound"] == pytest.approx(figures["matmul_peak_gflops"] / row["theirs_gflops"])
+    assert row["theirs_gflops"] == pytest.approx(
+        row["theirs_points_per_s"] * row["samples"] * row["flops_per_sample"] / 1e9
+    )
     assert [g["goal"] for g in figures["goals"]] == [
         "mlp/digits: ours >= 2.5x loss-landscapes' random_plane"
     ]
