@@ -15,6 +15,12 @@ resnet20 on 3×32×32), each on a 2D grid of points of a random filter-normalise
     FLOPs/sample    torch.utils.flop_counter, hence each method's GFLOP/s and % of the matmul peak
 
 and checks that the engine's losses equal the loss-landscape way's (max relative difference).
+Then the peer library, loss-landscapes 3.0.6 from PyPI (setup.cfg's `bench` extra; skipped, with
+the line that installs it, where it is missing): its `random_plane` against ours (directions
+drawn, then engine auto) on the same model, the same samples as one batch and steps × steps
+points (mlp, small_bn_cnn and mpo_cnn on the digits train split, 441 points; mpo_cnn on 1×28×28
+and resnet20, 25 points), alternating, the fastest of 3 each. Its directions and grid are its
+own, so only the work per point is compared, not the losses (PEER_NOTE).
 Goals of the issue are printed as PASS/MISS; nothing is asserted (speed is recorded in
 docs/benchmarks.md, never tested).
 
@@ -28,6 +34,8 @@ minor page faults per sample ("faults/sample"; see docs/benchmarks.md for why th
     python scripts/bench_surface.py --quick             # seconds: tiny grids and splits
     python scripts/bench_surface.py --json bench.json   # also save every figure
     python scripts/bench_surface.py --mallopt           # glibc malloc tuned first (a what-if)
+    python scripts/bench_surface.py --only peer         # only the peer comparison (~10 minutes)
+    python scripts/bench_surface.py --only engine       # only the engine's workloads
 """
 
 from __future__ import annotations
@@ -384,6 +392,187 @@ class EagerCeiling:
         return max(self.configs, key=self.samples_per_s)
 
 
+# ------------------------------------------------------------------- the peer: loss-landscapes
+#: the peer library, a bench-only dependency (setup.cfg's `bench` extra; it needs only numpy)
+PEER = "loss-landscapes==3.0.6"
+PEER_GOAL = 2.5  # the issue's goal: ours >= 2.5x the peer's points/s on every workload
+#: random_plane spans ±‖θ‖ / (2·distance) along each of its directions (main.py: per step
+#: ‖θ‖ / (distance·steps), steps/2 steps each way): 0.5 spans ±‖θ‖, as our filter-normalised
+#: directions do over [-1, 1]²
+PEER_DISTANCE = 0.5
+PEER_NOTE = (
+    "loss-landscapes draws its own directions (uniform [0, 1) noise, filter-normalised, then "
+    "rescaled to a total norm; biases and BN weights move too; BN shifts start nonzero here, as "
+    "its normalisation divides by their norm) and lays its grid out its own "
+    "way, so its losses are not comparable point for point with ours; what is the same is the "
+    "work per point: the same model (eval mode) over the same samples, one loss each (ours also "
+    "counts the accuracy). Both timings are whole calls: directions drawn, then every point."
+)
+#: the peer's workloads: each model of FULL that the peer can run, on the data of the issue
+#: (the digits train split, 1,437 images, as one batch: its Loss metric evaluates one batch)
+PEER_FULL = (
+    Workload("mlp", (1, 8, 8), 1437, (21, 21), (), "peer", 0.0, split="train"),
+    Workload("small_bn_cnn", (1, 8, 8), 1437, (21, 21), (), "peer", 0.0, split="train"),
+    Workload("mpo_cnn", (1, 8, 8), 1437, (21, 21), (), "peer", 0.0, split="train"),
+    Workload("mpo_cnn", (1, 28, 28), 1024, (5, 5), (), "peer", 0.0),
+    Workload("resnet20", (3, 32, 32), 512, (5, 5), (), "peer", 0.0),
+)
+PEER_QUICK = (
+    Workload("mlp", (1, 8, 8), 300, (5, 5), (), "peer", 0.0, split="train"),
+    Workload("small_bn_cnn", (1, 8, 8), 300, (5, 5), (), "peer", 0.0, split="train"),
+    Workload("mpo_cnn", (1, 8, 8), 300, (5, 5), (), "peer", 0.0, split="train"),
+    Workload("resnet20", (3, 32, 32), 32, (2, 2), (), "peer", 0.0),
+)
+
+
+def peer_missing() -> str | None:
+    """Why the peer comparison cannot run here, with the one line that installs the peer (None
+    when it can run)."""
+    try:
+        import loss_landscapes  # noqa: F401
+    except ImportError:
+        return (
+            f"loss-landscapes is not installed: .venv/bin/python -m pip install '{PEER}' "
+            "(or the bench extra, pip install -e '.[bench]')"
+        )
+    return None
+
+
+def peer_model(workload: Workload) -> nn.Module:
+    """The workload's model, with every all-zero parameter (BN's shift at initialisation) given a
+    seeded N(0, 0.1²) value, as a trained net's are: loss-landscapes' filter normalisation scales
+    a 1-D parameter by its norm at the origin, then divides by it (ZeroDivisionError at 0)."""
+    model = make_model(workload)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            if not param.any():
+                param.copy_(0.1 * torch.randn(param.shape, generator=gen))
+    return model
+
+
+def peer_label(workload: Workload) -> str:
+    data = "digits" if workload.shape == (1, 8, 8) else "x".join(map(str, workload.shape))
+    return f"{workload.model}/{data}"
+
+
+def peer_workload(workload: Workload, rounds: int, gate: QuietGate) -> dict[str, object]:
+    """Ours (directions drawn, then engine auto) against loss-landscapes' `random_plane` on the
+    same model, the same samples and steps × steps points, filter-normalised directions; timed
+    in the same process, alternating, the fastest of `rounds` each. Before the timing, both
+    libraries' loss at the origin (the model's own weights) is compared: the same model and data
+    give the same number there, whatever the directions."""
+    import loss_landscapes
+    from loss_landscapes.metrics import Loss, Metric
+
+    class NoForward(Metric):
+        """random_plane without its forwards: what it spends on directions and weight steps."""
+
+        def __call__(self, model_wrapper: object) -> float:
+            return 0.0
+
+    model = peer_model(workload)
+    inputs, labels = make_data(workload)
+    steps = workload.grid[0]
+    coords = grid_coords(steps, steps)  # (steps², 2)
+    points, data = coords.shape[0], {"train": (inputs, labels)}
+    metric = Loss(nn.CrossEntropyLoss(), inputs, labels)  # the whole split as one batch
+
+    plans: list[Plan | None] = [None]  # the plan auto ran, for the log
+
+    def ours() -> np.ndarray:
+        evaluator = Evaluator(model, make_subspace(model), data)
+        losses = evaluator(coords)["train"].loss  # (steps²,)
+        plans[0] = evaluator.plan
+        return losses
+
+    def theirs(metric: Metric = metric, steps: int = steps) -> np.ndarray:
+        torch.manual_seed(0)  # its directions come from torch's global generator
+        return loss_landscapes.random_plane(  # (steps, steps)
+            model, metric, PEER_DISTANCE, steps, "filter", deepcopy_model=True
+        )
+
+    origin = torch.zeros(1, 2, dtype=torch.float64)
+    origin_ours = float(Evaluator(model, make_subspace(model), data)(origin)["train"].loss[0])
+    origin_theirs = float(loss_landscapes.point(copy.deepcopy(model), metric))
+    first = timed(ours)  # auto times its plans here, once per process and workload
+    theirs(steps=2)  # warm-up: oneDNN's primitives for this batch
+    print(
+        f"\n== peer {peer_label(workload)}: {inputs.shape[0]} samples as one batch, "
+        f"{steps}x{steps} = {points} points; ours' first call {first.seconds:.1f} s (auto timing "
+        f"its plans); load average {_load()}",
+        flush=True,
+    )
+    best = {"ours": Timing(math.inf, 0.0), "theirs": Timing(math.inf, 0.0)}
+    surfaces: dict[str, np.ndarray] = {}
+    for r in range(rounds):
+        order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
+        for name in order:
+            gate.wait()
+            run = ours if name == "ours" else theirs
+            timing = timed(lambda run=run, name=name: surfaces.__setitem__(name, run()))
+            best[name] = min(best[name], timing, key=lambda t: t.seconds)
+        print(
+            f"  round {r + 1}/{rounds} (best so far, points/s): "
+            + ", ".join(f"{name} {points / t.seconds:.2f}" for name, t in best.items()),
+            flush=True,
+        )
+    directions_ours = min(timed(lambda: make_subspace(model)).seconds for _ in range(rounds))
+    no_forward = NoForward()
+    without_forwards = min(timed(lambda: theirs(no_forward)).seconds for _ in range(rounds))
+    rate = {name: points / t.seconds for name, t in best.items()}
+    ratio = rate["ours"] / rate["theirs"]
+    flops = flops_per_sample(model, workload.shape)
+    gflops = {name: r * inputs.shape[0] * flops / 1e9 for name, r in rate.items()}
+    rel = abs(origin_ours - origin_theirs) / abs(origin_theirs)
+    print(
+        f"  ours (directions + engine auto, {plans[0]}): {rate['ours']:.2f} points/s, others' CPU "
+        f"{100 * best['ours'].others:.0f}%; theirs (random_plane): {rate['theirs']:.2f} "
+        f"points/s, others' CPU {100 * best['theirs'].others:.0f}%; GFLOP/s ours "
+        f"{gflops['ours']:.1f}, theirs {gflops['theirs']:.1f} ({flops / 1e6:.3f} MFLOP/sample)\n"
+        f"  outside the forwards: ours {directions_ours:.3f} s (directions), theirs "
+        f"{without_forwards:.3f} s (directions, model copy, weight steps)\n"
+        f"  loss at the origin: ours {origin_ours:.6f}, theirs {origin_theirs:.6f} (rel. "
+        f"difference {rel:.1e}); elsewhere not comparable (other directions)",
+        flush=True,
+    )
+    verdict = "PASS" if ratio >= PEER_GOAL else "MISS"
+    print(f"  peer: ours/theirs = {ratio:.1f} (goal >= {PEER_GOAL}): {verdict}", flush=True)
+    return {
+        "workload": peer_label(workload),
+        "model": workload.model,
+        "shape": list(workload.shape),
+        "samples": inputs.shape[0],
+        "steps": steps,
+        "points": points,
+        "ours_plan": str(plans[0]),
+        "ours_points_per_s": rate["ours"],
+        "theirs_points_per_s": rate["theirs"],
+        "ours_over_theirs": ratio,
+        "flops_per_sample": flops,
+        "ours_gflops": gflops["ours"],
+        "theirs_gflops": gflops["theirs"],
+        "goal": PEER_GOAL,
+        "pass": ratio >= PEER_GOAL,
+        "ours_first_call_s": first.seconds,
+        "ours_directions_s": directions_ours,
+        "theirs_without_forwards_s": without_forwards,
+        "others_cpu": {name: t.others for name, t in best.items()},
+        "origin_loss": {"ours": origin_ours, "theirs": origin_theirs},
+        "origin_rel_difference": rel,
+        "theirs_shape": list(surfaces["theirs"].shape),
+        "loss_range": {name: [float(np.min(s)), float(np.max(s))] for name, s in surfaces.items()},
+    }
+
+
+def bench_peer(workloads: tuple[Workload, ...], rounds: int, gate: QuietGate) -> dict[str, object]:
+    """Every peer workload, or the reason the comparison was skipped."""
+    skipped = peer_missing()
+    print(f"\n== the peer: {PEER} ({skipped or PEER_NOTE})", flush=True)
+    results = [] if skipped else [peer_workload(w, rounds, gate) for w in workloads]
+    return {"library": PEER, "skipped": skipped, "note": PEER_NOTE, "workloads": results}
+
+
 # ---------------------------------------------------------------------------------------- bench
 def bench_workload(
     workload: Workload, peaks: list[tuple[float, float]], rounds: int, gate: QuietGate
@@ -546,6 +735,38 @@ def goals(results: list[dict[str, object]]) -> list[dict[str, object]]:
     return out
 
 
+def peer_goals(peer: dict[str, object] | None) -> list[dict[str, object]]:
+    """The issue's peer goal per workload: ours >= PEER_GOAL x loss-landscapes' points/s."""
+    return [
+        {
+            "goal": f"{r['workload']}: ours >= {PEER_GOAL}x loss-landscapes' random_plane",
+            "value": r["ours_over_theirs"],
+            "shown": f"{r['ours_over_theirs']:.1f}x",
+            "pass": r["pass"],
+        }
+        for r in (peer["workloads"] if peer else [])
+    ]
+
+
+def print_peer_table(peer: dict[str, object], peak: float) -> None:
+    """Both libraries' rates as shares of the run's matmul peak, and the ratio's bound: no
+    evaluation of the same FLOPs can beat the peer by more than peak / its GFLOP/s."""
+    print(
+        f"\n{'peer workload':<20} {'points':>6} {'ours pts/s':>10} {'theirs pts/s':>12} "
+        f"{'ours % peak':>11} {'theirs % peak':>13} {'ours/theirs':>11} {'bound':>7}"
+    )
+    for r in peer["workloads"]:
+        r["ours_peak_fraction"] = r["ours_gflops"] / peak
+        r["theirs_peak_fraction"] = r["theirs_gflops"] / peak
+        r["ratio_bound"] = peak / r["theirs_gflops"]
+        print(
+            f"{r['workload']:<20} {r['points']:6d} {r['ours_points_per_s']:10.2f} "
+            f"{r['theirs_points_per_s']:12.2f} {100 * r['ours_peak_fraction']:10.1f}% "
+            f"{100 * r['theirs_peak_fraction']:12.1f}% {r['ours_over_theirs']:10.1f}x "
+            f"{r['ratio_bound']:6.1f}x"
+        )
+
+
 def print_table(results: list[dict[str, object]], peaks: list[tuple[float, float]]) -> None:
     rates = [p[0] for p in peaks]
     peak, others = max(peaks)
@@ -620,6 +841,12 @@ def main() -> None:
     parser.add_argument(
         "--workloads", nargs="+", metavar="MODEL", help="only these workloads (default: all)"
     )
+    parser.add_argument(
+        "--only",
+        choices=("engine", "peer"),
+        help="only the engine's workloads, or only the comparison with loss-landscapes "
+        "(default: both)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
@@ -630,26 +857,41 @@ def main() -> None:
         f"threads, load average {_load()}"
         + (", glibc malloc tuned (--mallopt)" if info["mallopt"] else "")
     )
-    peaks = [matmul_peak()]
-    print(f"matmul peak: {peaks[0][0]:.1f} GFLOP/s", flush=True)
     rounds = QUICK_ROUNDS if args.quick else FULL_ROUNDS
     gate = QuietGate(args.quiet_wait if args.quiet_wait is not None else 0.0 if args.quick else 90)
+    chosen = [] if args.only == "peer" else (QUICK if args.quick else FULL)
+    peaks = [matmul_peak()]  # the machine's state, also for the peer alone
+    print(f"matmul peak: {peaks[0][0]:.1f} GFLOP/s", flush=True)
     results = [
         bench_workload(workload, peaks, rounds, gate)
-        for workload in (QUICK if args.quick else FULL)
+        for workload in chosen
         if not args.workloads or workload.model in args.workloads
     ]
+    peer = None
+    if args.only != "engine":
+        peer_chosen = tuple(
+            w
+            for w in (PEER_QUICK if args.quick else PEER_FULL)
+            if not args.workloads or w.model in args.workloads
+        )
+        peer = bench_peer(peer_chosen, rounds, gate)
     peaks.append(matmul_peak())
     # the fastest matmul of the run is the peak: other processes only ever lower it
     peak = max(p[0] for p in peaks)
-    for r in results:
-        for row in r["methods"].values():
-            row["peak_fraction"] = row["gflops"] / peak
-    print_table(results, peaks)
-    verdicts = goals(results)
+    print(f"\nmatmul peak of the run: {peak:.1f} GFLOP/s", flush=True)
+    if results:
+        for r in results:
+            for row in r["methods"].values():
+                row["peak_fraction"] = row["gflops"] / peak
+        print_table(results, peaks)
+    if peer and peer["workloads"]:
+        print_peer_table(peer, peak)
+    verdicts = goals(results) + peer_goals(peer)
     print("\ngoals")
     for v in verdicts:
         print(f"  {'PASS' if v['pass'] else 'MISS'}  {v['goal']}: {v['shown']}")
+    if peer and peer["skipped"]:
+        print(f"  SKIP  the peer comparison: {peer['skipped']}")
     elapsed = time.perf_counter() - start
     info["load_average_end"] = os.getloadavg()
     print(f"\n{elapsed:.0f} s; load average at the end {_load()}")
@@ -662,6 +904,7 @@ def main() -> None:
                     "matmul_peak_gflops": peak,
                     "matmul_peaks": [{"gflops": g, "others_cpu": o} for g, o in peaks],
                     "workloads": results,
+                    "peer": peer,
                     "goals": verdicts,
                     "seconds": elapsed,
                 },

@@ -1,0 +1,93 @@
+"""scripts/bench_surface.py's comparison with the peer library, loss-landscapes 3.0.6 (the bench
+extra), cannot rot: on a tiny workload it runs both libraries on the same model and data and
+reports what the docs record. No timing is asserted (speed goes in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "bench_surface.py"
+NO_PEER = "loss-landscapes is not installed (the bench extra: pip install -e '.[bench]')"
+
+
+def _bench():
+    """The script as a module (registered first: its dataclasses look their module up)."""
+    if "bench_surface" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_surface", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_surface"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["bench_surface"]
+
+
+def test_without_the_peer_the_comparison_is_skipped_with_the_install_line(monkeypatch):
+    bench = _bench()
+    monkeypatch.setitem(sys.modules, "loss_landscapes", None)  # import raises ImportError
+    reason = bench.peer_missing()
+    assert reason is not None and "pip install 'loss-landscapes==3.0.6'" in reason
+    peer = bench.bench_peer(bench.PEER_QUICK, 1, bench.QuietGate(0.0))
+    assert peer["skipped"] == reason and peer["workloads"] == []
+    assert bench.peer_goals(peer) == []
+
+
+def test_a_bn_net_runs_under_the_peer_with_its_zero_parameters_filled():
+    bench = _bench()
+    workload = bench.Workload("small_bn_cnn", (1, 8, 8), 16, (3, 3), (), "peer", 0.0)
+    zero = [n for n, p in bench.make_model(workload).named_parameters() if not p.any()]
+    assert zero  # BN's shifts start at 0: loss-landscapes' filter normalisation divides by 0
+    model = bench.peer_model(workload)
+    assert all(p.any() for p in model.parameters())
+    same = dict(bench.make_model(workload).named_parameters())
+    assert all(p.equal(same[n]) for n, p in model.named_parameters() if n not in zero)
+
+
+def test_the_peer_comparison_runs_both_libraries_on_the_same_model_and_data():
+    pytest.importorskip("loss_landscapes", reason=NO_PEER)
+    bench = _bench()
+    workload = bench.Workload("small_bn_cnn", (1, 8, 8), 64, (3, 3), (), "peer", 0.0)
+    r = bench.peer_workload(workload, 1, bench.QuietGate(0.0))
+    assert r["workload"] == "small_bn_cnn/digits" and r["samples"] == 64
+    assert r["points"] == 9 and r["theirs_shape"] == [3, 3]  # steps x steps on both sides
+    # the same model on the same samples: one loss at the origin, whatever the directions
+    assert r["origin_rel_difference"] <= 1e-5
+    assert math.isfinite(r["ours_points_per_s"]) and r["ours_points_per_s"] > 0
+    assert math.isfinite(r["theirs_points_per_s"]) and r["theirs_points_per_s"] > 0
+    ratio = r["ours_points_per_s"] / r["theirs_points_per_s"]
+    assert r["ours_over_theirs"] == pytest.approx(ratio)
+    assert r["pass"] == (ratio >= bench.PEER_GOAL)
+    # both planes move the weights (their losses are not comparable point for point)
+    assert all(high > low for low, high in r["loss_range"].values())
+
+
+def test_only_peer_prints_the_goal_line_and_saves_it_to_json(tmp_path):
+    pytest.importorskip("loss_landscapes", reason=NO_PEER)
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--only", "peer", "--quick", "--workloads", "mlp"]
+        + ["--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,  # a guard against a hang; seconds on an idle machine
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "peer: ours/theirs = " in done.stdout and "(goal >= 2.5): " in done.stdout
+    figures = json.loads(out.read_text())
+    assert figures["workloads"] == [] and figures["matmul_peak_gflops"] > 0
+    assert [r["workload"] for r in figures["peer"]["workloads"]] == ["mlp/digits"]
+    (row,) = figures["peer"]["workloads"]
+    # the ratio's bound: the run's matmul peak over the peer's FLOP rate on the same FLOPs
+    assert row["ratio_bound"] == pytest.approx(figures["matmul_peak_gflops"] / row["theirs_gflops"])
+    assert row["theirs_gflops"] == pytest.approx(
+        row["theirs_points_per_s"] * row["samples"] * row["flops_per_sample"] / 1e9
+    )
+    assert [g["goal"] for g in figures["goals"]] == [
+        "mlp/digits: ours >= 2.5x loss-landscapes' random_plane"
+    ]
