@@ -48,14 +48,22 @@ class Grid:
     y: Optional[np.ndarray] = None
 
     @classmethod
-    def from_spec(cls, x: Sequence[Any], y: Optional[Sequence[Any]]) -> Grid:
-        grid = cls(parse_axis("grid.x", x), None if y is None else parse_axis("grid.y", y))
+    def from_spec(
+        cls,
+        x: Sequence[Any],
+        y: Optional[Sequence[Any]],
+        keys: tuple[str, str] = ("grid.x", "grid.y"),
+    ) -> Grid:
+        """The grid of two [min, max, num] specs (y None: 1D); `keys` name them in messages (the
+        command's grid.x / grid.y, the library's x / y)."""
+        kx, ky = keys
+        grid = cls(parse_axis(kx, x), None if y is None else parse_axis(ky, y))
         if grid.y is not None:
-            for key, spec, axis in (("grid.x", x, grid.x), ("grid.y", y, grid.y)):
+            for key, spec, axis in ((kx, x, grid.x), (ky, y, grid.y)):
                 if len(axis) == 1:
                     raise UserError(
                         f"{key}={_show(spec)} has one point: a 2D surface needs at least 2 along "
-                        "each axis; pass num >= 2, or grid.y=null for a 1D surface along grid.x"
+                        f"each axis; pass num >= 2, or {ky}=null for a 1D surface along {kx}"
                     )
         return grid
 

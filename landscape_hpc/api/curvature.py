@@ -35,6 +35,14 @@ from landscape_hpc.geometry.curvature_job import map_job
 from landscape_hpc.grid import Grid
 
 
+def _config(**keys: Any) -> HessianConfig:
+    """The command's HessianConfig of a library call's settings (no model or data set: the
+    caller holds them), checked as the command checks it."""
+    cfg = HessianConfig(model=ModelConfig(name="library"), dataset=DatasetConfig(), **keys)
+    check_config(cfg)
+    return cfg
+
+
 def hessian(
     model: nn.Module,
     data: Any,
@@ -73,9 +81,7 @@ def hessian(
         PointResult (max_eig, min_eig, trace, ritz, lanczos report, num_params, num_samples,
         seconds) on rank 0; None on the other ranks of an MPI run.
     """
-    cfg = HessianConfig(
-        model=ModelConfig(name="library"),
-        dataset=DatasetConfig(),
+    cfg = _config(
         split=split,
         max_samples=max_samples,
         lanczos_steps=lanczos_steps,
@@ -86,7 +92,6 @@ def hessian(
         double=double,
         batch_size=batch_size,
     )
-    check_config(cfg)
     template = on_device(model, device)
     return point_curvature(template, _split(template, data, split, max_samples, seed), cfg, comm)
 
@@ -148,9 +153,7 @@ def hessian_map(
     path, ds = _surface(surface)
     if loss is None:
         loss = _surface_loss(ds)
-    cfg = HessianConfig(
-        model=ModelConfig(name="library"),
-        dataset=DatasetConfig(),
+    cfg = _config(
         surface=None if path is None else str(path),
         split=split,
         max_samples=max_samples,
@@ -162,10 +165,7 @@ def hessian_map(
         batch_size=batch_size,
         overwrite=overwrite,
     )
-    check_config(cfg)
-    grid = Grid(
-        np.asarray(ds["x"], np.float64), np.asarray(ds["y"], np.float64) if "y" in ds.dims else None
-    )
+    grid = results.grid_of(ds)
     template = on_device(model, device)
     origin = {k: v.detach() for k, v in template.state_dict().items()}
     _check_origin(ds, origin)

@@ -86,6 +86,12 @@ def load(path: str | Path) -> xr.Dataset:
     return to_dataset(grid, arrays, read_basis_arrays(path), attrs)
 
 
+def grid_of(ds: xr.Dataset) -> Grid:
+    """The grid a surface Dataset was computed on (its x and, for 2D, y coordinates)."""
+    y = np.asarray(ds["y"], np.float64) if "y" in ds.coords else None
+    return Grid(np.asarray(ds["x"], np.float64), y)
+
+
 def save(ds: xr.Dataset, path: str | Path, overwrite: bool = False) -> Path:
     """Writes a surface Dataset (from `surface`, `interpolate` or `load`) as a surface file,
     the command's layout: its metrics, the points done, its directions and attributes. An
@@ -93,10 +99,7 @@ def save(ds: xr.Dataset, path: str | Path, overwrite: bool = False) -> Path:
     path = Path(path)
     if "x" not in ds.coords:
         raise UserError("save(ds, ...): ds has no x coordinate; pass a Dataset from lh.surface")
-    grid = Grid(
-        np.asarray(ds["x"], np.float64),
-        np.asarray(ds["y"], np.float64) if "y" in ds.coords else None,
-    )
+    grid = grid_of(ds)
     names = [n for n in ds.data_vars if str(n).endswith(("_loss", "_acc"))]
     splits = list(dict.fromkeys(str(n).rpartition("_")[0] for n in names))
     missing = [n for n in surface_file.metric_names(splits) if n not in ds.data_vars]

@@ -36,9 +36,10 @@ from landscape_hpc.directions.maths import (
 from landscape_hpc.engine.evaluate import check_engine
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.directions import directions_sha256
-from landscape_hpc.grid import Grid, parse_axis
+from landscape_hpc.grid import Grid
 from landscape_hpc.params import ParamDict
 
 Axis = Sequence[float]  # (min, max, num)
@@ -96,13 +97,6 @@ def compute(
     if comm.Get_rank() != 0 or out is not None:
         return None
     return store.arrays
-
-
-def _grid(x: Axis, y: Optional[Axis], names: tuple[str, str] = ("x", "y")) -> Grid:
-    axes = [parse_axis(n, a) for n, a in zip(names, (x, y)) if a is not None]
-    if len(axes) == 2 and min(len(a) for a in axes) < 2:
-        raise UserError(f"{names[0]}= and {names[1]}= need at least 2 points each for a 2D surface")
-    return Grid(axes[0], axes[1] if len(axes) == 2 else None)
 
 
 def _state(model: nn.Module) -> ParamDict:
@@ -221,7 +215,7 @@ def surface(
     Returns:
         The surface as an xarray.Dataset on rank 0 (None on the other ranks of an MPI run).
     """
-    grid = _grid(x, y)
+    grid = Grid.from_spec(x, y, keys=("x", "y"))
     options = engine_options(batch_size, memory_mb, bn, loss, strategy, fold_bn)
     check_engine(options, key="")
     template = on_device(model, device)
@@ -293,8 +287,6 @@ def _run_and_collect(
     loss: Any,
 ) -> Optional[xr.Dataset]:
     """compute() with the library's fingerprint and attributes; the result as a Dataset."""
-    from landscape_hpc.files import hdf5
-
     comm = parallel.world_if_none(comm)
     counts = {f"n_{name}": results.split_size(split) for name, split in data.items()}
     loss_name = loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss))
