@@ -184,3 +184,17 @@ def test_the_face_lists_its_functions_and_documents_every_argument():
     doc = inspect.getdoc(lh.surface)
     for parameter in inspect.signature(lh.surface).parameters:
         assert f"{parameter}:" in doc or f"{parameter}," in doc, parameter
+
+
+def test_bn_recompute_from_a_streamed_training_split_equals_the_resident_one():
+    model, data = notebook_net(2, bn=True), digits()
+    inputs, labels = data["train"]
+    pairs = torch.utils.data.TensorDataset(inputs, labels)
+    # BN statistics are averaged over batches, so the stream is cut as the resident split is
+    loader = torch.utils.data.DataLoader(pairs, batch_size=256)
+    streamed = {"train": loader, "test": data["test"]}
+    args = dict(x=(-1, 1, 3), y=None, bn="recompute", strategy="vmap", progress=False)
+    resident = lh.surface(model, data, **args)
+    from_stream = lh.surface(model, streamed, **args)
+    for name in ("train_loss", "test_loss", "train_acc", "test_acc"):
+        np.testing.assert_allclose(from_stream[name].values, resident[name].values, rtol=1e-6)

@@ -78,7 +78,7 @@ def splits_on(
                 f"bn_split={bn_split!r} is not a split of the data ({', '.join(every)}); BN "
                 'statistics are recomputed from it with bn="recompute": pass bn_split='
             )
-        bn_data = every[bn_split][0]  # the inputs
+        bn_data = every[bn_split]  # the split itself, as the command passes it
     return {n: every[n] for n in names}, bn_data
 
 
