@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,7 +43,13 @@ from landscape_hpc.directions.build import (
     stored,
 )
 from landscape_hpc.directions.pca import ProjectedTrajectory
-from landscape_hpc.engine.evaluate import Evaluator, check_engine, points_at_once
+from landscape_hpc.engine.evaluate import (
+    Evaluator,
+    check_engine,
+    evaluate_points_loop,
+    points_at_once,
+)
+from landscape_hpc.engine.precision import precision_error
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
 from landscape_hpc.files import hdf5
@@ -98,12 +104,31 @@ class SurfaceJob:
         return points_at_once(self.model, self.subspace, inputs[0], self.options)
 
     def evaluate(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        if self.evaluator is None:  # built on the first chunk, kept for the next ones
+        coords = torch.from_numpy(self.grid.coords(flat))
+        first = self.evaluator is None
+        if first:  # built on the first chunk, kept for the next ones
             self.evaluator = Evaluator(
                 self.model, self.subspace, self.data, self.options, self.bn_data
             )
-        metrics = self.evaluator(torch.from_numpy(self.grid.coords(flat)))
+        metrics = self.evaluator(coords)
+        if first and self.options.precision != "fp32":
+            self._log_precision_error(coords[:1], metrics)
         return surface_file.metric_values(metrics)
+
+    def _log_precision_error(self, coords: torch.Tensor, metrics: dict) -> None:
+        """Below fp32, the error it costs: the chunk's first point again at fp32 (the plain
+        loop: one point per rank and run), the difference logged."""
+        fp32 = replace(self.options, precision="fp32")
+        ref = evaluate_points_loop(self.model, self.subspace, coords, self.data, fp32, self.bn_data)
+        first = {name: replace(m, loss=m.loss[:1], acc=m.acc[:1]) for name, m in metrics.items()}
+        error = precision_error(first, ref)
+        log.info(
+            "engine.precision=%s: at the first point the loss is %.2e (relative) and the "
+            "accuracy %.2g points from fp32",
+            self.options.precision,
+            error["loss_rel"],
+            error["acc_points"],
+        )
 
 
 def _surface_task(flat: np.ndarray) -> Optional[dict[str, np.ndarray]]:
@@ -158,6 +183,8 @@ def _fingerprint(
         "splits": list(cfg.splits),
         "loss": cfg.engine.loss,
         "bn": cfg.engine.bn,
+        # None at fp32, so files made before the key resume at fp32 (and only at fp32)
+        "precision": None if cfg.engine.precision == "fp32" else cfg.engine.precision,
     }
 
 
@@ -187,6 +214,7 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         "config": OmegaConf.to_yaml(cfg),
         "checkpoint": str(Path(cfg.model.checkpoint).resolve()) if cfg.model.checkpoint else "",
         "checkpoint_sha256": sha or "",
+        "precision": cfg.engine.precision,  # engine/precision.py
         **{k: v for k, v in counts.items()},
     }
     mpio = hdf5.use_mpio("io", cfg.io)

@@ -33,6 +33,7 @@ from landscape_hpc.engine.batchnorm import has_bn, recompute_bn_single
 from landscape_hpc.engine.losses import LOSSES, Points, batches, is_loss_output, per_sample_loss
 from landscape_hpc.engine.memory import cpu_batch_size, points_per_pass
 from landscape_hpc.engine.pointwise import Pointwise
+from landscape_hpc.engine.precision import PRECISIONS, precision
 from landscape_hpc.engine.stacked import Batched
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError, check_choice
@@ -54,6 +55,7 @@ def check_engine(cfg: EngineConfig, key: str = "engine") -> None:
     check_choice(f"{key}.bn", cfg.bn, BN_MODES)
     check_choice(f"{key}.loss", cfg.loss, LOSSES)
     check_choice(f"{key}.strategy", cfg.strategy, STRATEGIES)
+    check_choice(f"{key}.precision", cfg.precision, PRECISIONS)
     for name in ("batch_size", "memory_mb"):
         value = getattr(cfg, name)
         if not value > 0:
@@ -199,10 +201,12 @@ class Evaluator:
     def __call__(self, coords: Tensor) -> dict[str, Metrics]:
         """Loss and accuracy at each row of coords (K, d) on every split."""
         coords = coords.to(device=self.device, dtype=torch.float64)
-        plan = self.plan or self._choose(coords)
-        if coords.shape[0] >= autotune.MIN_POINTS:  # timed (or pinned): kept; else decided again
-            self.plan = plan
-        return self._metrics(self._runner(plan)(coords))
+        with precision(self.options.precision, self.device):  # auto times at it too
+            plan = self.plan or self._choose(coords)
+            if coords.shape[0] >= autotune.MIN_POINTS:  # timed (or pinned): kept; else again
+                self.plan = plan
+            values = self._runner(plan)(coords)
+        return self._metrics(values)
 
     @staticmethod
     def _metrics(values: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Metrics]:
@@ -233,13 +237,17 @@ def evaluate_points_loop(
     options: EngineConfig | None = None,
     bn_data: Tensor | None = None,
 ) -> dict[str, Metrics]:
-    """The plain reference: one point at a time, weights loaded into a copy of the model."""
+    """The plain reference: one point at a time, weights loaded into a copy of the model (at
+    options.precision, as the Evaluator)."""
     options = options or EngineConfig()
-    net = copy.deepcopy(model).eval()
+    # no grad on the copy's weights: autocast (engine.precision=bf16) keeps its bfloat16 copies
+    # of weights that require grad for the whole block, so each point would run the first's
+    net = copy.deepcopy(model).eval().requires_grad_(False)
     loss_output = is_loss_output(model)
     coords = coords.to(dtype=torch.float64)
     out = {name: Metrics(np.zeros(coords.shape[0]), np.zeros(coords.shape[0])) for name in data}
-    with torch.no_grad():
+    device = next(iter(data.values()))[0].device
+    with torch.no_grad(), precision(options.precision, device):
         for i, c in enumerate(coords):
             net.load_state_dict(subspace.point(c.to(next(net.parameters()).device)))
             if options.bn == "recompute" and has_bn(net):

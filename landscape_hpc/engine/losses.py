@@ -24,7 +24,10 @@ Forward = Callable[[Tensor], Tensor]
 
 
 def per_sample_loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
-    """Loss of every sample: logits (..., B, C), labels (B,) -> (..., B)."""
+    """Loss of every sample: logits (..., B, C), labels (B,) -> (..., B). Logits below float32
+    (bfloat16 under engine.precision=bf16) are upcast first: log_softmax in float32."""
+    if logits.is_floating_point() and torch.finfo(logits.dtype).bits < 32:
+        logits = logits.float()
     labels = labels.expand(logits.shape[:-1])  # (..., B)
     if loss == "ce":
         logp = torch.log_softmax(logits, dim=-1)

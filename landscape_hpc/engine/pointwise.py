@@ -37,6 +37,7 @@ from landscape_hpc.engine.bnfold import FoldedConv, Pair, fold_graph
 from landscape_hpc.engine.graph import relus_in_place, trace
 from landscape_hpc.engine.losses import Forward, Points, concat, split_metrics
 from landscape_hpc.engine.maxpool import tile_max_pools, tiling_pays
+from landscape_hpc.engine.precision import autocast_like
 from landscape_hpc.engine.subspace import NONNEGATIVE_SUFFIX, Subspace, clamp_variances
 
 
@@ -247,9 +248,12 @@ class Pointwise:
                 self.workers, "point", initializer=torch.set_num_threads, initargs=(1,)
             )
             stop = threading.Event()
+            # autocast is per thread: the workers take the caller's (engine.precision=bf16)
+            autocast = autocast_like(next(iter(self.points.data.values()))[0].device)
 
             def block(coords: Tensor) -> list[dict[str, tuple[Tensor, Tensor]]]:
-                return [self._one(c) for c in coords if not stop.is_set()]
+                with autocast():
+                    return [self._one(c) for c in coords if not stop.is_set()]
 
             try:  # each worker a contiguous block: one task, not one per point
                 done = pool.map(block, torch.tensor_split(coords, self.workers))

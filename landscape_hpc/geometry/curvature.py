@@ -43,6 +43,7 @@ from landscape_hpc.data import Split, subset
 from landscape_hpc.devices import rank_device
 from landscape_hpc.engine.flat import LossFn, flat_loss
 from landscape_hpc.engine.losses import LOSSES
+from landscape_hpc.engine.precision import PRECISIONS, precision
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.directions import read_directions
@@ -76,6 +77,7 @@ class CurvatureJob:
     batch_size: int
     dtype: torch.dtype
     tol: float = 0.0  # Lanczos stops once the extreme Ritz values move less (0: all steps)
+    precision: str = "fp32"  # of the Hessian-vector products (Lanczos' own algebra: float64)
 
     def loss_fn(self, state: dict[str, Tensor]) -> tuple[LossFn, Tensor]:
         """loss(θ) over the job's data, and θ at `state` (cast to the job's dtype)."""
@@ -87,8 +89,12 @@ class CurvatureJob:
     def run_lanczos(self, state: dict[str, Tensor]) -> LanczosResult:
         """Lanczos at `state` (Ritz values ascending, on the CPU: ends ≈ λ_min, λ_max)."""
         loss, theta = self.loss_fn(state)
-        matvec = lambda v: hvp(loss, theta, v.to(theta.dtype))  # noqa: E731
         n, device = theta.numel(), theta.device
+
+        def matvec(v: Tensor) -> Tensor:
+            with precision(self.precision, device):
+                return hvp(loss, theta, v.to(theta.dtype))
+
         return lanczos_run(matvec, n, self.steps, self.seed, device=device, tol=self.tol)
 
     def extremes(self, state: dict[str, Tensor]) -> tuple[float, float, dict[str, Any]]:
@@ -98,19 +104,20 @@ class CurvatureJob:
 
     def trace(self, state: dict[str, Tensor], samples: int) -> float:
         loss, theta = self.loss_fn(state)
-        return hutchinson_trace(loss, theta, samples, self.seed)
+        with precision(self.precision, theta.device):
+            return hutchinson_trace(loss, theta, samples, self.seed)
 
 
 def make_job(model: nn.Module, split: Split, cfg: HessianConfig, loss: str) -> CurvatureJob:
-    """The kernel for `model` (a template: a copy is cast to the precision and put in eval
-    mode) on `split`, with cfg's Lanczos settings."""
+    """The kernel for `model` (a template: a copy is cast to float64 with double and put in
+    eval mode) on `split`, with cfg's Lanczos settings."""
     dtype = torch.float64 if cfg.double else torch.float32
     model = copy.deepcopy(model).to(dtype).eval()
     inputs = split.inputs.to(dtype) if split.inputs.is_floating_point() else split.inputs
     keys = [name for name, _ in model.named_parameters()]
     steps, tol = cfg.lanczos_steps, cfg.lanczos_tol
     return CurvatureJob(model, keys, inputs, split.labels, loss, steps, cfg.seed, cfg.batch_size,
-                        dtype, tol)  # fmt: skip
+                        dtype, tol, cfg.precision)  # fmt: skip
 
 
 def load_problem_and_split(
@@ -128,6 +135,12 @@ def load_problem_and_split(
 
 def check_config(cfg: HessianConfig) -> None:
     check_choice("loss", cfg.loss, LOSSES)
+    check_choice("precision", cfg.precision, PRECISIONS)
+    if cfg.double and cfg.precision != "fp32":
+        raise UserError(
+            f"precision={cfg.precision} with double=true: lower precisions apply to float32; "
+            "drop double=true or set precision=fp32"
+        )
     if cfg.lanczos_steps < 2:
         raise UserError(f"lanczos_steps={cfg.lanczos_steps} must be at least 2")
     if not cfg.lanczos_tol >= 0:
@@ -211,6 +224,7 @@ def write_point(result: PointResult, cfg: HessianConfig, out_dir: Path) -> Path:
         "seconds": round(result.seconds, 3),
         "lanczos_max_steps": cfg.lanczos_steps,
         "lanczos_tol": cfg.lanczos_tol,
+        "precision": cfg.precision,
         **{f"lanczos_{k}": v for k, v in result.lanczos.items() if k != "iterations"},
     }
     with open(path, "w", newline="") as f:
@@ -249,6 +263,8 @@ def map_fingerprint(cfg: HessianConfig, source: SurfaceSource, num_samples: int)
         "seed": cfg.seed,
         "double": cfg.double,
         "loss": source.loss,
+        # only when not fp32, so maps made before the key resume
+        **({"precision": cfg.precision} if cfg.precision != "fp32" else {}),
     }
 
 

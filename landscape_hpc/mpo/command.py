@@ -129,6 +129,7 @@ def fingerprint(cfg: MPOConfig, mask: np.ndarray, counts: dict[str, Any]) -> dic
         "scale_init": cfg.scale_init,
         # only when not the default, so checkpoints and sweep files made before the key resume
         **({"plane_init": cfg.plane_init} if cfg.plane_init != "fresh" else {}),
+        **({"precision": cfg.engine.precision} if cfg.engine.precision != "fp32" else {}),
     }
 
 
@@ -212,6 +213,7 @@ def run_mpo(cfg: MPOConfig) -> dict[str, Any]:
         fp,
         cfg.overwrite,
         heldout=splits["test"],
+        precision=cfg.engine.precision,
     )
     plane = result.plane
     resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
@@ -289,6 +291,7 @@ def evaluate_plane(
     grid = Grid(*cell_coords(mask.shape))
     subspace = plane.to_subspace()
     attrs = {"config": config_yaml, "kind": "mpo", "mask_sha256": fp["mask_sha256"], **counts}
+    attrs["precision"] = cfg.engine.precision
     fp = {**fp, "plane_sha256": directions_sha256([subspace.origin, *subspace.basis])}
     # the surface is derived from this folder's plane: a stale one (the plane trained on) is
     # recomputed, never mixed with the new plane's values
