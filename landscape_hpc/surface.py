@@ -103,7 +103,9 @@ class SurfaceJob:
         inputs = next(iter(self.data.values()))[0]
         return points_at_once(self.model, self.subspace, inputs[0], self.options)
 
-    def evaluate(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+    def evaluate(self, flat: np.ndarray) -> tuple[dict[str, np.ndarray], Optional[str]]:
+        """The chunk's values; and on a rank's first chunk below fp32, what the precision
+        costs there (precision_report), for rank 0 to log."""
         coords = torch.from_numpy(self.grid.coords(flat))
         first = self.evaluator is None
         if first:  # built on the first chunk, kept for the next ones
@@ -111,34 +113,34 @@ class SurfaceJob:
                 self.model, self.subspace, self.data, self.options, self.bn_data
             )
         metrics = self.evaluator(coords)
+        report = None
         if first and self.options.precision != "fp32":
-            self._log_precision_error(coords[:1], metrics)
-        return surface_file.metric_values(metrics)
+            report = self.precision_report(coords[:1], metrics)
+        return surface_file.metric_values(metrics), report
 
-    def _log_precision_error(self, coords: torch.Tensor, metrics: dict) -> None:
+    def precision_report(self, coords: torch.Tensor, metrics: dict) -> str:
         """Below fp32, the error it costs: the chunk's first point again at fp32 (the plain
-        loop: one point per rank and run), the difference logged."""
+        loop: one point per rank and run) against its value at engine.precision."""
         fp32 = replace(self.options, precision="fp32")
         ref = evaluate_points_loop(self.model, self.subspace, coords, self.data, fp32, self.bn_data)
         first = {name: replace(m, loss=m.loss[:1], acc=m.acc[:1]) for name, m in metrics.items()}
         error = precision_error(first, ref)
-        log.info(
-            "engine.precision=%s: at the first point the loss is %.2e (relative) and the "
-            "accuracy %.2g points from fp32",
-            self.options.precision,
-            error["loss_rel"],
-            error["acc_points"],
+        return (
+            f"engine.precision={self.options.precision}: at its first point the loss is "
+            f"{error['loss_rel']:.2e} (relative) and the accuracy {error['acc_points']:.2g} "
+            "points from fp32"
         )
 
 
-def _surface_task(flat: np.ndarray) -> Optional[dict[str, np.ndarray]]:
-    """Runs on a worker: evaluates the chunk, writes it itself under mpio, else returns it."""
+def _surface_task(flat: np.ndarray) -> tuple[Optional[dict[str, np.ndarray]], Optional[str]]:
+    """Runs on a worker: evaluates the chunk, writes it itself under mpio, else returns it;
+    with the worker's precision report (SurfaceJob.evaluate)."""
     job: SurfaceJob = parallel.worker_state(_JOB_KEY)
-    values = job.evaluate(flat)
+    values, report = job.evaluate(flat)
     if job.file is not None:
         job.file.write(flat, values)
-        return None
-    return values
+        return None, report
+    return values, report
 
 
 def check_config(cfg: SurfaceConfig) -> Grid:
@@ -269,8 +271,11 @@ def _run(
     start = time.perf_counter()
     try:
         for result in parallel.run_tasks(comm, _surface_task, chunks, describe=_describe_chunk):
-            if result.value is not None:
-                surface.write(result.task, result.value)
+            values, report = result.value
+            if report is not None:
+                log.info("rank %d: %s", result.rank, report)
+            if values is not None:
+                surface.write(result.task, values)
             per_rank[result.rank][0] += len(result.task)
             per_rank[result.rank][1] += result.seconds
             bar.update(len(result.task))

@@ -142,7 +142,7 @@ def test_a_bf16_surface_records_its_precision_and_error_and_resumes_only_at_bf16
     fp32 = run(tmp_path / "fp32.h5", *FAST)
     with caplog.at_level("INFO", logger="landscape_hpc.surface"):
         out = run(tmp_path / "s.h5", *FAST, "engine.precision=bf16")
-    assert "engine.precision=bf16: at the first point the loss is" in caplog.text
+    assert "rank 0: engine.precision=bf16: at its first point the loss is" in caplog.text
     with h5py.File(out, "r") as f, h5py.File(fp32, "r") as g:
         assert f.attrs["precision"] == "bf16" and g.attrs["precision"] == "fp32"
         got, want = f["test_loss"][()], g["test_loss"][()]

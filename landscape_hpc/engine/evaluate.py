@@ -10,7 +10,8 @@ percent) in different ways:
 - threads (pointwise.py): sequential on several threads at once, one intra-op thread each.
 
 `auto` (the default) times them on the first points and keeps the fastest (autotune.py).
-`evaluate_points_loop` is the plain per-point reference the engine is tested against. A model
+`evaluate_points_loop` is the plain per-point reference the engine is tested against; both run
+at engine.precision (precision.py: the TF32 flags set explicitly, bf16 by autocast). A model
 whose class sets `loss_output = True` (the n-wedge) returns per-sample losses: the mean of its
 output is the loss, its accuracy NaN. No MPI, HDF5 or Hydra.
 """
