@@ -148,14 +148,14 @@ def hydra_command(
         import hydra
 
         register_configs()
+        refuse_ranks_without_mpi4py()
         share_hydra_run_dir()
         problem = check_overrides(config_name, config_dir)
         if problem is not None:
-            from mpi4py import MPI
-
+            from landscape_hpc import parallel
             from landscape_hpc.errors import USER_ERROR_EXIT
 
-            if MPI.COMM_WORLD.Get_rank() == 0:  # every rank finds it: one says it
+            if parallel.world().Get_rank() == 0:  # every rank finds it: one says it
                 print(f"error: {problem}", file=sys.stderr, flush=True)
             sys.exit(USER_ERROR_EXIT)
         hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)()
@@ -258,14 +258,29 @@ def _floats(node: Any, prefix: str) -> list[tuple[str, float]]:
     return []
 
 
+def refuse_ranks_without_mpi4py() -> None:
+    """Exits 2 with one `error:` line (said by the launcher's rank 0) where mpirun or srun
+    started this process as one of several ranks but mpi4py is missing: each rank would run the
+    whole job alone and write the same file. A no-op with mpi4py, or on one process."""
+    from landscape_hpc import parallel
+    from landscape_hpc.errors import USER_ERROR_EXIT, UserError
+
+    try:
+        parallel.world()
+    except UserError as err:
+        if parallel.launched_ranks()[1] == 0:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(USER_ERROR_EXIT)
+
+
 def share_hydra_run_dir(argv: list[str] | None = None) -> None:
     """Under mpirun every rank runs the Hydra app. Rank 0 picks the output folder (unless the
     command gives hydra.run.dir) and broadcasts it, so all ranks agree; the other ranks write no
     Hydra logs or .hydra folder of their own. A no-op on one process."""
     argv = sys.argv if argv is None else argv
-    from mpi4py import MPI
+    from landscape_hpc import parallel
 
-    comm = MPI.COMM_WORLD
+    comm = parallel.world()
     if comm.Get_size() == 1 or any(a in ("-m", "--multirun") for a in argv[1:]):
         return
     run_dir = None

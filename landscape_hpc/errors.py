@@ -11,11 +11,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 USER_ERROR_EXIT = 2
 
 
-class UserError(Exception):
-    """A mistake in the input (config, files, paths) that the user can fix.
+class UserError(ValueError):
+    """A mistake in the input (config, files, paths, a library call's arguments) that the user
+    can fix.
 
     The message names the problem and the fix; entry points print it without a traceback and exit
-    with status 2.
+    with status 2; from the library it is a ValueError like any other bad argument.
     """
 
 

@@ -13,7 +13,7 @@ step count, all measured in one run after one warm-up HVP:
     fwd-rev/HVP   forward-over-reverse (torch.func.jvp of torch.func.grad) over the HVP used
                   (reverse-over-reverse)
 
-The per-point kernel is the command's own (`MapJob.point`, landscape_hpc/geometry/curvature.py),
+The per-point kernel is the command's own (`MapJob.point`, landscape_hpc/geometry/curvature_job.py),
 without the file I/O (one small HDF5 write per point, landscape_hpc/files/hessian_maps.py).
 
     python scripts/bench_hessian.py                  # a few minutes on a quiet 2-core machine
@@ -39,7 +39,7 @@ from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.directions import direction_keys, random_basis
 from landscape_hpc.engine.subspace import Subspace
-from landscape_hpc.geometry.curvature import MapJob, make_job
+from landscape_hpc.geometry.curvature_job import MapJob, make_job
 from landscape_hpc.grid import Grid
 from landscape_hpc.hessian import hvp
 from landscape_hpc.models import build_model

@@ -54,9 +54,11 @@ if ! "$py" -c 'import h5py, sys; sys.exit(0 if h5py.get_config().mpi else 1)' 2>
     quiet "$py" -m pip --disable-pip-version-check -q install --no-binary=h5py --no-build-isolation --no-cache-dir \
     -c "$root/constraints.txt" h5py
 fi
-# the package's requirements, then the test tools ([dev] extra: pytest, ruff, scipy, xarray, ...)
-pip install hydra-core hydra-submitit-launcher submitit matplotlib scikit-learn tqdm pyyaml meshio
-pip install --no-build-isolation -e ".[dev]"
+# the package's requirements, then the test tools ([dev] extra: pytest, ruff, scipy, xarray,
+# nbclient + ipykernel for the notebook, ...) and mpi4py ([mpi] extra: the parallel h5py is
+# built against it)
+pip install hydra-core hydra-submitit-launcher submitit matplotlib scikit-learn tqdm pyyaml meshio xarray
+pip install --no-build-isolation -e ".[dev,mpi]"
 
 if ! "$py" -c 'import h5py, sys; sys.exit(0 if h5py.get_config().mpi else 1)'; then
   log "ERROR: h5py was built without MPI (h5py.get_config().mpi is False)."

@@ -22,8 +22,8 @@ else
 fi
 
 # lint first: CI fails on a ruff finding or an unformatted file
-.venv/bin/ruff check landscape_hpc tests scripts
-.venv/bin/ruff format --check landscape_hpc tests scripts
+.venv/bin/ruff check landscape_hpc tests scripts examples
+.venv/bin/ruff format --check landscape_hpc tests scripts examples
 
 export MPLBACKEND=Agg
 exec .venv/bin/python -m pytest "$@"

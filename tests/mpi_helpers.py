@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -152,6 +153,25 @@ def rank_pids(marker: str, module: str = "landscape_hpc.surface") -> dict[int, i
             if var.startswith(b"OMPI_COMM_WORLD_RANK="):
                 pids[int(var.split(b"=", 1)[1])] = int(entry.name)
     return pids
+
+
+def processes_gone(pids, within_s: float = 30.0) -> bool:
+    """Whether every process of `pids` has exited (absent from /proc, or a zombie: its files and
+    locks are released) within `within_s`. An exiting process's cmdline reads empty before its
+    files are closed, so rank_pids() == {} alone does not say that its HDF5 lock is gone."""
+    deadline = time.monotonic() + within_s
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state != "Z":
+                alive.append(pid)
+        if not alive or time.monotonic() > deadline:
+            return not alive
+        time.sleep(0.05)
 
 
 def slurm_partition() -> Optional[str]:

@@ -135,12 +135,13 @@ KERNELS = (
     "landscape_hpc.directions.maths",
     "landscape_hpc.mpo.patterns",
     "landscape_hpc.mpo.plane",
+    "landscape_hpc.mpo.plane_init",
     "landscape_hpc.mpo.objective",
     "landscape_hpc.geometry.hyperplane",
 )
 #: the edges: only these reach MPI, HDF5 and Hydra
 EDGES = {
-    "mpi4py": ("landscape_hpc.parallel", "landscape_hpc.cli"),
+    "mpi4py": ("landscape_hpc.parallel",),
     "h5py": ("landscape_hpc.files",),
     "hydra": ("landscape_hpc.cli",),
 }
@@ -168,7 +169,17 @@ def test_each_outside_library_is_behind_its_edge(library):
 
 
 def test_the_file_formats_import_no_command():
-    commands = ("surface", "train", "plot", "mpo.command", "sweep.run", "geometry", "cli")
+    commands = (
+        "api",
+        "commands",
+        "surface",
+        "train",
+        "plot",
+        "mpo.command",
+        "sweep.run",
+        "geometry",
+        "cli",
+    )
     graph = _graph()
     for name in MODULES:
         if name.startswith("landscape_hpc.files"):

@@ -147,8 +147,8 @@ def test_load_follows_a_loss_landscape_surface_file_to_its_dir_file(
     import h5py
 
     from landscape_hpc.cli import compose_config
+    from landscape_hpc.commands.surface import compute_surface
     from landscape_hpc.files.surface_read import read_surface
-    from landscape_hpc.surface import compute_surface
 
     surface, dirs = _loss_landscape_files(tmp_path, nx, ny, dir_file_as)
     s = read_surface(surface)  # the -1 sentinel reads as not computed

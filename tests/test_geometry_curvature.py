@@ -17,6 +17,7 @@ from mpi_helpers import OutputWatch, progress, surface_env
 from torch import nn
 
 from landscape_hpc.cli import compose_config
+from landscape_hpc.commands.surface import compute_surface
 from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.engine.flat import flat_loss
@@ -24,7 +25,6 @@ from landscape_hpc.errors import UserError
 from landscape_hpc.geometry.curvature import run_map, run_point, summarize_map, write_point
 from landscape_hpc.geometry.figures import plot_maps
 from landscape_hpc.models import build_model
-from landscape_hpc.surface import compute_surface
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable

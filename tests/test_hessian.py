@@ -4,8 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from landscape_hpc import hessian
 from landscape_hpc.engine.flat import flat_loss
+from landscape_hpc.hessian import (
+    extreme_eigenvalues,
+    hutchinson_trace,
+    hvp,
+    lanczos,
+    lanczos_run,
+)
 
 
 def _tiny():
@@ -22,7 +28,7 @@ def test_hvp_matches_the_exact_hessian_and_finite_differences():
     loss, theta = _tiny()
     exact = torch.autograd.functional.hessian(loss, theta)  # (P, P)
     v = torch.randn(theta.numel(), dtype=torch.float64)
-    hv = hessian.hvp(loss, theta, v)
+    hv = hvp(loss, theta, v)
     torch.testing.assert_close(hv, exact @ v, rtol=1e-9, atol=1e-10)
     grad = torch.func.grad(loss)
     eps = 1e-5
@@ -33,7 +39,7 @@ def test_hvp_matches_the_exact_hessian_and_finite_differences():
 def test_lanczos_extremes_match_the_exact_spectrum_of_a_tiny_net():
     loss, theta = _tiny()
     eig = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta))
-    lo, hi = hessian.extreme_eigenvalues(loss, theta, steps=theta.numel())
+    lo, hi = extreme_eigenvalues(loss, theta, steps=theta.numel())
     assert lo == pytest.approx(float(eig[0]), rel=1e-6, abs=1e-9)
     assert hi == pytest.approx(float(eig[-1]), rel=1e-6)
 
@@ -47,9 +53,9 @@ def test_quadratic_model_eigenvalues_and_trace_are_exact():
         return 0.5 * theta @ a @ theta
 
     theta = torch.randn(5, dtype=torch.float64)
-    lo, hi = hessian.extreme_eigenvalues(loss, theta, steps=5)
+    lo, hi = extreme_eigenvalues(loss, theta, steps=5)
     assert lo == pytest.approx(-2.0, abs=1e-9) and hi == pytest.approx(7.0, abs=1e-9)
-    est = hessian.hutchinson_trace(loss, theta, samples=2000)
+    est = hutchinson_trace(loss, theta, samples=2000)
     assert est == pytest.approx(float(diag.sum()), rel=0.05)
 
 
@@ -69,9 +75,9 @@ def test_flat_loss_takes_the_engine_losses():
 def test_hvp_of_a_linear_loss_is_zero():
     w = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
     theta, v = torch.randn(3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
-    assert torch.equal(hessian.hvp(lambda t: t @ w, theta, v), torch.zeros(3, dtype=torch.float64))
+    assert torch.equal(hvp(lambda t: t @ w, theta, v), torch.zeros(3, dtype=torch.float64))
     with torch.no_grad():  # callers may hold no_grad (the engine does)
-        hv = hessian.hvp(lambda t: (t**2).sum(), theta, v)
+        hv = hvp(lambda t: (t**2).sum(), theta, v)
     torch.testing.assert_close(hv, 2 * v)
 
 
@@ -91,22 +97,22 @@ def test_lanczos_stops_once_converged_and_agrees_with_scipy_eigsh():
     (hi,) = eigsh(a.numpy(), k=1, which="LA", return_eigenvectors=False)
     (lo,) = eigsh(a.numpy(), k=1, which="SA", return_eigenvectors=False)
     assert hi == pytest.approx(10.0) and lo == pytest.approx(-4.0)
-    run = hessian.lanczos_run(lambda v: a @ v, a.shape[0], steps=200, tol=1e-10)
+    run = lanczos_run(lambda v: a @ v, a.shape[0], steps=200, tol=1e-10)
     assert run.converged and run.steps < 200
     assert float(run.ritz[-1]) == pytest.approx(hi, rel=1e-8)
     assert float(run.ritz[0]) == pytest.approx(lo, rel=1e-8)
     assert run.change < 1e-10 and run.residual < 1e-3
     # a loose tolerance stops earlier, still close
-    loose = hessian.lanczos_run(lambda v: a @ v, a.shape[0], steps=200, tol=1e-3)
+    loose = lanczos_run(lambda v: a @ v, a.shape[0], steps=200, tol=1e-3)
     assert loose.converged and loose.steps < run.steps
     assert float(loose.ritz[-1]) == pytest.approx(hi, rel=1e-2)
 
 
 def test_lanczos_without_tolerance_runs_every_step_and_reports_no_convergence():
     a = _gapped()
-    run = hessian.lanczos_run(lambda v: a @ v, a.shape[0], steps=5, tol=0.0)
+    run = lanczos_run(lambda v: a @ v, a.shape[0], steps=5, tol=0.0)
     assert run.steps == 5 and not run.converged and len(run.ritz) == 5
-    torch.testing.assert_close(hessian.lanczos(lambda v: a @ v, a.shape[0], steps=5), run.ritz)
+    torch.testing.assert_close(lanczos(lambda v: a @ v, a.shape[0], steps=5), run.ritz)
     # an exhausted Krylov space is exact: converged whatever the tolerance
-    small = hessian.lanczos_run(lambda v: a[:4, :4] @ v, 4, steps=10)
+    small = lanczos_run(lambda v: a[:4, :4] @ v, 4, steps=10)
     assert small.converged and small.steps == 4

@@ -25,9 +25,9 @@ import torch
 import yaml
 
 from landscape_hpc.cli import compose_config
+from landscape_hpc.commands.surface import compute_surface
 from landscape_hpc.config import ModelConfig
 from landscape_hpc.models import build_model
-from landscape_hpc.surface import compute_surface
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable

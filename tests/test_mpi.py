@@ -29,6 +29,7 @@ from mpi_helpers import (
     check_ok,
     h5py_has_mpi,
     mpirun_available,
+    processes_gone,
     progress,
     python,
     rank_pids,
@@ -222,6 +223,7 @@ def test_killed_worker_ends_the_run_and_the_rerun_completes_it(
     assert status not in (0, TIMED_OUT), f"exit status {status}:\n{text}"
     assert exit_s < EXIT_WITHIN_S, f"mpirun took {exit_s:.1f} s to end after the kill"
     assert rank_pids(str(tmp_path)) == {}, "ranks left running after mpirun ended"
+    assert processes_gone(pids.values()), "a rank still exiting holds the surface file"
 
     partial, attrs = read_surface(tmp_path / "surface.h5")  # readable after the kill
     assert attrs["io_driver"] == io

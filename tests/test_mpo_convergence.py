@@ -13,9 +13,9 @@ from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
 from landscape_hpc.grid import pattern_to_surface
 from landscape_hpc.models import build_model
-from landscape_hpc.mpo.command import pattern_metrics
 from landscape_hpc.mpo.convergence import HISTORY_COLUMNS, StopRule, read_history_csv
 from landscape_hpc.mpo.fit import FitOptions, fit_plane
+from landscape_hpc.mpo.job import pattern_metrics
 from landscape_hpc.mpo.patterns import builtin_mask, random_mask, trainable_cells
 from landscape_hpc.mpo.plane import Plane
 

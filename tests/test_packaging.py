@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,23 @@ def test_console_commands_are_declared():
     scripts = _setup_cfg()["options.entry_points"]["console_scripts"]
     names = {line.split("=")[0].strip() for line in scripts.strip().splitlines()}
     assert names == COMMANDS
+
+
+def _requirement_name(line: str) -> str:
+    return re.split(r"[<>=!~\[;\s]", line.strip(), maxsplit=1)[0].lower()
+
+
+def test_mpi4py_is_the_mpi_extra_not_a_requirement():
+    """`pip install landscape_hpc` needs no MPI library (tests/test_nompi.py runs the package
+    without mpi4py); `[mpi]` adds it, and scripts/setup.sh installs it."""
+    cfg = _setup_cfg()
+    lines = [line for line in cfg["options"]["install_requires"].splitlines() if line.strip()]
+    required = {_requirement_name(line) for line in lines}
+    assert "mpi4py" not in required
+    assert {"torch", "h5py", "hydra-core", "submitit"} <= required
+    extras = cfg["options.extras_require"]
+    assert [_requirement_name(line) for line in extras["mpi"].split()] == ["mpi4py"]
+    assert '-e ".[dev,mpi]"' in (ROOT / "scripts" / "setup.sh").read_text()
 
 
 @pytest.fixture(scope="module")

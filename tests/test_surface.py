@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from landscape_hpc.cli import compose_config
+from landscape_hpc.commands.surface import compute_surface
 from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.engine.evaluate import evaluate_points_loop
@@ -20,7 +21,6 @@ from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
 from landscape_hpc.files.directions import read_directions
 from landscape_hpc.models import build_model
-from landscape_hpc.surface import compute_surface
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable

@@ -14,7 +14,7 @@ import pytest
 from mpi_helpers import h5py_has_mpi, mpirun_available, surface_argv, surface_env
 
 from landscape_hpc.cli import compose_config
-from landscape_hpc.surface import compute_surface
+from landscape_hpc.commands.surface import compute_surface
 
 FAST = ["model=mlp", "dataset.max_samples=40", "plot=false"]
 NAMES = ("train_loss", "train_acc", "test_loss", "test_acc", "done")

@@ -128,15 +128,9 @@ def pca_directions(
     of the run), on the devices of the origin, and the trajectory projected onto them (Li et al.
     2018, sec. 7). The tensors are chosen as for random directions: `dir_type` (parameters or
     the whole state) and `ignore=biasbn` (1-D tensors stay zero)."""
-    keys = [
-        k
-        for k in direction_keys(model, cfg.dir_type)
-        if cfg.ignore == "none" or origin[k].dim() > 1
-    ]
     trajectory = pca.load_trajectory(cfg.trajectory, trust_checkpoint)
-    basis, projected = pca.trajectory_directions(trajectory, origin, keys, ndim, cfg.projection)
-    on_device = [{k: v.to(origin[k].device) for k, v in d.items()} for d in basis]
-    return on_device, projected
+    candidates = direction_keys(model, cfg.dir_type)
+    return pca.trajectory_pca(trajectory, origin, candidates, cfg.ignore, ndim, cfg.projection)
 
 
 def build_directions(

@@ -267,3 +267,21 @@ def trajectory_directions(
         np.asarray(ratios, dtype=np.float64),
     )
     return basis[:ndim], full.first(ndim)
+
+
+def trajectory_pca(
+    trajectory: Trajectory,
+    origin: Mapping[str, Tensor],
+    candidates: list[str],
+    ignore: str,
+    ndim: int,
+    projection: str = "cos",
+) -> tuple[list[ParamDict], ProjectedTrajectory]:
+    """The one code path of PCA directions, under the surface command (directions.kind=pca,
+    directions/build.py) and `lh.pca_directions`: the tensors of `candidates` (the parameters
+    or the whole floating-point state) that `ignore` keeps (biasbn: 1-D tensors stay zero, as
+    for random directions), their top `ndim` directions on the devices of `origin`, and the
+    trajectory projected onto them."""
+    keys = [k for k in candidates if ignore == "none" or origin[k].dim() > 1]
+    basis, projected = trajectory_directions(trajectory, origin, keys, ndim, projection)
+    return [{k: v.to(origin[k].device) for k, v in d.items()} for d in basis], projected

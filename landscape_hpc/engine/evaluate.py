@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+import landscape_hpc.engine.autotune as autotune
 from landscape_hpc.config import EngineConfig
-from landscape_hpc.engine import autotune
 from landscape_hpc.engine.autotune import Plan
 from landscape_hpc.engine.batchnorm import has_bn, recompute_bn_single
 from landscape_hpc.engine.losses import LOSSES, Points, batches, is_loss_output, per_sample_loss
@@ -52,15 +52,17 @@ class Metrics:
 
 
 def check_engine(cfg: EngineConfig, key: str = "engine") -> None:
-    """A UserError naming the key of a value the engine cannot use."""
-    check_choice(f"{key}.bn", cfg.bn, BN_MODES)
-    check_choice(f"{key}.loss", cfg.loss, LOSSES)
-    check_choice(f"{key}.strategy", cfg.strategy, STRATEGIES)
-    check_choice(f"{key}.precision", cfg.precision, PRECISIONS)
+    """A UserError naming the key of a value the engine cannot use (key "": the bare names, as
+    a library function's keyword arguments)."""
+    prefix = f"{key}." if key else ""
+    check_choice(f"{prefix}bn", cfg.bn, BN_MODES)
+    check_choice(f"{prefix}loss", cfg.loss, LOSSES)
+    check_choice(f"{prefix}strategy", cfg.strategy, STRATEGIES)
+    check_choice(f"{prefix}precision", cfg.precision, PRECISIONS)
     for name in ("batch_size", "memory_mb"):
         value = getattr(cfg, name)
         if not value > 0:
-            raise UserError(f"{key}.{name}={value} must be > 0")
+            raise UserError(f"{prefix}{name}={value} must be > 0")
 
 
 def conv_net_on_cpu(model: nn.Module, device: torch.device) -> bool:

@@ -30,18 +30,27 @@ IO_MODES = ("auto", "mpio", "gather")
 
 
 def mpi_available() -> bool:
-    return bool(h5py.get_config().mpi)
+    """Whether this process can write through parallel HDF5: an h5py built with MPI, and mpi4py
+    (the [mpi] extra), whose communicators h5py's mpio driver takes."""
+    from landscape_hpc import parallel  # mpi4py: called by the MPI commands only
+
+    return bool(h5py.get_config().mpi) and parallel.HAVE_MPI4PY
 
 
 def use_mpio(key: str, mode: str) -> bool:
     """Whether io mode `mode` (the value of config key `key`) means parallel-HDF5 writes; a
-    UserError for an unknown mode, or for mpio where h5py was built without MPI."""
+    UserError for an unknown mode, or for mpio where h5py was built without MPI or mpi4py is
+    not installed."""
     check_choice(key, mode, IO_MODES)
     if mode == "mpio" and not mpi_available():
-        raise UserError(
-            f"{key}=mpio but this h5py was built without MPI (scripts/setup.sh builds one); "
-            f"use {key}=gather or {key}=auto"
+        from landscape_hpc import parallel
+
+        missing = (
+            "this h5py was built without MPI (scripts/setup.sh builds one)"
+            if parallel.HAVE_MPI4PY
+            else f"mpi4py is not installed ({parallel.INSTALL_MPI})"
         )
+        raise UserError(f"{key}=mpio but {missing}; use {key}=gather or {key}=auto")
     return mode == "mpio" or (mode == "auto" and mpi_available())
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -116,7 +116,7 @@ class HessianMaps:
         self.f[MIN_EIG][index] = min_eig
         self.f[DONE][index] = 1
         if lanczos is not None:
-            self.report = _add_to_report(self.report, flat, lanczos)
+            self.report = add_to_report(self.report, flat, lanczos)
             self.f[MAX_EIG].attrs[REPORT_ATTR] = json.dumps(self.report, sort_keys=True)
         self.f.flush()
 
@@ -124,7 +124,9 @@ class HessianMaps:
         hdf5.close(self.f, self.lock)
 
 
-def _add_to_report(report: dict[str, Any], flat: int, lanczos: Mapping) -> dict[str, Any]:
+def add_to_report(report: dict[str, Any], flat: int, lanczos: Mapping) -> dict[str, Any]:
+    """The maps' Lanczos report with grid point `flat`'s run (LanczosResult.report()) added
+    (the file's maps and the library's in memory keep the same report)."""
     steps, residual = int(lanczos["iterations"]), float(lanczos["residual"])
     out = dict(report)
     out["points"] = report.get("points", 0) + 1
@@ -208,13 +210,18 @@ class Maps:
     max_eig: np.ndarray
     min_eig: np.ndarray
     done: np.ndarray
+    settings: str = "{}"  # JSON: the settings the maps were made with (FINGERPRINT_ATTR)
+    report: dict[str, Any] = field(default_factory=dict)  # the Lanczos report (REPORT_ATTR)
 
 
 def read_maps(path: str | Path) -> Maps:
-    """The maps of a surface file (for summaries and figures)."""
+    """The maps of a surface file (for summaries, figures and the library's Dataset)."""
     with h5py.File(path, "r") as f:
         x = f["xcoordinates"][()]
         y = f["ycoordinates"][()] if "ycoordinates" in f else None
         hi, lo = f[MAX_EIG][()], f[MIN_EIG][()]
         done = f[DONE][()].astype(bool) if DONE in f else ~(np.isnan(hi) | np.isnan(lo))
-    return Maps(x, y, hi, lo, done)
+        settings = f[MAX_EIG].attrs.get(FINGERPRINT_ATTR, "{}")
+        report = f[MAX_EIG].attrs.get(REPORT_ATTR)
+    settings = settings.decode() if isinstance(settings, bytes) else str(settings)
+    return Maps(x, y, hi, lo, done, settings, json.loads(report) if report is not None else {})

@@ -105,3 +105,42 @@ def _axis(f: h5py.File, name: str, path: Path) -> np.ndarray:
             "it is not a surface file this program wrote, or it was edited"
         )
     return values.astype(np.float64)
+
+
+def read_attrs(path: str | Path) -> dict[str, object]:
+    """The file's root attributes as plain Python values (strings, numbers, lists)."""
+    path = Path(path)
+    with hdf5.open_read(path) as f:
+        try:
+            return {k: _plain(v) for k, v in f.attrs.items()}
+        except hdf5.DAMAGED as err:
+            raise hdf5.damaged(path, "its attributes", err) from None
+
+
+def read_basis_arrays(path: str | Path) -> list[dict[str, np.ndarray]]:
+    """directions/x/<key>, directions/y/<key> of our layout as arrays (empty when absent)."""
+    path = Path(path)
+    basis = []
+    with hdf5.open_read(path) as f:
+        for axis in ("x", "y"):
+            group = f.get(f"directions/{axis}")
+            if not isinstance(group, h5py.Group):
+                break
+            basis.append(
+                {
+                    key: np.asarray(hdf5.read_array(group, key, path))
+                    for key in group
+                    if isinstance(group[key], h5py.Dataset)
+                }
+            )
+    return basis
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

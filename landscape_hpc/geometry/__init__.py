@@ -4,12 +4,13 @@ experiment, each a Hydra app with its config in conf/geometry/<experiment>.yaml.
     python -m landscape_hpc.geometry <experiment> [overrides]
 
 The experiments keep their command-line names; EXPERIMENTS says which module runs each one
-(`subspace` is intrinsic_dim.py, `hessian` is curvature.py). Besides the experiments: `app`
-builds each one's Hydra app (`experiment_main`), `hull` holds the points of the optima's hull
-that tunnel and connector share (loading the optima, optimising the points over the MPI pool,
-evaluating them), `short_dirs` their option counting short random directions at the points,
-`hyperplane` the maths of both (no MPI, no files), and `figures` every
-experiment's PNG.
+(`subspace` is intrinsic_dim.py, `hessian` is curvature.py, its kernel curvature_job.py).
+Besides the experiments: `app` builds each one's Hydra app (`experiment_main`), `hull` holds
+the points of the optima's hull that tunnel and connector share (loading the optima, optimising
+the points over the MPI pool, evaluating them), `short_dirs` their option counting short random
+directions at the points, `hyperplane` the maths of both (no MPI, no files), and `figures`
+every experiment's PNG. Each experiment's core takes objects (optima, a problem, a job), so the
+library (landscape_hpc/api/) runs the same code on nets in memory.
 """
 
 from __future__ import annotations

@@ -40,6 +40,8 @@ from landscape_hpc.errors import UserError
 from landscape_hpc.geometry import short_dirs
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import (
+    Optima,
+    load_hull_optima,
     run_hull,
     summarize_metrics,
     write_metrics_csv,
@@ -81,7 +83,16 @@ def check_config(cfg: ConnectorConfig) -> None:
 
 
 def run_connector(cfg: ConnectorConfig, comm: Any = None) -> Optional[ConnectorResult]:
-    """The whole experiment; the result on rank 0 (None on the others)."""
+    """The command: cfg's m checkpoints and data set, then `connect`; the result on rank 0
+    (None on the others)."""
+    comm = parallel.world_if_none(comm)
+    check_config(cfg)
+    return connect(load_hull_optima(cfg, comm), cfg, comm)
+
+
+def connect(optima: Optima, cfg: ConnectorConfig, comm: Any = None) -> Optional[ConnectorResult]:
+    """The m-connector of the optima (loaded on every rank) with cfg's settings: the core under
+    the command and lh.connector. The result on rank 0 (None on the others)."""
     comm = parallel.world_if_none(comm)
     check_config(cfg)
     m = len(cfg.optima)
@@ -102,7 +113,7 @@ def run_connector(cfg: ConnectorConfig, comm: Any = None) -> Optional[ConnectorR
         probes = {"optimum": coords["linear"][:m], "linear": coords["linear"][m:]}
         probes["connector"] = coords["connector"][m:]
         probe = functools.partial(short_dirs.probe, cfg.short_dirs, comm, probes)
-    hull = run_hull(cfg, comm, inner, coords, probe)
+    hull = run_hull(optima, cfg, comm, inner, coords, probe)
     if hull is None:
         return None
     coarse = {

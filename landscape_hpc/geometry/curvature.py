@@ -24,7 +24,6 @@ refuse other settings unless overwrite=true. One point per task of the MPI pool;
 
 from __future__ import annotations
 
-import copy
 import csv
 import logging
 import time
@@ -33,91 +32,27 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
 from landscape_hpc import parallel
 from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import Split, subset
 from landscape_hpc.devices import rank_device
-from landscape_hpc.engine.flat import LossFn, flat_loss
 from landscape_hpc.engine.losses import LOSSES
-from landscape_hpc.engine.precision import PRECISIONS, precision
-from landscape_hpc.engine.subspace import Subspace
+from landscape_hpc.engine.precision import PRECISIONS
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.directions import read_directions
 from landscape_hpc.files.hessian_maps import HessianMaps, read_maps
-from landscape_hpc.files.source import SurfaceSource, locate_checkpoint, read_surface_source
+from landscape_hpc.files.source import locate_checkpoint, read_surface_source
 from landscape_hpc.geometry.app import Report, experiment_main
-from landscape_hpc.grid import Grid
-from landscape_hpc.hessian import LanczosResult, hutchinson_trace, hvp, lanczos_run
+from landscape_hpc.geometry.curvature_job import MapJob, make_job, map_job
+from landscape_hpc.hessian import LanczosResult
 from landscape_hpc.problem import Problem, load_problem
 
 log = logging.getLogger(__name__)
 
 _JOB_KEY = "hessian_job"
-
-
-# ---------------------------------------------------------------------------------------------
-# the per-point kernel (no MPI, no files)
-
-
-@dataclass
-class CurvatureJob:
-    """A model template, the data, and the settings: the curvature at any full state."""
-
-    model: nn.Module
-    keys: list[str]  # the differentiated tensors (the parameters; buffers stay fixed)
-    inputs: Tensor
-    labels: Tensor
-    loss: str
-    steps: int
-    seed: int
-    batch_size: int
-    dtype: torch.dtype
-    tol: float = 0.0  # Lanczos stops once the extreme Ritz values move less (0: all steps)
-    precision: str = "fp32"  # of the Hessian-vector products (Lanczos' own algebra: float64)
-
-    def loss_fn(self, state: dict[str, Tensor]) -> tuple[LossFn, Tensor]:
-        """loss(θ) over the job's data, and θ at `state` (cast to the job's dtype)."""
-        state = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in state.items()}
-        return flat_loss(
-            self.model, state, self.keys, self.inputs, self.labels, self.batch_size, self.loss
-        )
-
-    def run_lanczos(self, state: dict[str, Tensor]) -> LanczosResult:
-        """Lanczos at `state` (Ritz values ascending, on the CPU: ends ≈ λ_min, λ_max)."""
-        loss, theta = self.loss_fn(state)
-        n, device = theta.numel(), theta.device
-
-        def matvec(v: Tensor) -> Tensor:
-            with precision(self.precision, device):
-                return hvp(loss, theta, v.to(theta.dtype))
-
-        return lanczos_run(matvec, n, self.steps, self.seed, device=device, tol=self.tol)
-
-    def extremes(self, state: dict[str, Tensor]) -> tuple[float, float, dict[str, Any]]:
-        """(λ_max, λ_min) of the Hessian of the mean loss at `state`, and Lanczos' report."""
-        run = self.run_lanczos(state)
-        return float(run.ritz[-1]), float(run.ritz[0]), run.report()
-
-    def trace(self, state: dict[str, Tensor], samples: int) -> float:
-        loss, theta = self.loss_fn(state)
-        with precision(self.precision, theta.device):
-            return hutchinson_trace(loss, theta, samples, self.seed)
-
-
-def make_job(model: nn.Module, split: Split, cfg: HessianConfig, loss: str) -> CurvatureJob:
-    """The kernel for `model` (a template: a copy is cast to float64 with double and put in
-    eval mode) on `split`, with cfg's Lanczos settings."""
-    dtype = torch.float64 if cfg.double else torch.float32
-    model = copy.deepcopy(model).to(dtype).eval()
-    inputs = split.inputs.to(dtype) if split.inputs.is_floating_point() else split.inputs
-    keys = [name for name, _ in model.named_parameters()]
-    steps, tol = cfg.lanczos_steps, cfg.lanczos_tol
-    return CurvatureJob(model, keys, inputs, split.labels, loss, steps, cfg.seed, cfg.batch_size,
-                        dtype, tol, cfg.precision)  # fmt: skip
 
 
 def load_problem_and_split(
@@ -177,12 +112,21 @@ def _point_task(what: str) -> Any:
 
 
 def run_point(cfg: HessianConfig, comm: Any = None) -> Optional[PointResult]:
-    """λ_max, λ_min and tr H at the model's weights; the Lanczos run and the Hutchinson probes
-    are two tasks of the pool (in parallel on two workers). Returns the result on rank 0."""
+    """The command's point mode: the problem cfg names, then `point_curvature`."""
     comm = parallel.world_if_none(comm)
     check_config(cfg)
     problem, split = load_problem_and_split(comm, cfg, cfg.model, cfg.dataset)
-    job = make_job(problem.model, split, cfg, cfg.loss)
+    return point_curvature(problem.model, split, cfg, comm)
+
+
+def point_curvature(
+    model: nn.Module, split: Split, cfg: HessianConfig, comm: Any = None
+) -> Optional[PointResult]:
+    """λ_max, λ_min and tr H at the model's weights on `split` (cfg: the Lanczos and Hutchinson
+    settings, cfg.loss); the Lanczos run and the Hutchinson probes are two tasks of the pool (in
+    parallel on two workers). Returns the result on rank 0 (the library's lh.hessian calls it)."""
+    comm = parallel.world_if_none(comm)
+    job = make_job(model, split, cfg, cfg.loss)
     state = {k: v.detach() for k, v in job.model.state_dict().items()}
     start = time.perf_counter()
     tasks = ["lanczos"] + (["trace"] if cfg.trace_samples > 0 else [])
@@ -252,7 +196,7 @@ def summarize_point(result: PointResult, cfg: HessianConfig) -> str:
 # over a surface grid
 
 
-def map_fingerprint(cfg: HessianConfig, source: SurfaceSource, num_samples: int) -> dict:
+def map_fingerprint(cfg: HessianConfig, loss: str, num_samples: int) -> dict:
     """The settings that make two maps the same computation (so a file can be resumed)."""
     return {
         "split": cfg.split,
@@ -262,22 +206,10 @@ def map_fingerprint(cfg: HessianConfig, source: SurfaceSource, num_samples: int)
         "lanczos_tol": cfg.lanczos_tol,
         "seed": cfg.seed,
         "double": cfg.double,
-        "loss": source.loss,
+        "loss": loss,
         # only when not fp32, so maps made before the key resume
         **({"precision": cfg.precision} if cfg.precision != "fp32" else {}),
     }
-
-
-@dataclass
-class MapJob:
-    kernel: CurvatureJob
-    subspace: Subspace
-    grid: Grid
-
-    def point(self, flat: int) -> tuple[float, float, dict[str, Any]]:
-        device = next(iter(self.subspace.origin.values())).device
-        coords = torch.from_numpy(self.grid.coords(np.array([flat]))[0]).to(device)  # (ndim,)
-        return self.kernel.extremes(self.subspace.point(coords))
 
 
 def _map_task(flat: int) -> tuple[float, float, dict[str, Any]]:
@@ -286,33 +218,44 @@ def _map_task(flat: int) -> tuple[float, float, dict[str, Any]]:
 
 
 def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
-    """Computes the pending max_eig / min_eig points of cfg.surface, one task per point; rank 0
-    writes each into the file as it arrives. Returns a summary dict on rank 0."""
+    """The command's surface mode: the model, data and directions cfg.surface names, its maps
+    opened for writing, then `map_curvature`. Returns a summary dict on rank 0."""
     comm = parallel.world_if_none(comm)
-    rank = comm.Get_rank()
     check_config(cfg)
     path = Path(cfg.surface)
     # every rank reads the (read-only) file before rank 0 opens it for writing
     source = read_surface_source(path, cfg.model, cfg.dataset)
     source = locate_checkpoint(source, path, cfg.surface_checkpoint)
     problem, split = load_problem_and_split(comm, cfg, source.model, source.dataset)
-    origin = {k: v.detach().clone() for k, v in problem.model.state_dict().items()}
+    origin = {k: v.detach() for k, v in problem.model.state_dict().items()}
     basis = read_directions(path, origin, problem.param_keys)[: source.grid.ndim]
-    kernel = make_job(problem.model, split, cfg, source.loss)
-    job = MapJob(kernel, Subspace(origin, basis), source.grid)
-    if source.bn == "recompute" and rank == 0:
+    job = map_job(problem.model, split, basis, source.grid, cfg, source.loss)
+    if source.bn == "recompute" and comm.Get_rank() == 0:
         log.warning(
             "the surface used engine.bn=recompute; the Hessian uses each point's stored running "
             "statistics (engine.bn=eval)"
         )
     comm.Barrier()  # all reads done
-
-    fingerprint = map_fingerprint(cfg, source, len(split.labels))
+    fingerprint = map_fingerprint(cfg, source.loss, len(split.labels))
     maps = HessianMaps.open(path, source.grid, fingerprint, cfg.overwrite, comm)
+    info = map_curvature(job, maps, cfg, comm)
+    return None if info is None else {**info, "model": source.model.name}
+
+
+def map_curvature(
+    job: MapJob, maps: Any, cfg: HessianConfig, comm: Any = None, progress: bool = True
+) -> Optional[dict[str, Any]]:
+    """Computes the pending max_eig / min_eig points of `maps` (rank 0's store: a surface file's
+    HessianMaps, or the library's in memory — pending(), write(), close(); None on the other
+    ranks), one task per point; rank 0 writes each as it arrives and closes the store. Returns
+    a summary dict on rank 0 (lh.hessian_map calls it too)."""
+    comm = parallel.world_if_none(comm)
+    rank = comm.Get_rank()
     pending = maps.pending() if maps is not None else np.array([], dtype=np.int64)
     seconds, start, unconverged = [], time.perf_counter(), 0
     tasks = [int(i) for i in pending]
-    bar = tqdm(total=len(tasks), unit="pt", desc="hessian", disable=rank != 0 or not tasks)
+    hidden = rank != 0 or not tasks or not progress
+    bar = tqdm(total=len(tasks), unit="pt", desc="hessian", disable=hidden)
     try:
         with parallel.worker_pool(_JOB_KEY, job):
             for result in parallel.run_tasks(
@@ -333,12 +276,11 @@ def run_map(cfg: HessianConfig, comm: Any = None) -> Optional[dict[str, Any]]:
         log.warning(LanczosResult.unconverged(what, cfg.lanczos_steps, cfg.lanczos_tol))
     return {
         "points": len(pending),
-        "grid_points": source.grid.size,
+        "grid_points": job.grid.size,
         "seconds_per_point": float(np.mean(seconds)) if seconds else float("nan"),
         "wall_seconds": time.perf_counter() - start,
-        "model": source.model.name,
-        "num_params": sum(origin[k].numel() for k in problem.param_keys),
-        "num_samples": len(split.labels),
+        "num_params": job.num_params,
+        "num_samples": job.num_samples,
     }
 
 

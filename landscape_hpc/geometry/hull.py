@@ -90,6 +90,7 @@ class Optima:
 
     problem: Problem
     states: list[ParamDict]
+    names: list[str]  # what the reports call each optimum: its checkpoint, or optima[i]
     keys: list[str] = field(init=False)  # parameter names: the entries of a flat θ
 
     def __post_init__(self) -> None:
@@ -118,7 +119,17 @@ def load_optima(
         load_into(problem.model, state, path)  # refuses a checkpoint of another model, naming keys
         optima.append({k: v.detach().clone() for k, v in problem.model.state_dict().items()})
     problem.model.eval()
-    return Optima(problem, optima)
+    return Optima(problem, optima, list(paths))
+
+
+def load_hull_optima(cfg: HullConfig, comm: Any) -> Optima:
+    """The command's optima: cfg's checkpoints and data set on every rank, after cfg's shared
+    keys are checked. Collective."""
+    check_hull_config(cfg)
+    paths = [str(p) for p in cfg.optima]
+    optima = load_optima(cfg.model, cfg.dataset, paths, cfg.device, comm)
+    optima.problem.require(list(cfg.splits))
+    return optima
 
 
 # --- points of the optima's hull, optimised over the pool, then evaluated -----------------------
@@ -245,7 +256,7 @@ def optimise_and_evaluate(
 
 @dataclass
 class HullResult:
-    """On rank 0: the optima's paths, the parameter names of a flat θ, the deviations (K, P) of
+    """On rank 0: the optima's names, the parameter names of a flat θ, the deviations (K, P) of
     the optimised points, their optimisation losses (K, 2) first/last, and per split and kind of
     coordinates (e.g. "linear", "tunnel") the metrics at each row: (loss (Q,), acc (Q,))."""
 
@@ -258,20 +269,19 @@ class HullResult:
 
 
 def run_hull(
+    optima: Optima,
     cfg: HullConfig,
     comm: Any,
     weights: np.ndarray,
     coords: dict[str, np.ndarray],
     probe: Optional[Callable[[HullJob], Any]] = None,
 ) -> Optional[HullResult]:
-    """Validates cfg's shared keys, loads the optima and the data on every rank, optimises the
-    points of barycentric `weights` (K, m) and evaluates each kind of `coords`
-    {kind: (Q_kind, m − 1 + K)} of the hull subspace. Then `probe(job)` on every rank, the
-    subspace known there (short directions: its own pool). The result on rank 0, None on the
-    others."""
+    """With cfg's shared keys (validated), optimises the points of barycentric `weights` (K, m)
+    over the optima (loaded on every rank: the command's checkpoints, or the library's models)
+    and evaluates each kind of `coords` {kind: (Q_kind, m − 1 + K)} of the hull subspace. Then
+    `probe(job)` on every rank, the subspace known there (short directions: its own pool). The
+    result on rank 0, None on the others."""
     hyperplane = check_hull_config(cfg)
-    paths = [str(p) for p in cfg.optima]
-    optima = load_optima(cfg.model, cfg.dataset, paths, cfg.device, comm)
     optima.problem.require(list(cfg.splits))
     job = HullJob(
         optima,
@@ -295,7 +305,7 @@ def run_hull(
         }
         for s, (loss, acc) in flat.items()
     }
-    return HullResult(paths, optima.keys, deviations, opt_losses, metrics, probed)
+    return HullResult(optima.names, optima.keys, deviations, opt_losses, metrics, probed)
 
 
 # --- reporting the metrics per split and kind ----------------------------------------------------

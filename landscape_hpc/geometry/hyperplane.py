@@ -40,18 +40,24 @@ class HyperplaneOptions:
     steps: int = 200
 
     def __post_init__(self) -> None:
-        check_choice("hyperplane.optimizer", self.optimizer, OPTIMIZERS)
-        if self.steps < 1:
-            raise UserError(f"hyperplane.steps={self.steps} must be at least 1")
-        if not self.lr > 0:
-            raise UserError(f"hyperplane.lr={self.lr} must be positive")
-        if not 0 <= self.momentum < 1:
-            raise UserError(f"hyperplane.momentum={self.momentum} must lie in [0, 1)")
+        check_hyperplane(self)
 
     @classmethod
     def from_config(cls, node: Any) -> HyperplaneOptions:
         """From a config node holding these four keys (HyperplaneConfig, WedgeHyperplaneConfig)."""
         return cls(node.optimizer, node.lr, node.momentum, node.steps)
+
+
+def check_hyperplane(node: Any, prefix: str = "hyperplane.") -> None:
+    """A UserError naming `prefix` + the key of a bad optimiser, lr, momentum or steps of `node`
+    (the library passes its keyword arguments' prefix)."""
+    check_choice(f"{prefix}optimizer", node.optimizer, OPTIMIZERS)
+    if node.steps < 1:
+        raise UserError(f"{prefix}steps={node.steps} must be at least 1")
+    if not node.lr > 0:
+        raise UserError(f"{prefix}lr={node.lr} must be positive")
+    if not 0 <= node.momentum < 1:
+        raise UserError(f"{prefix}momentum={node.momentum} must lie in [0, 1)")
 
 
 @dataclass

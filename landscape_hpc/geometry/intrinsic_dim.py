@@ -125,7 +125,7 @@ class IntrinsicDimJob:
 
     def run(self, d: int) -> dict[str, Any]:
         """One training run: in a random d-plane, or (d = 0) of every parameter directly."""
-        cfg = self.cfg
+        cfg, splits, nan = self.cfg, self.problem.splits, float("nan")
         result = train_in_subspace(
             self.loss_fn(),
             self.theta0(),
@@ -140,8 +140,8 @@ class IntrinsicDimJob:
             "d": result.d,
             "full": int(d == FULL),
             "final_loss": result.final_loss,
-            "train_acc": self.accuracy(result.theta, self.problem.splits["train"]),
-            "test_acc": self.accuracy(result.theta, self.problem.splits["test"]),
+            "train_acc": self.accuracy(result.theta, splits["train"]),
+            "test_acc": self.accuracy(result.theta, splits["test"]) if "test" in splits else nan,
             "success": "",
             "seconds": round(result.seconds, 3),
         }
@@ -172,24 +172,38 @@ def check_config(cfg: IntrinsicDimConfig) -> None:
 def setup_job(cfg: IntrinsicDimConfig, device: torch.device) -> IntrinsicDimJob:
     """Loads the data, builds the model (θ0 = its checkpoint or init), checks every d ≤ P."""
     problem = load_problem(cfg.model, cfg.dataset, device)
+    return subspace_job(problem, cfg, f"model={cfg.model.name}")
+
+
+def subspace_job(problem: Problem, cfg: IntrinsicDimConfig, what: str) -> IntrinsicDimJob:
+    """The job of `problem` (θ0 = its model's state) after checking every d ≤ P (`what` names
+    the model in the message)."""
     state = {k: v.detach() for k, v in problem.model.state_dict().items()}
     num_params = sum(state[k].numel() for k in problem.param_keys)
     too_big = [d for d in cfg.dims if d > num_params]
     if too_big:
         raise UserError(
-            f"dims {too_big} exceed the {num_params} trained parameters of model="
-            f"{cfg.model.name}; a hyperplane cannot have more dimensions than the space"
+            f"dims {too_big} exceed the {num_params} trained parameters of {what}; a "
+            "hyperplane cannot have more dimensions than the space"
         )
     return IntrinsicDimJob(problem, state, cfg)
 
 
 def run_subspace(cfg: IntrinsicDimConfig, comm: Any = None) -> Optional[list[dict[str, Any]]]:
-    """Trains every d of cfg.dims (one task each over the MPI pool); on rank 0 returns the rows
-    sorted by d, on the other ranks None."""
+    """The command: the problem cfg names, then `train_subspaces`; on rank 0 the rows sorted by
+    d, on the other ranks None."""
     comm = parallel.world_if_none(comm)
-    rank = comm.Get_rank()
     check_config(cfg)
-    job = setup_job(cfg, rank_device(comm, cfg.device))
+    return train_subspaces(setup_job(cfg, rank_device(comm, cfg.device)), comm)
+
+
+def train_subspaces(job: IntrinsicDimJob, comm: Any = None) -> Optional[list[dict[str, Any]]]:
+    """Trains every d of job.cfg.dims (one task each over the MPI pool; the baseline first):
+    the core under the command and lh.subspace_training. On rank 0 returns the rows sorted by
+    d (the baseline last), on the other ranks None."""
+    comm = parallel.world_if_none(comm)
+    cfg = job.cfg
+    check_config(cfg)
     rows = []
     describe = lambda d: "every parameter (baseline)" if d == FULL else f"subspace d={d}"  # noqa: E731
     tasks = [*([FULL] if cfg.baseline else []), *cfg.dims]  # the longest first
@@ -204,7 +218,7 @@ def run_subspace(cfg: IntrinsicDimConfig, comm: Any = None) -> Optional[list[dic
                 result.rank,
                 result.seconds,
             )
-    return sorted(rows, key=lambda r: (r["full"], r["d"])) if rank == 0 else None
+    return sorted(rows, key=lambda r: (r["full"], r["d"])) if comm.Get_rank() == 0 else None
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:

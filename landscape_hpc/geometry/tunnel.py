@@ -40,6 +40,8 @@ from landscape_hpc.errors import UserError
 from landscape_hpc.geometry import short_dirs
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import (
+    Optima,
+    load_hull_optima,
     run_hull,
     summarize_metrics,
     write_metrics_csv,
@@ -87,7 +89,16 @@ def check_config(cfg: TunnelConfig) -> None:
 
 
 def run_tunnel(cfg: TunnelConfig, comm: Any = None) -> Optional[TunnelResult]:
-    """The whole experiment; the result on rank 0 (None on the others)."""
+    """The command: cfg's two checkpoints and data set, then `tunnel_between`; the result on
+    rank 0 (None on the others)."""
+    comm = parallel.world_if_none(comm)
+    check_config(cfg)
+    return tunnel_between(load_hull_optima(cfg, comm), cfg, comm)
+
+
+def tunnel_between(optima: Optima, cfg: TunnelConfig, comm: Any = None) -> Optional[TunnelResult]:
+    """The tunnel between two optima (loaded on every rank) with cfg's settings: the core under
+    the command and lh.tunnel. The result on rank 0 (None on the others)."""
     comm = parallel.world_if_none(comm)
     check_config(cfg)
     points = segment_positions(cfg.n_segments)
@@ -101,7 +112,7 @@ def run_tunnel(cfg: TunnelConfig, comm: Any = None) -> Optional[TunnelResult]:
         at_optima = tunnel_coords(points[[0, -1]], points)[0]
         probes = {"optimum": at_optima, "linear": at_linear, "tunnel": at_tunnel}
         probe = functools.partial(short_dirs.probe, cfg.short_dirs, comm, probes)
-    hull = run_hull(cfg, comm, weights, {"linear": linear, "tunnel": tunnel}, probe)
+    hull = run_hull(optima, cfg, comm, weights, {"linear": linear, "tunnel": tunnel}, probe)
     if hull is None:
         return None
     alignment = cosine_matrix(torch.from_numpy(hull.deviations))

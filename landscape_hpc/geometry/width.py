@@ -226,11 +226,20 @@ def check_config(cfg: WidthConfig) -> list[str]:
 
 
 def run_width(cfg: WidthConfig, comm: Any = None) -> Optional[WidthResult]:
-    """The whole experiment; the result on rank 0 (None on the others)."""
+    """The command: cfg's checkpoints and data set, then `widths_at`; the result on rank 0
+    (None on the others)."""
+    comm = parallel.world_if_none(comm)
+    check_config(cfg)
+    paths = [str(p) for p in cfg.optima]
+    return widths_at(load_optima(cfg.model, cfg.dataset, paths, cfg.device, comm), cfg, comm)
+
+
+def widths_at(optima: Optima, cfg: WidthConfig, comm: Any = None) -> Optional[WidthResult]:
+    """The rays from every optimum (loaded on every rank) with cfg's settings: the core under
+    the command and lh.tunnel_width. The result on rank 0 (None on the others)."""
     comm = parallel.world_if_none(comm)
     labels = check_config(cfg)
-    paths = [str(p) for p in cfg.optima]
-    optima = load_optima(cfg.model, cfg.dataset, paths, cfg.device, comm)
+    paths = optima.names
     optima.problem.require([cfg.split], "split")
     distances = np.linspace(0.0, cfg.r_max, cfg.n_distances)
     job = WidthJob(optima, distances, cfg.directions, cfg.split, cfg.engine, cfg.seed)

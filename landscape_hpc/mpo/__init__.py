@@ -2,9 +2,10 @@
 Multi-Point Optimization"): a learned plane of H×W networks whose loss draws a pattern.
 
 `patterns` (which cells are low-loss), `plane` (eq. 1–2 and the BN re-parametrisation),
-`objective` (eq. 3, batched over cells), `convergence` (held-out checks, history, stop rule),
-`fit` (training loop, checkpoints), `command` (the `python -m landscape_hpc.mpo` app),
-`figures` (PNGs).
+`plane_init` (how the plane starts: fresh or Xavier up and right), `objective` (eq. 3, batched
+over cells), `convergence` (held-out checks, history, stop rule), `fit` (training loop,
+checkpoints), `job` (fit, evaluate, write: the one code path under the command and
+`lh.fit_mpo`), `command` (the `python -m landscape_hpc.mpo` app), `figures` (PNGs).
 """
 
 from landscape_hpc.mpo.objective import objective_batched, objective_loop

@@ -323,6 +323,8 @@ def _resume(
         ) from None
     try:
         return _resume_from(ck, path, fingerprint, opts, device)
+    except UserError:  # already says what is wrong (a ValueError too)
+        raise
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
         raise UserError(
             f"{path} is not a checkpoint of an MPO fit ({type(err).__name__}: {err}); use "

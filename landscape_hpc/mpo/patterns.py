@@ -95,28 +95,31 @@ BUILTINS: dict[str, Callable[[tuple[int, int]], np.ndarray]] = {
 }
 
 
-def builtin_mask(name: str, size: Any = 20) -> np.ndarray:
-    """A shape drawn by code; True = low-loss cell."""
-    check_choice("mask.name", name, tuple(BUILTINS))
-    return BUILTINS[name](_square_size("mask.size", size))
+def builtin_mask(name: str, size: Any = 20, prefix: str = "mask.") -> np.ndarray:
+    """A shape drawn by code; True = low-loss cell. `prefix`: how messages name the keys
+    (the command's mask.name; the library's name=)."""
+    check_choice(f"{prefix}name", name, tuple(BUILTINS))
+    return BUILTINS[name](_square_size(f"{prefix}size", size))
 
 
-def random_mask(size: Any, fill_prob: float, seed: int, frame: bool = False) -> np.ndarray:
+def random_mask(
+    size: Any, fill_prob: float, seed: int, frame: bool = False, prefix: str = "mask."
+) -> np.ndarray:
     """Each cell low-loss with probability fill_prob; depends only on (size, fill_prob, seed,
     frame). With `frame`, the layout of the paper's code (loss-patterns,
     `randomly_fill_square`): the outer ring (rows/columns 0 and −1) high-loss, a low-loss frame at
     rows/columns 1 and −2, and only the interior [2:−2, 2:−2] drawn at random."""
     if not 0.0 < float(fill_prob) < 1.0:
-        raise UserError(f"mask.fill_prob={fill_prob} must lie strictly between 0 and 1")
-    shape = _square_size("mask.size", size)
+        raise UserError(f"{prefix}fill_prob={fill_prob} must lie strictly between 0 and 1")
+    shape = _square_size(f"{prefix}size", size)
     rng = np.random.default_rng(int(seed))
     if not frame:
         return rng.random(shape) < float(fill_prob)
     if min(shape) < FRAMED_MIN_SIZE:
         raise UserError(
-            f"mask.frame=true needs mask.size of at least {FRAMED_MIN_SIZE}×{FRAMED_MIN_SIZE} "
-            f"(an outer ring, a frame and an interior), got {shape[0]}×{shape[1]}; raise "
-            "mask.size or set mask.frame=false"
+            f"{prefix}frame=true needs {prefix}size of at least {FRAMED_MIN_SIZE}×"
+            f"{FRAMED_MIN_SIZE} (an outer ring, a frame and an interior), got {shape[0]}×"
+            f"{shape[1]}; raise {prefix}size or set {prefix}frame=false"
         )
     h, w = shape
     mask = np.zeros(shape, dtype=bool)
@@ -126,30 +129,36 @@ def random_mask(size: Any, fill_prob: float, seed: int, frame: bool = False) -> 
     return mask
 
 
-def image_mask(path: str | None, size: Any = 50, threshold: float = 0.5, invert: bool = False):
+def image_mask(
+    path: str | None,
+    size: Any = 50,
+    threshold: float = 0.5,
+    invert: bool = False,
+    prefix: str = "mask.",
+) -> np.ndarray:
     """A picture downsampled to `size` cells (area average) and thresholded: pixels darker than
     `threshold` (0 = black, 1 = white, transparency composited onto white) are low-loss."""
     from PIL import Image, UnidentifiedImageError
 
     if not path:
-        raise UserError("mask=image needs mask.path=<PNG or JPG file>")
+        raise UserError(f"an image mask needs {prefix}path=<PNG or JPG file>")
     file = Path(path).expanduser()
     try:
         with Image.open(file) as img:
             img.load()
             rgba = img.convert("RGBA")
     except FileNotFoundError:
-        raise UserError(f"mask.path={path}: no such file; give an existing PNG or JPG") from None
+        raise UserError(f"{prefix}path={path}: no such file; give an existing PNG or JPG") from None
     except Image.DecompressionBombError as err:
         raise UserError(
-            f"mask.path={path}: the image is too large to read safely ({err}); give a smaller "
+            f"{prefix}path={path}: the image is too large to read safely ({err}); give a smaller "
             "PNG or JPG (a mask needs only mask.size pixels per side)"
         ) from None
     except (UnidentifiedImageError, OSError) as err:
         raise UserError(
-            f"mask.path={path}: not a readable image ({err}); give a PNG or JPG file"
+            f"{prefix}path={path}: not a readable image ({err}); give a PNG or JPG file"
         ) from None
-    h, w = _square_size("mask.size", size)
+    h, w = _square_size(f"{prefix}size", size)
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     gray = Image.alpha_composite(white, rgba).convert("L").resize((w, h), Image.Resampling.BOX)
     brightness = np.asarray(gray, dtype=np.float64) / 255.0  # (H, W), 0 = black
@@ -179,17 +188,18 @@ def describe_mask(cfg: Any) -> str:
     return f"mask=builtin mask.name={cfg.name}"
 
 
-def check_both_classes(mask: np.ndarray, what: str) -> None:
+def check_both_classes(mask: np.ndarray, what: str, prefix: str = "mask.") -> None:
+    """A UserError naming `what` when the pattern lacks one of the classes (eq. 3 needs both)."""
     n_low = int(mask.sum())
     if n_low == 0:
         raise UserError(
-            f"{what} has no low-loss cells; use a picture with dark areas, mask.invert, "
-            "a larger mask.fill_prob or another mask.seed"
+            f"{what} has no low-loss cells; use a picture with dark areas, {prefix}invert, "
+            f"a larger {prefix}fill_prob or another {prefix}seed"
         )
     if n_low == mask.size:
         raise UserError(
-            f"{what} has no high-loss cells; use a picture with light areas, mask.invert, "
-            "a smaller mask.fill_prob or another mask.seed"
+            f"{what} has no high-loss cells; use a picture with light areas, {prefix}invert, "
+            f"a smaller {prefix}fill_prob or another {prefix}seed"
         )
 
 

@@ -60,6 +60,8 @@ def rows_from_runs(folder: str | Path) -> list[dict[str, Any]]:
     for path in sorted(Path(folder).rglob("metrics.json")):
         try:
             row = _row_from_metrics(path, HISTORY_COLUMNS, read_history_csv)
+        except UserError:  # already says what is wrong (a ValueError too)
+            raise
         except (ValueError, KeyError, TypeError, AttributeError) as err:  # json's are ValueErrors
             reason = str(err).splitlines()[0] if str(err) else "malformed"
             raise UserError(
@@ -129,6 +131,8 @@ def load_rows(path: str | Path) -> tuple[list[dict[str, Any]], Path]:
 def _sweep_rows(path: Path) -> list[dict[str, Any]]:
     try:
         return rows_from_sweep_file(path)
+    except UserError:  # already says what is wrong (a ValueError too)
+        raise
     except (OSError, KeyError, ValueError, RuntimeError, TypeError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(

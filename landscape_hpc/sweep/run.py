@@ -34,13 +34,12 @@ from landscape_hpc.mpo.command import (
     check_config,
     check_model,
     fingerprint,
-    pattern_metrics,
-    plane_values,
     set_threads,
     setup_job,
 )
 from landscape_hpc.mpo.convergence import HISTORY_COLUMNS
 from landscape_hpc.mpo.fit import Diverged, fit_plane
+from landscape_hpc.mpo.job import pattern_metrics, plane_values
 from landscape_hpc.mpo.patterns import trainable_cells
 from landscape_hpc.problem import problem_on
 from landscape_hpc.sweep import report

@@ -1,0 +1,181 @@
+"""Loss surfaces around a trained net (Li et al. 2018): 1D or 2D, along random filter-normalised
+directions, model differences, PCA directions of a training trajectory or saved directions, on
+one process or many.
+
+    python -m landscape_hpc.surface                                    # digits, mpo_cnn, 21x21
+    python -m landscape_hpc.surface model=resnet20 model.checkpoint=ck.pt dataset=cifar10 \\
+        dataset.root=~/data grid.x=[-1,1,51] grid.y=[-1,1,51] out=resnet20.h5
+    python -m landscape_hpc.surface directions.kind=models directions.model2=b.pt \\
+        model.checkpoint=a.pt grid.x=[-0.5,1.5,41] grid.y=null          # 1D interpolation
+    python -m landscape_hpc.train epochs=12 save_every=1 hydra.run.dir=runs/t  # a trajectory
+    python -m landscape_hpc.surface directions.kind=pca directions.trajectory=runs/t \\
+        grid.x=[-9.5,1.5,23] grid.y=[-3,2,11]             # along its PC1/PC2, around its end
+    mpirun -n 8 python -m landscape_hpc.surface model=resnet56 model.checkpoint=ck.pt ...
+    sbatch slurm/surface.sh model=resnet56 model.checkpoint=ck.pt ...
+
+Re-running the same command resumes: only the points not done yet are computed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from landscape_hpc import parallel
+from landscape_hpc.api.surface import compute
+from landscape_hpc.cli import hydra_command
+from landscape_hpc.config import SurfaceConfig
+from landscape_hpc.data import dataset_attrs
+from landscape_hpc.devices import rank_device
+from landscape_hpc.directions.build import (
+    build_directions,
+    check_directions,
+    resolve_origin,
+    stored,
+)
+from landscape_hpc.directions.pca import ProjectedTrajectory
+from landscape_hpc.engine.evaluate import check_engine
+from landscape_hpc.engine.subspace import Subspace
+from landscape_hpc.errors import UserError
+from landscape_hpc.files import hdf5
+from landscape_hpc.files.checkpoint import file_sha256
+from landscape_hpc.files.directions import directions_sha256
+from landscape_hpc.grid import Grid
+from landscape_hpc.params import ParamDict
+from landscape_hpc.problem import load_problem
+
+log = logging.getLogger(__name__)
+
+
+def _log_trajectory(projected: ProjectedTrajectory, grid: Grid) -> None:
+    """The variance the plane explains, and where the path lies against the grid."""
+    ratios = ", ".join(
+        f"PC{i + 1} {100 * r:.1f}%" for i, r in enumerate(projected.explained_variance_ratio)
+    )
+    spans, outside = [], False
+    for i, values in enumerate((grid.x, grid.y)[: projected.coords.shape[1]]):
+        c = projected.coords[:, i]
+        spans.append(f"{'xy'[i]} in [{c.min():.3g}, {c.max():.3g}]")
+        outside |= bool(c.min() < values[0] or c.max() > values[-1])
+    log.info(
+        "PCA of %d checkpoints: %s of the variance; the path spans %s",
+        len(projected.epochs),
+        ratios,
+        ", ".join(spans),
+    )
+    if outside:
+        log.warning("the trajectory leaves the grid: widen grid.x / grid.y to see all of it")
+
+
+def check_config(cfg: SurfaceConfig) -> Grid:
+    """The one check of a surface config, before anything is loaded; returns its grid."""
+    grid = Grid.from_spec(cfg.grid.x, cfg.grid.y)
+    check_engine(cfg.engine)
+    hdf5.use_mpio("io", cfg.io)  # a known mode, available here
+    check_directions(cfg.directions, grid.ndim)
+    if not cfg.splits:
+        raise UserError("splits is empty; use e.g. splits=[train,test]")
+    if cfg.chunk_points is not None and cfg.chunk_points < 1:
+        raise UserError(
+            f"chunk_points={cfg.chunk_points} must be at least 1, or null to choose it from the "
+            "grid and the ranks"
+        )
+    return grid
+
+
+def _fingerprint(
+    cfg: SurfaceConfig,
+    grid: Grid,
+    basis: list[ParamDict],
+    sha: Optional[str],
+    counts: dict,
+    projected: Optional[ProjectedTrajectory] = None,
+) -> dict:
+    """Everything that makes two runs the same job (so a file can be resumed). A key that is
+    None here matches a file written before the key existed."""
+    return {
+        "model": cfg.model.name,
+        "model_target": cfg.model.target,
+        "model_kwargs": OmegaConf.to_container(OmegaConf.create(cfg.model.kwargs)),
+        "checkpoint_sha256": sha,
+        "init_seed": None if cfg.model.checkpoint else cfg.model.init_seed,
+        **counts,
+        "dataset_seed": cfg.dataset.seed,
+        "max_samples": cfg.dataset.max_samples,
+        "grid_x": [float(grid.x[0]), float(grid.x[-1]), len(grid.x)],
+        "grid_y": None if grid.y is None else [float(grid.y[0]), float(grid.y[-1]), len(grid.y)],
+        "directions_sha256": directions_sha256(basis),
+        "trajectory_sha256": None if projected is None else projected.sha256(),
+        "splits": list(cfg.splits),
+        "loss": cfg.engine.loss,
+        "bn": cfg.engine.bn,
+    }
+
+
+def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
+    """Computes (or resumes) the surface file `cfg.out`; returns its path on every rank."""
+    comm = parallel.world_if_none(comm)
+    rank = comm.Get_rank()
+    grid = check_config(cfg)
+    cfg = resolve_origin(cfg)
+    if rank == 0 and cfg.model.checkpoint and cfg.directions.kind == "pca":
+        log.info("origin (end of the trajectory): %s", cfg.model.checkpoint)
+    problem = load_problem(cfg.model, cfg.dataset, rank_device(comm, cfg.device))  # collective
+    problem.require(cfg.splits)
+    model, splits = problem.model, problem.splits
+    origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    basis, projected = build_directions(
+        comm, cfg.directions, model, origin, grid.ndim, cfg.model.trust_checkpoint
+    )
+    if projected is not None and rank == 0:
+        _log_trajectory(projected, grid)
+    subspace = Subspace(origin, basis)
+
+    sha = file_sha256(cfg.model.checkpoint) if cfg.model.checkpoint else None
+    counts = dataset_attrs(cfg.dataset, splits)
+    fingerprint = _fingerprint(cfg, grid, basis, sha, counts, projected)
+    attrs = {
+        "config": OmegaConf.to_yaml(cfg),
+        "checkpoint": str(Path(cfg.model.checkpoint).resolve()) if cfg.model.checkpoint else "",
+        "checkpoint_sha256": sha or "",
+        **{k: v for k, v in counts.items()},
+    }
+    data = {s: (splits[s].inputs, splits[s].labels) for s in cfg.splits}
+    bn_data = splits["train" if "train" in splits else cfg.splits[0]].inputs
+    compute(
+        model,
+        subspace,
+        data,
+        grid,
+        cfg.engine,
+        bn_data=bn_data,
+        out=Path(cfg.out),
+        overwrite=cfg.overwrite,
+        fingerprint=fingerprint,
+        attrs=attrs,
+        trajectory=None if projected is None else stored(projected),
+        comm=comm,
+        collective=hdf5.use_mpio("io", cfg.io),
+        chunk_points=cfg.chunk_points,
+    )
+    return Path(cfg.out)
+
+
+def _command(cfg: SurfaceConfig, comm: Any) -> None:
+    path = compute_surface(cfg, comm)
+    if comm.Get_rank() == 0:
+        log.info("surface file: %s", path)
+        if cfg.plot:
+            from landscape_hpc.plot import plot_surface_file
+
+            for png in plot_surface_file(path):
+                log.info("plot: %s", png)
+
+
+main = hydra_command("surface", _command)
+
+if __name__ == "__main__":
+    main()
