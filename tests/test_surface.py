@@ -140,7 +140,7 @@ def test_a_surface_of_a_changed_checkpoint_is_refused(tmp_path):
 
 def test_a_bf16_surface_records_its_precision_and_error_and_resumes_only_at_bf16(tmp_path, caplog):
     fp32 = run(tmp_path / "fp32.h5", *FAST)
-    with caplog.at_level("INFO", logger="landscape_hpc.surface"):
+    with caplog.at_level("INFO"):
         out = run(tmp_path / "s.h5", *FAST, "engine.precision=bf16")
     assert "rank 0: engine.precision=bf16: at its first point the loss is" in caplog.text
     with h5py.File(out, "r") as f, h5py.File(fp32, "r") as g:
