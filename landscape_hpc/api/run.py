@@ -85,7 +85,9 @@ class GridRun:
         """Below fp32, the error it costs: the chunk's first point again at fp32 (the plain
         loop: one point per rank and run) against its value at engine.precision."""
         fp32 = replace(self.options, precision="fp32")
-        ref = evaluate_points_loop(self.model, self.subspace, coords, self.data, fp32, self.bn_data)
+        ref = evaluate_points_loop(
+            self.model, self.subspace, coords, self.data, fp32, self.bn_data, loss=self.loss
+        )
         first = {name: replace(m, loss=m.loss[:1], acc=m.acc[:1]) for name, m in metrics.items()}
         error = precision_error(first, ref)
         return (
