@@ -100,10 +100,16 @@ def resident_splits(
     out = {}
     for name in names:
         value = every[name]
-        if not (isinstance(value, tuple) and all(isinstance(t, torch.Tensor) for t in value)):
+        if getattr(value, "streamed", False):
             raise UserError(
                 f"data[{name!r}] is streamed (a Dataset or a DataLoader); this function indexes "
                 "its samples: pass it as (inputs, labels) tensors"
             )
-        out[name] = Split(*value)
+        inputs, labels = value  # a resident split unpacks as its (inputs, target) pair
+        if not (isinstance(inputs, torch.Tensor) and isinstance(labels, torch.Tensor)):
+            raise UserError(
+                f"data[{name!r}] holds keyword inputs or no labels; this function needs "
+                "(inputs, labels) tensors"
+            )
+        out[name] = Split(inputs, labels)
     return out
