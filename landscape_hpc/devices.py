@@ -22,6 +22,12 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
         raise UserError(f"device={spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device={spec} but this machine has no CUDA GPU; use device=cpu or auto")
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and device.index is not None and device.index >= count:
+        raise UserError(
+            f"device={spec} but this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}; "
+            "use one of them, cuda or auto"
+        )
     return device
 
 

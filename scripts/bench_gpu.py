@@ -1,19 +1,23 @@
 """The GPU figures in one call: what one rank that owns a GPU does, measured side by side.
 
-    scripts/bench_gpu.sh                      # on a GPU machine: about 5 minutes on one GPU
-    scripts/bench_gpu.sh --dry-run            # tiny sizes, on whatever device there is (CI: CPU)
-    scripts/bench_gpu.sh --json figures.json  # also write every figure as JSON
+    python scripts/bench_gpu.py                      # on a GPU machine: about 4 minutes
+    python scripts/bench_gpu.py --dry-run            # tiny sizes, on any device (CI: the CPU)
+    python scripts/bench_gpu.py --json figures.json  # also write every figure as JSON
 
-Prints, for the device it runs on:
-  1. the device and its matmul peak: float32, and on a GPU TF32 and bfloat16;
+(scripts/bench_gpu.sh runs it and then the CUDA tests, tests/test_cuda.py.) Prints, for the
+device it runs on:
+  1. the device and its matmul peak: float32 (TF32 off), and on a GPU TF32 and bfloat16;
   2. the surface engine on resnet56 at CIFAR-10's shape (synthetic data: speed does not depend on
-     pixels): points/s and % of the float32 peak per strategy, and the projected time of the
-     51×51, 50,000-sample surface Li et al. report at about an hour on 4 GPUs;
+     pixels) per strategy and engine.precision (fp32, tf32, bf16): points/s, % of the float32
+     peak, the projected time of the 51×51, 50,000-sample surface Li et al. report at about an
+     hour on 4 GPUs, and each lower precision's largest relative loss error against fp32 on the
+     same points (on a CPU tf32 is fp32: its error is 0);
   3. the MPO training step of the BN pair (mpo_cnn6, mpo_cnn_bn) at 28×28: every cell in one
      batched forward and backward vs loss-patterns' loop of one cell at a time (goal: ≥ 10×);
   4. the values against the CPU path: the largest relative difference of the engine's losses
-     (float32 on both; TF32 and bf16 are never used by the engine, only measured here).
-Speed is reported, never asserted.
+     (engine.precision=fp32 on both: float32, TF32 off).
+The JSON is rewritten after every section, so a run cut short keeps what it measured. Speed is
+reported, never asserted.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from landscape_hpc.config import EngineConfig, ModelConfig
 from landscape_hpc.directions import direction_keys, random_basis
 from landscape_hpc.engine.evaluate import Evaluator, evaluate_points
+from landscape_hpc.engine.precision import PRECISIONS, precision, precision_error
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.models import build_model
 from landscape_hpc.mpo.objective import objective_batched, objective_loop, training_template
@@ -80,20 +85,16 @@ def seconds_per_call(run: Callable[[], object], device: torch.device, repeats: i
 
 def matmul_peaks(device: torch.device, n: int) -> dict[str, float]:
     """TFLOP/s of an n×n matmul: float32 (TF32 off), and on a GPU TF32 and bfloat16."""
-    kinds = [("fp32", torch.float32, False)]
+    kinds = [("fp32", torch.float32, "fp32")]
     if device.type == "cuda":
-        kinds += [("tf32", torch.float32, True), ("bf16", torch.bfloat16, False)]
+        kinds += [("tf32", torch.float32, "tf32"), ("bf16", torch.bfloat16, "fp32")]
     peaks = {}
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    try:
-        for name, dtype, allow_tf32 in kinds:
-            torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-            a = torch.randn(n, n, device=device, dtype=dtype)
-            b = torch.randn(n, n, device=device, dtype=dtype)
+    for name, dtype, flags in kinds:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        with precision(flags, device):  # the TF32 flags as engine.precision sets them
             seconds = seconds_per_call(lambda a=a, b=b: a @ b, device, repeats=5)
-            peaks[name] = 2 * n**3 / seconds / 1e12
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+        peaks[name] = 2 * n**3 / seconds / 1e12
     return peaks
 
 
@@ -118,23 +119,34 @@ def surface_engine(device: torch.device, sizes: dict, peak_tflops: float) -> lis
     coords = torch.stack([coords, coords.flip(0)], dim=1)
     rows = []
     for strategy in ("vmap", "sequential", "auto"):
-        options = EngineConfig(
-            batch_size=sizes["surface_batch"], memory_mb=16384.0, strategy=strategy
-        )
-        evaluator = Evaluator(model, subspace, {"train": data}, options)
-        evaluator(coords)  # auto times its candidates here, once
-        seconds = seconds_per_call(lambda evaluator=evaluator: evaluator(coords), device, repeats=1)
-        points_per_s = sizes["surface_points"] / seconds
-        samples = sizes["surface_samples"]
-        tflops = flops_per_sample * samples * points_per_s / 1e12
-        rows.append(
-            {
-                "strategy": strategy if strategy != "auto" else f"auto ({evaluator.plan})",
-                "points_per_s": points_per_s,
-                "pct_of_fp32_peak": 100 * tflops / peak_tflops,
-                "paper_surface_hours": PAPER_POINTS / points_per_s * PAPER_SAMPLES / samples / 3600,
-            }
-        )
+        fp32 = None  # this strategy's fp32 values: what the lower precisions are measured against
+        for name in PRECISIONS:
+            options = EngineConfig(
+                batch_size=sizes["surface_batch"],
+                memory_mb=16384.0,
+                strategy=strategy,
+                precision=name,
+            )
+            evaluator = Evaluator(model, subspace, {"train": data}, options)
+            values = evaluator(coords)  # auto times its candidates here, once
+            if name == "fp32":
+                fp32 = values
+            seconds = seconds_per_call(lambda e=evaluator: e(coords), device, repeats=1)
+            points_per_s = sizes["surface_points"] / seconds
+            samples = sizes["surface_samples"]
+            tflops = flops_per_sample * samples * points_per_s / 1e12
+            chosen = evaluator.plan or "the default rule: too few points to time"
+            hours = PAPER_POINTS / points_per_s * PAPER_SAMPLES / samples / 3600
+            rows.append(
+                {
+                    "strategy": strategy if strategy != "auto" else f"auto ({chosen})",
+                    "precision": name,
+                    "points_per_s": points_per_s,
+                    "pct_of_fp32_peak": 100 * tflops / peak_tflops,
+                    "paper_surface_hours": hours,
+                    "max_rel_err_vs_fp32": precision_error(values, fp32)["loss_rel"],
+                }
+            )
     return rows
 
 
@@ -202,23 +214,43 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu" and not args.dry_run:
         print("no GPU here: the figures below are the CPU's")
     start = time.perf_counter()
+    figures = {
+        "device": str(device),
+        "device_name": name,
+        "torch": torch.__version__,
+        "dry_run": args.dry_run,
+        "sizes": sizes,
+    }
+
+    def save(**section: object) -> None:
+        """The figures so far, rewritten after each section (a run cut short keeps them)."""
+        figures.update(section, seconds=time.perf_counter() - start)
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
     peaks = matmul_peaks(device, sizes["matmul_n"])
+    save(matmul_tflops=peaks)
     print("\n1. matmul peak, TFLOP/s: " + ", ".join(f"{k} {v:.2f}" for k, v in peaks.items()))
 
     surface = surface_engine(device, sizes, peaks["fp32"])
+    save(surface=surface)
     print(
         f"\n2. surface engine, {sizes['surface_model']} at 3×32×32, "
         f"{sizes['surface_samples']} samples, {sizes['surface_points']} points"
     )
-    print(f"   {'strategy':<22}{'points/s':>10}{'% fp32 peak':>13}{'51×51×50k, h':>14}")
+    print(
+        f"   {'strategy':<34}{'precision':>10}{'points/s':>10}{'% fp32 peak':>13}"
+        f"{'51×51×50k, h':>14}{'err vs fp32':>13}"
+    )
     for r in surface:
         print(
-            f"   {r['strategy']:<22}{r['points_per_s']:>10.2f}{r['pct_of_fp32_peak']:>13.1f}"
-            f"{r['paper_surface_hours']:>14.2f}"
+            f"   {r['strategy']:<34}{r['precision']:>10}{r['points_per_s']:>10.2f}"
+            f"{r['pct_of_fp32_peak']:>13.1f}{r['paper_surface_hours']:>14.2f}"
+            f"{r['max_rel_err_vs_fp32']:>13.1e}"
         )
 
     mpo = mpo_step(device, sizes)
+    save(mpo=mpo)
     print(
         f"\n3. MPO step at 1×28×28, {sizes['mpo_cells']} + {sizes['mpo_cells']} cells, "
         f"batch {sizes['mpo_batch']} (goal: batched ≥ 10× the loop)"
@@ -230,23 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     diff = values_vs_cpu(device, sizes)
+    save(max_rel_diff_vs_cpu=diff)
     print(f"\n4. values vs the CPU path: max relative difference {diff:.2e}")
-    seconds = time.perf_counter() - start
-    print(f"\ntotal: {seconds:.0f} s")
-    if args.json:
-        figures = {
-            "device": str(device),
-            "device_name": name,
-            "torch": torch.__version__,
-            "dry_run": args.dry_run,
-            "sizes": sizes,
-            "matmul_tflops": peaks,
-            "surface": surface,
-            "mpo": mpo,
-            "max_rel_diff_vs_cpu": diff,
-            "seconds": seconds,
-        }
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\ntotal: {figures['seconds']:.0f} s")
     return 0
 
 

@@ -130,6 +130,7 @@ KERNELS = (
     "landscape_hpc.engine.subspace",
     "landscape_hpc.engine.evaluate",
     "landscape_hpc.engine.flat",
+    "landscape_hpc.engine.precision",
     "landscape_hpc.hessian",
     "landscape_hpc.directions.maths",
     "landscape_hpc.mpo.patterns",

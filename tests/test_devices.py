@@ -35,6 +35,8 @@ def test_an_explicit_device_is_kept_and_a_missing_gpu_is_refused(monkeypatch):
     pretend_gpus(monkeypatch, 2)
     assert devices.resolve_device("cuda:1", 0) == torch.device("cuda", 1)
     assert devices.resolve_device("cpu", 3) == torch.device("cpu")
+    with pytest.raises(UserError, match="device=cuda:2 but this machine has 2 CUDA GPU"):
+        devices.resolve_device("cuda:2", 0)
     pretend_gpus(monkeypatch, 0)
     with pytest.raises(UserError, match="device=cuda but this machine has no CUDA GPU"):
         devices.resolve_device("cuda", 0)

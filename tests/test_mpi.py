@@ -296,3 +296,15 @@ def test_error_on_one_rank_before_the_work_ends_every_rank(tmp_path: Path) -> No
         re.MULTILINE,
     ), done.stdout
     assert rank_pids(str(tmp_path)) == {}
+
+
+@needs_mpirun
+def test_each_workers_precision_report_reaches_rank_0(tmp_path: Path) -> None:
+    # workers log nothing themselves (cli: hydra/job_logging=disabled on ranks > 0): what a
+    # lower precision costs comes back with the first chunk of each worker
+    overrides = ["model=mlp", "grid.x=[-1,1,4]", "grid.y=null", "dataset.max_samples=60"]
+    done = run_surface(3, tmp_path, [*overrides, "engine.precision=bf16", "chunk_points=1"])
+    check_ok(done)
+    for rank in (1, 2):
+        assert f"rank {rank}: engine.precision=bf16: at its first point" in done.stdout
+    assert read_surface(tmp_path / "surface.h5")[1]["precision"] == "bf16"

@@ -7,12 +7,14 @@ import torch
 from PIL import Image
 from torch.func import functional_call
 
+from landscape_hpc.cli import compose_config
 from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.engine.evaluate import evaluate_points
 from landscape_hpc.engine.losses import per_sample_loss
 from landscape_hpc.errors import UserError
 from landscape_hpc.models import build_model
+from landscape_hpc.mpo.command import fingerprint
 from landscape_hpc.mpo.fit import FitOptions, fit_plane
 from landscape_hpc.mpo.objective import objective_batched, objective_loop, training_template
 from landscape_hpc.mpo.patterns import (
@@ -288,3 +290,28 @@ def test_grad_clip_bounds_the_gradient_the_optimiser_sees(digits):
             float((p.detach() - s).abs().max()) for p, s in zip(plane.parameters(), start)
         )
     assert moved[None] > 1e-3 and moved[1e-12] < 1e-3 * moved[None]
+
+
+def test_a_bf16_fit_step_is_within_the_rounding_bound_and_its_jobs_are_told_apart(digits):
+    # bound as tests/test_precision.py's: 2u·L relative, u = 2^-8, L = 4 convs and linears of
+    # mpo_cnn (3.1e-2), on each of the objective's cross-entropies (the objective itself, a
+    # difference of two of them, has no relative bound)
+    mask = builtin_mask("square", 6)
+    opts = FitOptions(steps=1, batch_size=32, cells_per_step=3, checkpoint_every=0)
+    opts.early_stop = False
+    last = {}
+    for name in ("fp32", "bf16"):
+        plane, model = make_plane("mpo_cnn")
+        fit = fit_plane(plane, model, mask, digits["train"], opts, progress=False, precision=name)
+        last[name] = fit.last
+    for term in ("ce_low", "ce_high"):
+        want, got = getattr(last["fp32"], term), getattr(last["bf16"], term)
+        assert 0 < abs(got - want) < 2 * 2.0**-8 * 4 * want, term
+
+    def job(*overrides: str) -> dict:
+        return fingerprint(compose_config("mpo", ["out_dir=unused", *overrides]), mask, {})
+
+    # a checkpoint or surface of a bf16 fit is another job's; fp32 adds no key, so checkpoints
+    # made before the key resume at fp32
+    assert job("engine.precision=bf16") == {**job(), "precision": "bf16"}
+    assert "precision" not in job()

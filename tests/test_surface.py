@@ -1,6 +1,7 @@
 """The surface command end to end: file contract, orientation, resume, refusals, bad input."""
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -109,6 +110,7 @@ def test_resume_computes_only_pending_points_and_keeps_earlier_values(tmp_path):
         ("dataset.max_samples=50", "n_test"),
         ("engine.loss=mse", "loss"),
         ("engine.bn=recompute", "bn"),
+        ("engine.precision=bf16", "precision"),
         ("splits=[test]", "splits"),
         ("model.init_seed=4", "init_seed"),
         ("+model.kwargs.hidden=[16]", "model_kwargs"),
@@ -134,6 +136,31 @@ def test_a_surface_of_a_changed_checkpoint_is_refused(tmp_path):
     with pytest.raises(UserError, match="checkpoint_sha256") as err:
         run(tmp_path / "s.h5", *FAST, f"model.checkpoint={ck}")
     assert "overwrite=true" in str(err.value) and sha(out) == before
+
+
+def test_a_bf16_surface_records_its_precision_and_error_and_resumes_only_at_bf16(tmp_path, caplog):
+    fp32 = run(tmp_path / "fp32.h5", *FAST)
+    with caplog.at_level("INFO"):
+        out = run(tmp_path / "s.h5", *FAST, "engine.precision=bf16")
+    assert "rank 0: engine.precision=bf16: at its first point the loss is" in caplog.text
+    with h5py.File(out, "r") as f, h5py.File(fp32, "r") as g:
+        assert f.attrs["precision"] == "bf16" and g.attrs["precision"] == "fp32"
+        got, want = f["test_loss"][()], g["test_loss"][()]
+    # mlp: 3 linears, bound 2·2^-8·3 relative (tests/test_precision.py's bf16_bound)
+    assert 0 < np.max(np.abs(got - want) / want) < 2 * 2.0**-8 * 3
+    before = sha(out)
+    with pytest.raises(UserError, match="precision: file has 'bf16', this run None"):
+        run(tmp_path / "s.h5", *FAST)
+    assert sha(out) == before
+    # a file made before the key (no precision in its fingerprint) resumes at fp32
+    with h5py.File(fp32, "r+") as f:
+        stored = json.loads(f.attrs["fingerprint"])
+        del stored["precision"]
+        f.attrs["fingerprint"] = json.dumps(stored, sort_keys=True)
+        f["done"][0, 0] = 0
+        f["test_loss"][0, 0] = np.nan
+    with h5py.File(run(tmp_path / "fp32.h5", *FAST), "r") as f:
+        assert f["done"][()].all() and f["test_loss"][0, 0] == pytest.approx(want[0, 0], rel=1e-12)
 
 
 def test_overwrite_replaces_a_file_of_another_job(tmp_path):
@@ -344,6 +371,7 @@ BAD_INPUTS = [
     (["dataset=imagenet22k"], ["imagenet22k", "digits"]),
     (["directions.norm=fro"], ["directions.norm", "filter"]),
     (["directions.ignore=bias"], ["directions.ignore", "biasbn"]),
+    (["engine.precision=fp16"], ["engine.precision", "bf16"]),
     (["dataset=cifar10", "dataset.root=/nonexistent"], ["dataset.download=true"]),
 ]
 

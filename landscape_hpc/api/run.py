@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import numpy as np
@@ -18,7 +18,8 @@ from torch import nn
 from tqdm import tqdm
 
 from landscape_hpc import parallel
-from landscape_hpc.engine.evaluate import Evaluator, points_at_once
+from landscape_hpc.engine.evaluate import Evaluator, evaluate_points_loop, points_at_once
+from landscape_hpc.engine.precision import precision_error
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.grid import Grid, chunk_indices, default_chunk_points
@@ -65,23 +66,46 @@ class GridRun:
         sample = first[0][0] if isinstance(first, tuple) else first.sample()
         return points_at_once(self.model, self.subspace, sample, self.options)
 
-    def evaluate(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        if self.evaluator is None:  # built on the first chunk, kept for the next ones
+    def evaluate(self, flat: np.ndarray) -> tuple[dict[str, np.ndarray], Optional[str]]:
+        """The chunk's values; and on a rank's first chunk below fp32, what the precision
+        costs there (precision_report), for rank 0 to log."""
+        coords = torch.from_numpy(self.grid.coords(flat))
+        first = self.evaluator is None
+        if first:  # built on the first chunk, kept for the next ones
             self.evaluator = Evaluator(
                 self.model, self.subspace, self.data, self.options, self.bn_data, loss=self.loss
             )
-        metrics = self.evaluator(torch.from_numpy(self.grid.coords(flat)))
-        return surface_file.metric_values(metrics)
+        metrics = self.evaluator(coords)
+        report = None
+        if first and self.options.precision != "fp32":
+            report = self.precision_report(coords[:1], metrics)
+        return surface_file.metric_values(metrics), report
+
+    def precision_report(self, coords: torch.Tensor, metrics: dict) -> str:
+        """Below fp32, the error it costs: the chunk's first point again at fp32 (the plain
+        loop: one point per rank and run) against its value at engine.precision."""
+        fp32 = replace(self.options, precision="fp32")
+        ref = evaluate_points_loop(
+            self.model, self.subspace, coords, self.data, fp32, self.bn_data, loss=self.loss
+        )
+        first = {name: replace(m, loss=m.loss[:1], acc=m.acc[:1]) for name, m in metrics.items()}
+        error = precision_error(first, ref)
+        return (
+            f"engine.precision={self.options.precision}: at its first point the loss is "
+            f"{error['loss_rel']:.2e} (relative) and the accuracy {error['acc_points']:.2g} "
+            "points from fp32"
+        )
 
 
-def _task(flat: np.ndarray) -> Optional[dict[str, np.ndarray]]:
-    """Runs on a worker: evaluates the chunk, writes it itself under mpio, else returns it."""
+def _task(flat: np.ndarray) -> tuple[Optional[dict[str, np.ndarray]], Optional[str]]:
+    """Runs on a worker: evaluates the chunk, writes it itself under mpio, else returns it;
+    with the worker's precision report (GridRun.evaluate)."""
     job: GridRun = parallel.worker_state(_JOB_KEY)
-    values = job.evaluate(flat)
+    values, report = job.evaluate(flat)
     if job.file is not None:
         job.file.write(flat, values)
-        return None
-    return values
+        return None, report
+    return values, report
 
 
 def run_grid(
@@ -117,8 +141,11 @@ def run_grid(
     with parallel.worker_pool(_JOB_KEY, job):
         try:
             for result in parallel.run_tasks(comm, _task, chunks, describe=_describe_chunk):
-                if result.value is not None:
-                    store.write(result.task, result.value)
+                values, report = result.value
+                if report is not None:  # workers log nothing themselves (cli)
+                    log.info("rank %d: %s", result.rank, report)
+                if values is not None:
+                    store.write(result.task, values)
                 per_rank[result.rank][0] += len(result.task)
                 per_rank[result.rank][1] += result.seconds
                 bar.update(len(result.task))

@@ -300,6 +300,8 @@ def _run_and_collect(
         "splits": list(data),
         "loss": loss_name,
         "bn": options.bn,
+        # None at fp32, so files made before the key resume at fp32 (and only at fp32)
+        "precision": None if options.precision == "fp32" else options.precision,
     }
     attrs = {
         "made_by": "landscape_hpc.surface (library)",
@@ -308,6 +310,7 @@ def _run_and_collect(
         "loss": loss_name,
         "bn": options.bn,
         "strategy": options.strategy,
+        "precision": options.precision,
         "batch_size": options.batch_size,
         **{f"directions_{k}": v for k, v in made.items()},
         **counts,

@@ -112,6 +112,8 @@ def _fingerprint(
         "splits": list(cfg.splits),
         "loss": cfg.engine.loss,
         "bn": cfg.engine.bn,
+        # None at fp32, so files made before the key resume at fp32 (and only at fp32)
+        "precision": None if cfg.engine.precision == "fp32" else cfg.engine.precision,
     }
 
 
@@ -142,6 +144,7 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         "config": OmegaConf.to_yaml(cfg),
         "checkpoint": str(Path(cfg.model.checkpoint).resolve()) if cfg.model.checkpoint else "",
         "checkpoint_sha256": sha or "",
+        "precision": cfg.engine.precision,  # engine/precision.py
         **{k: v for k, v in counts.items()},
     }
     # a resident Split is an (inputs, labels) pair; a streamed one (a custom DataLoader) is the

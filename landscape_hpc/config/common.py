@@ -72,3 +72,7 @@ class EngineConfig:
     # sequential and threads with bn=eval: each conv -> BN pair run as one conv, its weight and
     # bias folded per point in float64 (a 1e-7 relative change); false runs BN as it is
     fold_bn: bool = True
+    # arithmetic of the forwards (landscape_hpc/engine/precision.py): fp32 (float32, TF32 off:
+    # PyTorch's default leaves it on for cuDNN convolutions), tf32 (TF32 matmuls and convolutions
+    # on Ampere+ GPUs; fp32 on a CPU) or bf16 (autocast to bfloat16); sums stay float64
+    precision: str = "fp32"

@@ -240,6 +240,9 @@ class HessianConfig:
     loss: str = "ce"
     # compute in float64 (model and data cast): small eigenvalues exact, a few times slower
     double: bool = False
+    # arithmetic of the Hessian-vector products, as engine.precision (engine/precision.py): fp32
+    # (TF32 off), tf32 (Ampere+ GPUs) or bf16 (autocast); float32 only (not with double=true)
+    precision: str = "fp32"
     # samples per forward pass inside a Hessian-vector product (memory only)
     batch_size: int = 1024
     # surface mode: recompute every point, replacing maps made with other settings

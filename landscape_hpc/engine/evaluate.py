@@ -10,7 +10,8 @@ percent) in different ways:
 - threads (pointwise.py): sequential on several threads at once, one intra-op thread each.
 
 `auto` (the default) times them on the first points and keeps the fastest (autotune.py).
-`evaluate_points_loop` is the plain per-point reference the engine is tested against.
+`evaluate_points_loop` is the plain per-point reference the engine is tested against; both run
+at engine.precision (precision.py: the TF32 flags set explicitly, bf16 by autocast).
 
 The data are any form of the data protocol (data.py: tensors, (inputs, labels) pairs, dicts of
 splits, Datasets, DataLoaders streamed batch by batch), the loss any of the loss protocol
@@ -40,6 +41,7 @@ from landscape_hpc.engine.losses import LOSSES, Loss, resolve_loss, run_model
 from landscape_hpc.engine.memory import cpu_batch_size, points_per_pass
 from landscape_hpc.engine.metrics import Points, split_sums
 from landscape_hpc.engine.pointwise import Pointwise
+from landscape_hpc.engine.precision import PRECISIONS, precision
 from landscape_hpc.engine.stacked import Batched
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError, check_choice
@@ -63,6 +65,7 @@ def check_engine(cfg: EngineConfig, key: str = "engine") -> None:
     check_choice(f"{prefix}bn", cfg.bn, BN_MODES)
     check_choice(f"{prefix}loss", cfg.loss, LOSSES)
     check_choice(f"{prefix}strategy", cfg.strategy, STRATEGIES)
+    check_choice(f"{prefix}precision", cfg.precision, PRECISIONS)
     for name in ("batch_size", "memory_mb"):
         value = getattr(cfg, name)
         if not value > 0:
@@ -244,10 +247,12 @@ class Evaluator:
     def __call__(self, coords: Tensor) -> dict[str, Metrics]:
         """Loss and accuracy at each row of coords (K, d) on every split."""
         coords = coords.to(device=self.device, dtype=torch.float64)
-        plan = self.plan or self._choose(coords)
-        if coords.shape[0] >= autotune.MIN_POINTS:  # timed (or pinned): kept; else decided again
-            self.plan = plan
-        return self._metrics(self._runner(plan)(coords))
+        with precision(self.options.precision, self.device):  # auto times at it too
+            plan = self.plan or self._choose(coords)
+            if coords.shape[0] >= autotune.MIN_POINTS:  # timed (or pinned): kept; else again
+                self.plan = plan
+            values = self._runner(plan)(coords)
+        return self._metrics(values)
 
     @staticmethod
     def _metrics(values: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Metrics]:
@@ -283,14 +288,16 @@ def evaluate_points_loop(
     """The plain reference: for each point, its weights loaded into a copy of the model, then
     for each split, for each batch (a streamed split is read once per point)."""
     options = options or EngineConfig()
-    net = copy.deepcopy(model).eval()
+    # no grad on the copy's weights: autocast (engine.precision=bf16) keeps its bfloat16 copies
+    # of weights that require grad for the whole block, so each point would run the first's
+    net = copy.deepcopy(model).eval().requires_grad_(False)
     device = _device(subspace)
     splits = as_splits(data, device, options.batch_size)
     bn = bn_split(model, splits, bn_data, options)
     loss_fn = resolve_loss(options.loss if loss is None else loss, model)
     coords = coords.to(dtype=torch.float64)
     out = {name: Metrics(np.zeros(coords.shape[0]), np.zeros(coords.shape[0])) for name in splits}
-    with torch.no_grad():
+    with torch.no_grad(), precision(options.precision, device):
         for i, c in enumerate(coords):
             net.load_state_dict(subspace.point(c.to(device)))
             if bn is not None:

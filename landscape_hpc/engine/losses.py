@@ -89,7 +89,11 @@ def is_loss_output(model: nn.Module) -> bool:
 
 
 def per_sample_loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
-    """ce or mse of every sample: logits (..., B, C), integer labels (B,) -> (..., B)."""
+    """ce or mse of every sample: logits (..., B, C), integer labels (B,) -> (..., B). Logits
+    below float32 (bfloat16 under engine.precision=bf16) are upcast first: log_softmax in
+    float32."""
+    if logits.is_floating_point() and torch.finfo(logits.dtype).bits < 32:
+        logits = logits.float()
     labels = labels.expand(logits.shape[:-1])  # (..., B)
     if loss == "ce":
         logp = torch.log_softmax(logits, dim=-1)

@@ -32,7 +32,7 @@ import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 
 import torch
@@ -45,6 +45,7 @@ from landscape_hpc.engine.graph import relus_in_place, trace
 from landscape_hpc.engine.losses import Sums, run_model
 from landscape_hpc.engine.maxpool import tile_max_pools, tiling_pays
 from landscape_hpc.engine.metrics import Forward, Points, batch_sums, concat, split_metrics
+from landscape_hpc.engine.precision import autocast_like
 from landscape_hpc.engine.subspace import NONNEGATIVE_SUFFIX, Subspace, clamp_variances
 from landscape_hpc.params import ParamDict
 
@@ -214,6 +215,7 @@ class Pointwise:
         self.flat = points.bn_data is None and FlatLayout.fits(points.subspace)
         layout = FlatLayout(points.subspace, channels_last) if self.flat else None
         self.models: queue.SimpleQueue[FlatNet | nn.Module] = queue.SimpleQueue()
+        self._autocast = nullcontext  # __call__ sets the caller's for its workers
         model = points.model.eval()
         for _ in range(workers):
             if self.flat:
@@ -246,7 +248,7 @@ class Pointwise:
         p = self.points
         model = self.models.get()
         try:
-            with torch.no_grad():  # grad mode is per thread
+            with torch.no_grad(), self._autocast():  # grad and autocast modes are per thread
                 forward = self._forward(model, c, state)
                 return {
                     name: split_metrics(forward, split, self.batch_size, p.loss)
@@ -266,7 +268,7 @@ class Pointwise:
         """The points `block` of coords on one batch, added to their totals."""
         model = self.models.get()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 for i in block:
                     forward = self._forward(model, coords[i], None if states is None else states[i])
                     sums = batch_sums(forward, batch, self.points.loss)
@@ -337,6 +339,8 @@ class Pointwise:
     def __call__(self, coords: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         """Mean loss and accuracy of every split at each row of coords (K, d): (K,) each."""
         streams = any(s.streamed for s in self.points.data.values())
+        # autocast is per thread: the workers take the caller's (engine.precision=bf16)
+        self._autocast = autocast_like(next(iter(self.points.subspace.origin.values())).device)
         if (self.workers == 1 or coords.shape[0] == 1) and not streams:
             return concat([self._one(c, self.points.data) for c in coords])
         if self.workers == 1 or coords.shape[0] == 1:

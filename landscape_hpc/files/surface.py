@@ -5,8 +5,9 @@ Layout (docs/file-format.md; readable by loss-landscape's plot scripts):
   <split>_loss, <split>_acc  (ny, nx) or (nx,)      float64, NaN = not computed yet
   done                       same shape             uint8, 1 = every metric of the point written
   directions/x/<key>, directions/y/<key>            float32, a missing key is zero
-  attrs: version, config, checkpoint, checkpoint_sha256, dataset, n_<split>, io_driver, created,
-         fingerprint (JSON of everything that makes two runs the same job), <software>_version
+  attrs: version, config, checkpoint, checkpoint_sha256, dataset, n_<split>, precision,
+         io_driver, created, fingerprint (JSON of everything that makes two runs the same job),
+         <software>_version
   x/ycoordinates are HDF5 dimension scales of every grid dataset; those carry units, long_name
 Hessian maps (python -m landscape_hpc.geometry hessian surface=...) add max_eig, min_eig and
 hessian_done: files/hessian_maps.py. files/source.py reads what the file says about the run that

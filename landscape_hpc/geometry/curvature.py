@@ -40,6 +40,7 @@ from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import Split, subset
 from landscape_hpc.devices import rank_device
 from landscape_hpc.engine.losses import LOSSES
+from landscape_hpc.engine.precision import PRECISIONS
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.directions import read_directions
 from landscape_hpc.files.hessian_maps import HessianMaps, read_maps
@@ -69,6 +70,12 @@ def load_problem_and_split(
 
 def check_config(cfg: HessianConfig) -> None:
     check_choice("loss", cfg.loss, LOSSES)
+    check_choice("precision", cfg.precision, PRECISIONS)
+    if cfg.double and cfg.precision != "fp32":
+        raise UserError(
+            f"precision={cfg.precision} with double=true: lower precisions apply to float32; "
+            "drop double=true or set precision=fp32"
+        )
     if cfg.lanczos_steps < 2:
         raise UserError(f"lanczos_steps={cfg.lanczos_steps} must be at least 2")
     if not cfg.lanczos_tol >= 0:
@@ -161,6 +168,7 @@ def write_point(result: PointResult, cfg: HessianConfig, out_dir: Path) -> Path:
         "seconds": round(result.seconds, 3),
         "lanczos_max_steps": cfg.lanczos_steps,
         "lanczos_tol": cfg.lanczos_tol,
+        "precision": cfg.precision,
         **{f"lanczos_{k}": v for k, v in result.lanczos.items() if k != "iterations"},
     }
     with open(path, "w", newline="") as f:
@@ -199,6 +207,8 @@ def map_fingerprint(cfg: HessianConfig, loss: str, num_samples: int) -> dict:
         "seed": cfg.seed,
         "double": cfg.double,
         "loss": loss,
+        # only when not fp32, so maps made before the key resume
+        **({"precision": cfg.precision} if cfg.precision != "fp32" else {}),
     }
 
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from landscape_hpc.config import HessianConfig
 from landscape_hpc.data import Split
 from landscape_hpc.engine.flat import LossFn, flat_loss
+from landscape_hpc.engine.precision import precision
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.grid import Grid
 from landscape_hpc.hessian import LanczosResult, hutchinson_trace, hvp, lanczos_run
@@ -36,6 +37,7 @@ class CurvatureJob:
     batch_size: int
     dtype: torch.dtype
     tol: float = 0.0  # Lanczos stops once the extreme Ritz values move less (0: all steps)
+    precision: str = "fp32"  # of the Hessian-vector products (Lanczos' own algebra: float64)
 
     def loss_fn(self, state: dict[str, Tensor]) -> tuple[LossFn, Tensor]:
         """loss(θ) over the job's data, and θ at `state` (cast to the job's dtype)."""
@@ -47,8 +49,12 @@ class CurvatureJob:
     def run_lanczos(self, state: dict[str, Tensor]) -> LanczosResult:
         """Lanczos at `state` (Ritz values ascending, on the CPU: ends ≈ λ_min, λ_max)."""
         loss, theta = self.loss_fn(state)
-        matvec = lambda v: hvp(loss, theta, v.to(theta.dtype))  # noqa: E731
         n, device = theta.numel(), theta.device
+
+        def matvec(v: Tensor) -> Tensor:
+            with precision(self.precision, device):  # engine/precision.py
+                return hvp(loss, theta, v.to(theta.dtype))
+
         return lanczos_run(matvec, n, self.steps, self.seed, device=device, tol=self.tol)
 
     def extremes(self, state: dict[str, Tensor]) -> tuple[float, float, dict[str, Any]]:
@@ -58,19 +64,20 @@ class CurvatureJob:
 
     def trace(self, state: dict[str, Tensor], samples: int) -> float:
         loss, theta = self.loss_fn(state)
-        return hutchinson_trace(loss, theta, samples, self.seed)
+        with precision(self.precision, theta.device):
+            return hutchinson_trace(loss, theta, samples, self.seed)
 
 
 def make_job(model: nn.Module, split: Split, cfg: HessianConfig, loss: str) -> CurvatureJob:
-    """The kernel for `model` (a template: a copy is cast to the precision and put in eval
-    mode) on `split`, with cfg's Lanczos settings."""
+    """The kernel for `model` (a template: a copy is cast to float64 with double and put in
+    eval mode) on `split`, with cfg's Lanczos settings and precision."""
     dtype = torch.float64 if cfg.double else torch.float32
     model = copy.deepcopy(model).to(dtype).eval()
     inputs = split.inputs.to(dtype) if split.inputs.is_floating_point() else split.inputs
     keys = [name for name, _ in model.named_parameters()]
     steps, tol = cfg.lanczos_steps, cfg.lanczos_tol
     return CurvatureJob(model, keys, inputs, split.labels, loss, steps, cfg.seed, cfg.batch_size,
-                        dtype, tol)  # fmt: skip
+                        dtype, tol, cfg.precision)  # fmt: skip
 
 
 @dataclass

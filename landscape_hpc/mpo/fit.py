@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from landscape_hpc.config import FitOptions
 from landscape_hpc.data import Split
+from landscape_hpc.engine.precision import precision as at_precision
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.hdf5 import fingerprint_diff
 from landscape_hpc.mpo.convergence import (
@@ -163,11 +164,14 @@ def fit_plane(
     overwrite: bool = False,
     progress: bool = True,
     heldout: Optional[Split] = None,
+    precision: str = "fp32",
 ) -> FitResult:
     """Trains `plane` on `mask` (H, W; True = low-loss) with eq. (3); resumes and writes
     `out_dir/checkpoint.pt` (and history.csv) when out_dir is given. With `heldout` (a split,
     normally test), checks the plane every eval_every steps and stops by the stop rule.
-    The data are tensors on the plane's device."""
+    The data are tensors on the plane's device. `precision` (engine.precision: fp32, tf32,
+    bf16; engine/precision.py): the arithmetic of the objective's forwards and backwards and of
+    the held-out checks; Adam's step stays float32."""
     check_fit_options(opts)
     device = train.inputs.device
     chunk = chunk_cells_for(model, train.inputs[0], opts)
@@ -212,7 +216,8 @@ def fit_plane(
         """One held-out check: a history row, history.csv, the progress bar."""
         nonlocal heldout_seconds
         t = time.perf_counter()
-        values = check.evaluate(plane, template, chunk)  # type: ignore[union-attr]
+        with at_precision(precision, device):
+            values = check.evaluate(plane, template, chunk)  # type: ignore[union-attr]
         heldout_seconds += time.perf_counter() - t
         loss = float(np.mean(losses)) if losses else math.nan
         scale = float(plane.scale.detach())
@@ -233,10 +238,11 @@ def fit_plane(
         optimizer.zero_grad(set_to_none=True)
         cells = (low_coords.to(device), high_coords.to(device))
         x, y = train.inputs[batch], train.labels[batch]
-        if opts.strategy == "loop":
-            stats = objective_loop(plane, template, *cells, x, y, opts.ce_threshold)
-        else:
-            stats = objective_batched(plane, template, *cells, x, y, opts.ce_threshold, chunk)
+        with at_precision(precision, device):
+            if opts.strategy == "loop":
+                stats = objective_loop(plane, template, *cells, x, y, opts.ce_threshold)
+            else:
+                stats = objective_batched(plane, template, *cells, x, y, opts.ce_threshold, chunk)
         if not math.isfinite(stats.loss):
             bar.close()
             raise Diverged(

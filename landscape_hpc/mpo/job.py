@@ -99,6 +99,7 @@ def fingerprint(
         "scale_init": cfg.scale_init,
         # only when not the default, so checkpoints and sweep files made before the key resume
         **({"plane_init": cfg.plane_init} if cfg.plane_init != "fresh" else {}),
+        **({"precision": cfg.engine.precision} if cfg.engine.precision != "fp32" else {}),
     }
 
 
@@ -156,6 +157,7 @@ def fit_and_evaluate(
         cfg.overwrite,
         progress=progress,
         heldout=splits["test"],
+        precision=cfg.engine.precision,
     )
     exported = result.plane.export()
     t_eval = time.perf_counter()
@@ -165,6 +167,7 @@ def fit_and_evaluate(
         write_plane(out_dir / PLANE_FILE, exported, mask, config_text)
         fp = {**job.fingerprint, "steps": result.steps, "eval_samples": cfg.eval_samples}
         attrs = {"config": config_text, "kind": "mpo", "mask_sha256": fp["mask_sha256"]}
+        attrs["precision"] = cfg.engine.precision
         values = evaluate_plane(
             result.plane, job.model, mask, splits, cfg, out_dir / SURFACE_FILE, fp,
             {**attrs, **job.counts},

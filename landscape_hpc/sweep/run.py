@@ -207,6 +207,7 @@ def run_job(cfg: MPOConfig, splits: dict, mask: np.ndarray, job_dir: Path) -> Ou
             cfg.overwrite,
             progress=False,
             heldout=splits["test"],
+            precision=cfg.engine.precision,
         )
     except Diverged as err:
         return Outcome(FAILED, reason=str(err), bn=bn, seconds=time.perf_counter() - start, **where)
