@@ -58,7 +58,7 @@ fi
 # nbclient + ipykernel for the notebook, ...) and mpi4py ([mpi] extra: the parallel h5py is
 # built against it)
 pip install hydra-core hydra-submitit-launcher submitit matplotlib scikit-learn tqdm pyyaml meshio xarray
-pip install --no-build-isolation -e ".[dev,mpi]"
+pip install --no-build-isolation -e ".[dev,mpi,bench,hf]"
 
 if ! "$py" -c 'import h5py, sys; sys.exit(0 if h5py.get_config().mpi else 1)'; then
   log "ERROR: h5py was built without MPI (h5py.get_config().mpi is False)."

@@ -67,7 +67,7 @@ def test_mpi4py_is_the_mpi_extra_not_a_requirement():
     assert {"torch", "h5py", "hydra-core", "submitit"} <= required
     extras = cfg["options.extras_require"]
     assert [_requirement_name(line) for line in extras["mpi"].split()] == ["mpi4py"]
-    assert '-e ".[dev,mpi]"' in (ROOT / "scripts" / "setup.sh").read_text()
+    assert '-e ".[dev,mpi,bench,hf]"' in (ROOT / "scripts" / "setup.sh").read_text()
 
 
 @pytest.fixture(scope="module")
