@@ -128,7 +128,7 @@ def hessian(
         lanczos_tol=lanczos_tol,
         trace_samples=trace_samples if trace else 0,
         k=k,
-        eigen_steps=max(eigen_steps, k),
+        eigen_steps=eigen_steps,
         density=density,
         n_probes=n_probes,
         density_steps=density_steps,

@@ -239,7 +239,8 @@ class HessianConfig:
     # parameters) in hessian_eigenvectors.h5, a directions file (directions.load= reads the
     # top two as a surface's axes). A run stops once every residual is ≤ lanczos_tol·|λ_1|
     k: int = 0
-    # the most Lanczos steps of the top-k run (at least k; more for clustered eigenvalues)
+    # the most Lanczos steps of the top-k run and of each block's run (raised to k when lower;
+    # clustered eigenvalues need more)
     eigen_steps: int = 100
     # point mode: the eigenvalue spectral density by stochastic Lanczos quadrature (Ghorbani et
     # al. 2019): hessian_density.csv (grid, density), hessian_slq.csv (the Ritz nodes and
