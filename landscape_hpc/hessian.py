@@ -175,10 +175,13 @@ class PointHessian:
 
     `matmat` runs several products in one pass (torch.autograd.grad's is_grads_batched, a vmap
     over the backward) when `batched`; models whose backward vmap cannot batch fall back to a
-    loop, once, for good."""
+    loop, once, for good. batched=None: on CUDA only. On 2 CPU threads the vmap did not pay: 1.1×
+    the loop's time for mlp on the digits, 5× for mpo_cnn (its conv backward runs through vmap's
+    slow fallback; docs/benchmarks.md); on a GPU it is not yet measured."""
 
-    def __init__(self, loss: LossFn, theta: Tensor, batched: bool = True) -> None:
-        self.theta, self.batched = theta, batched
+    def __init__(self, loss: LossFn, theta: Tensor, batched: bool | None = None) -> None:
+        self.theta = theta
+        self.batched = theta.is_cuda if batched is None else batched
         with torch.enable_grad():
             self.point = theta.detach().requires_grad_(True)
             (self.grad,) = torch.autograd.grad(loss(self.point), self.point, create_graph=True)
