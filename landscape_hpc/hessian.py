@@ -227,11 +227,12 @@ def hutchinson_probes(
     set of probes gives the trace of every block at once; blocks=None: one block, all of θ (the
     mean is then `hutchinson_trace`'s estimate)."""
     g = torch.Generator().manual_seed(seed)
-    probes = [(torch.randint(0, 2, (dim,), generator=g) * 2 - 1) for _ in range(samples)]
     blocks = [torch.arange(dim)] if blocks is None else blocks
     terms = []
     for first in range(0, samples, group):
-        vs = torch.stack(probes[first : first + group]).to(torch.float64)  # (B, P)
+        count = min(group, samples - first)  # drawn one by one, as hutchinson_trace draws them
+        vs = torch.stack([torch.randint(0, 2, (dim,), generator=g) * 2 - 1 for _ in range(count)])
+        vs = vs.to(torch.float64)  # (B, P)
         products = vs * matmat(vs).to(torch.float64).cpu()  # (B, P)
         terms.append(torch.stack([products[:, b].sum(1) for b in blocks], dim=1))  # (B, blocks)
     return torch.cat(terms)

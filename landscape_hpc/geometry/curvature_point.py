@@ -24,7 +24,7 @@ from landscape_hpc.engine.losses import LOSSES
 from landscape_hpc.engine.precision import PRECISIONS
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.geometry import spectrum_job
-from landscape_hpc.geometry.curvature_job import make_job
+from landscape_hpc.geometry.curvature_job import CurvatureJob, make_job
 from landscape_hpc.geometry.spectrum_job import Block, Density, TopEigen
 from landscape_hpc.hessian import LanczosResult
 from landscape_hpc.problem import Problem, load_problem
@@ -160,7 +160,16 @@ def point_curvature(
     return _gather(values, cfg, job, state, split, blocks, time.perf_counter() - start)
 
 
-def _gather(values, cfg, job, state, split, blocks, seconds) -> PointResult:  # noqa: ANN001
+def _gather(
+    values: dict[tuple[str, int], Any],
+    cfg: HessianConfig,
+    job: CurvatureJob,
+    state: dict[str, torch.Tensor],
+    split: Split,
+    blocks: list[Block],
+    seconds: float,
+) -> PointResult:
+    """The tasks' values as one PointResult (rank 0), with the warnings of unconverged runs."""
     run: LanczosResult = values[("lanczos", 0)]
     ritz = run.ritz.numpy().astype(np.float64)
     if cfg.lanczos_tol > 0 and not run.converged:
