@@ -229,8 +229,11 @@ def test_killed_worker_ends_the_run_and_the_rerun_completes_it(
     assert attrs["io_driver"] == io
     done = partial["done"].astype(bool)
     assert KILL_AFTER <= done.sum() < N_POINTS, done.sum()
-    for name in METRICS:
-        assert np.isnan(partial[name][~done]).all(), name  # not computed yet
+    # A point is marked done after its metrics are written, so a rank killed between the two
+    # leaves values without the mark: at most the chunks in flight, one per worker (2 points
+    # each), which the rerun computes again. Every other point not done is empty.
+    written = np.any([~np.isnan(partial[name]) for name in METRICS], axis=0)
+    assert (written & ~done).sum() <= 2 * 2, (written & ~done).sum()
 
     rerun = run_surface(3, tmp_path, overrides)
     check_ok(rerun)
