@@ -38,6 +38,7 @@ from landscape_hpc.directions.build import (
 )
 from landscape_hpc.directions.pca import ProjectedTrajectory
 from landscape_hpc.engine.evaluate import check_engine
+from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
 from landscape_hpc.files import hdf5
@@ -129,6 +130,8 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     problem = load_problem(cfg.model, cfg.dataset, device, streamed=True)  # collective
     problem.require(cfg.splits)
     model, splits = problem.model, problem.splits
+    if cfg.engine.loss == "auto":  # the file records the loss it was made with
+        cfg.engine.loss = default_loss(model)
     origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
     basis, projected = build_directions(
         comm, cfg.directions, model, origin, grid.ndim, cfg.model.trust_checkpoint

@@ -52,7 +52,9 @@ class SurfaceConfig:
     dataset: DatasetConfig = MISSING
     directions: DirectionsConfig = field(default_factory=DirectionsConfig)
     grid: GridConfig = field(default_factory=GridConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
+    # the loss defaults to auto here: the model's own (lm for gpt_tiny and HF causal LMs, else
+    # ce; engine/losses.py default_loss), written to the file as the name it resolved to
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(loss="auto"))
     # splits to evaluate at every point
     splits: list[str] = field(default_factory=lambda: ["train", "test"])
     # surface file (HDF5); relative paths are relative to the current directory

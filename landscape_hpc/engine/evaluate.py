@@ -63,7 +63,7 @@ def check_engine(cfg: EngineConfig, key: str = "engine") -> None:
     a library function's keyword arguments)."""
     prefix = f"{key}." if key else ""
     check_choice(f"{prefix}bn", cfg.bn, BN_MODES)
-    check_choice(f"{prefix}loss", cfg.loss, LOSSES)
+    check_choice(f"{prefix}loss", cfg.loss, (*LOSSES, "auto"))
     check_choice(f"{prefix}strategy", cfg.strategy, STRATEGIES)
     check_choice(f"{prefix}precision", cfg.precision, PRECISIONS)
     for name in ("batch_size", "memory_mb"):
