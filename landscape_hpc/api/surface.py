@@ -34,12 +34,14 @@ from landscape_hpc.directions.maths import (
     random_basis,
 )
 from landscape_hpc.engine.evaluate import check_engine
+from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.directions import directions_sha256
 from landscape_hpc.grid import Grid
+from landscape_hpc.models.hf import check_tokens
 from landscape_hpc.params import ParamDict
 
 Axis = Sequence[float]  # (min, max, num)
@@ -159,7 +161,7 @@ def surface(
     ignore: str = "biasbn",
     dir_type: str = "weights",
     same_dir: bool = False,
-    loss: Union[str, Callable[..., Any]] = "ce",
+    loss: Union[str, Callable[..., Any]] = "auto",
     bn: str = "eval",
     splits: Optional[Sequence[str]] = None,
     bn_split: str = "train",
@@ -194,8 +196,9 @@ def surface(
         ignore: biasbn (1-D tensors — biases, BN — get a zero direction) or none.
         dir_type: weights (parameters only) or states (BN running statistics too).
         same_dir: y = x (a diagonal cut).
-        loss: ce, mse, lm (per token), or a callable metric(outputs, batch) -> per-sample
-            values (B,) or (sum, count).
+        loss: auto (the model's own: lm for gpt_tiny and HF causal LMs, else ce), ce, mse, lm
+            (per token), lm_aligned, or a callable metric(outputs, batch) -> per-sample values
+            (B,) or (sum, count).
         bn: eval (the model's running statistics) or recompute (from the `bn_split` data at
             every point).
         splits: which splits of `data` to evaluate (default: all).
@@ -223,6 +226,11 @@ def surface(
     origin = _state(template)
     basis = _basis(template, origin, directions, grid.ndim, seed, norm, ignore, dir_type, same_dir)
     data_splits, bn_data = splits_on(data, device, splits, bn_split if bn == "recompute" else None)
+    for name, split in data_splits.items():  # token ids against the vocabulary and context
+        if not split.streamed:
+            check_tokens(template, split.inputs, f"data[{name!r}]")
+    if isinstance(loss, str) and loss == "auto":
+        loss = default_loss(template)
     made = {
         "directions": directions if isinstance(directions, str) else "given",
         "seed": seed,
