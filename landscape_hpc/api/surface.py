@@ -263,6 +263,10 @@ def interpolate(
 
     Returns an xarray.Dataset with the dim "x" (= t). `kwargs`: those of `surface` (loss, bn,
     splits, batch_size, strategy, device, out, ...), except x, y and the direction options.
+    Its attrs (and the file's, with out=) hold the loss barrier of every split (Frankle et al.
+    2020; landscape_hpc/connectivity.py): barrier_<split> = max over the grid's t in [0, 1] of
+    L(t) − ((1−t)·L(0) + t·L(1)), reached at barrier_t_<split> (NaN unless the grid holds t = 0
+    and t = 1); it is printed too.
     """
     for key in ("x", "y", "directions", "seed", "norm", "ignore", "dir_type", "same_dir"):
         if key in kwargs:
@@ -275,6 +279,7 @@ def interpolate(
     if ds is not None:
         ds.attrs["directions"] = "interpolation"
         ds.attrs["model_b_sha256"] = state_sha256(b)
+        ds = _summarised(ds, str(ds.attrs.get("loss", "ce")), True, kwargs.get("out"))
     return ds
 
 
@@ -333,6 +338,21 @@ def _run_and_collect(
     if comm.Get_rank() != 0:
         return None
     if out is not None:
-        return results.load(out)
-    attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
-    return results.to_dataset(grid, arrays, subspace.basis, attrs)
+        ds = results.load(out)
+    else:
+        attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
+        ds = results.to_dataset(grid, arrays, subspace.basis, attrs)
+    return _summarised(ds, loss_name, False, out)
+
+
+def _summarised(
+    ds: xr.Dataset, loss: str, interpolation: bool, out: Optional[Union[str, Path]]
+) -> xr.Dataset:
+    """The Dataset (and the file `out`) with perplexity and, on a line, the loss barrier."""
+    arrays, attrs, lines = results.summary(ds, loss, interpolation)
+    ds, _ = results.with_summary(ds, loss, interpolation)
+    if out is not None and (arrays or attrs):
+        surface_file.write_summary(Path(out), arrays, attrs)
+    for line in lines:
+        print(line)
+    return ds
