@@ -32,6 +32,7 @@ from landscape_hpc.directions.maths import (
     direction_keys,
     model_difference,
     random_basis,
+    restrict,
 )
 from landscape_hpc.engine.evaluate import check_engine
 from landscape_hpc.engine.losses import default_loss
@@ -161,6 +162,7 @@ def surface(
     ignore: str = "biasbn",
     dir_type: str = "weights",
     same_dir: bool = False,
+    params: Optional[Sequence[str]] = None,
     loss: Union[str, Callable[..., Any]] = "auto",
     bn: str = "eval",
     splits: Optional[Sequence[str]] = None,
@@ -196,6 +198,9 @@ def surface(
         ignore: biasbn (1-D tensors — biases, BN — get a zero direction) or none.
         dir_type: weights (parameters only) or states (BN running statistics too).
         same_dir: y = x (a diagonal cut).
+        params: move only the tensors these fnmatch patterns pick from the state_dict names
+            ("blocks.*.attn.*"; a leading "!" excludes); the others stay at the origin, bit for
+            bit. None: every tensor the directions move.
         loss: auto (the model's own: lm for gpt_tiny and HF causal LMs, else ce), ce, mse, lm
             (per token), lm_aligned, or a callable metric(outputs, batch) -> per-sample values
             (B,) or (sum, count).
@@ -225,6 +230,7 @@ def surface(
     device = model_device(template, None)
     origin = _state(template)
     basis = _basis(template, origin, directions, grid.ndim, seed, norm, ignore, dir_type, same_dir)
+    basis = restrict(basis, list(origin), params, "params")
     data_splits, bn_data = splits_on(data, device, splits, bn_split if bn == "recompute" else None)
     for name, split in data_splits.items():  # token ids against the vocabulary and context
         if not split.streamed:
@@ -238,6 +244,7 @@ def surface(
         "ignore": ignore,
         "dir_type": dir_type,
         "same_dir": same_dir,
+        **({"params": json.dumps(list(params))} if params else {}),
     }
     training = template.training  # the engine evaluates in eval mode; the caller's mode returns
     try:

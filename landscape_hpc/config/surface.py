@@ -34,6 +34,9 @@ class DirectionsConfig:
     # kind=pca: how checkpoints are placed in the plane: cos (scalar projection on each
     # direction, as loss-landscape) or lstsq (least squares in the plane)
     projection: str = "cos"
+    # move only these tensors: fnmatch patterns on state_dict names ("blocks.*.attn.*"), a
+    # leading ! excludes ("!tok.*"); empty = every tensor the kind moves
+    params: list[str] = field(default_factory=list)
     # reuse the directions of a direction or surface file (ours or loss-landscape's layout)
     load: Optional[str] = None
 
