@@ -74,7 +74,8 @@ def test_interpolate_with_params_moves_only_those_tensors():
 
 def test_the_command_writes_only_the_matched_directions(tmp_path):
     base = [
-        "model=gpt_tiny", "+model.kwargs.depth=1", "+model.kwargs.width=16", "+model.kwargs.heads=2",
+        "model=gpt_tiny", "+model.kwargs.depth=1", "+model.kwargs.width=16",
+        "+model.kwargs.heads=2",
         "dataset=text", "dataset.context=8", "dataset.max_documents=4", "dataset.max_samples=20",
         "grid.x=[-1,1,3]", "grid.y=null", "plot=false", f"out={tmp_path / 's.h5'}",
     ]  # fmt: skip
