@@ -32,14 +32,17 @@ from landscape_hpc.directions.maths import (
     direction_keys,
     model_difference,
     random_basis,
+    restrict,
 )
 from landscape_hpc.engine.evaluate import check_engine
+from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.directions import directions_sha256
 from landscape_hpc.grid import Grid
+from landscape_hpc.models.hf import check_tokens
 from landscape_hpc.params import ParamDict
 
 Axis = Sequence[float]  # (min, max, num)
@@ -159,7 +162,8 @@ def surface(
     ignore: str = "biasbn",
     dir_type: str = "weights",
     same_dir: bool = False,
-    loss: Union[str, Callable[..., Any]] = "ce",
+    params: Optional[Sequence[str]] = None,
+    loss: Union[str, Callable[..., Any]] = "auto",
     bn: str = "eval",
     splits: Optional[Sequence[str]] = None,
     bn_split: str = "train",
@@ -194,8 +198,12 @@ def surface(
         ignore: biasbn (1-D tensors — biases, BN — get a zero direction) or none.
         dir_type: weights (parameters only) or states (BN running statistics too).
         same_dir: y = x (a diagonal cut).
-        loss: ce, mse, lm (per token), or a callable metric(outputs, batch) -> per-sample
-            values (B,) or (sum, count).
+        params: move only the tensors these fnmatch patterns pick from the state_dict names
+            ("blocks.*.attn.*"; a leading "!" excludes); the others stay at the origin, bit for
+            bit. None: every tensor the directions move.
+        loss: auto (the model's own: lm for gpt_tiny and HF causal LMs, else ce), ce, mse, lm
+            (per token), lm_aligned, or a callable metric(outputs, batch) -> per-sample values
+            (B,) or (sum, count).
         bn: eval (the model's running statistics) or recompute (from the `bn_split` data at
             every point).
         splits: which splits of `data` to evaluate (default: all).
@@ -222,7 +230,13 @@ def surface(
     device = model_device(template, None)
     origin = _state(template)
     basis = _basis(template, origin, directions, grid.ndim, seed, norm, ignore, dir_type, same_dir)
+    basis = restrict(basis, list(origin), params, "params")
     data_splits, bn_data = splits_on(data, device, splits, bn_split if bn == "recompute" else None)
+    for name, split in data_splits.items():  # token ids against the vocabulary and context
+        if not split.streamed:
+            check_tokens(template, split.inputs, f"data[{name!r}]")
+    if isinstance(loss, str) and loss == "auto":
+        loss = default_loss(template)
     made = {
         "directions": directions if isinstance(directions, str) else "given",
         "seed": seed,
@@ -230,6 +244,7 @@ def surface(
         "ignore": ignore,
         "dir_type": dir_type,
         "same_dir": same_dir,
+        **({"params": json.dumps(list(params))} if params else {}),
     }
     training = template.training  # the engine evaluates in eval mode; the caller's mode returns
     try:
@@ -255,6 +270,10 @@ def interpolate(
 
     Returns an xarray.Dataset with the dim "x" (= t). `kwargs`: those of `surface` (loss, bn,
     splits, batch_size, strategy, device, out, ...), except x, y and the direction options.
+    Its attrs (and the file's, with out=) hold the loss barrier of every split (Frankle et al.
+    2020; landscape_hpc/connectivity.py): barrier_<split> = max over the grid's t in [0, 1] of
+    L(t) − ((1−t)·L(0) + t·L(1)), reached at barrier_t_<split> (NaN unless the grid holds t = 0
+    and t = 1); it is printed too.
     """
     for key in ("x", "y", "directions", "seed", "norm", "ignore", "dir_type", "same_dir"):
         if key in kwargs:
@@ -267,6 +286,7 @@ def interpolate(
     if ds is not None:
         ds.attrs["directions"] = "interpolation"
         ds.attrs["model_b_sha256"] = state_sha256(b)
+        ds = _summarised(ds, str(ds.attrs.get("loss", "ce")), True, kwargs.get("out"))
     return ds
 
 
@@ -325,6 +345,21 @@ def _run_and_collect(
     if comm.Get_rank() != 0:
         return None
     if out is not None:
-        return results.load(out)
-    attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
-    return results.to_dataset(grid, arrays, subspace.basis, attrs)
+        ds = results.load(out)
+    else:
+        attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
+        ds = results.to_dataset(grid, arrays, subspace.basis, attrs)
+    return _summarised(ds, loss_name, False, out)
+
+
+def _summarised(
+    ds: xr.Dataset, loss: str, interpolation: bool, out: Optional[Union[str, Path]]
+) -> xr.Dataset:
+    """The Dataset (and the file `out`) with perplexity and, on a line, the loss barrier."""
+    arrays, attrs, lines = results.summary(ds, loss, interpolation)
+    ds, _ = results.with_summary(ds, loss, interpolation)
+    if out is not None and (arrays or attrs):
+        surface_file.write_summary(Path(out), arrays, attrs)
+    for line in lines:
+        print(line)
+    return ds

@@ -18,6 +18,7 @@ Re-running the same command resumes: only the points not done yet are computed.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +26,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from landscape_hpc import parallel
+from landscape_hpc.api import results
 from landscape_hpc.api.surface import compute
 from landscape_hpc.cli import hydra_command
 from landscape_hpc.config import SurfaceConfig
@@ -38,9 +40,11 @@ from landscape_hpc.directions.build import (
 )
 from landscape_hpc.directions.pca import ProjectedTrajectory
 from landscape_hpc.engine.evaluate import check_engine
+from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
 from landscape_hpc.files import hdf5
+from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.checkpoint import file_sha256
 from landscape_hpc.files.directions import directions_sha256
 from landscape_hpc.grid import Grid
@@ -129,6 +133,8 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     problem = load_problem(cfg.model, cfg.dataset, device, streamed=True)  # collective
     problem.require(cfg.splits)
     model, splits = problem.model, problem.splits
+    if cfg.engine.loss == "auto":  # the file records the loss it was made with
+        cfg.engine.loss = default_loss(model)
     origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
     basis, projected = build_directions(
         comm, cfg.directions, model, origin, grid.ndim, cfg.model.trust_checkpoint
@@ -170,9 +176,23 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     return Path(cfg.out)
 
 
+def summarise(path: Path, interpolation: bool) -> None:
+    """Rank 0, after the run: the file gets <split>_ppl (a per-token loss) and, for a line
+    between two nets (directions.kind=models, 1D), the loss barrier of every split
+    (connectivity.py), which is also logged."""
+    ds = results.load(path)
+    loss = json.loads(ds.attrs.get("fingerprint", "{}")).get("loss", "ce")
+    arrays, attrs, lines = results.summary(ds, loss, interpolation)
+    if arrays or attrs:
+        surface_file.write_summary(path, arrays, attrs)
+    for line in lines:
+        log.info(line)
+
+
 def _command(cfg: SurfaceConfig, comm: Any) -> None:
     path = compute_surface(cfg, comm)
     if comm.Get_rank() == 0:
+        summarise(path, interpolation=cfg.directions.kind == "models" and cfg.grid.y is None)
         log.info("surface file: %s", path)
         if cfg.plot:
             from landscape_hpc.plot import plot_surface_file

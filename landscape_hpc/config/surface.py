@@ -34,6 +34,9 @@ class DirectionsConfig:
     # kind=pca: how checkpoints are placed in the plane: cos (scalar projection on each
     # direction, as loss-landscape) or lstsq (least squares in the plane)
     projection: str = "cos"
+    # move only these tensors: fnmatch patterns on state_dict names ("blocks.*.attn.*"), a
+    # leading ! excludes ("!tok.*"); empty = every tensor the kind moves
+    params: list[str] = field(default_factory=list)
     # reuse the directions of a direction or surface file (ours or loss-landscape's layout)
     load: Optional[str] = None
 
@@ -52,7 +55,9 @@ class SurfaceConfig:
     dataset: DatasetConfig = MISSING
     directions: DirectionsConfig = field(default_factory=DirectionsConfig)
     grid: GridConfig = field(default_factory=GridConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
+    # the loss defaults to auto here: the model's own (lm for gpt_tiny and HF causal LMs, else
+    # ce; engine/losses.py default_loss), written to the file as the name it resolved to
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(loss="auto"))
     # splits to evaluate at every point
     splits: list[str] = field(default_factory=lambda: ["train", "test"])
     # surface file (HDF5); relative paths are relative to the current directory

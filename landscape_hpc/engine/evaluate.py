@@ -43,7 +43,7 @@ from landscape_hpc.engine.metrics import Points, split_sums
 from landscape_hpc.engine.pointwise import Pointwise
 from landscape_hpc.engine.precision import PRECISIONS, precision
 from landscape_hpc.engine.stacked import Batched
-from landscape_hpc.engine.subspace import Subspace
+from landscape_hpc.engine.subspace import Subspace, tie, tied_aliases
 from landscape_hpc.errors import UserError, check_choice
 
 BN_MODES = ("eval", "recompute")
@@ -63,7 +63,7 @@ def check_engine(cfg: EngineConfig, key: str = "engine") -> None:
     a library function's keyword arguments)."""
     prefix = f"{key}." if key else ""
     check_choice(f"{prefix}bn", cfg.bn, BN_MODES)
-    check_choice(f"{prefix}loss", cfg.loss, LOSSES)
+    check_choice(f"{prefix}loss", cfg.loss, (*LOSSES, "auto"))
     check_choice(f"{prefix}strategy", cfg.strategy, STRATEGIES)
     check_choice(f"{prefix}precision", cfg.precision, PRECISIONS)
     for name in ("batch_size", "memory_mb"):
@@ -148,7 +148,8 @@ class Evaluator:
     ):
         """`plan`: run this plan instead of options.strategy's (to pin the plan auto chose)."""
         self.options = options = options or EngineConfig()
-        self.model, self.subspace = model.eval(), subspace
+        self.model, self.subspace = model.eval(), tie(subspace, tied_aliases(model))
+        subspace = self.subspace
         self.device = _device(subspace)
         self.data = as_splits(data, self.device, options.batch_size)
         # one point at a time on a CPU, a conv net may run channels-last (the default) or NCHW
@@ -291,6 +292,7 @@ def evaluate_points_loop(
     # no grad on the copy's weights: autocast (engine.precision=bf16) keeps its bfloat16 copies
     # of weights that require grad for the whole block, so each point would run the first's
     net = copy.deepcopy(model).eval().requires_grad_(False)
+    subspace = tie(subspace, tied_aliases(model))
     device = _device(subspace)
     splits = as_splits(data, device, options.batch_size)
     bn = bn_split(model, splits, bn_data, options)

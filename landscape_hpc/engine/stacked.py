@@ -18,7 +18,7 @@ from landscape_hpc.engine.data import Inputs, Split, batches
 from landscape_hpc.engine.losses import run_model
 from landscape_hpc.engine.memory import points_per_pass
 from landscape_hpc.engine.metrics import Forward, Points, concat, split_metrics
-from landscape_hpc.engine.subspace import Subspace
+from landscape_hpc.engine.subspace import Subspace, tied_aliases
 from landscape_hpc.params import ParamDict
 
 
@@ -27,8 +27,12 @@ class Stacked:
 
     def __init__(self, model: nn.Module):
         self.model = model
+        aliases = tied_aliases(model)  # functional_call moves a tied alias with its primary
 
         def forward(moving: ParamDict, fixed: ParamDict, x: Inputs) -> Tensor:
+            if aliases:
+                moving = {k: v for k, v in moving.items() if k not in aliases}
+                fixed = {k: v for k, v in fixed.items() if k not in aliases}
             return run_model(self.model, x, (moving, fixed))  # unwrapped inside the vmap
 
         self.forward = vmap(forward, in_dims=(0, None, None))
