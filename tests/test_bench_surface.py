@@ -15,7 +15,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench_surface.py"
-NO_PEER = "loss-landscapes is not installed (the bench extra, which scripts/setup.sh installs: pip install -e '.[bench]')"
+NO_PEER = (
+    "loss-landscapes is not installed "
+    "(the bench extra, which scripts/setup.sh installs: pip install -e '.[bench]')"
+)
 
 
 def _bench():
