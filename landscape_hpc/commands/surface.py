@@ -11,6 +11,7 @@ one process or many.
     python -m landscape_hpc.surface directions.kind=pca directions.trajectory=runs/t \\
         grid.x=[-9.5,1.5,23] grid.y=[-3,2,11]             # along its PC1/PC2, around its end
     mpirun -n 8 python -m landscape_hpc.surface model=resnet56 model.checkpoint=ck.pt ...
+    mpirun -n 5 python -m landscape_hpc.surface data_parallel=2 ...  # 2 groups of 2 ranks
     sbatch slurm/surface.sh model=resnet56 model.checkpoint=ck.pt ...
 
 Re-running the same command resumes: only the points not done yet are computed.
@@ -48,6 +49,7 @@ from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.checkpoint import file_sha256
 from landscape_hpc.files.directions import directions_sha256
 from landscape_hpc.grid import Grid
+from landscape_hpc.groups import check_group_size
 from landscape_hpc.params import ParamDict
 from landscape_hpc.problem import load_problem
 
@@ -86,6 +88,11 @@ def check_config(cfg: SurfaceConfig) -> Grid:
         raise UserError(
             f"chunk_points={cfg.chunk_points} must be at least 1, or null to choose it from the "
             "grid and the ranks"
+        )
+    if cfg.data_parallel < 1:
+        raise UserError(
+            f"data_parallel={cfg.data_parallel} must be at least 1 (ranks per group; 1: each "
+            "worker alone)"
         )
     return grid
 
@@ -126,6 +133,7 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     comm = parallel.world_if_none(comm)
     rank = comm.Get_rank()
     grid = check_config(cfg)
+    check_group_size(comm, cfg.data_parallel)  # before anything is loaded
     cfg = resolve_origin(cfg)
     if rank == 0 and cfg.model.checkpoint and cfg.directions.kind == "pca":
         log.info("origin (end of the trajectory): %s", cfg.model.checkpoint)
@@ -172,6 +180,7 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         comm=comm,
         collective=hdf5.use_mpio("io", cfg.io),
         chunk_points=cfg.chunk_points,
+        data_parallel=cfg.data_parallel,
     )
     return Path(cfg.out)
 

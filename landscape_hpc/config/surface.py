@@ -70,5 +70,8 @@ class SurfaceConfig:
     io: str = "auto"
     # grid points per work chunk handed to a worker; None = chosen from the grid size and world
     chunk_points: Optional[int] = None
+    # ranks per group evaluating one chunk over disjoint shards of the data (their sums added):
+    # the workers (mpirun -n less the master) must be a multiple of it; 1 = every worker alone
+    data_parallel: int = 1
     # also write a contour PNG of each computed metric next to the surface file
     plot: bool = True

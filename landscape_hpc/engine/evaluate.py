@@ -37,7 +37,7 @@ from landscape_hpc.config import EngineConfig
 from landscape_hpc.engine.autotune import Plan
 from landscape_hpc.engine.batchnorm import has_bn, recompute_bn_single
 from landscape_hpc.engine.data import Inputs, Split, as_split, as_splits
-from landscape_hpc.engine.losses import LOSSES, Loss, resolve_loss, run_model
+from landscape_hpc.engine.losses import LOSSES, Loss, Sums, resolve_loss, run_model
 from landscape_hpc.engine.memory import cpu_batch_size, points_per_pass
 from landscape_hpc.engine.metrics import Points, split_sums
 from landscape_hpc.engine.pointwise import Pointwise
@@ -247,20 +247,26 @@ class Evaluator:
 
     def __call__(self, coords: Tensor) -> dict[str, Metrics]:
         """Loss and accuracy at each row of coords (K, d) on every split."""
+        return metrics_of(self.sums(coords))
+
+    def sums(self, coords: Tensor) -> dict[str, Sums]:
+        """The float64 sums at each row of coords (K, d) on every split, rows (K,), before any
+        mean: what ranks holding disjoint shards of the data add up (api/run.py)."""
         coords = coords.to(device=self.device, dtype=torch.float64)
         with precision(self.options.precision, self.device):  # auto times at it too
             plan = self.plan or self._choose(coords)
             if coords.shape[0] >= autotune.MIN_POINTS:  # timed (or pinned): kept; else again
                 self.plan = plan
-            values = self._runner(plan)(coords)
-        return self._metrics(values)
+            return self._runner(plan)(coords)
 
-    @staticmethod
-    def _metrics(values: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Metrics]:
-        return {
-            name: Metrics(loss.cpu().numpy(), acc.cpu().numpy())
-            for name, (loss, acc) in values.items()
-        }
+
+def metrics_of(sums: Mapping[str, Sums]) -> dict[str, Metrics]:
+    """{split: Metrics} of {split: Sums}: the means, as float64 arrays (K,)."""
+    out = {}
+    for name, total in sums.items():
+        loss, acc = total.means()
+        out[name] = Metrics(loss.cpu().numpy(), acc.cpu().numpy())
+    return out
 
 
 def evaluate_points(

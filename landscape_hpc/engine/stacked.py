@@ -15,9 +15,9 @@ from torch.func import vmap
 
 from landscape_hpc.engine.batchnorm import bn_inputs, bn_recompute_template, fresh_bn_state
 from landscape_hpc.engine.data import Inputs, Split, batches
-from landscape_hpc.engine.losses import run_model
+from landscape_hpc.engine.losses import Sums, run_model
 from landscape_hpc.engine.memory import points_per_pass
-from landscape_hpc.engine.metrics import Forward, Points, concat, split_metrics
+from landscape_hpc.engine.metrics import Forward, Points, concat, split_sums
 from landscape_hpc.engine.subspace import Subspace, tied_aliases
 from landscape_hpc.params import ParamDict
 
@@ -88,8 +88,8 @@ class Batched:
             points.model, points.subspace, splits[0].sample(), largest, memory_mb
         )
 
-    def __call__(self, coords: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
-        """Mean loss and accuracy of every split at each row of coords (K, d): (K,) each."""
+    def __call__(self, coords: Tensor) -> dict[str, Sums]:
+        """The sums of every split at each row of coords (K, d): rows (K,) (metrics.join)."""
         p = self.points
         parts = []
         with torch.no_grad():
@@ -99,7 +99,7 @@ class Batched:
                 )
                 parts.append(
                     {
-                        name: split_metrics(forward, split, self.batch_size, p.loss)
+                        name: split_sums(forward, split, self.batch_size, p.loss)
                         for name, split in p.data.items()
                     }
                 )
