@@ -188,6 +188,21 @@ def report(out: Path) -> str:
             if len(v):
                 m, lo, hi = interval(v)
                 lines.append(f"| {kind} | {split} | {len(v)} | {m:.4f} | [{lo:.4f}, {hi:.4f}] |")
+    lines += [
+        "",
+        "Descriptive, not an endpoint: the validation loss at t = 0.5 minus the mean of the ends",
+        "(negative: the midpoint is below the chord).",
+        "",
+        "| pair | barrier (validation) | at t | L(0) | L(0.5) | L(1) | midpoint − chord |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        curve = r["loss_validation"]
+        ends, mid = (curve[0] + curve[-1]) / 2, curve[len(curve) // 2]
+        lines.append(
+            f"| {r['pair']} | {r['barrier_validation']:.4f} | {r['barrier_t_validation']:.1f} | "
+            f"{curve[0]:.3f} | {mid:.3f} | {curve[-1]:.3f} | {mid - ends:+.4f} |"
+        )
     s, f = groups["scratch", "validation"], groups["finetune", "validation"]
     if len(s) >= 2 and len(f) >= 2:
         test = stats.ttest_ind(s, f, equal_var=False)
