@@ -15,6 +15,8 @@ the surface command streams (load_dataset(streamed=True)); the others refuse a s
     fashion_mnist  torchvision FashionMNIST from dataset.root
     cifar10        torchvision CIFAR-10 from dataset.root
     synthetic      seeded Gaussian inputs of any shape, labels from a fixed random linear map
+    text           the Python standard library's own source as byte tokens, split by document
+                   into train/validation/test windows of dataset.context tokens (corpus.py)
     custom         dataset.target="pkg.module.callable" returning {split: (inputs, labels),
                    a torch Dataset of (input, label) items, or a DataLoader}
 """
@@ -33,6 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from landscape_hpc.config import DatasetConfig
+from landscape_hpc.corpus import VOCAB, load_text
 from landscape_hpc.engine.data import RESIDENT_MB, Streamed
 from landscape_hpc.errors import UserError, check_choice
 
@@ -45,6 +48,7 @@ DATASET_NAMES: tuple[str, ...] = (
     "fashion_mnist",
     "cifar10",
     "synthetic",
+    "text",
     "custom",
 )
 
@@ -82,6 +86,9 @@ def load_dataset(
         splits = _load_digits(cfg.seed, cfg.test_fraction)
     elif cfg.name == "synthetic":
         splits = _load_synthetic(cfg)
+    elif cfg.name == "text":
+        text = load_text(cfg.context, cfg.seed, cfg.test_fraction, cfg.max_documents)
+        splits = {name: Split(*pair) for name, pair in text.items()}
     elif cfg.name == "custom":
         splits = _load_custom(cfg.target, dict(cfg.kwargs))
     else:
@@ -129,6 +136,8 @@ def num_classes(cfg: DatasetConfig, splits: dict[str, AnySplit]) -> int:
         return cfg.num_classes
     if cfg.name in _TORCHVISION_CLASSES:
         return _TORCHVISION_CLASSES[cfg.name]
+    if cfg.name == "text":
+        return VOCAB  # the token ids a language model predicts
     labelled = [s.labels for s in splits.values() if isinstance(s, Split) and len(s.labels)]
     if not labelled:
         return cfg.num_classes
@@ -152,6 +161,8 @@ def dataset_attrs(cfg: DatasetConfig, splits: dict[str, AnySplit]) -> dict[str, 
     attrs: dict[str, Any] = {"dataset": cfg.name}
     if cfg.name == "custom":
         attrs["dataset_target"] = cfg.target
+    if cfg.name == "text":
+        attrs["dataset_context"] = cfg.context
     if cfg.max_samples is not None:
         attrs["dataset_max_samples"] = cfg.max_samples
     for name, split in splits.items():

@@ -42,7 +42,7 @@ from landscape_hpc.files.vtp import surface_heights, write_vtp
 KINDS_2D = ("contour", "filled", "heatmap", "3d")
 KINDS = ("auto", "1d", *KINDS_2D, "vtp", "all")
 FORMATS = ("png", "pdf", "svg")
-_LABELS = {"loss": "loss", "acc": "accuracy (%)"}
+_LABELS = {"loss": "loss", "acc": "accuracy (%)", "ppl": "perplexity"}
 #: the most contour levels --vlevel may ask for (matplotlib takes minutes over 100,000)
 MAX_LEVELS = 1000
 _SUFFIX = {"contour": "2dcontour", "filled": "2dcontourf", "heatmap": "2dheat", "3d": "3dsurface"}
@@ -285,7 +285,7 @@ def plot_files(paths: Sequence[str | Path], opts: argparse.Namespace) -> list[Pa
                 "each axis (plot a single row with --kind 1d from a 1D surface, grid.y=null)"
             )
         for kind in (k for k in kinds if k in KINDS_2D):
-            for metric in ("loss", "acc"):
+            for metric in ("loss", "acc", "ppl"):
                 if _splits(s, metric):
                     written.append(_draw_2d(s, kind, metric, opts, out))
         if "vtp" in kinds:

@@ -9,7 +9,14 @@
 Writes `checkpoints/epoch_XXXX.pt` every `save_every` epochs (epoch 0 = the initial weights, where
 a PCA trajectory starts) and `model.pt` at the end, each a dict loadable with
 `torch.load(path, weights_only=True)`:
-{"state_dict", "epoch", "lr", "model", "train_acc", "test_acc"} (accuracies in percent).
+{"state_dict", "epoch", "lr", "model", "train_acc", "test_acc", "<split>_loss" for every split}
+(accuracies in percent; a language model's are token accuracies, its losses per token).
+
+    python -m landscape_hpc.train model=gpt_tiny dataset=text optimizer=adam lr=3e-3 \
+        weight_decay=0 epochs=3 batch_size=32 dataset.max_documents=40   # ~minutes on 2 cores
+
+The loss is `loss=auto` (the model's own, engine/losses.py `default_loss`: lm for gpt_tiny
+and HF causal LMs, else ce); loss=ce|mse|lm|lm_aligned pins it.
 """
 
 from __future__ import annotations
@@ -28,7 +35,14 @@ from landscape_hpc.cli import hydra_command
 from landscape_hpc.config import TrainConfig
 from landscape_hpc.data import Split
 from landscape_hpc.devices import resolve_device
-from landscape_hpc.engine.losses import is_loss_output
+from landscape_hpc.engine.data import Batch
+from landscape_hpc.engine.losses import (
+    LOSSES,
+    default_loss,
+    is_loss_output,
+    resolve_loss,
+    unwrap_output,
+)
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.checkpoint import write_checkpoint
 from landscape_hpc.problem import load_problem
@@ -63,11 +77,22 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, out_dir:
     progress = tqdm(range(1, cfg.epochs + 1), desc=f"train {cfg.model.name}", unit="epoch")
     for epoch in progress:
         lr = optimizer.param_groups[0]["lr"]  # the rate used during this epoch
-        loss, acc = train_epoch(model, train_split, optimizer, cfg.batch_size, shuffle_generator)
+        loss, acc = train_epoch(
+            model, train_split, optimizer, cfg.batch_size, shuffle_generator, cfg.loss
+        )
         _check_finite(model, loss, epoch, lr)
         scheduler.step()
-        _, test_acc = evaluate(model, test_split)
-        progress.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.1f}", test_acc=f"{test_acc:.1f}")
+        held_out = splits.get("validation", test_split)
+        held_loss, held_acc = evaluate(model, held_out, cfg.loss)
+        progress.set_postfix(
+            loss=f"{loss:.4f}", acc=f"{acc:.1f}", held_loss=f"{held_loss:.4f}",
+            held_acc=f"{held_acc:.1f}",
+        )  # fmt: skip
+        log.info(
+            "epoch %d: train loss %.4f, %s loss %.4f, %s acc %.2f%%", epoch, loss,
+            "validation" if "validation" in splits else "test", held_loss,
+            "validation" if "validation" in splits else "test", held_acc,
+        )  # fmt: skip
         if cfg.save_every > 0 and epoch % cfg.save_every == 0:
             save_checkpoint(model, splits, cfg, epoch, lr, checkpoint_dir / f"epoch_{epoch:04d}.pt")
 
@@ -90,6 +115,7 @@ def _check_finite(model: nn.Module, loss: float, epoch: int, lr: float) -> None:
 def check_config(cfg: TrainConfig) -> None:
     """Raises a UserError naming the key for a value training cannot use."""
     check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    check_choice("loss", cfg.loss, (*LOSSES, "auto"))
     if cfg.epochs < 1:
         raise UserError(f"epochs={cfg.epochs} must be at least 1")
     if cfg.batch_size < 1:
@@ -120,49 +146,71 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     batch_size: int,
     generator: torch.Generator,
+    loss: str = "ce",
 ) -> tuple[float, float]:
-    """One pass over `split` in a shuffled order; returns the running mean loss and accuracy (%)."""
+    """One pass over `split` in a shuffled order; returns the running mean loss and accuracy (%),
+    each weighted by what it counts (samples, or tokens for lm)."""
     model.train()
     n = len(split.labels)
     order = torch.randperm(n, generator=generator).to(split.labels.device)
-    loss_sum = torch.zeros((), device=split.labels.device)
-    correct = torch.zeros((), device=split.labels.device)
+    sums = torch.zeros(4, device=split.labels.device)  # loss, its count, correct, their count
     for start in range(0, n, batch_size):
         batch = order[start : start + batch_size]
         inputs, labels = split.inputs[batch], split.labels[batch]
-        loss, n_correct = batch_loss(model, model(inputs), labels)
+        mean, correct, count, acc_count = batch_loss(
+            model, unwrap_output(model(inputs)), labels, loss
+        )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        mean.backward()
         optimizer.step()
         # accumulated on the device: no host sync per step
-        loss_sum += loss.detach() * len(batch)
-        correct += n_correct
-    return loss_sum.item() / n, 100.0 * correct.item() / n
+        sums += torch.stack([mean.detach() * count, count, correct, acc_count]).float()
+    loss_sum, loss_count, correct, acc_count = sums.tolist()
+    return loss_sum / loss_count, 100.0 * correct / acc_count if acc_count else float("nan")
 
 
-def batch_loss(model: nn.Module, outputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean cross-entropy of a batch and its count of correct predictions; for a model whose
-    output is its per-sample loss (`loss_output`, e.g. the wedge) the mean output, and NaN."""
+def batch_loss(
+    model: nn.Module, outputs: Tensor, labels: Tensor, loss: str = "ce"
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The mean loss of a batch (differentiable), its count of correct predictions, and what
+    each counts (samples; tokens for lm). `loss`: ce, mse, lm, lm_aligned or auto (the model's
+    default, engine/losses.py); ce is torch's cross_entropy. A `loss_output` model (the wedge):
+    the mean output, and no accuracy (count 0)."""
+    n = outputs.new_tensor(float(len(labels))).detach()
     if is_loss_output(model):
-        return outputs.mean(), outputs.new_tensor(float("nan")).detach()
-    return F.cross_entropy(outputs, labels), (outputs.argmax(dim=1) == labels).sum().float()
+        return outputs.mean(), n * 0, n, n * 0
+    name = default_loss(model) if loss == "auto" else loss
+    if name == "ce" and outputs.dim() == 2:
+        correct = (outputs.argmax(dim=1) == labels).sum().float()
+        return F.cross_entropy(outputs, labels), correct, n, n
+    loss_fn = resolve_loss(name, model)
+    batch = Batch(None, labels, len(labels))  # type: ignore[arg-type]
+    total, count = loss_fn.terms(outputs.unsqueeze(0), batch)  # (1,) each
+    correct, acc_count = loss_fn.accuracy(outputs.unsqueeze(0), batch)
+    as_float = lambda v: torch.as_tensor(v, device=outputs.device).reshape(-1)[0].float()  # noqa: E731
+    count = as_float(count)
+    return total[0] / count, as_float(correct).detach(), count.detach(), as_float(acc_count)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (%) of `model` in eval mode over the whole split."""
+def evaluate(model: nn.Module, split: Split, loss: str = "ce") -> tuple[float, float]:
+    """Mean loss and accuracy (%) of `model` in eval mode over the whole split (weighted by
+    what they count: samples, or tokens for lm)."""
     was_training = model.training
     model.eval()
     n = len(split.labels)
-    loss_sum, correct = 0.0, 0.0
+    sums = [0.0, 0.0, 0.0, 0.0]  # loss, its count, correct, their count
     for start in range(0, n, EVAL_BATCH_SIZE):
         inputs = split.inputs[start : start + EVAL_BATCH_SIZE]
         labels = split.labels[start : start + EVAL_BATCH_SIZE]
-        loss, n_correct = batch_loss(model, model(inputs), labels)
-        loss_sum += loss.item() * len(labels)
-        correct += n_correct.item()
+        mean, correct, count, acc_count = batch_loss(
+            model, unwrap_output(model(inputs)), labels, loss
+        )
+        for i, value in enumerate((mean * count, count, correct, acc_count)):
+            sums[i] += float(value)
     model.train(was_training)
-    return loss_sum / n, 100.0 * correct / n
+    acc = 100.0 * sums[2] / sums[3] if sums[3] else float("nan")
+    return sums[0] / sums[1], acc
 
 
 def save_checkpoint(
@@ -177,9 +225,10 @@ def save_checkpoint(
 
     `lr` is the learning rate of the epoch that produced these weights. Returns the accuracies.
     """
-    _, train_acc = evaluate(model, splits["train"])
-    _, test_acc = evaluate(model, splits["test"])
+    measured = {name: evaluate(model, split, cfg.loss) for name, split in splits.items()}
+    train_acc, test_acc = measured["train"][1], measured["test"][1]
     meta = {
+        **{f"{name}_loss": float(m[0]) for name, m in measured.items()},
         "epoch": int(epoch),
         "lr": float(lr),
         "model": str(cfg.model.name),

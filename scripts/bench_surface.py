@@ -21,6 +21,18 @@ drawn, then engine auto) on the same model, the same samples as one batch and st
 points (mlp, small_bn_cnn and mpo_cnn on the digits train split, 441 points; mpo_cnn on 1×28×28
 and resnet20, 25 points), alternating, the fastest of 3 each. Its directions and grid are its
 own, so only the work per point is compared, not the losses (PEER_NOTE).
+Two comparisons of issue 24 (`--only api`, `--only stream`; both run by default):
+
+    api             the library against the command on the same workload (mpo_cnn on the
+                    digits, train + test, 9×9 grid, engine auto, both writing a surface file):
+                    `lh.surface(model, data, out=...)` against the command's `compute_surface`
+                    (conf/surface.yaml, in this process: no Hydra start-up, no mpirun); the
+                    compute time is what run_grid logs ("all ranks: N points in S s"), the whole
+                    call's wall time beside it; goal: the API within 5% of the command
+    stream          points/s of the engine (auto) on a streamed DataLoader (batch 256, not
+                    shuffled) against the same samples resident as tensors, for mlp and mpo_cnn
+                    on the digits; goal: streamed >= 0.8x resident (the data would fit)
+
 Goals of the issue are printed as PASS/MISS; nothing is asserted (speed is recorded in
 docs/benchmarks.md, never tested).
 
@@ -36,21 +48,27 @@ minor page faults per sample ("faults/sample"; see docs/benchmarks.md for why th
     python scripts/bench_surface.py --mallopt           # glibc malloc tuned first (a what-if)
     python scripts/bench_surface.py --only peer         # only the peer comparison (~10 minutes)
     python scripts/bench_surface.py --only engine       # only the engine's workloads
+    python scripts/bench_surface.py --only api stream   # API vs command, streamed vs resident
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import ctypes
 import dataclasses
+import functools
 import json
+import logging
 import math
 import os
 import platform
 import resource
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -67,6 +85,8 @@ from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.models import build_model
 
 THREADS = 2
+#: what --only picks from
+SECTIONS = ("engine", "peer", "api", "stream")
 MATMUL_SIZE = 2048
 #: batch size of loss-landscape's data loaders (its plot_surface.py default)
 LL_BATCH_SIZE = 128
@@ -573,6 +593,251 @@ def bench_peer(workloads: tuple[Workload, ...], rounds: int, gate: QuietGate) ->
     return {"library": PEER, "skipped": skipped, "note": PEER_NOTE, "workloads": results}
 
 
+# -------------------------------------------------------------- the library against the command
+API_GOAL = 0.05  # the issue's goal: the API's compute time within 5% of the command's
+STREAM_GOAL = 0.8  # the issue's goal: streamed points/s >= 0.8x resident where the data fit
+#: (model, grid steps per axis, max_samples (None: every digit)) of the API-vs-command workload
+API_FULL = ("mpo_cnn", 9, None)
+API_QUICK = ("mlp", 3, 100)
+#: (model, grid steps per axis) of streamed vs resident, on all 1,797 digits (--quick: 200)
+STREAM_FULL = (("mlp", 11), ("mpo_cnn", 7))
+STREAM_QUICK = (("mlp", 3),)
+STREAM_BATCH = 256  # the engine's default batch size, and the DataLoader's
+
+
+class ComputeTimes(logging.Handler):
+    """The (points, seconds) of every "all ranks: N points in S s" line of api/run.py's run_grid:
+    the compute time of a surface, without loading, directions or the file's set-up."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.runs: list[tuple[int, float]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("all ranks:"):
+            self.runs.append((int(record.args[0]), float(record.args[1])))
+
+
+@contextlib.contextmanager
+def compute_times() -> Iterator[ComputeTimes]:
+    logger = logging.getLogger("landscape_hpc.api.run")
+    handler, level = ComputeTimes(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def bench_api(quick: bool, rounds: int, gate: QuietGate) -> dict[str, object]:
+    """lh.surface against the surface command on one workload, each writing its surface file
+    (removed before every run, so nothing resumes), alternating, the fastest of `rounds` each;
+    lh.surface in memory (no file) beside them. The same model (the registry's, init seed 0),
+    data (the digits), directions (random, seed 0) and engine options (the defaults: auto's
+    plan from one timing, kept for the process) on both sides."""
+    import landscape_hpc as lh
+    from landscape_hpc.cli import compose_config
+    from landscape_hpc.commands.surface import compute_surface
+
+    name, steps, max_samples = API_QUICK if quick else API_FULL
+    splits = load_dataset(DatasetConfig(max_samples=max_samples))
+    data = {split: (s.inputs, s.labels) for split, s in splits.items()}
+    model = build_model(ModelConfig(name=name), (1, 8, 8), NUM_CLASSES)
+    folder = Path(tempfile.mkdtemp(prefix="bench_api_"))
+    overrides = [
+        f"model={name}",
+        f"grid.x=[-1,1,{steps}]",
+        f"grid.y=[-1,1,{steps}]",
+        "plot=false",
+        "overwrite=true",
+        f"out={folder / 'command.h5'}",
+    ] + ([f"dataset.max_samples={max_samples}"] if max_samples else [])
+    cfg = compose_config("surface", overrides)
+    axis = (-1.0, 1.0, steps)
+
+    def command() -> None:
+        (folder / "command.h5").unlink(missing_ok=True)
+        compute_surface(cfg)
+
+    def api() -> None:
+        (folder / "api.h5").unlink(missing_ok=True)
+        lh.surface(model, data, x=axis, y=axis, out=folder / "api.h5")  # a bar, as the command
+
+    def api_memory() -> None:
+        lh.surface(model, data, x=axis, y=axis, progress=False)
+
+    methods = {"command": command, "api": api, "api, in memory": api_memory}
+    points = steps * steps
+    best = {m: (Timing(math.inf, 0.0), math.inf) for m in methods}  # (whole call, compute s)
+    with compute_times() as times:
+        for run in methods.values():
+            run()  # warm-up: auto times its plans once (kept for the process), oneDNN, HDF5
+        sizes = ", ".join(f"{k} {len(v[1])}" for k, v in data.items())
+        print(
+            f"\n== api: {name} on the digits ({sizes} samples), {steps}x{steps} = {points} "
+            f"points; load average {_load()}",
+            flush=True,
+        )
+        for r in range(rounds):
+            order = list(methods) if r % 2 == 0 else list(reversed(methods))
+            for m in order:
+                gate.wait()
+                before = len(times.runs)
+                whole = timed(methods[m])
+                ((count, compute),) = times.runs[before:]
+                assert count == points, (m, count)
+                old_whole, old_compute = best[m]
+                best[m] = (
+                    min(old_whole, whole, key=lambda t: t.seconds),
+                    min(old_compute, compute),
+                )
+            print(
+                f"  round {r + 1}/{rounds} (best so far, compute points/s): "
+                + ", ".join(f"{m} {points / c:.2f}" for m, (_, c) in best.items()),
+                flush=True,
+            )
+    command_file, api_file = (
+        lh.load(folder / "command.h5"),
+        lh.load(folder / "api.h5"),
+    )  # the same numbers, or the comparison is of two jobs
+    same = all(
+        np.array_equal(command_file[v].values, api_file[v].values, equal_nan=True)
+        for v in ("train_loss", "test_loss", "train_acc", "test_acc")
+    )
+    ratio = best["api"][1] / best["command"][1]
+    rows = {
+        m: {
+            "compute_s": c,
+            "compute_points_per_s": points / c,
+            "call_s": w.seconds,
+            "call_points_per_s": points / w.seconds,
+            "others_cpu": w.others,
+        }
+        for m, (w, c) in best.items()
+    }
+    for m, row in rows.items():
+        print(
+            f"  {m:<15} compute {row['compute_s']:.3f} s ({row['compute_points_per_s']:.2f} "
+            f"points/s), whole call {row['call_s']:.3f} s, others' CPU "
+            f"{100 * row['others_cpu']:.0f}%"
+        )
+    verdict = "PASS" if abs(ratio - 1) <= API_GOAL else "MISS"
+    print(
+        f"  api: api/command compute time = {ratio:.3f} (goal within {100 * API_GOAL:.0f}%): "
+        f"{verdict}; the same values in both files: {same}",
+        flush=True,
+    )
+    return {
+        "model": name,
+        "points": points,
+        "samples": {k: len(v[1]) for k, v in data.items()},
+        "methods": rows,
+        "api_over_command": ratio,
+        "same_values": same,
+        "goal": API_GOAL,
+        "pass": abs(ratio - 1) <= API_GOAL,
+    }
+
+
+def bench_stream(quick: bool, rounds: int, gate: QuietGate) -> list[dict[str, object]]:
+    """The engine (auto) on the digits streamed from a DataLoader against the same samples
+    resident, alternating, the fastest of `rounds` each; one Evaluator per run (as a surface
+    builds one), its plan from auto's timing (kept for the process after the warm-up)."""
+    splits = load_dataset(DatasetConfig(max_samples=200 if quick else None))
+    inputs = torch.cat([splits["train"].inputs, splits["test"].inputs])  # (N, 1, 8, 8)
+    labels = torch.cat([splits["train"].labels, splits["test"].labels])
+    loader = DataLoader(TensorDataset(inputs, labels), batch_size=STREAM_BATCH, shuffle=False)
+    out = []
+    for name, steps in STREAM_QUICK if quick else STREAM_FULL:
+        model = build_model(ModelConfig(name=name), (1, 8, 8), NUM_CLASSES)
+        subspace = make_subspace(model)
+        coords = grid_coords(steps, steps)
+        points = coords.shape[0]
+        forms = {"resident": {"train": (inputs, labels)}, "streamed": {"train": loader}}
+        plans: dict[str, object] = {}
+        losses: dict[str, np.ndarray] = {}
+        run = functools.partial(_stream_run, model, subspace, coords, forms, plans, losses)
+        for form in forms:
+            run(form)  # warm-up: auto's timing, kept for the process
+        best = dict.fromkeys(forms, Timing(math.inf, 0.0))
+        for r in range(rounds):
+            for form in forms if r % 2 == 0 else reversed(list(forms)):
+                gate.wait()
+                timing = timed(functools.partial(run, form))
+                best[form] = min(best[form], timing, key=lambda t: t.seconds)
+        rate = {form: points / t.seconds for form, t in best.items()}
+        ratio = rate["streamed"] / rate["resident"]
+        rel = float(np.max(np.abs(losses["streamed"] - losses["resident"]) / losses["resident"]))
+        verdict = "PASS" if ratio >= STREAM_GOAL else "MISS"
+        print(
+            f"\n== stream {name}/digits: {inputs.shape[0]} samples, {steps}x{steps} = {points} "
+            f"points, DataLoader batch {STREAM_BATCH}; load average {_load()}\n"
+            f"  resident ({plans['resident']}): {rate['resident']:.2f} points/s, others' CPU "
+            f"{100 * best['resident'].others:.0f}%; streamed ({plans['streamed']}): "
+            f"{rate['streamed']:.2f} points/s, others' CPU {100 * best['streamed'].others:.0f}%; "
+            f"max rel. loss difference {rel:.1e}\n"
+            f"  stream: streamed/resident = {ratio:.2f} (goal >= {STREAM_GOAL}): {verdict}",
+            flush=True,
+        )
+        out.append(
+            {
+                "workload": f"{name}/digits",
+                "points": points,
+                "samples": inputs.shape[0],
+                "plans": {form: str(p) for form, p in plans.items()},
+                "points_per_s": rate,
+                "others_cpu": {form: t.others for form, t in best.items()},
+                "streamed_over_resident": ratio,
+                "max_rel_loss_difference": rel,
+                "goal": STREAM_GOAL,
+                "pass": ratio >= STREAM_GOAL,
+            }
+        )
+    return out
+
+
+def _stream_run(
+    model: nn.Module,
+    subspace: Subspace,
+    coords: Tensor,
+    forms: dict[str, dict],
+    plans: dict[str, object],
+    losses: dict[str, np.ndarray],
+    form: str,
+) -> None:
+    """One Evaluator (as a surface builds one) on the data in `form`, its losses and plan kept."""
+    evaluator = Evaluator(model, subspace, forms[form])
+    losses[form] = evaluator(coords)["train"].loss
+    plans[form] = evaluator.plan
+
+
+def issue24_goals(api: dict | None, stream: list[dict]) -> list[dict[str, object]]:
+    """The goals of the API-vs-command and streamed-vs-resident comparisons."""
+    out = []
+    if api:
+        out.append(
+            {
+                "goal": f"{api['model']}/digits: the API's compute time within "
+                f"{100 * API_GOAL:.0f}% of the command's",
+                "value": api["api_over_command"],
+                "shown": f"api/command = {api['api_over_command']:.3f}",
+                "pass": api["pass"],
+            }
+        )
+    for r in stream:
+        out.append(
+            {
+                "goal": f"{r['workload']}: streamed >= {STREAM_GOAL}x resident points/s",
+                "value": r["streamed_over_resident"],
+                "shown": f"{r['streamed_over_resident']:.2f}x",
+                "pass": r["pass"],
+            }
+        )
+    return out
+
+
 # ---------------------------------------------------------------------------------------- bench
 def bench_workload(
     workload: Workload, peaks: list[tuple[float, float]], rounds: int, gate: QuietGate
@@ -843,9 +1108,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=("engine", "peer"),
-        help="only the engine's workloads, or only the comparison with loss-landscapes "
-        "(default: both)",
+        nargs="+",
+        choices=SECTIONS,
+        help="only these sections: the engine's workloads, the comparison with loss-landscapes, "
+        "the API against the command, streamed against resident data (default: all)",
     )
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
@@ -859,7 +1125,8 @@ def main() -> None:
     )
     rounds = QUICK_ROUNDS if args.quick else FULL_ROUNDS
     gate = QuietGate(args.quiet_wait if args.quiet_wait is not None else 0.0 if args.quick else 90)
-    chosen = [] if args.only == "peer" else (QUICK if args.quick else FULL)
+    sections = set(args.only or SECTIONS)
+    chosen = (QUICK if args.quick else FULL) if "engine" in sections else []
     peaks = [matmul_peak()]  # the machine's state, also for the peer alone
     print(f"matmul peak: {peaks[0][0]:.1f} GFLOP/s", flush=True)
     results = [
@@ -868,13 +1135,15 @@ def main() -> None:
         if not args.workloads or workload.model in args.workloads
     ]
     peer = None
-    if args.only != "engine":
+    if "peer" in sections:
         peer_chosen = tuple(
             w
             for w in (PEER_QUICK if args.quick else PEER_FULL)
             if not args.workloads or w.model in args.workloads
         )
         peer = bench_peer(peer_chosen, rounds, gate)
+    api = bench_api(args.quick, rounds, gate) if "api" in sections else None
+    stream = bench_stream(args.quick, rounds, gate) if "stream" in sections else []
     peaks.append(matmul_peak())
     # the fastest matmul of the run is the peak: other processes only ever lower it
     peak = max(p[0] for p in peaks)
@@ -886,7 +1155,7 @@ def main() -> None:
         print_table(results, peaks)
     if peer and peer["workloads"]:
         print_peer_table(peer, peak)
-    verdicts = goals(results) + peer_goals(peer)
+    verdicts = goals(results) + peer_goals(peer) + issue24_goals(api, stream)
     print("\ngoals")
     for v in verdicts:
         print(f"  {'PASS' if v['pass'] else 'MISS'}  {v['goal']}: {v['shown']}")
@@ -905,6 +1174,8 @@ def main() -> None:
                     "matmul_peaks": [{"gflops": g, "others_cpu": o} for g, o in peaks],
                     "workloads": results,
                     "peer": peer,
+                    "api": api,
+                    "stream": stream,
                     "goals": verdicts,
                     "seconds": elapsed,
                 },

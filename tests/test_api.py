@@ -74,6 +74,32 @@ def test_the_api_equals_the_command_on_the_same_problem(tmp_path):
                 )
 
 
+def test_precision_is_the_commands_and_is_written_alike(tmp_path):
+    overrides = [
+        "model=mlp",
+        "dataset.max_samples=80",
+        "grid.x=[-1,1,3]",
+        "grid.y=null",
+        "engine.strategy=sequential",
+        "engine.precision=bf16",
+        "plot=false",
+        f"out={tmp_path / 'command.h5'}",
+    ]
+    command_file = compute_surface(compose_config("surface", overrides))
+    model = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
+    args = dict(x=(-1, 1, 3), y=None, strategy="sequential", progress=False)
+    lh.surface(model, digits(), **args, precision="bf16", out=tmp_path / "api.h5")
+    fp32 = lh.surface(model, digits(), **args)
+    command, api = read_surface(command_file), read_surface(tmp_path / "api.h5")
+    with h5py.File(command_file) as a, h5py.File(tmp_path / "api.h5") as b:
+        assert a.attrs["precision"] == b.attrs["precision"] == "bf16"
+    for name, values in command.metrics.items():
+        np.testing.assert_array_equal(api.metrics[name], values)  # the same kernel, bf16
+    # bf16 is not fp32: had the keyword been dropped, the values would be fp32's
+    assert not np.array_equal(api.metrics["train_loss"], fp32["train_loss"].values)
+    assert fp32.attrs["precision"] == "fp32"
+
+
 def test_a_model_defined_in_a_function_against_the_plain_loop():
     model, data = notebook_net(), digits()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -163,6 +189,9 @@ def test_hessian_equals_the_exact_eigenvalues_of_a_small_net():
         ({"directions": [{"nope.weight": torch.zeros(1)}]}, "directions\\[0\\] does not fit"),
         ({"directions": "pca"}, "directions='pca' is not known"),
         ({"bn": "recompute", "bn_split": "val"}, "bn_split='val' is not a split"),
+        ({"precision": "fp16"}, "precision='fp16' is not known"),
+        ({"data_parallel": 2}, r"data_parallel=2 needs the worker count \(1: .*mpirun -n 3 "),
+        ({"data_parallel": 0}, "data_parallel=0 must be a whole number >= 1"),
     ],
 )
 def test_bad_arguments_are_one_clear_value_error(kwargs, message):
@@ -181,6 +210,8 @@ def test_the_face_lists_its_functions_and_documents_every_argument():
 
     for name in ("surface", "interpolate", "save", "load", "hessian", "random_directions"):
         assert name in dir(lh) and callable(getattr(lh, name))
+    for keyword in ("precision", "data_parallel"):  # interpolate passes them on to surface
+        assert keyword in inspect.getdoc(lh.interpolate)
     doc = inspect.getdoc(lh.surface)
     for parameter in inspect.signature(lh.surface).parameters:
         assert f"{parameter}:" in doc or f"{parameter}," in doc, parameter

@@ -1,6 +1,7 @@
 """scripts/bench_surface.py's comparison with the peer library, loss-landscapes 3.0.6 (the bench
 extra), cannot rot: on a tiny workload it runs both libraries on the same model and data and
-reports what the docs record. No timing is asserted (speed goes in docs/benchmarks.md)."""
+reports what the docs record; likewise the API against the command and streamed against resident
+data. No timing is asserted (speed goes in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench_surface.py"
-NO_PEER = "loss-landscapes is not installed (the bench extra, which scripts/setup.sh installs: pip install -e '.[bench]')"
+NO_PEER = (
+    "loss-landscapes is not installed (the bench extra, which scripts/setup.sh installs: "
+    "pip install -e '.[bench]')"
+)
 
 
 def _bench():
@@ -90,4 +94,37 @@ def test_only_peer_prints_the_goal_line_and_saves_it_to_json(tmp_path):
     )
     assert [g["goal"] for g in figures["goals"]] == [
         "mlp/digits: ours >= 2.5x loss-landscapes' random_plane"
+    ]
+
+
+def test_only_api_and_stream_compare_the_same_work_and_save_it_to_json(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--only", "api", "stream", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,  # a guard against a hang; seconds on an idle machine
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "api: api/command compute time = " in done.stdout
+    assert "stream: streamed/resident = " in done.stdout
+    figures = json.loads(out.read_text())
+    assert figures["workloads"] == [] and figures["peer"] is None
+    api = figures["api"]
+    assert api["same_values"] is True  # the same job on both sides, or the timing means nothing
+    rows = api["methods"]
+    assert set(rows) == {"command", "api", "api, in memory"}
+    assert api["api_over_command"] == pytest.approx(
+        rows["api"]["compute_s"] / rows["command"]["compute_s"]
+    )
+    for row in rows.values():  # the compute time is part of the whole call
+        assert 0 < row["compute_s"] <= row["call_s"]
+    (stream,) = figures["stream"]
+    assert stream["workload"] == "mlp/digits" and stream["points"] == 9
+    assert stream["max_rel_loss_difference"] <= 1e-6  # the same samples, streamed or resident
+    ratio = stream["points_per_s"]["streamed"] / stream["points_per_s"]["resident"]
+    assert stream["streamed_over_resident"] == pytest.approx(ratio)
+    assert [g["goal"] for g in figures["goals"]] == [
+        "mlp/digits: the API's compute time within 5% of the command's",
+        "mlp/digits: streamed >= 0.8x resident points/s",
     ]

@@ -74,6 +74,8 @@ def test_one_axis_is_the_top_eigenvector_and_same_dir_is_refused(tmp_path):
     assert abs(direction @ vectors[:, 0]) == pytest.approx(1, abs=1e-3)
     with pytest.raises(UserError, match="same_dir=true does not apply to directions.kind=hessian"):
         compute_surface(compose_config("surface", [*keys, "directions.same_dir=true"]))
+    with pytest.raises(UserError, match="directions.params does not apply to directions.kind"):
+        compute_surface(compose_config("surface", [*keys, "directions.params=[layers.1.*]"]))
 
 
 def test_an_unconverged_run_warns_with_its_residual(tmp_path, monkeypatch, caplog):

@@ -22,7 +22,8 @@ from landscape_hpc.engine.memory import CPU_ACTIVATION_BYTES, cpu_batch_size
 from landscape_hpc.engine.pointwise import FlatLayout, FlatNet, intra_op_threads
 from landscape_hpc.models import MODEL_NAMES, build_model
 
-REGISTRY = [n for n in MODEL_NAMES if n != "custom"]
+# the image registry; the language models (token inputs) against the loop: tests/test_text.py
+REGISTRY = [n for n in MODEL_NAMES if n not in ("custom", "gpt_tiny", "hf")]
 COORDS = torch.tensor([[0.0, 0.0], [0.4, -0.3], [-1.0, 0.7]], dtype=torch.float64)
 
 

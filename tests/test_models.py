@@ -24,8 +24,9 @@ from landscape_hpc.models import (
 
 REGISTRY = [name for name in MODEL_NAMES if name != "custom"]
 RESNETS = [name for name in REGISTRY if name.startswith("resnet")]
-# nets whose forward gives logits; the wedge gives losses (tests/test_nwedge.py)
-CLASSIFIERS = [name for name in REGISTRY if name != "wedge"]
+# nets whose forward gives class logits; the wedge gives losses (tests/test_nwedge.py), the
+# language models per-token logits (tests/test_text.py, tests/test_hf.py)
+CLASSIFIERS = [name for name in REGISTRY if name not in ("wedge", "gpt_tiny", "hf")]
 TESTS_DIR = Path(__file__).parent
 
 

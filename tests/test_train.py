@@ -70,7 +70,16 @@ def test_checkpoints_at_the_expected_epochs(small_digits: dict[str, Split], tmp_
     names = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
     assert names == ["epoch_0000.pt", "epoch_0002.pt", "epoch_0004.pt"]
     start = _load(tmp_path / "checkpoints" / "epoch_0000.pt")
-    assert set(start) == {"state_dict", "epoch", "lr", "model", "train_acc", "test_acc"}
+    assert set(start) == {
+        "state_dict",
+        "epoch",
+        "lr",
+        "model",
+        "train_acc",
+        "test_acc",
+        "train_loss",
+        "test_loss",
+    }
     assert start["epoch"] == 0 and start["model"] == "mpo_cnn"
     assert all(torch.equal(start["state_dict"][key], initial[key]) for key in initial)
     # lr of the epoch that produced the weights: 0.05 up to epoch 2, then halved

@@ -18,7 +18,13 @@ from landscape_hpc.errors import UserError
 
 
 def engine_options(
-    batch_size: int, memory_mb: float, bn: str, loss: Any, strategy: str, fold_bn: bool
+    batch_size: int,
+    memory_mb: float,
+    bn: str,
+    loss: Any,
+    strategy: str,
+    fold_bn: bool,
+    precision: str = "fp32",
 ) -> EngineConfig:
     """The EngineConfig of keyword arguments (a callable loss travels beside it: loss=)."""
     name = loss if isinstance(loss, str) else "ce"
@@ -29,6 +35,7 @@ def engine_options(
         loss=name,
         strategy=strategy,
         fold_bn=fold_bn,
+        precision=precision,
     )
 
 

@@ -21,12 +21,19 @@ import numpy as np
 import torch
 import xarray as xr
 
+from landscape_hpc.connectivity import loss_barrier, perplexity
 from landscape_hpc.errors import UserError
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.surface_read import read_attrs, read_basis_arrays, read_surface
 from landscape_hpc.grid import Grid
 
-_UNITS = {"acc": ("percent", "accuracy"), "loss": ("1", "loss (mean over the split)")}
+_UNITS = {
+    "acc": ("percent", "accuracy"),
+    "loss": ("1", "loss (mean over the split)"),
+    "ppl": ("1", "perplexity (exp of the mean loss)"),
+}
+#: the losses whose surfaces also get <split>_ppl
+PER_TOKEN = ("lm", "lm_aligned")
 
 
 def split_size(split: Any) -> int:
@@ -131,3 +138,38 @@ def save(ds: xr.Dataset, path: str | Path, overwrite: bool = False) -> Path:
     finally:
         f.close()
     return path
+
+
+def summary(ds: xr.Dataset, loss: str, interpolation: bool) -> tuple[dict, dict, list[str]]:
+    """What a finished surface adds (connectivity.py): <split>_ppl arrays for a per-token loss,
+    and for a line between two nets (`interpolation`, 1D) the loss barrier of every split
+    (Frankle et al. 2020) as attrs barrier_<split> and barrier_t_<split>; with lines to print."""
+    arrays, attrs, lines = {}, {}, []
+    losses = [str(n) for n in ds.data_vars if str(n).endswith("_loss")]
+    if loss in PER_TOKEN:
+        for name in losses:
+            arrays[f"{name[: -len('_loss')]}_ppl"] = perplexity(ds[name].values)
+    if interpolation and "y" not in ds.coords:
+        t = np.asarray(ds["x"], np.float64)
+        for name in losses:
+            split = name[: -len("_loss")]
+            height, where = loss_barrier(t, ds[name].values)
+            attrs[f"barrier_{split}"], attrs[f"barrier_t_{split}"] = height, where
+            lines.append(
+                f"loss barrier ({split}): {height:.4g} at t = {where:.3g}"
+                if np.isfinite(height)
+                else f"loss barrier ({split}): not defined (the grid needs t = 0 and t = 1)"
+            )
+    return arrays, attrs, lines
+
+
+def with_summary(ds: xr.Dataset, loss: str, interpolation: bool) -> tuple[xr.Dataset, list[str]]:
+    """The Dataset with summary()'s arrays and attrs added (and its printable lines)."""
+    arrays, attrs, lines = summary(ds, loss, interpolation)
+    dims = _dims(grid_of(ds).y)
+    for name, values in arrays.items():
+        split, _, metric = name.rpartition("_")
+        units, what = _UNITS[metric]
+        ds[name] = (dims, values, {"units": units, "long_name": f"{split} {what}"})
+    ds.attrs.update(attrs)
+    return ds, lines

@@ -32,14 +32,18 @@ from landscape_hpc.directions.maths import (
     direction_keys,
     model_difference,
     random_basis,
+    restrict,
 )
 from landscape_hpc.engine.evaluate import check_engine
+from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.directions import directions_sha256
 from landscape_hpc.grid import Grid
+from landscape_hpc.groups import check_group_size
+from landscape_hpc.models.hf import check_tokens
 from landscape_hpc.params import ParamDict
 
 Axis = Sequence[float]  # (min, max, num)
@@ -64,11 +68,13 @@ def compute(
     chunk_points: Optional[int] = None,
     progress: bool = True,
     loss: Any = None,
+    data_parallel: int = 1,
 ) -> Optional[dict[str, np.ndarray]]:
     """Evaluates (or resumes) every grid point of `subspace` on the splits of `data`: into the
     surface file `out` when given (resumed when it was made for the same job, `fingerprint`),
     else in memory. Returns {metric: array of the grid's shape} on rank 0 (None elsewhere and
-    when writing a file: read it back with `results.load`)."""
+    when writing a file: read it back with `results.load`). `data_parallel`: ranks per group
+    sharing each chunk's data (api/run.py)."""
     comm = parallel.world_if_none(comm)
     splits = list(data)
     if out is None:
@@ -86,9 +92,8 @@ def compute(
             collective=collective,
             trajectory=trajectory,
         )
-    job = GridRun(
-        model, subspace, data, bn_data, options, grid, store if collective else None, loss
-    )
+    file = store if collective else None
+    job = GridRun(model, subspace, data, bn_data, options, grid, file, loss, None, data_parallel)
     try:
         run_grid(comm, job, store, str(out) if out else "the surface", chunk_points, progress)
     finally:
@@ -159,7 +164,8 @@ def surface(
     ignore: str = "biasbn",
     dir_type: str = "weights",
     same_dir: bool = False,
-    loss: Union[str, Callable[..., Any]] = "ce",
+    params: Optional[Sequence[str]] = None,
+    loss: Union[str, Callable[..., Any]] = "auto",
     bn: str = "eval",
     splits: Optional[Sequence[str]] = None,
     bn_split: str = "train",
@@ -167,12 +173,14 @@ def surface(
     strategy: str = "auto",
     memory_mb: float = 2048.0,
     fold_bn: bool = True,
+    precision: str = "fp32",
     device: Optional[Union[str, torch.device]] = None,
     out: Optional[Union[str, Path]] = None,
     overwrite: bool = False,
     chunk_points: Optional[int] = None,
     progress: bool = True,
     comm: Any = None,
+    data_parallel: int = 1,
 ) -> Optional[xr.Dataset]:
     """The loss and accuracy of `model` over a 1D or 2D grid of its weight space, as an
     xarray.Dataset with dims ("y", "x") (or ("x",)): variables `<split>_loss`, `<split>_acc`
@@ -194,8 +202,12 @@ def surface(
         ignore: biasbn (1-D tensors — biases, BN — get a zero direction) or none.
         dir_type: weights (parameters only) or states (BN running statistics too).
         same_dir: y = x (a diagonal cut).
-        loss: ce, mse, lm (per token), or a callable metric(outputs, batch) -> per-sample
-            values (B,) or (sum, count).
+        params: move only the tensors these fnmatch patterns pick from the state_dict names
+            ("blocks.*.attn.*"; a leading "!" excludes); the others stay at the origin, bit for
+            bit. None: every tensor the directions move.
+        loss: auto (the model's own: lm for gpt_tiny and HF causal LMs, else ce), ce, mse, lm
+            (per token), lm_aligned, or a callable metric(outputs, batch) -> per-sample values
+            (B,) or (sum, count).
         bn: eval (the model's running statistics) or recompute (from the `bn_split` data at
             every point).
         splits: which splits of `data` to evaluate (default: all).
@@ -204,6 +216,10 @@ def surface(
         strategy: auto (timed), vmap, sequential or threads (results agree to float rounding).
         memory_mb: memory the vmap strategy may use for a chunk of points, in MiB.
         fold_bn: sequential/threads with bn=eval fold conv → BN pairs per point.
+        precision: the forwards' arithmetic (landscape_hpc.engine.precision): fp32 (float32,
+            TF32 off), tf32 (TF32 matmuls and convolutions on Ampere+ GPUs; fp32 on a CPU) or
+            bf16 (autocast to bfloat16); sums stay float64. Stored in the attrs and, below
+            fp32, in the fingerprint (a file is resumed only at its own precision).
         device: where to compute (default: the model's device); data are moved there.
         out: write the command's HDF5 surface file here, resumable: calling again with the same
             arguments computes only the missing points; a file made for another job is refused.
@@ -211,18 +227,33 @@ def surface(
         chunk_points: grid points per work chunk (default: chosen from the grid and ranks).
         progress: show a progress bar.
         comm: an MPI communicator (default: the world; a world of one without mpirun).
+        data_parallel: ranks per group under mpirun: each group evaluates a chunk's points
+            over disjoint shards of every split (resident: contiguous samples; streamed:
+            batch i to member i % k) and adds the members' float64 sums before dividing, so
+            the values are one process's up to float rounding; for data too large for one
+            rank. The workers (ranks less the master) must be a multiple of it: mpirun -n 5
+            with data_parallel=2 is the master and 2 groups of 2. BN statistics
+            (bn="recompute") are recomputed over the whole `bn_split` on every member (that
+            pass is not split). Only a group's leader writes.
 
     Returns:
         The surface as an xarray.Dataset on rank 0 (None on the other ranks of an MPI run).
     """
     grid = Grid.from_spec(x, y, keys=("x", "y"))
-    options = engine_options(batch_size, memory_mb, bn, loss, strategy, fold_bn)
+    check_group_size(parallel.world_if_none(comm), data_parallel)
+    options = engine_options(batch_size, memory_mb, bn, loss, strategy, fold_bn, precision)
     check_engine(options, key="")
     template = on_device(model, device)
     device = model_device(template, None)
     origin = _state(template)
     basis = _basis(template, origin, directions, grid.ndim, seed, norm, ignore, dir_type, same_dir)
+    basis = restrict(basis, list(origin), params, "params")
     data_splits, bn_data = splits_on(data, device, splits, bn_split if bn == "recompute" else None)
+    for name, split in data_splits.items():  # token ids against the vocabulary and context
+        if not split.streamed:
+            check_tokens(template, split.inputs, f"data[{name!r}]")
+    if isinstance(loss, str) and loss == "auto":
+        loss = default_loss(template)
     made = {
         "directions": directions if isinstance(directions, str) else "given",
         "seed": seed,
@@ -230,13 +261,14 @@ def surface(
         "ignore": ignore,
         "dir_type": dir_type,
         "same_dir": same_dir,
+        **({"params": json.dumps(list(params))} if params else {}),
     }
     training = template.training  # the engine evaluates in eval mode; the caller's mode returns
     try:
         return _run_and_collect(
             template, Subspace(origin, basis), data_splits, bn_data, grid, options, made,
             out=out, overwrite=overwrite, chunk_points=chunk_points, progress=progress,
-            comm=comm, loss=loss,
+            comm=comm, loss=loss, data_parallel=data_parallel,
         )  # fmt: skip
     finally:
         template.train(training)
@@ -254,7 +286,11 @@ def interpolate(
     Every floating-point tensor moves, BN running statistics included (Li et al. A.5).
 
     Returns an xarray.Dataset with the dim "x" (= t). `kwargs`: those of `surface` (loss, bn,
-    splits, batch_size, strategy, device, out, ...), except x, y and the direction options.
+    splits, batch_size, strategy, precision, device, out, data_parallel, ...), except x, y and
+    the direction options. Its attrs (and the file's, with out=) hold the loss barrier of every
+    split (Frankle et al. 2020; landscape_hpc/connectivity.py): barrier_<split> = max over the
+    grid's t in [0, 1] of L(t) − ((1−t)·L(0) + t·L(1)), reached at barrier_t_<split> (NaN unless
+    the grid holds t = 0 and t = 1); it is printed too.
     """
     for key in ("x", "y", "directions", "seed", "norm", "ignore", "dir_type", "same_dir"):
         if key in kwargs:
@@ -267,6 +303,7 @@ def interpolate(
     if ds is not None:
         ds.attrs["directions"] = "interpolation"
         ds.attrs["model_b_sha256"] = state_sha256(b)
+        ds = _summarised(ds, str(ds.attrs.get("loss", "ce")), True, kwargs.get("out"))
     return ds
 
 
@@ -285,6 +322,7 @@ def _run_and_collect(
     progress: bool,
     comm: Any,
     loss: Any,
+    data_parallel: int,
 ) -> Optional[xr.Dataset]:
     """compute() with the library's fingerprint and attributes; the result as a Dataset."""
     comm = parallel.world_if_none(comm)
@@ -312,6 +350,7 @@ def _run_and_collect(
         "strategy": options.strategy,
         "precision": options.precision,
         "batch_size": options.batch_size,
+        "data_parallel": data_parallel,
         **{f"directions_{k}": v for k, v in made.items()},
         **counts,
     }
@@ -320,11 +359,26 @@ def _run_and_collect(
     arrays = compute(
         model, subspace, data, grid, options, bn_data=bn_data, out=out, overwrite=overwrite,
         fingerprint=fingerprint, attrs=file_attrs, comm=comm, collective=collective,
-        chunk_points=chunk_points, progress=progress, loss=loss,
+        chunk_points=chunk_points, progress=progress, loss=loss, data_parallel=data_parallel,
     )  # fmt: skip
     if comm.Get_rank() != 0:
         return None
     if out is not None:
-        return results.load(out)
-    attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
-    return results.to_dataset(grid, arrays, subspace.basis, attrs)
+        ds = results.load(out)
+    else:
+        attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
+        ds = results.to_dataset(grid, arrays, subspace.basis, attrs)
+    return _summarised(ds, loss_name, False, out)
+
+
+def _summarised(
+    ds: xr.Dataset, loss: str, interpolation: bool, out: Optional[Union[str, Path]]
+) -> xr.Dataset:
+    """The Dataset (and the file `out`) with perplexity and, on a line, the loss barrier."""
+    arrays, attrs, lines = results.summary(ds, loss, interpolation)
+    ds, _ = results.with_summary(ds, loss, interpolation)
+    if out is not None and (arrays or attrs):
+        surface_file.write_summary(Path(out), arrays, attrs)
+    for line in lines:
+        print(line)
+    return ds

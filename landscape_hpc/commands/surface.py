@@ -11,6 +11,7 @@ one process or many.
     python -m landscape_hpc.surface directions.kind=pca directions.trajectory=runs/t \\
         grid.x=[-9.5,1.5,23] grid.y=[-3,2,11]             # along its PC1/PC2, around its end
     mpirun -n 8 python -m landscape_hpc.surface model=resnet56 model.checkpoint=ck.pt ...
+    mpirun -n 5 python -m landscape_hpc.surface data_parallel=2 ...  # 2 groups of 2 ranks
     sbatch slurm/surface.sh model=resnet56 model.checkpoint=ck.pt ...
 
 Re-running the same command resumes: only the points not done yet are computed.
@@ -18,6 +19,7 @@ Re-running the same command resumes: only the points not done yet are computed.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +27,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from landscape_hpc import parallel
+from landscape_hpc.api import results
 from landscape_hpc.api.surface import compute
 from landscape_hpc.cli import hydra_command
 from landscape_hpc.config import SurfaceConfig
@@ -39,12 +42,15 @@ from landscape_hpc.directions.build import (
 from landscape_hpc.directions.hessian import hessian_axes
 from landscape_hpc.directions.pca import ProjectedTrajectory
 from landscape_hpc.engine.evaluate import check_engine
+from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
 from landscape_hpc.files import hdf5
+from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.checkpoint import file_sha256
 from landscape_hpc.files.directions import directions_sha256
 from landscape_hpc.grid import Grid
+from landscape_hpc.groups import check_group_size
 from landscape_hpc.params import ParamDict
 from landscape_hpc.problem import load_problem
 
@@ -83,6 +89,11 @@ def check_config(cfg: SurfaceConfig) -> Grid:
         raise UserError(
             f"chunk_points={cfg.chunk_points} must be at least 1, or null to choose it from the "
             "grid and the ranks"
+        )
+    if cfg.data_parallel < 1:
+        raise UserError(
+            f"data_parallel={cfg.data_parallel} must be at least 1 (ranks per group; 1: each "
+            "worker alone)"
         )
     return grid
 
@@ -123,6 +134,7 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     comm = parallel.world_if_none(comm)
     rank = comm.Get_rank()
     grid = check_config(cfg)
+    check_group_size(comm, cfg.data_parallel)  # before anything is loaded
     cfg = resolve_origin(cfg)
     if rank == 0 and cfg.model.checkpoint and cfg.directions.kind == "pca":
         log.info("origin (end of the trajectory): %s", cfg.model.checkpoint)
@@ -130,6 +142,8 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     problem = load_problem(cfg.model, cfg.dataset, device, streamed=True)  # collective
     problem.require(cfg.splits)
     model, splits = problem.model, problem.splits
+    if cfg.engine.loss == "auto":  # the file records the loss it was made with
+        cfg.engine.loss = default_loss(model)
     origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
     eigen: dict[str, Any] = {}
     if cfg.directions.kind == "hessian" and not cfg.directions.load:
@@ -172,6 +186,7 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         comm=comm,
         collective=hdf5.use_mpio("io", cfg.io),
         chunk_points=cfg.chunk_points,
+        data_parallel=cfg.data_parallel,
     )
     return Path(cfg.out)
 
@@ -194,9 +209,23 @@ def _hessian_directions(
     return axes.basis, None, eigen
 
 
+def summarise(path: Path, interpolation: bool) -> None:
+    """Rank 0, after the run: the file gets <split>_ppl (a per-token loss) and, for a line
+    between two nets (directions.kind=models, 1D), the loss barrier of every split
+    (connectivity.py), which is also logged."""
+    ds = results.load(path)
+    loss = json.loads(ds.attrs.get("fingerprint", "{}")).get("loss", "ce")
+    arrays, attrs, lines = results.summary(ds, loss, interpolation)
+    if arrays or attrs:
+        surface_file.write_summary(path, arrays, attrs)
+    for line in lines:
+        log.info(line)
+
+
 def _command(cfg: SurfaceConfig, comm: Any) -> None:
     path = compute_surface(cfg, comm)
     if comm.Get_rank() == 0:
+        summarise(path, interpolation=cfg.directions.kind == "models" and cfg.grid.y is None)
         log.info("surface file: %s", path)
         if cfg.plot:
             from landscape_hpc.plot import plot_surface_file

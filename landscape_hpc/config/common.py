@@ -10,11 +10,13 @@ from omegaconf import MISSING
 
 @dataclass
 class ModelConfig:
-    # registry name (mpo_cnn, mpo_cnn6, mpo_cnn_bn, vgg9, resnet20, resnet56_noshort, mlp, ...)
-    # or custom
+    # registry name (mpo_cnn, mpo_cnn6, mpo_cnn_bn, vgg9, resnet20, resnet56_noshort, mlp,
+    # gpt_tiny, ...), hf (a transformers model from model.path) or custom
     name: str = MISSING
     # custom only: "package.module.callable" returning an nn.Module
     target: Optional[str] = None
+    # hf only: a local folder written by a transformers model's save_pretrained (never a download)
+    path: Optional[str] = None
     # keyword arguments passed to the model builder (registry or custom)
     kwargs: dict[str, Any] = field(default_factory=dict)
     # weights to load (state_dict, or a dict holding it under "state_dict" / "model"); None = fresh
@@ -27,7 +29,7 @@ class ModelConfig:
 
 @dataclass
 class DatasetConfig:
-    # digits (embedded), mnist, fashion_mnist, cifar10, synthetic, custom
+    # digits (embedded), text (embedded), mnist, fashion_mnist, cifar10, synthetic, custom
     name: str = "digits"
     # folder holding torchvision data sets (mnist, fashion_mnist, cifar10)
     root: Optional[str] = None
@@ -37,7 +39,8 @@ class DatasetConfig:
     max_samples: Optional[int] = None
     # seed of the digits train/test split, of max_samples subsets and of synthetic tensors
     seed: int = 0
-    # digits: fraction of the 1,797 images held out as the test split
+    # digits: fraction of the 1,797 images held out as the test split; text: fraction of the
+    # documents held out as the test split, and as many again as the validation split
     test_fraction: float = 0.2
     # synthetic: shape of one input (C, H, W) or (features,)
     shape: list[int] = field(default_factory=lambda: [1, 28, 28])
@@ -46,6 +49,10 @@ class DatasetConfig:
     # synthetic: samples in the train and test splits
     num_train: int = 1000
     num_test: int = 200
+    # text: tokens per window (the sequence length the model sees)
+    context: int = 64
+    # text: use only this many documents (seeded choice, before the split); None = all
+    max_documents: Optional[int] = None
     # custom only: "package.module.callable" returning {split: (inputs, labels) or Dataset}
     target: Optional[str] = None
     # keyword arguments for the custom callable
@@ -64,7 +71,8 @@ class EngineConfig:
     # BN statistics at each point: eval (the model's running statistics) or recompute (train data)
     bn: str = "eval"
     # ce (cross-entropy), mse (softmax vs one-hot, as loss-landscape), lm (per-token
-    # cross-entropy of (B, T, V) logits, labels shifted as HF causal LMs) or lm_aligned
+    # cross-entropy of (B, T, V) logits, labels shifted as HF causal LMs), lm_aligned, or auto
+    # (the model's own: lm for gpt_tiny and HF causal LMs, else ce; the surface's default)
     loss: str = "ce"
     # auto (timed), vmap (K points per batched forward), sequential (one point at a time, whole
     # batch) or threads (sequential on every torch thread at once)

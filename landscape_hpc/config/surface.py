@@ -36,6 +36,9 @@ class DirectionsConfig:
     # kind=pca: how checkpoints are placed in the plane: cos (scalar projection on each
     # direction, as loss-landscape) or lstsq (least squares in the plane)
     projection: str = "cos"
+    # move only these tensors: fnmatch patterns on state_dict names ("blocks.*.attn.*"), a
+    # leading ! excludes ("!tok.*"); empty = every tensor the kind moves
+    params: list[str] = field(default_factory=list)
     # reuse the directions of a direction or surface file (ours or loss-landscape's layout)
     load: Optional[str] = None
 
@@ -54,7 +57,9 @@ class SurfaceConfig:
     dataset: DatasetConfig = MISSING
     directions: DirectionsConfig = field(default_factory=DirectionsConfig)
     grid: GridConfig = field(default_factory=GridConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
+    # the loss defaults to auto here: the model's own (lm for gpt_tiny and HF causal LMs, else
+    # ce; engine/losses.py default_loss), written to the file as the name it resolved to
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(loss="auto"))
     # splits to evaluate at every point
     splits: list[str] = field(default_factory=lambda: ["train", "test"])
     # surface file (HDF5); relative paths are relative to the current directory
@@ -67,5 +72,8 @@ class SurfaceConfig:
     io: str = "auto"
     # grid points per work chunk handed to a worker; None = chosen from the grid size and world
     chunk_points: Optional[int] = None
+    # ranks per group evaluating one chunk over disjoint shards of the data (their sums added):
+    # the workers (mpirun -n less the master) must be a multiple of it; 1 = every worker alone
+    data_parallel: int = 1
     # also write a contour PNG of each computed metric next to the surface file
     plot: bool = True

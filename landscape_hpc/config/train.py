@@ -13,6 +13,8 @@ from landscape_hpc.config.common import DatasetConfig, ModelConfig
 class TrainConfig:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
+    # auto (the model's own: lm for gpt_tiny and HF causal LMs, else ce), ce, mse, lm, lm_aligned
+    loss: str = "auto"
     # sgd (with momentum) or adam
     optimizer: str = "sgd"
     # learning rate

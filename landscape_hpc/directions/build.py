@@ -23,6 +23,8 @@ from landscape_hpc.directions.maths import (
     direction_keys,
     model_difference,
     random_basis,
+    restrict,
+    select_keys,
 )
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files import surface as surface_file
@@ -60,6 +62,11 @@ def check_directions(cfg: DirectionsConfig, ndim: int) -> None:
         raise UserError(
             "directions.same_dir=true does not apply to directions.kind=hessian (y is the second "
             "eigenvector); drop it, or use grid.y=null for the top eigenvector only"
+        )
+    if cfg.kind == "hessian" and cfg.params:
+        raise UserError(
+            "directions.params does not apply to directions.kind=hessian (its eigenvectors span "
+            "every parameter); drop it"
         )
     if cfg.kind == "models":
         for axis, key in enumerate(("directions.model2", "directions.model3")[:ndim]):
@@ -134,7 +141,7 @@ def pca_directions(
     2018, sec. 7). The tensors are chosen as for random directions: `dir_type` (parameters or
     the whole state) and `ignore=biasbn` (1-D tensors stay zero)."""
     trajectory = pca.load_trajectory(cfg.trajectory, trust_checkpoint)
-    candidates = direction_keys(model, cfg.dir_type)
+    candidates = select_keys(direction_keys(model, cfg.dir_type), cfg.params, "directions.params")
     return pca.trajectory_pca(trajectory, origin, candidates, cfg.ignore, ndim, cfg.projection)
 
 
@@ -156,6 +163,7 @@ def build_directions(
         )
         return [{k: v.to(origin[k].device) for k, v in d.items()} for d in basis], projected
     basis = build_basis(cfg, model, origin, ndim, trust_checkpoint)
+    basis = restrict(basis, list(origin), cfg.params, "directions.params")
     stored = surface_file.read_trajectory(cfg.load) if cfg.load else None
     return basis, None if stored is None else from_stored(stored).first(ndim)
 

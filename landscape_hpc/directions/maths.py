@@ -4,7 +4,8 @@ differences. Pure functions of parameter dicts; files are read at the edges (dir
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase
 
 import torch
 from torch import Tensor, nn
@@ -127,3 +128,38 @@ def model_difference(
         for k, v in origin.items()
         if v.is_floating_point()
     }
+
+
+def select_keys(keys: Sequence[str], patterns: Sequence[str] | None, key: str) -> list[str]:
+    """The `keys` (state_dict names) the `patterns` pick: shell-style fnmatch patterns, matched
+    case-sensitively against the whole name ("blocks.*.attn.*", "*.weight"); one starting with
+    "!" excludes ("!tok.*"). A name is kept when it matches an include (or there is none) and no
+    exclude. A pattern that matches no name is a UserError naming `key`."""
+    if not patterns:
+        return list(keys)
+    include = [p for p in patterns if not p.startswith("!")]
+    exclude = [p[1:] for p in patterns if p.startswith("!")]
+    for pattern in (*include, *exclude):
+        if not any(fnmatchcase(k, pattern) for k in keys):
+            shown = ", ".join(list(keys)[:6])
+            raise UserError(
+                f"{key}: the pattern {pattern!r} matches no tensor of the model; its names are "
+                f"state_dict keys ({shown}, ...), matched with fnmatch (* and ?, ! excludes)"
+            )
+    return [
+        k
+        for k in keys
+        if (not include or any(fnmatchcase(k, p) for p in include))
+        and not any(fnmatchcase(k, p) for p in exclude)
+    ]
+
+
+def restrict(
+    basis: list[ParamDict], keys: Sequence[str], patterns: Sequence[str] | None, key: str
+) -> list[ParamDict]:
+    """The directions moving only the tensors `patterns` pick from `keys` (select_keys); every
+    other tensor gets no entry (zero: it stays at the origin, bit for bit)."""
+    if not patterns:
+        return basis
+    kept = set(select_keys(keys, patterns, key))
+    return [{k: v for k, v in d.items() if k in kept} for d in basis]

@@ -37,13 +37,13 @@ from landscape_hpc.config import EngineConfig
 from landscape_hpc.engine.autotune import Plan
 from landscape_hpc.engine.batchnorm import has_bn, recompute_bn_single
 from landscape_hpc.engine.data import Inputs, Split, as_split, as_splits
-from landscape_hpc.engine.losses import LOSSES, Loss, resolve_loss, run_model
+from landscape_hpc.engine.losses import LOSSES, Loss, Sums, resolve_loss, run_model
 from landscape_hpc.engine.memory import cpu_batch_size, points_per_pass
 from landscape_hpc.engine.metrics import Points, split_sums
 from landscape_hpc.engine.pointwise import Pointwise
 from landscape_hpc.engine.precision import PRECISIONS, precision
 from landscape_hpc.engine.stacked import Batched
-from landscape_hpc.engine.subspace import Subspace
+from landscape_hpc.engine.subspace import Subspace, tie, tied_aliases
 from landscape_hpc.errors import UserError, check_choice
 
 BN_MODES = ("eval", "recompute")
@@ -63,7 +63,7 @@ def check_engine(cfg: EngineConfig, key: str = "engine") -> None:
     a library function's keyword arguments)."""
     prefix = f"{key}." if key else ""
     check_choice(f"{prefix}bn", cfg.bn, BN_MODES)
-    check_choice(f"{prefix}loss", cfg.loss, LOSSES)
+    check_choice(f"{prefix}loss", cfg.loss, (*LOSSES, "auto"))
     check_choice(f"{prefix}strategy", cfg.strategy, STRATEGIES)
     check_choice(f"{prefix}precision", cfg.precision, PRECISIONS)
     for name in ("batch_size", "memory_mb"):
@@ -148,7 +148,8 @@ class Evaluator:
     ):
         """`plan`: run this plan instead of options.strategy's (to pin the plan auto chose)."""
         self.options = options = options or EngineConfig()
-        self.model, self.subspace = model.eval(), subspace
+        self.model, self.subspace = model.eval(), tie(subspace, tied_aliases(model))
+        subspace = self.subspace
         self.device = _device(subspace)
         self.data = as_splits(data, self.device, options.batch_size)
         # one point at a time on a CPU, a conv net may run channels-last (the default) or NCHW
@@ -246,20 +247,26 @@ class Evaluator:
 
     def __call__(self, coords: Tensor) -> dict[str, Metrics]:
         """Loss and accuracy at each row of coords (K, d) on every split."""
+        return metrics_of(self.sums(coords))
+
+    def sums(self, coords: Tensor) -> dict[str, Sums]:
+        """The float64 sums at each row of coords (K, d) on every split, rows (K,), before any
+        mean: what ranks holding disjoint shards of the data add up (api/run.py)."""
         coords = coords.to(device=self.device, dtype=torch.float64)
         with precision(self.options.precision, self.device):  # auto times at it too
             plan = self.plan or self._choose(coords)
             if coords.shape[0] >= autotune.MIN_POINTS:  # timed (or pinned): kept; else again
                 self.plan = plan
-            values = self._runner(plan)(coords)
-        return self._metrics(values)
+            return self._runner(plan)(coords)
 
-    @staticmethod
-    def _metrics(values: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Metrics]:
-        return {
-            name: Metrics(loss.cpu().numpy(), acc.cpu().numpy())
-            for name, (loss, acc) in values.items()
-        }
+
+def metrics_of(sums: Mapping[str, Sums]) -> dict[str, Metrics]:
+    """{split: Metrics} of {split: Sums}: the means, as float64 arrays (K,)."""
+    out = {}
+    for name, total in sums.items():
+        loss, acc = total.means()
+        out[name] = Metrics(loss.cpu().numpy(), acc.cpu().numpy())
+    return out
 
 
 def evaluate_points(
@@ -291,6 +298,7 @@ def evaluate_points_loop(
     # no grad on the copy's weights: autocast (engine.precision=bf16) keeps its bfloat16 copies
     # of weights that require grad for the whole block, so each point would run the first's
     net = copy.deepcopy(model).eval().requires_grad_(False)
+    subspace = tie(subspace, tied_aliases(model))
     device = _device(subspace)
     splits = as_splits(data, device, options.batch_size)
     bn = bn_split(model, splits, bn_data, options)

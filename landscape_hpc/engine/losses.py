@@ -18,6 +18,9 @@ loss.
                   scalars; `outputs` one network's (unwrapped) outputs, `batch` the engine's
                   Batch (.inputs, .target, .n); no accuracy
     a Loss        as it is
+    "auto"        the model's own default (`default_loss`): its class's `default_loss` attribute
+                  (gpt_tiny: "lm"), "lm" for a HF causal LM (*ForCausalLM, *LMHeadModel), else
+                  "ce"; the surface and train commands' default
 
 A model whose class sets `loss_output = True` (the n-wedge, models/nwedge.py) returns per-sample
 losses: the mean of its output is the loss, its accuracy NaN (a named loss is then not used).
@@ -49,6 +52,16 @@ from landscape_hpc.errors import UserError, UserTypeError, check_choice
 LOSSES = ("ce", "mse", "lm", "lm_aligned")
 #: the label value a per-token loss skips (torch's and HF's)
 IGNORE_INDEX = -100
+
+
+def default_loss(model: nn.Module | None) -> str:
+    """The loss "auto" names for `model` (module docstring): a language model's is lm."""
+    declared = getattr(model, "default_loss", None)
+    if isinstance(declared, str) and declared in LOSSES:
+        return declared
+    if type(model).__name__.endswith(("ForCausalLM", "LMHeadModel")):
+        return "lm"
+    return "ce"
 
 
 def unwrap_output(out: Any) -> Tensor:
@@ -355,6 +368,8 @@ def resolve_loss(spec: str | Callable | Loss | None, model: nn.Module | None = N
     """The Loss of a spec (module docstring); None is "ce". A named loss of a `loss_output`
     model is its own output."""
     spec = "ce" if spec is None else spec
+    if spec == "auto":
+        spec = default_loss(model)
     if isinstance(spec, Loss):
         return spec
     if isinstance(spec, str):

@@ -3,7 +3,10 @@ the engine (evaluate.py) shares, so they differ only in how the networks' output
 and in which order points and batches are visited.
 
 Sums over batches are float64 (losses.Sums), means weighted by what the loss counts (samples,
-or tokens): a split's mean does not depend on how it is cut into batches.
+or tokens): a split's mean does not depend on how it is cut into batches. The strategies return
+the sums themselves, one row per point (`join`), and the Evaluator divides: so sums over disjoint
+shards of a split (the ranks of a data_parallel group, api/run.py) add up to the whole split's
+before any mean is taken.
 """
 
 from __future__ import annotations
@@ -59,11 +62,26 @@ class Points:
     bn_batch_size: int = 256
 
 
-def concat(
-    parts: Sequence[Mapping[str, tuple[Tensor, Tensor]]],
-) -> dict[str, tuple[Tensor, Tensor]]:
-    """{split: (loss, accuracy)} of consecutive groups of points, joined in order."""
-    return {
-        name: (torch.cat([p[name][0] for p in parts]), torch.cat([p[name][1] for p in parts]))
-        for name in parts[0]
-    }
+def rows(sums: Sums) -> Sums:
+    """The sums of k networks with every field a float64 tensor (k,) (a count shared by all k,
+    a Python int, repeated): what can be joined, added across ranks and divided alike."""
+    k, device = sums.loss.shape[0], sums.loss.device
+
+    def row(value: Tensor | int) -> Tensor:
+        if isinstance(value, Tensor):
+            return value.to(torch.float64).expand(k)
+        return torch.full((k,), float(value), dtype=torch.float64, device=device)
+
+    return Sums(row(sums.loss), row(sums.loss_count), row(sums.correct), row(sums.acc_count))
+
+
+def join(parts: Sequence[Sums]) -> Sums:
+    """The sums of consecutive groups of networks as one Sums of rows, in order."""
+    parts = [rows(p) for p in parts]
+    fields = ("loss", "loss_count", "correct", "acc_count")
+    return Sums(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+
+
+def concat(parts: Sequence[Mapping[str, Sums]]) -> dict[str, Sums]:
+    """{split: Sums} of consecutive groups of points, joined in order."""
+    return {name: join([p[name] for p in parts]) for name in parts[0]}

@@ -44,7 +44,7 @@ from landscape_hpc.engine.data import Batch, Split, batches
 from landscape_hpc.engine.graph import relus_in_place, trace
 from landscape_hpc.engine.losses import Sums, run_model
 from landscape_hpc.engine.maxpool import tile_max_pools, tiling_pays
-from landscape_hpc.engine.metrics import Forward, Points, batch_sums, concat, split_metrics
+from landscape_hpc.engine.metrics import Forward, Points, batch_sums, concat, join, split_sums
 from landscape_hpc.engine.precision import autocast_like
 from landscape_hpc.engine.subspace import NONNEGATIVE_SUFFIX, Subspace, clamp_variances
 from landscape_hpc.params import ParamDict
@@ -185,8 +185,8 @@ def intra_op_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-#: per-point results of one call: {split: (loss (1,), accuracy (1,))} for each point
-Rows = list[dict[str, tuple[Tensor, Tensor]]]
+#: per-point results of one call: {split: its Sums (1,)} for each point
+Rows = list[dict[str, Sums]]
 
 
 class Pointwise:
@@ -243,15 +243,15 @@ class Pointwise:
 
     def _one(
         self, c: Tensor, splits: Mapping[str, Split], state: ParamDict | None = None
-    ) -> dict[str, tuple[Tensor, Tensor]]:
-        """Loss and accuracy (1,) of each of `splits` (resident) at coordinates c (d,)."""
+    ) -> dict[str, Sums]:
+        """The sums (1,) of each of `splits` (resident) at coordinates c (d,)."""
         p = self.points
         model = self.models.get()
         try:
             with torch.no_grad(), self._autocast():  # grad and autocast modes are per thread
                 forward = self._forward(model, c, state)
                 return {
-                    name: split_metrics(forward, split, self.batch_size, p.loss)
+                    name: split_sums(forward, split, self.batch_size, p.loss)
                     for name, split in splits.items()
                 }
         finally:
@@ -282,8 +282,8 @@ class Pointwise:
         split: Split,
         states: Sequence[ParamDict] | None,
         pool: ThreadPoolExecutor | None,
-    ) -> dict[str, tuple[Tensor, Tensor]]:
-        """Loss and accuracy (k,) at coords (k, d) on one split read once: each batch runs
+    ) -> dict[str, Sums]:
+        """The sums (k,) at coords (k, d) on one split read once: each batch runs
         through every point, the points split into one block per worker."""
         k = coords.shape[0]
         totals: list[Sums | None] = [None] * k
@@ -296,8 +296,7 @@ class Pointwise:
                     self._on_batch, coords=coords, states=states, batch=batch, totals=totals
                 )
                 list(pool.map(run, blocks))
-        means = [t.means() for t in totals]
-        return {split.name: (torch.cat([m[0] for m in means]), torch.cat([m[1] for m in means]))}
+        return {split.name: join(totals)}
 
     def _resident(self, coords: Tensor, splits: Mapping[str, Split], pool) -> Rows:
         """Every point on the resident splits, point after point (on the workers' blocks)."""
@@ -314,7 +313,7 @@ class Pointwise:
         finally:  # an error or Ctrl-C: the workers stop after their current point
             stop.set()
 
-    def _with_streams(self, coords: Tensor, pool) -> dict[str, tuple[Tensor, Tensor]]:
+    def _with_streams(self, coords: Tensor, pool) -> dict[str, Sums]:
         """Some splits streamed: each read once per group of points (once per call with a flat
         buffer), the resident ones point after point."""
         data = self.points.data
@@ -336,8 +335,8 @@ class Pointwise:
             parts.append({name: out[name] for name in data})
         return concat(parts)
 
-    def __call__(self, coords: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
-        """Mean loss and accuracy of every split at each row of coords (K, d): (K,) each."""
+    def __call__(self, coords: Tensor) -> dict[str, Sums]:
+        """The sums of every split at each row of coords (K, d): rows (K,) (metrics.join)."""
         streams = any(s.streamed for s in self.points.data.values())
         # autocast is per thread: the workers take the caller's (engine.precision=bf16)
         self._autocast = autocast_like(next(iter(self.points.subspace.origin.values())).device)

@@ -15,10 +15,10 @@ from torch.func import vmap
 
 from landscape_hpc.engine.batchnorm import bn_inputs, bn_recompute_template, fresh_bn_state
 from landscape_hpc.engine.data import Inputs, Split, batches
-from landscape_hpc.engine.losses import run_model
+from landscape_hpc.engine.losses import Sums, run_model
 from landscape_hpc.engine.memory import points_per_pass
-from landscape_hpc.engine.metrics import Forward, Points, concat, split_metrics
-from landscape_hpc.engine.subspace import Subspace
+from landscape_hpc.engine.metrics import Forward, Points, concat, split_sums
+from landscape_hpc.engine.subspace import Subspace, tied_aliases
 from landscape_hpc.params import ParamDict
 
 
@@ -27,8 +27,12 @@ class Stacked:
 
     def __init__(self, model: nn.Module):
         self.model = model
+        aliases = tied_aliases(model)  # functional_call moves a tied alias with its primary
 
         def forward(moving: ParamDict, fixed: ParamDict, x: Inputs) -> Tensor:
+            if aliases:
+                moving = {k: v for k, v in moving.items() if k not in aliases}
+                fixed = {k: v for k, v in fixed.items() if k not in aliases}
             return run_model(self.model, x, (moving, fixed))  # unwrapped inside the vmap
 
         self.forward = vmap(forward, in_dims=(0, None, None))
@@ -84,8 +88,8 @@ class Batched:
             points.model, points.subspace, splits[0].sample(), largest, memory_mb
         )
 
-    def __call__(self, coords: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
-        """Mean loss and accuracy of every split at each row of coords (K, d): (K,) each."""
+    def __call__(self, coords: Tensor) -> dict[str, Sums]:
+        """The sums of every split at each row of coords (K, d): rows (K,) (metrics.join)."""
         p = self.points
         parts = []
         with torch.no_grad():
@@ -95,7 +99,7 @@ class Batched:
                 )
                 parts.append(
                     {
-                        name: split_metrics(forward, split, self.batch_size, p.loss)
+                        name: split_sums(forward, split, self.batch_size, p.loss)
                         for name, split in p.data.items()
                     }
                 )

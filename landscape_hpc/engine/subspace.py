@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from landscape_hpc import params
 from landscape_hpc.params import ParamDict
@@ -63,3 +63,35 @@ class Subspace:
 def clamp_variances(state: ParamDict) -> ParamDict:
     """Running variances clamped at 0 (a plane can take them below); the rest as given."""
     return {k: v.clamp_min(0) if k.endswith(NONNEGATIVE_SUFFIX) else v for k, v in state.items()}
+
+
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """{alias: primary} for the state_dict keys naming a tensor an earlier key already names
+    (a HF model's lm_head.weight tied to its token embedding): one tensor, two names."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in first:
+            aliases[key] = first[id(tensor)]
+        else:
+            first[id(tensor)] = key
+    return aliases
+
+
+def tie(subspace: Subspace, aliases: dict[str, str]) -> Subspace:
+    """The subspace with every tied alias moving as its primary (one tensor moves once): a
+    direction given only for the primary (random directions follow named_parameters, which
+    names a tied tensor once) would otherwise leave the alias at the origin, and loading both
+    names would keep the unmoved one."""
+    if not aliases:
+        return subspace
+    origin = dict(subspace.origin)
+    basis = [dict(d) for d in subspace.basis]
+    for alias, primary in aliases.items():
+        if primary in origin:
+            origin[alias] = origin[primary]
+        for d in basis:
+            d.pop(alias, None)
+            if primary in d:
+                d[alias] = d[primary]
+    return Subspace(origin, basis)

@@ -257,6 +257,8 @@ def _describe(name: str) -> dict[str, str]:
     split, _, metric = name.rpartition("_")
     if metric == "acc":
         return {"units": "percent", "long_name": f"{split} accuracy"}
+    if metric == "ppl":
+        return {"units": "1", "long_name": f"{split} perplexity (exp of the mean loss)"}
     return {"units": "1", "long_name": f"{split} loss (mean over the split)"}
 
 
@@ -308,3 +310,15 @@ def _row_runs(flat: np.ndarray, nx: int):
     bounds = np.concatenate([[0], breaks, [len(flat)]])
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         yield int(flat[lo]), int(flat[lo]) + int(hi - lo), int(lo)
+
+
+def write_summary(path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
+    """Derived results of a finished surface (rank 0, after the run): grid-shaped arrays such
+    as <split>_ppl (replaced when present) and attributes such as barrier_<split>."""
+    with h5py.File(path, "r+") as f:
+        for name, values in arrays.items():
+            if name in f:
+                del f[name]
+            f.create_dataset(name, data=np.asarray(values, np.float64))
+            f[name].attrs.update(_describe(name))
+        f.attrs.update(dict(attrs))

@@ -58,7 +58,7 @@ def _read_surface(f: h5py.File, path: Path) -> Surface:
     legacy = "done" not in f
     metrics = {}
     for name in f:
-        if not name.endswith(("_loss", "_acc")) or not isinstance(f[name], h5py.Dataset):
+        if not name.endswith(("_loss", "_acc", "_ppl")) or not isinstance(f[name], h5py.Dataset):
             continue
         raw = f[name][()]
         if not np.issubdtype(np.asarray(raw).dtype, np.number):

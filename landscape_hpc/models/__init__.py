@@ -5,7 +5,9 @@ Registry names are the nets of the seed papers: `mpo_cnn` (pictures) and the pai
 2018, appendix A.5), the CIFAR ResNets `resnet20/56/110` and
 their `_noshort` twins (Li et al. 2018, sec. 6), `mlp`, and `wedge`, the n-wedge toy landscape
 of Fort & Jastrzebski 2019, sec. 3 (models/nwedge.py; a `loss_output` model: its forward
-returns the loss itself).
+returns the loss itself), `gpt_tiny`, a small causal transformer for token data (models/gpt.py;
+its `default_loss` is `lm`), and `hf`, a HuggingFace model from the local folder model.path
+(models/hf.py, never a download).
 `custom` builds any net from `model.target="package.module.callable"`. Every registry net runs
 under `torch.func.functional_call` + `torch.func.vmap` over stacked weights: no in-place
 activations, no `.item()`, no data-dependent control flow.
@@ -25,6 +27,8 @@ from torch import nn
 from landscape_hpc.config import ModelConfig
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.checkpoint import file_sha256, load_into, load_state_dict_file
+from landscape_hpc.models.gpt import gpt_tiny
+from landscape_hpc.models.hf import check_vocabulary, load_hf
 from landscape_hpc.models.mlp import mlp
 from landscape_hpc.models.mpo_cnn import mpo_cnn, mpo_cnn6, mpo_cnn_bn
 from landscape_hpc.models.nwedge import WEDGE_KWARGS, wedge
@@ -53,6 +57,8 @@ MODEL_NAMES: tuple[str, ...] = (
     "resnet56_noshort",
     "resnet110_noshort",
     "wedge",
+    "gpt_tiny",
+    "hf",
     "custom",
 )
 
@@ -70,13 +76,14 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet56_noshort": resnet_builder(56, shortcuts=False),
     "resnet110_noshort": resnet_builder(110, shortcuts=False),
     "wedge": wedge,
+    "gpt_tiny": gpt_tiny,
 }
 
 #: model.kwargs preset in the config node of model=<name> (the others start empty)
 MODEL_KWARGS: dict[str, dict[str, Any]] = {"wedge": WEDGE_KWARGS}
 
 #: registry nets that take images (C, H, W); the others take any shape
-_IMAGE_MODELS = frozenset(_BUILDERS) - {"mlp", "wedge"}
+_IMAGE_MODELS = frozenset(_BUILDERS) - {"mlp", "wedge", "gpt_tiny"}
 
 #: arguments every registry builder gets from the data, not from model.kwargs
 _DATA_ARGUMENTS = ("input_shape", "num_classes")
@@ -93,6 +100,11 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     check_choice("model.name", cfg.name, MODEL_NAMES)
     kwargs = _plain_kwargs(cfg.kwargs)
     input_shape = tuple(int(size) for size in input_shape)
+    if cfg.name != "hf" and cfg.path is not None:
+        raise UserError(
+            f"model.path={cfg.path!r} is only used with model=hf, not model={cfg.name}; drop "
+            "model.path or set model=hf"
+        )
     if cfg.name != "custom" and cfg.target is not None:
         raise UserError(
             f"model.target={cfg.target!r} is only used with model=custom, not model={cfg.name}; "
@@ -104,9 +116,15 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
         torch.random.default_generator.manual_seed(int(cfg.init_seed))
         if cfg.name == "custom":
             model = _build_custom(cfg.target, kwargs)
+        elif cfg.name == "hf":
+            if kwargs:
+                raise UserError(f"model=hf takes no model.kwargs (got {sorted(kwargs)})")
+            model = load_hf(cfg.path)
         else:
             model = _build_registered(cfg.name, input_shape, int(num_classes), kwargs)
     model = model.to(device="cpu", dtype=torch.float32)
+    if cfg.name in ("gpt_tiny", "hf") and len(input_shape) == 1:
+        check_vocabulary(model, int(num_classes), input_shape[0], f"model={cfg.name}")
     if cfg.checkpoint is not None:
         state = load_state_dict_file(cfg.checkpoint, trust=bool(cfg.trust_checkpoint))
         load_into(model, state, cfg.checkpoint)
