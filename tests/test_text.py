@@ -4,10 +4,12 @@ hand-written cross-entropy through every engine strategy, and a short training r
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
 
+import landscape_hpc as lh
 from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig, TrainConfig
 from landscape_hpc.corpus import (
     IGNORE_INDEX,
@@ -175,3 +177,23 @@ def test_training_on_text_with_the_lm_loss_lowers_the_validation_loss(text, tmp_
 def test_unigram_entropy_of_a_known_distribution():
     labels = torch.tensor([[0, 0, 1, 1, IGNORE_INDEX]])
     assert unigram_entropy(labels) == pytest.approx(np.log(2))
+
+
+def test_save_and_load_round_trip_the_perplexity_of_an_lm_surface(text, tmp_path: Path):
+    data = {"validation": (text["validation"].inputs[:20], text["validation"].labels[:20])}
+    ds = lh.surface(
+        tiny_gpt(), data, x=(-1, 1, 3), y=(-1, 1, 2), strategy="sequential", progress=False
+    )
+    assert ds.attrs["loss"] == "lm"
+    ppl = ds["validation_ppl"].values  # (y, x)
+    np.testing.assert_allclose(ppl, np.exp(ds["validation_loss"].values), rtol=1e-12)
+    assert ppl.shape == (2, 3) and (ppl > 1).all() and len(np.unique(ppl)) == 6
+    path = lh.save(ds, tmp_path / "s.h5")
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["validation_ppl"][()], ppl)
+        assert f["validation_ppl"].attrs["units"] == "1"
+    back = lh.load(path)
+    np.testing.assert_array_equal(back["validation_ppl"].values, ppl)
+    assert back["validation_ppl"].attrs == ds["validation_ppl"].attrs
+    lh.save(back, tmp_path / "again.h5")  # a loaded surface saves it again
+    np.testing.assert_array_equal(lh.load(tmp_path / "again.h5")["validation_ppl"].values, ppl)
