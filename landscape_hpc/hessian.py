@@ -15,8 +15,18 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from landscape_hpc.engine.flat import LossFn
+
+
+def twice_differentiable() -> Any:
+    """The context for a forward whose gradient is differentiated again: attention through
+    `scaled_dot_product_attention` on its math backend, since the fused kernels (flash on the
+    CPU, flash and memory-efficient on CUDA) have no double backward ("derivative for
+    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented"). Same values
+    up to float rounding; models without attention are unaffected."""
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def hvp(loss: LossFn, theta: Tensor, v: Tensor) -> Tensor:
@@ -24,7 +34,7 @@ def hvp(loss: LossFn, theta: Tensor, v: Tensor) -> Tensor:
     gradient with its graph, then the gradient of <∇L(θ), v>. On CPU it took half the time (or
     less) of forward-over-reverse (torch.func.jvp of torch.func.grad) for the registry's mlp, and
     about the same for mpo_cnn (docs/benchmarks.md)."""
-    with torch.enable_grad():
+    with torch.enable_grad(), twice_differentiable():
         point = theta.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(loss(point), point, create_graph=True)
         if not grad.requires_grad:  # the loss is linear in θ: H = 0
@@ -182,7 +192,7 @@ class PointHessian:
     def __init__(self, loss: LossFn, theta: Tensor, batched: bool | None = None) -> None:
         self.theta = theta
         self.batched = theta.is_cuda if batched is None else batched
-        with torch.enable_grad():
+        with torch.enable_grad(), twice_differentiable():
             self.point = theta.detach().requires_grad_(True)
             (self.grad,) = torch.autograd.grad(loss(self.point), self.point, create_graph=True)
         self.linear = not self.grad.requires_grad  # the loss is linear in θ: H = 0

@@ -97,3 +97,49 @@ def test_help_documents_every_argument():
         doc = inspect.getdoc(fn)
         for parameter in inspect.signature(fn).parameters:
             assert f"{parameter}:" in doc, (fn.__name__, parameter)
+
+
+def test_a_transformers_lm_hessian_matches_the_explicit_one():
+    """Attention through scaled_dot_product_attention: its fused CPU kernel has no double
+    backward, so the Hessian's forward runs on the math backend (hessian.twice_differentiable);
+    the top eigenvalues equal those of the explicit Hessian of the same per-token loss."""
+    from landscape_hpc.corpus import IGNORE_INDEX
+    from landscape_hpc.hessian import twice_differentiable
+
+    vocab, context = 11, 6
+    net = build_model(
+        ModelConfig(name="gpt_tiny", kwargs={"depth": 1, "width": 8, "heads": 2}),
+        (context,),
+        vocab,
+    )
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, vocab, (12, context), generator=gen)  # (N, T)
+    labels = tokens.clone()
+    labels[:3, -2:] = IGNORE_INDEX  # padding in play
+    res = lh.hessian(
+        net, (tokens, labels), loss="lm", k=3, trace=False, double=True, lanczos_tol=1e-9
+    )
+
+    names = [n for n, _ in net.named_parameters()]
+    shapes = [p.shape for _, p in net.named_parameters()]
+    theta = torch.cat([p.detach().double().flatten() for _, p in net.named_parameters()])
+    model = net.double()
+
+    def mean_loss(flat):  # the lm loss: mean over predicted tokens
+        params, i = {}, 0
+        for name, shape in zip(names, shapes):
+            params[name] = flat[i : i + shape.numel()].view(shape)
+            i += shape.numel()
+        logits = torch.func.functional_call(model, params, (tokens,))  # (N, T, V)
+        # by hand: position t predicts token t + 1, ignored positions skipped
+        return torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, vocab), labels[:, 1:].reshape(-1),
+            ignore_index=IGNORE_INDEX,
+        )  # fmt: skip
+
+    with twice_differentiable():
+        explicit = torch.autograd.functional.hessian(mean_loss, theta, vectorize=True)  # (P, P)
+    want = np.linalg.eigvalsh(explicit.numpy())[::-1][:3]
+    np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-6)
+    # each residual bounds its eigenvalue's error
+    assert (np.abs(res.eigenvalues - want) <= np.asarray(res.eigen.residuals) + 1e-9).all()

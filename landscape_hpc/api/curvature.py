@@ -94,7 +94,7 @@ def hessian(
         blocks: per-block λ_max and trace: fnmatch patterns of parameter names, one block
             each, or ["layers"] (one per module); result.blocks. None: no blocks.
         split: the split whose mean loss is differentiated.
-        loss: ce or mse.
+        loss: ce, mse, lm (per token, -100 skipped) or lm_aligned.
         lanczos_steps: the most steps of the λ_max/λ_min run. Ritz values lie inside the
             spectrum: max_eig is a lower bound of λ_max, min_eig an upper bound of λ_min.
         lanczos_tol: the λ_max/λ_min run stops once both extreme Ritz values move less than
@@ -177,7 +177,8 @@ def hessian_map(
             surface command's or lh.save's): the maps are written into it as the command does
             (resumed: only points not done; other settings refused unless `overwrite`).
         split: the split whose mean loss is differentiated.
-        loss: ce or mse; None: the surface's own loss (its `loss` or `engine.loss`, else ce).
+        loss: ce, mse, lm or lm_aligned; None: the surface's own loss (its `loss` or
+            `engine.loss`, else ce).
         lanczos_steps: the most Lanczos iterations per point (Ritz values lie inside the
             spectrum: max_eig a lower bound of λ_max, min_eig an upper bound of λ_min).
         lanczos_tol: stop a point once both extreme Ritz values move less than this (relative);
