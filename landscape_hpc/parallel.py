@@ -230,11 +230,18 @@ class TaskError(RuntimeError):
         self.worker_traceback = worker_traceback
 
 
+class TaskUserError(UserError):
+    """A UserError raised by a task on a worker: bad input, not a failure of the code, so the
+    master raises it as the UserError it is (one line, exit 2), not as a TaskError."""
+
+
 def _run_task(fn: Callable[[Any], Any], task: Any, describe: str) -> TaskResult:
     rank = world().Get_rank()
     start = time.perf_counter()
     try:
         value = fn(task)
+    except UserError as err:  # the input's fault: its message is the whole story
+        raise TaskUserError(str(err)) from None
     except Exception as err:  # sent back to the master with its origin, raised there
         raise TaskError(
             f"rank {rank} on {socket.gethostname()} failed on {describe}: "
@@ -266,7 +273,8 @@ def run_tasks(
     serves tasks until the master is done and yields nothing. `fn` must be a module-level function
     (it is pickled by reference).
 
-    The first failed task raises `TaskError` on the master: tasks not started yet are cancelled,
+    The first failed task raises `TaskError` on the master (a UserError it raised: that
+    UserError, its message only): tasks not started yet are cancelled,
     the ones running finish, and every rank leaves the pool (so the caller's collective cleanup,
     such as closing a parallel HDF5 file, still meets on all ranks).
     """
@@ -296,6 +304,8 @@ def run_tasks(
                     except TaskError as err:
                         # mpi4py chains a RemoteTraceback that repeats the message: drop it
                         raise TaskError(str(err), err.worker_traceback) from None
+                    except TaskUserError as err:
+                        raise UserError(str(err)) from None
                     yield result
         finally:
             for fut in pending:  # after an error, or when the caller stops early

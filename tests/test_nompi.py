@@ -271,6 +271,21 @@ def test_run_tasks_on_the_serial_world_matches_a_world_of_one() -> None:
         list(parallel.run_tasks(serial, _fails_on_three, range(5)))
 
 
+def _refuses_three(x: int) -> int:
+    if x == 3:
+        raise UserError("x=3 is refused; pass another x")
+    return x
+
+
+def test_a_user_error_in_a_task_reaches_the_master_as_that_user_error() -> None:
+    """Bad input found on a worker is the input's fault: one line, exit 2, not a TaskError's
+    traceback."""
+    with pytest.raises(UserError) as caught:
+        list(parallel.run_tasks(parallel.SerialWorld(), _refuses_three, range(5)))
+    assert not isinstance(caught.value, parallel.TaskError)
+    assert str(caught.value) == "x=3 is refused; pass another x"
+
+
 def test_the_serial_worlds_collectives_answer_as_one_rank() -> None:
     serial = parallel.SerialWorld()
     sent = {"a": [1, 2]}

@@ -277,3 +277,20 @@ def test_a_killed_lm_surface_resumes_to_the_uninterrupted_one(tmp_path: Path):
     for name in ("validation_loss", "validation_acc"):
         np.testing.assert_array_equal(final[name][done], partial[name][done], err_msg=name)
     assert_same_surface(final, reference)  # as if never interrupted (bit for bit here)
+
+
+def test_the_hessian_command_differentiates_the_lm_loss_of_a_language_model():
+    """loss=auto (the default) is the model's own, lm for gpt_tiny: the same eigenvalues as
+    loss=lm; loss=ce on per-token labels is found on a worker and comes back as one line."""
+    from landscape_hpc.config import HessianConfig
+    from landscape_hpc.geometry.curvature import run_point
+
+    model = ModelConfig(name="gpt_tiny", kwargs={**TINY, "width": 8, "context": T})
+    base = dict(model=model, dataset=TEXT, device="cpu", split="validation", max_samples=16)
+    base.update(trace_samples=0, lanczos_steps=6)
+    auto = run_point(HessianConfig(**base))
+    lm = run_point(HessianConfig(**base, loss="lm"))
+    assert auto.max_eig == lm.max_eig and np.isfinite(auto.max_eig) and auto.max_eig > 0
+    with pytest.raises(UserError, match="loss='ce'.*loss='lm'") as err:
+        run_point(HessianConfig(**base, loss="ce"))
+    assert "\n" not in str(err.value)

@@ -53,7 +53,7 @@ def hessian(
     density: bool = False,
     blocks: Optional[Sequence[str]] = None,
     split: str = "train",
-    loss: str = "ce",
+    loss: str = "auto",
     lanczos_steps: int = 20,
     lanczos_tol: float = 1e-3,
     eigen_steps: int = 100,
@@ -94,7 +94,8 @@ def hessian(
         blocks: per-block λ_max and trace: fnmatch patterns of parameter names, one block
             each, or ["layers"] (one per module); result.blocks. None: no blocks.
         split: the split whose mean loss is differentiated.
-        loss: ce, mse, lm (per token, -100 skipped) or lm_aligned.
+        loss: auto (the model's own: lm for gpt_tiny and HF causal LMs, else ce), ce, mse, lm
+            (per token, -100 skipped) or lm_aligned.
         lanczos_steps: the most steps of the λ_max/λ_min run. Ritz values lie inside the
             spectrum: max_eig is a lower bound of λ_max, min_eig an upper bound of λ_min.
         lanczos_tol: the λ_max/λ_min run stops once both extreme Ritz values move less than

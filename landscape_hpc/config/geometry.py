@@ -261,8 +261,9 @@ class HessianConfig:
     blocks: list[str] = field(default_factory=list)
     # seed of the Lanczos start vector and of the Hutchinson probes
     seed: int = 0
-    # point mode: ce or mse (surface mode uses the surface's engine.loss)
-    loss: str = "ce"
+    # point mode: auto (the model's own: lm for gpt_tiny and HF causal LMs, else ce), ce, mse,
+    # lm or lm_aligned (surface mode uses the surface's engine.loss)
+    loss: str = "auto"
     # compute in float64 (model and data cast): small eigenvalues exact, a few times slower
     double: bool = False
     # arithmetic of the Hessian-vector products, as engine.precision (engine/precision.py): fp32

@@ -20,7 +20,7 @@ from landscape_hpc import parallel
 from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import Split, subset
 from landscape_hpc.devices import rank_device
-from landscape_hpc.engine.losses import LOSSES
+from landscape_hpc.engine.losses import LOSSES, default_loss
 from landscape_hpc.engine.precision import PRECISIONS
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.geometry import spectrum_job
@@ -48,7 +48,7 @@ def load_problem_and_split(
 
 
 def check_config(cfg: HessianConfig) -> None:
-    check_choice("loss", cfg.loss, LOSSES)
+    check_choice("loss", cfg.loss, ("auto", *LOSSES))
     check_choice("precision", cfg.precision, PRECISIONS)
     if cfg.double and cfg.precision != "fp32":
         raise UserError(
@@ -141,7 +141,7 @@ def point_curvature(
     probes, the top-k run, density chunks, blocks: in parallel over the workers). Returns the
     result on rank 0 (the library's lh.hessian calls it)."""
     comm = parallel.world_if_none(comm)
-    job = make_job(model, split, cfg, cfg.loss)
+    job = make_job(model, split, cfg, default_loss(model) if cfg.loss == "auto" else cfg.loss)
     state = {k: v.detach() for k, v in job.model.state_dict().items()}
     blocks = check_against_model(cfg, {k: state[k].shape for k in job.keys})
     start = time.perf_counter()
