@@ -257,7 +257,11 @@ def test_resumed_fit_equals_an_uninterrupted_one(digits, tmp_path):
 def test_a_fit_by_the_cell_loop_equals_the_fit_by_vmap(digits, name):
     """strategy=loop (faster for conv nets on 28x28 inputs on a CPU) trains the plane vmap does: the
     two differ by float rounding only, which Adam's sign-like steps on near-zero gradients carry
-    into the weights, so the difference is measured against how far the fit moved the plane."""
+    into the weights, so the difference is measured against how far the fit moved the plane.
+    Measured (AMD EPYC, torch 2.14.1, mpo_cnn_bn): the whole plane's difference is 5e-5, 6e-4 and
+    2.5e-3 of its motion after 1, 2 and 4 steps (BN on batches of 16 amplifies it step by step),
+    with single 8-channel tensors up to 1.2% at step 4: the plane is compared as one vector, and
+    its first step, still at rounding level, more tightly."""
     mask = builtin_mask("square", 6)
     opts = FitOptions(steps=4, batch_size=16, cells_per_step=3, lr=1e-3, checkpoint_every=0)
     start = [p.detach().clone() for p in make_plane(name)[0].parameters()]
@@ -266,12 +270,24 @@ def test_a_fit_by_the_cell_loop_equals_the_fit_by_vmap(digits, name):
         plane, model = make_plane(name)
         options = FitOptions(**{**opts.__dict__, "strategy": strategy})
         fits[strategy] = fit_plane(plane, model, mask, digits["train"], options, progress=False)
-    pairs = zip(start, fits["vmap"].plane.parameters(), fits["loop"].plane.parameters())
-    for a0, a, b in pairs:
-        moved = float((a.detach() - a0).norm())
-        assert moved > 0
-        assert float((a - b).detach().norm()) < 1e-2 * moved
+
+    def motion_and_difference(fits):  # the plane as one vector
+        pairs = zip(start, fits["vmap"].plane.parameters(), fits["loop"].plane.parameters())
+        moved, diff = zip(*((a.detach() - a0, (a - b).detach()) for a0, a, b in pairs))
+        return float(torch.cat([m.flatten() for m in moved]).norm()), float(
+            torch.cat([d.flatten() for d in diff]).norm()
+        )
+
+    moved, diff = motion_and_difference(fits)
+    assert moved > 0 and diff < 1e-2 * moved
     assert fits["loop"].last.loss == pytest.approx(fits["vmap"].last.loss, rel=1e-4)
+    first = {}
+    for strategy in ("vmap", "loop"):
+        plane, model = make_plane(name)
+        options = FitOptions(**{**opts.__dict__, "strategy": strategy, "steps": 1})
+        first[strategy] = fit_plane(plane, model, mask, digits["train"], options, progress=False)
+    moved, diff = motion_and_difference(first)
+    assert moved > 0 and diff < 1e-3 * moved
     with pytest.raises(UserError, match="strategy='grouped' is not known"):
         fit_plane(plane, model, mask, digits["train"], FitOptions(strategy="grouped"))
 
