@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape_hpc.errors import UserError
+from landscape_hpc.files.paths import require_regular
 from landscape_hpc.params import OPTIONAL_SUFFIXES, layout_diff
 
 #: keys under which training scripts nest the state_dict, tried in this order
@@ -35,6 +36,7 @@ MAX_LISTED_KEYS = 10
 
 def file_sha256(path: str) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks (stored with every surface to pin the origin)."""
+    require_regular(path)  # a FIFO would block the read forever
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -52,6 +54,7 @@ def load_state_dict_file(
     the path and `model.checkpoint` for a missing or unreadable file or one that holds no
     state_dict. `key`: the config key that named the file (directions.model2, optima, ...).
     """
+    require_regular(path, key)  # a FIFO, device or directory: refused before any open
     if not os.path.isfile(path):
         raise UserError(
             f"{key}={path!r}: no such file; give the path of a saved state_dict "
