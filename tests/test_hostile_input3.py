@@ -82,13 +82,40 @@ def _hardlink(name: str, target: str) -> Callable[[Path], list[str]]:
 
 
 def _trajectory(folder: Path) -> list[str]:
-    """traj/checkpoints/epoch_000{0,1,2}.pt of the tiny model (three seeds)."""
+    """traj/checkpoints/epoch_000{0,1,2}.pt of the tiny model, moved a little each epoch."""
     (folder / "traj/checkpoints").mkdir(parents=True)
+    model = build_model(ModelConfig(name="mlp", kwargs={"hidden": [3]}), (3,), 3)
+    generator = torch.Generator().manual_seed(0)
     for epoch in range(3):
-        torch.manual_seed(epoch)
-        model = build_model(ModelConfig(name="mlp", kwargs={"hidden": [3]}), (3,), 3)
+        state = {
+            k: v + 0.1 * epoch * torch.randn(v.shape, generator=generator)
+            for k, v in model.state_dict().items()
+        }
         path = folder / f"traj/checkpoints/epoch_{epoch:04d}.pt"
-        torch.save({"state_dict": model.state_dict(), "epoch": epoch}, path)
+        torch.save({"state_dict": state, "epoch": epoch}, path)
+    return []
+
+
+def _nan_checkpoint(folder: Path) -> list[str]:
+    """nan.pt: ck.pt with one NaN weight."""
+    state = torch.load(folder / "ck.pt", weights_only=True)["state_dict"]
+    name = sorted(k for k in state if k.endswith("weight"))[0]
+    state[name].view(-1)[0] = float("nan")
+    torch.save({"state_dict": state}, folder / "nan.pt")
+    return []
+
+
+def _inf_directions(folder: Path) -> list[str]:
+    """d.h5: the base surface's directions with one inf entry in y."""
+    import h5py
+
+    shutil.copy(folder / "s.h5", folder / "d.h5")
+    with h5py.File(folder / "d.h5", "r+") as f:
+        group = f["directions/y"]
+        name = sorted(group)[0]
+        data = group[name][()]
+        data.reshape(-1)[0] = float("inf")
+        group[name][...] = data
     return []
 
 
@@ -214,6 +241,17 @@ CASES = {
         ["plot", "s.fifo", "--kind", "contour", "--out", "figs"],
         ["s.fifo", NOT_REGULAR],
         _fifo("s.fifo"),
+    ),
+    # rule 4: non-finite inputs refused before any work
+    "nan_checkpoint": Case(
+        surface_cmd("out=new.h5", "model.checkpoint=nan.pt"),
+        ["model.checkpoint='nan.pt'", "tensor", "NaN"],
+        _nan_checkpoint,
+    ),
+    "inf_directions": Case(
+        surface_cmd("out=new.h5", "directions.load=d.h5", *CK),
+        ["directions.load=d.h5", "direction y", "inf"],
+        _inf_directions,
     ),
     # rule 3: locks keyed on the file; a lock's bytes never reach the terminal raw
     "lock_through_symlink": Case(

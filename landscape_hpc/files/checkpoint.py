@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape_hpc.errors import UserError
+from landscape_hpc.files.finite import check_finite
 from landscape_hpc.files.paths import require_regular
 from landscape_hpc.params import OPTIONAL_SUFFIXES, layout_diff
 
@@ -68,7 +69,14 @@ def load_state_dict_file(
         if not trust and _refused_by_weights_only(err):
             raise _needs_trust(path, err, key) from err
         raise _unreadable(path, err, key) from err
-    return _strip_data_parallel_prefix(_find_state_dict(loaded, path, key))
+    state = _strip_data_parallel_prefix(_find_state_dict(loaded, path, key))
+    check_finite(
+        state,
+        f"{key}={path!r}",
+        "a net with NaN/inf weights has no loss surface: pass "
+        "the checkpoint of a run that did not diverge",
+    )
+    return state
 
 
 def load_into(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
