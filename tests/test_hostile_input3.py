@@ -144,6 +144,18 @@ def _lock_dir(folder: Path) -> list[str]:
     return []
 
 
+def _metrics_beside_fifo_history(folder: Path) -> list[str]:
+    """A random-mask run's metrics.json with a FIFO as its history.csv."""
+    import json
+
+    (folder / "job").mkdir()
+    job = {"model": "mlp", "bn": False, "fill_prob": 0.5, "seed": 0}
+    metrics = {"job": job, "train": {}, "test": {}, "steps": 2, "wall_seconds": 1.0}
+    (folder / "job/metrics.json").write_text(json.dumps(metrics))
+    os.mkfifo(folder / "job/history.csv")
+    return []
+
+
 CK = ["model.checkpoint=ck.pt"]
 NOT_REGULAR = "is not a regular file"
 
@@ -252,6 +264,12 @@ CASES = {
         surface_cmd("out=new.h5", "directions.load=d.h5", *CK),
         ["directions.load=d.h5", "direction y", "inf"],
         _inf_directions,
+    ),
+    "fifo_sweep_report_metrics": Case(
+        ["sweep", "report", "."], ["metrics.json", NOT_REGULAR], _fifo("job/metrics.json")
+    ),
+    "fifo_sweep_report_history": Case(
+        ["sweep", "report", "."], ["history.csv", NOT_REGULAR], _metrics_beside_fifo_history
     ),
     # rule 3: locks keyed on the file; a lock's bytes never reach the terminal raw
     "lock_through_symlink": Case(
