@@ -33,6 +33,8 @@ _FACE = {
     "load": "landscape_hpc.api.results",
     "random_directions": "landscape_hpc.api.directions",
     "pca_directions": "landscape_hpc.api.directions",
+    "save_directions": "landscape_hpc.api.directions",
+    "load_directions": "landscape_hpc.api.directions",
     "fit_mpo": "landscape_hpc.api.mpo",
     "mpo_mask": "landscape_hpc.api.mpo",
     "hessian": "landscape_hpc.api.curvature",

@@ -163,3 +163,76 @@ def hutchinson_trace(loss: LossFn, theta: Tensor, samples: int = 100, seed: int 
         v = (torch.randint(0, 2, theta.shape, generator=g) * 2 - 1).to(theta)
         total += float(torch.dot(v, hvp(loss, theta, v)))
     return total / samples
+
+
+class PointHessian:
+    """H(θ) at one point as an operator that keeps the gradient's graph: the forward and the
+    first backward (create_graph) run once, and each product is one more backward of <∇L, v>
+    through that graph (retain_graph), as PyHessian does: a product then costs one backward
+    instead of a forward and two backwards (`hvp`). The graph is what `hvp` holds at its peak
+    anyway (the loss over every batch is summed before its backward), so keeping it costs no
+    more memory than one plain product; it lives as long as this object.
+
+    `matmat` runs several products in one pass (torch.autograd.grad's is_grads_batched, a vmap
+    over the backward) when `batched`; models whose backward vmap cannot batch fall back to a
+    loop, once, for good. batched=None: on CUDA only. On 2 CPU threads the vmap did not pay: 1.1×
+    the loop's time for mlp on the digits, 5× for mpo_cnn (its conv backward runs through vmap's
+    slow fallback; docs/benchmarks.md); on a GPU it is not yet measured."""
+
+    def __init__(self, loss: LossFn, theta: Tensor, batched: bool | None = None) -> None:
+        self.theta = theta
+        self.batched = theta.is_cuda if batched is None else batched
+        with torch.enable_grad():
+            self.point = theta.detach().requires_grad_(True)
+            (self.grad,) = torch.autograd.grad(loss(self.point), self.point, create_graph=True)
+        self.linear = not self.grad.requires_grad  # the loss is linear in θ: H = 0
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """H v (P,), in θ's dtype."""
+        if self.linear:
+            return torch.zeros_like(self.theta)
+        (product,) = torch.autograd.grad(
+            self.grad, self.point, grad_outputs=v.to(self.theta), retain_graph=True,
+            allow_unused=True,
+        )  # fmt: skip
+        return torch.zeros_like(self.theta) if product is None else product.detach()
+
+    def matmat(self, vs: Tensor) -> Tensor:
+        """(H v_b)_b (B, P) for the rows of `vs` (B, P)."""
+        if self.linear:
+            return torch.zeros(vs.shape, dtype=self.theta.dtype, device=self.theta.device)
+        if self.batched and len(vs) > 1:
+            try:
+                (products,) = torch.autograd.grad(
+                    self.grad, self.point, grad_outputs=vs.to(self.theta),
+                    retain_graph=True, is_grads_batched=True,
+                )  # fmt: skip
+                return products.detach()
+            except (RuntimeError, NotImplementedError):
+                self.batched = False  # an op without a batching rule: loop from now on
+        return torch.stack([self.matvec(v) for v in vs])
+
+
+def hutchinson_probes(
+    matmat: Callable[[Tensor], Tensor],
+    dim: int,
+    samples: int,
+    seed: int = 0,
+    group: int = 8,
+    blocks: list[Tensor] | None = None,
+) -> Tensor:
+    """Hutchinson's terms per probe and block, (samples, len(blocks)): Σ_{i∈b} v_i (H v)_i for
+    `samples` Rademacher probes v (the same as `hutchinson_trace`'s for one seed), `group`
+    products per pass. Their mean over probes estimates tr H_bb (E[v_i (Hv)_i] = H_ii), so one
+    set of probes gives the trace of every block at once; blocks=None: one block, all of θ (the
+    mean is then `hutchinson_trace`'s estimate)."""
+    g = torch.Generator().manual_seed(seed)
+    blocks = [torch.arange(dim)] if blocks is None else blocks
+    terms = []
+    for first in range(0, samples, group):
+        count = min(group, samples - first)  # drawn one by one, as hutchinson_trace draws them
+        vs = torch.stack([torch.randint(0, 2, (dim,), generator=g) * 2 - 1 for _ in range(count)])
+        vs = vs.to(torch.float64)  # (B, P)
+        products = vs * matmat(vs).to(torch.float64).cpu()  # (B, P)
+        terms.append(torch.stack([products[:, b].sum(1) for b in blocks], dim=1))  # (B, blocks)
+    return torch.cat(terms)

@@ -2,12 +2,26 @@
 document, the windows and their padding, the causal transformer's per-token loss against a
 hand-written cross-entropy through every engine strategy, and a short training run."""
 
+import signal
+import subprocess
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
+from mpi_helpers import (
+    OutputWatch,
+    assert_same_surface,
+    check_ok,
+    progress,
+    read_surface,
+    run_surface,
+    surface_argv,
+    surface_env,
+)
 
+import landscape_hpc as lh
 from landscape_hpc.config import DatasetConfig, EngineConfig, ModelConfig, TrainConfig
 from landscape_hpc.corpus import (
     IGNORE_INDEX,
@@ -175,3 +189,91 @@ def test_training_on_text_with_the_lm_loss_lowers_the_validation_loss(text, tmp_
 def test_unigram_entropy_of_a_known_distribution():
     labels = torch.tensor([[0, 0, 1, 1, IGNORE_INDEX]])
     assert unigram_entropy(labels) == pytest.approx(np.log(2))
+
+
+def test_save_and_load_round_trip_the_perplexity_of_an_lm_surface(text, tmp_path: Path):
+    data = {"validation": (text["validation"].inputs[:20], text["validation"].labels[:20])}
+    ds = lh.surface(
+        tiny_gpt(), data, x=(-1, 1, 3), y=(-1, 1, 2), strategy="sequential", progress=False
+    )
+    assert ds.attrs["loss"] == "lm"
+    ppl = ds["validation_ppl"].values  # (y, x)
+    np.testing.assert_allclose(ppl, np.exp(ds["validation_loss"].values), rtol=1e-12)
+    assert ppl.shape == (2, 3) and (ppl > 1).all() and len(np.unique(ppl)) == 6
+    path = lh.save(ds, tmp_path / "s.h5")
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["validation_ppl"][()], ppl)
+        assert f["validation_ppl"].attrs["units"] == "1"
+    back = lh.load(path)
+    np.testing.assert_array_equal(back["validation_ppl"].values, ppl)
+    assert back["validation_ppl"].attrs == ds["validation_ppl"].attrs
+    lh.save(back, tmp_path / "again.h5")  # a loaded surface saves it again
+    np.testing.assert_array_equal(lh.load(tmp_path / "again.h5")["validation_ppl"].values, ppl)
+
+
+# A gpt_tiny surface on text through the command, one process, one point per chunk: 121 points
+# of 800 windows each, a few seconds here; killed once a tenth of them is done.
+LM_SURFACE = [
+    "model=gpt_tiny",
+    "+model.kwargs.depth=1",
+    "+model.kwargs.width=16",
+    "+model.kwargs.heads=2",
+    "+model.kwargs.context=16",
+    "dataset=text",
+    "dataset.context=16",
+    "dataset.max_documents=10",
+    "dataset.max_samples=800",
+    "splits=[validation]",
+    "grid.x=[-1,1,11]",
+    "grid.y=[-1,1,11]",
+    "chunk_points=1",
+    "engine.strategy=sequential",
+]
+LM_POINTS, LM_KILL_AFTER = 121, 12
+
+
+def test_a_killed_lm_surface_resumes_to_the_uninterrupted_one(tmp_path: Path):
+    from landscape_hpc.cli import compose_config
+    from landscape_hpc.commands.surface import _command
+    from landscape_hpc.parallel import world_if_none
+
+    ref_out = tmp_path / "reference.h5"
+    _command(
+        compose_config("surface", [*LM_SURFACE, "plot=false", f"out={ref_out}"]),
+        world_if_none(None),
+    )
+    reference, _ = read_surface(ref_out)
+    assert "validation_ppl" in reference
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(  # no `timeout` wrapper: proc.pid is the python process itself
+        surface_argv(None, run_dir, LM_SURFACE),
+        env=surface_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        output = OutputWatch(proc)
+        started = output.wait_for(lambda text: progress(text) >= LM_KILL_AFTER, timeout_s=240)
+        assert started, f"no progress to {LM_KILL_AFTER} points:\n{output.text}"
+        proc.send_signal(signal.SIGKILL)
+        status = proc.wait(timeout=60)
+        output.finish()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert status == -signal.SIGKILL, status  # killed, not finished before the signal
+
+    partial, _ = read_surface(run_dir / "surface.h5")
+    done = partial["done"].astype(bool)
+    assert LM_KILL_AFTER <= done.sum() < LM_POINTS, done.sum()
+    assert "validation_ppl" not in partial  # the summary comes when the run completes
+    rerun = run_surface(None, run_dir, LM_SURFACE, limit_s=240)
+    check_ok(rerun)
+    n_done, n_left = int(done.sum()), LM_POINTS - int(done.sum())
+    assert f"{n_done} of {LM_POINTS} points already done, {n_left} to compute" in rerun.stdout
+    assert f"{n_left}/{n_left} [" in rerun.stdout  # only the pending points were computed
+    final, _ = read_surface(run_dir / "surface.h5")
+    for name in ("validation_loss", "validation_acc"):
+        np.testing.assert_array_equal(final[name][done], partial[name][done], err_msg=name)
+    assert_same_surface(final, reference)  # as if never interrupted (bit for bit here)

@@ -6,6 +6,7 @@ map_curvature), the same code under both."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -47,49 +48,97 @@ def hessian(
     model: nn.Module,
     data: Any,
     *,
+    k: int = 0,
+    trace: bool = True,
+    density: bool = False,
+    blocks: Optional[Sequence[str]] = None,
     split: str = "train",
     loss: str = "ce",
     lanczos_steps: int = 20,
     lanczos_tol: float = 1e-3,
+    eigen_steps: int = 100,
     trace_samples: int = 100,
+    n_probes: int = 8,
+    density_steps: int = 60,
+    density_sigma: float = 0.01,
+    density_bins: int = 1000,
     seed: int = 0,
     double: bool = False,
+    precision: str = "fp32",
     batch_size: int = 1024,
     max_samples: Optional[int] = None,
     device: Optional[Union[str, torch.device]] = None,
     comm: Any = None,
 ) -> Optional[PointResult]:
-    """λ_max, λ_min and tr H of the Hessian of the mean loss over one split at the model's
-    weights (the parameters are differentiated; buffers stay fixed; the model runs in eval
-    mode on a copy). Never forms H: Hessian-vector products by double backward.
+    """The curvature of the mean loss over one split at the model's weights, as PyHessian
+    reports it: λ_max and λ_min (Lanczos), tr H (Hutchinson), and on request the top-k
+    eigenpairs, the eigenvalue spectral density (stochastic Lanczos quadrature) and the
+    curvature of parameter blocks. The parameters are differentiated, buffers stay fixed, the
+    model runs in eval mode on a copy. H is never formed: each product is one backward through
+    the gradient's graph, kept once per point. The `hessian` command's point mode, same kernel.
+
+        res = lh.hessian(model, data, k=5, trace=True, density=True)
+        res.eigenvalues, res.eigenvectors     # (5,) descending; 5 dicts over the parameters
+        res.trace, res.density.grid, res.density.values
 
     Args:
         model: any nn.Module (not modified).
         data: as lh.surface takes it; `split` names the split differentiated.
+        k: the k largest eigenpairs (0: none): result.eigenvalues (k,) descending,
+            result.eigen.residuals ‖Hv − λv‖, result.eigenvectors (unit norm parameter dicts:
+            lh.surface(model, data, directions=res.eigenvectors[:2]) for a Hessian plane).
+        trace: estimate tr H by Hutchinson with `trace_samples` probes (False: NaN).
+        density: the spectral density: result.density.grid, .values (integrates to 1), .sigma,
+            .nodes and .weights (the raw quadrature, (n_probes, density_steps)), .halves_change
+            (the convergence signal: total variation between the halves' densities).
+        blocks: per-block λ_max and trace: fnmatch patterns of parameter names, one block
+            each, or ["layers"] (one per module); result.blocks. None: no blocks.
+        split: the split whose mean loss is differentiated.
         loss: ce or mse.
-        lanczos_steps: the most Lanczos iterations. Ritz values lie inside the spectrum:
-            max_eig is a lower bound of λ_max, min_eig an upper bound of λ_min.
-        lanczos_tol: stop once both extreme Ritz values move less than this (relative).
-        trace_samples: Hutchinson probes for tr H (0: no trace, NaN).
-        seed: seed of the Lanczos start vector and the probes.
+        lanczos_steps: the most steps of the λ_max/λ_min run. Ritz values lie inside the
+            spectrum: max_eig is a lower bound of λ_max, min_eig an upper bound of λ_min.
+        lanczos_tol: the λ_max/λ_min run stops once both extreme Ritz values move less than
+            this (relative); the top-k and block runs once every residual is ≤ this·|λ_1|.
+        eigen_steps: the most steps of the top-k run and of each block's run (at least k).
+        trace_samples: Hutchinson probes for tr H (and the blocks' traces).
+        n_probes: SLQ probes of the density.
+        density_steps: Lanczos steps per SLQ probe (exact moments up to 2·density_steps − 1).
+        density_sigma: the density's Gaussian σ as a fraction of the spectrum's width.
+        density_bins: points of the density's grid.
+        seed: seed of the Lanczos start vectors and the probes.
         double: compute in float64 (small eigenvalues exact, a few times slower).
+        precision: fp32, tf32 or bf16 products (engine.precision; float32 only).
         batch_size: samples per forward inside a Hessian-vector product (memory only).
         max_samples: a seeded random subset of at most this many samples of the split.
         device: where to compute (default: the model's device).
+        comm: an MPI communicator (default: the world); each quantity (and each chunk of the
+            density's probes, each block) is a task of the pool.
 
     Returns:
-        PointResult (max_eig, min_eig, trace, ritz, lanczos report, num_params, num_samples,
-        seconds) on rank 0; None on the other ranks of an MPI run.
+        PointResult (max_eig, min_eig, trace, trace_std_error, ritz, lanczos report, eigen,
+        eigenvalues, eigenvectors, density, blocks, num_params, num_samples, seconds) on rank
+        0; None on the other ranks of an MPI run.
     """
+    if isinstance(blocks, str):
+        raise UserError(f"blocks={blocks!r} is a string; pass a list, e.g. [{blocks!r}]")
     cfg = _config(
         split=split,
         max_samples=max_samples,
         lanczos_steps=lanczos_steps,
         lanczos_tol=lanczos_tol,
-        trace_samples=trace_samples,
+        trace_samples=trace_samples if trace else 0,
+        k=k,
+        eigen_steps=eigen_steps,
+        density=density,
+        n_probes=n_probes,
+        density_steps=density_steps,
+        density_sigma=density_sigma,
+        density_bins=density_bins,
+        blocks=list(blocks or []),
         seed=seed,
         loss=loss,
         double=double,
+        precision=precision,
         batch_size=batch_size,
     )
     template = on_device(model, device)

@@ -13,6 +13,7 @@ from landscape_hpc import params
 from landscape_hpc.directions import pca
 from landscape_hpc.directions.maths import DIR_TYPES, IGNORES, direction_keys, random_basis
 from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.files.directions import read_direction_file, write_direction_file
 from landscape_hpc.params import ParamDict
 
 #: at most this many keys of each kind in a mismatch message
@@ -162,3 +163,44 @@ def _same_layout(origin: Mapping[str, Tensor], state: Mapping[str, Tensor], what
             f"{missing[:_LISTED]}, unexpected keys {unexpected[:_LISTED]}, shapes {shown}; "
             "give the states of one architecture"
         )
+
+
+def save_directions(
+    directions: Sequence[Mapping[str, Tensor]],
+    path: Union[str, Path],
+    *,
+    eigenvalues: Optional[Sequence[float]] = None,
+) -> Path:
+    """Writes directions (dicts keyed like a state_dict: lh.random_directions, lh.pca_directions,
+    lh.hessian(k=...).eigenvectors) as a directions file: the surface command reads its first
+    two as axes with directions.load=<path>, lh.load_directions all of them.
+
+    Args:
+        directions: the directions in order (x, y, then more).
+        path: the HDF5 file to write (replaced if present).
+        eigenvalues: the Hessian eigenvalues the directions belong to, stored with them.
+
+    Returns:
+        The path written.
+    """
+    basis = [{k: v.detach() for k, v in d.items()} for d in directions]
+    attrs = {} if eigenvalues is None else {"eigenvalues": [float(v) for v in eigenvalues]}
+    return write_direction_file(path, basis, attrs)
+
+
+def load_directions(
+    path: Union[str, Path], model: nn.Module
+) -> tuple[list[ParamDict], dict[str, Any]]:
+    """The directions of a directions file (lh.save_directions', the hessian command's
+    hessian_eigenvectors.h5) on the model's tensors (dtype, device), and the file's attributes
+    (e.g. "eigenvalues").
+
+    Args:
+        path: the directions file.
+        model: the model the directions move (its state_dict's keys and shapes are checked).
+
+    Returns:
+        (directions, attrs): a list of dicts usable as lh.surface(..., directions=...[:2]).
+    """
+    origin = {k: v.detach() for k, v in model.state_dict().items()}
+    return read_direction_file(path, origin)

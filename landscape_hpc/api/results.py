@@ -101,8 +101,9 @@ def grid_of(ds: xr.Dataset) -> Grid:
 
 def save(ds: xr.Dataset, path: str | Path, overwrite: bool = False) -> Path:
     """Writes a surface Dataset (from `surface`, `interpolate` or `load`) as a surface file,
-    the command's layout: its metrics, the points done, its directions and attributes. An
-    existing file is refused unless `overwrite` (or it is the same job, then it is updated)."""
+    the command's layout: its metrics, the points done, <split>_ppl, its directions and
+    attributes. An existing file is refused unless `overwrite` (or it is the same job, then it
+    is updated)."""
     path = Path(path)
     if "x" not in ds.coords:
         raise UserError("save(ds, ...): ds has no x coordinate; pass a Dataset from lh.surface")
@@ -137,6 +138,15 @@ def save(ds: xr.Dataset, path: str | Path, overwrite: bool = False) -> Path:
             f.write(flat, {n: v.reshape(-1)[flat] for n, v in values.items()})
     finally:
         f.close()
+    # derived arrays (<split>_ppl) go where the command's summary puts them, so load() reads
+    # them back; they are not part of the resumable metrics (recomputed from the losses)
+    derived = {
+        str(n): np.asarray(ds[n].transpose(*dims), np.float64)
+        for n in ds.data_vars
+        if str(n).endswith("_ppl") and str(n).rpartition("_")[0] in splits
+    }
+    if derived:
+        surface_file.write_summary(path, derived, {})
     return path
 
 

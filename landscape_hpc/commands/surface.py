@@ -31,7 +31,7 @@ from landscape_hpc.api import results
 from landscape_hpc.api.surface import compute
 from landscape_hpc.cli import hydra_command
 from landscape_hpc.config import SurfaceConfig
-from landscape_hpc.data import dataset_attrs
+from landscape_hpc.data import Split, dataset_attrs
 from landscape_hpc.devices import rank_device
 from landscape_hpc.directions.build import (
     build_directions,
@@ -39,6 +39,7 @@ from landscape_hpc.directions.build import (
     resolve_origin,
     stored,
 )
+from landscape_hpc.directions.hessian import hessian_axes
 from landscape_hpc.directions.pca import ProjectedTrajectory
 from landscape_hpc.engine.evaluate import check_engine
 from landscape_hpc.engine.losses import default_loss
@@ -160,9 +161,13 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     if cfg.engine.loss == "auto":  # the file records the loss it was made with
         cfg.engine.loss = default_loss(model)
     origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    basis, projected = build_directions(
-        comm, cfg.directions, model, origin, grid.ndim, cfg.model.trust_checkpoint
-    )
+    eigen: dict[str, Any] = {}
+    if cfg.directions.kind == "hessian" and not cfg.directions.load:
+        basis, projected, eigen = _hessian_directions(cfg, model, origin, splits, grid.ndim)
+    else:
+        basis, projected = build_directions(
+            comm, cfg.directions, model, origin, grid.ndim, cfg.model.trust_checkpoint
+        )
     if projected is not None and rank == 0:
         _log_trajectory(projected, grid)
     subspace = Subspace(origin, basis)
@@ -176,6 +181,7 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         "checkpoint_sha256": sha or "",
         "precision": cfg.engine.precision,  # engine/precision.py
         **{k: v for k, v in counts.items()},
+        **eigen,  # kind=hessian: directions_eigenvalues, directions_residuals
     }
     # a resident Split is an (inputs, labels) pair; a streamed one (a custom DataLoader) is the
     # engine's Streamed: the engine takes both (engine/data.py)
@@ -199,6 +205,24 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         data_parallel=cfg.data_parallel,
     )
     return Path(cfg.out)
+
+
+def _hessian_directions(
+    cfg: SurfaceConfig, model: Any, origin: ParamDict, splits: dict, ndim: int
+) -> tuple[list[ParamDict], None, dict[str, Any]]:
+    """directions.kind=hessian: the top `ndim` Hessian eigenvectors of the mean training loss
+    at the origin (directions/hessian.py), the same on every rank; their eigenvalues and
+    residuals for the file's attributes."""
+    train = splits.get("train")
+    if not isinstance(train, Split):
+        raise UserError(
+            "directions.kind=hessian needs the data set's train split in memory (its mean loss "
+            "is differentiated); use a resident data set or directions.load=<eigenvectors file>"
+        )
+    axes = hessian_axes(model, origin, train.inputs, train.labels, ndim, loss=cfg.engine.loss,
+                        seed=cfg.directions.seed, arithmetic=cfg.engine.precision)  # fmt: skip
+    eigen = {"directions_eigenvalues": axes.eigenvalues, "directions_residuals": axes.residuals}
+    return axes.basis, None, eigen
 
 
 def summarise(path: Path, interpolation: bool) -> None:

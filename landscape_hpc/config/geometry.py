@@ -234,6 +234,31 @@ class HessianConfig:
     lanczos_tol: float = 1e-3
     # Hutchinson probes for tr H at a point (0 = no trace); not computed over a grid
     trace_samples: int = 100
+    # point mode: the k largest eigenpairs by Lanczos with full re-orthogonalisation (0 = none):
+    # eigenvalues and residuals ‖Hv − λv‖ in hessian_eigen.csv, eigenvectors (unit norm, over the
+    # parameters) in hessian_eigenvectors.h5, a directions file (directions.load= reads the
+    # top two as a surface's axes). A run stops once every residual is ≤ lanczos_tol·|λ_1|
+    k: int = 0
+    # the most Lanczos steps of the top-k run and of each block's run (raised to k when lower;
+    # clustered eigenvalues need more)
+    eigen_steps: int = 100
+    # point mode: the eigenvalue spectral density by stochastic Lanczos quadrature (Ghorbani et
+    # al. 2019): hessian_density.csv (grid, density), hessian_slq.csv (the Ritz nodes and
+    # weights of every probe), hessian_density.png (log density, as PyHessian's)
+    density: bool = False
+    # SLQ probes (Rademacher start vectors); their halves' densities give the convergence signal
+    n_probes: int = 8
+    # Lanczos steps per probe: the quadrature is exact for polynomials of degree < 2·steps
+    density_steps: int = 60
+    # Gaussian broadening: standard deviation σ as a fraction of the spectrum's width (the
+    # nodes' λ_max − λ_min); PyHessian's variance 1e-5·max(1, width) is σ ≈ 0.003·√width
+    density_sigma: float = 0.01
+    # points of the density's grid (the nodes' span widened by 5σ each side)
+    density_bins: int = 1000
+    # point mode: per-block curvature (λ_max and trace of each diagonal block H_bb): fnmatch
+    # patterns of parameter names, one block each (e.g. [conv*, fc*]); [layers]: one block per
+    # module holding parameters; [] = none. hessian_blocks.csv, hessian_blocks.png
+    blocks: list[str] = field(default_factory=list)
     # seed of the Lanczos start vector and of the Hutchinson probes
     seed: int = 0
     # point mode: ce or mse (surface mode uses the surface's engine.loss)

@@ -12,7 +12,9 @@ from landscape_hpc.config.common import DatasetConfig, EngineConfig, ModelConfig
 
 @dataclass
 class DirectionsConfig:
-    # random (seeded Gaussian), models (model2 - model, model3 - model), pca (training trajectory)
+    # random (seeded Gaussian), models (model2 - model, model3 - model), pca (training trajectory),
+    # hessian (the top eigenvectors of the training loss's Hessian at the origin: x = v_1, y = v_2;
+    # unit norm, so coordinates are distances; their eigenvalues in the file's attributes)
     kind: str = "random"
     # seed of the random directions (x uses it, y the next stream)
     seed: int = 0

@@ -58,6 +58,16 @@ def check_directions(cfg: DirectionsConfig, ndim: int) -> None:
                 "directions.same_dir=true does not apply to directions.kind=pca (y is PC2); "
                 "drop it, or use grid.y=null for PC1 only"
             )
+    if cfg.kind == "hessian" and cfg.same_dir:
+        raise UserError(
+            "directions.same_dir=true does not apply to directions.kind=hessian (y is the second "
+            "eigenvector); drop it, or use grid.y=null for the top eigenvector only"
+        )
+    if cfg.kind == "hessian" and cfg.params:
+        raise UserError(
+            "directions.params does not apply to directions.kind=hessian (its eigenvectors span "
+            "every parameter); drop it"
+        )
     if cfg.kind == "models":
         for axis, key in enumerate(("directions.model2", "directions.model3")[:ndim]):
             if not getattr(cfg, key.split(".")[1]):

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.params import ParamDict
 
-KINDS = ("random", "models", "pca")
+KINDS = ("random", "models", "pca", "hessian")
 NORMS = ("filter", "layer", "weight", "none")
 IGNORES = ("biasbn", "none")
 DIR_TYPES = ("weights", "states")

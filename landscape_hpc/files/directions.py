@@ -38,6 +38,42 @@ def write_directions(f: h5py.File, basis: list[ParamDict]) -> None:
             group.create_dataset(key, data=direction[key].detach().float().cpu().numpy())
 
 
+def write_direction_file(
+    path: str | Path, basis: list[ParamDict], attrs: Mapping[str, object] | None = None
+) -> Path:
+    """A standalone directions file (`directions.load=` reads its x and y as a surface's axes;
+    `read_direction_file` all of them): directions/x, directions/y, directions/2, ... float32,
+    and `attrs` (numbers, strings or lists of numbers, e.g. the Hessian eigenvalues they belong
+    to) on the file. Written to a temporary name, then moved into place."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        for axis, direction in zip(_names(len(basis)), basis):
+            group = f.create_group(f"directions/{axis}")
+            for key in sorted(direction):
+                group.create_dataset(key, data=direction[key].detach().float().cpu().numpy())
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = np.asarray(value) if isinstance(value, (list, tuple)) else value
+    tmp.replace(path)
+    return path
+
+
+def read_direction_file(
+    path: str | Path, origin: Mapping[str, torch.Tensor]
+) -> tuple[list[ParamDict], dict[str, object]]:
+    """Every direction of a file `write_direction_file` wrote (x, y, 2, 3, ... in order) on
+    `origin`'s dtype and device, and its attributes (plain numbers, strings, lists)."""
+    path = Path(path)
+    with _reading(path) as f:
+        if "directions" not in f:
+            raise UserError(f"{path} holds no directions/ group; pass a directions file")
+        group = f["directions"]
+        basis = [_read_keyed(group[a], origin, path) for a in _names(len(group)) if a in group]
+        attrs = {k: v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v
+                 for k, v in f.attrs.items()}  # fmt: skip
+    return basis, attrs
+
+
 def directions_sha256(basis: list[ParamDict]) -> str:
     """A digest of the directions' exact float32 contents, in a fixed key order (an MPO plane
     hashes its origin, right and up vectors as three directions)."""

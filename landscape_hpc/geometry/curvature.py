@@ -24,172 +24,38 @@ refuse other settings unless overwrite=true. One point per task of the MPI pool;
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from torch import nn
 from tqdm import tqdm
 
 from landscape_hpc import parallel
-from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
-from landscape_hpc.data import Split, subset
-from landscape_hpc.devices import rank_device
-from landscape_hpc.engine.losses import LOSSES
-from landscape_hpc.engine.precision import PRECISIONS
-from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.config import HessianConfig
 from landscape_hpc.files.directions import read_directions
 from landscape_hpc.files.hessian_maps import HessianMaps, read_maps
 from landscape_hpc.files.source import locate_checkpoint, read_surface_source
 from landscape_hpc.geometry.app import Report, experiment_main
-from landscape_hpc.geometry.curvature_job import MapJob, make_job, map_job
+from landscape_hpc.geometry.curvature_files import (  # noqa: F401 (write_point re-exported)
+    summarize_point,
+    write_point,
+    write_point_files,
+)
+from landscape_hpc.geometry.curvature_job import MapJob, map_job
+from landscape_hpc.geometry.curvature_point import (  # noqa: F401 (the point mode, re-exported)
+    PointResult,
+    check_config,
+    load_problem_and_split,
+    point_curvature,
+    run_point,
+)
 from landscape_hpc.hessian import LanczosResult
-from landscape_hpc.problem import Problem, load_problem
 
 log = logging.getLogger(__name__)
 
 _JOB_KEY = "hessian_job"
-
-
-def load_problem_and_split(
-    comm: Any, cfg: HessianConfig, model_cfg: ModelConfig, dataset_cfg: DatasetConfig
-) -> tuple[Problem, Split]:
-    """The problem (model and data) on this rank's device, and its differentiated split
-    (cfg.split, at most cfg.max_samples of it). Collective: every rank calls it."""
-    problem = load_problem(model_cfg, dataset_cfg, rank_device(comm, cfg.device))
-    problem.require([cfg.split], "split")
-    split = problem.splits[cfg.split]
-    if cfg.max_samples is not None:
-        split = subset(split, cfg.max_samples, dataset_cfg.seed)
-    return problem, split
-
-
-def check_config(cfg: HessianConfig) -> None:
-    check_choice("loss", cfg.loss, LOSSES)
-    check_choice("precision", cfg.precision, PRECISIONS)
-    if cfg.double and cfg.precision != "fp32":
-        raise UserError(
-            f"precision={cfg.precision} with double=true: lower precisions apply to float32; "
-            "drop double=true or set precision=fp32"
-        )
-    if cfg.lanczos_steps < 2:
-        raise UserError(f"lanczos_steps={cfg.lanczos_steps} must be at least 2")
-    if not cfg.lanczos_tol >= 0:
-        raise UserError(f"lanczos_tol={cfg.lanczos_tol} must be 0 (all steps) or positive")
-    if cfg.trace_samples < 0:
-        raise UserError(f"trace_samples={cfg.trace_samples} must be 0 (no trace) or positive")
-    if cfg.batch_size < 1:
-        raise UserError(f"batch_size={cfg.batch_size} must be at least 1")
-    if cfg.max_samples is not None and cfg.max_samples < 1:
-        raise UserError(f"max_samples={cfg.max_samples} must be at least 1 (or null for all)")
-
-
-# ---------------------------------------------------------------------------------------------
-# at a point
-
-
-@dataclass
-class PointResult:
-    max_eig: float
-    min_eig: float
-    trace: float  # NaN when trace_samples = 0
-    ritz: np.ndarray  # (steps,) Lanczos Ritz values, ascending
-    lanczos: dict[str, Any]  # LanczosResult.report(): iterations, converged, change, residual
-    num_params: int
-    num_samples: int
-    seconds: float
-
-
-def _point_task(what: str) -> Any:
-    job, cfg, state = parallel.worker_state(_JOB_KEY)
-    if what == "lanczos":
-        return job.run_lanczos(state)
-    return job.trace(state, cfg.trace_samples)
-
-
-def run_point(cfg: HessianConfig, comm: Any = None) -> Optional[PointResult]:
-    """The command's point mode: the problem cfg names, then `point_curvature`."""
-    comm = parallel.world_if_none(comm)
-    check_config(cfg)
-    problem, split = load_problem_and_split(comm, cfg, cfg.model, cfg.dataset)
-    return point_curvature(problem.model, split, cfg, comm)
-
-
-def point_curvature(
-    model: nn.Module, split: Split, cfg: HessianConfig, comm: Any = None
-) -> Optional[PointResult]:
-    """λ_max, λ_min and tr H at the model's weights on `split` (cfg: the Lanczos and Hutchinson
-    settings, cfg.loss); the Lanczos run and the Hutchinson probes are two tasks of the pool (in
-    parallel on two workers). Returns the result on rank 0 (the library's lh.hessian calls it)."""
-    comm = parallel.world_if_none(comm)
-    job = make_job(model, split, cfg, cfg.loss)
-    state = {k: v.detach() for k, v in job.model.state_dict().items()}
-    start = time.perf_counter()
-    tasks = ["lanczos"] + (["trace"] if cfg.trace_samples > 0 else [])
-    values: dict[str, Any] = {}
-    with parallel.worker_pool(_JOB_KEY, (job, cfg, state)):
-        for result in parallel.run_tasks(comm, _point_task, tasks):
-            values[result.task] = result.value
-    if comm.Get_rank() != 0:
-        return None
-    run: LanczosResult = values["lanczos"]
-    ritz = run.ritz.numpy().astype(np.float64)
-    if cfg.lanczos_tol > 0 and not run.converged:
-        log.warning(LanczosResult.unconverged("the point", cfg.lanczos_steps, cfg.lanczos_tol))
-    return PointResult(
-        max_eig=float(ritz[-1]),
-        min_eig=float(ritz[0]),
-        trace=float(values.get("trace", float("nan"))),
-        ritz=ritz,
-        lanczos=run.report(),
-        num_params=sum(state[k].numel() for k in job.keys),
-        num_samples=len(split.labels),
-        seconds=time.perf_counter() - start,
-    )
-
-
-def write_point(result: PointResult, cfg: HessianConfig, out_dir: Path) -> Path:
-    """hessian_point.csv: one row, its columns in the order below."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "hessian_point.csv"
-    row = {
-        "max_eig": result.max_eig,
-        "min_eig": result.min_eig,
-        "abs_min_over_max": abs(result.min_eig / result.max_eig),
-        "trace": result.trace,
-        "lanczos_steps": len(result.ritz),
-        "trace_samples": cfg.trace_samples,
-        "num_params": result.num_params,
-        "num_samples": result.num_samples,
-        "seconds": round(result.seconds, 3),
-        "lanczos_max_steps": cfg.lanczos_steps,
-        "lanczos_tol": cfg.lanczos_tol,
-        "precision": cfg.precision,
-        **{f"lanczos_{k}": v for k, v in result.lanczos.items() if k != "iterations"},
-    }
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerow(row)
-    return path
-
-
-def summarize_point(result: PointResult, cfg: HessianConfig) -> str:
-    ratio = abs(result.min_eig / result.max_eig)
-    lines = [
-        f"Hessian of the mean {cfg.split} loss of {cfg.model.name} "
-        f"({result.num_params} parameters, {result.num_samples} samples):",
-        f"  max eigenvalue {result.max_eig:.6g}, min eigenvalue {result.min_eig:.6g}, "
-        f"|min/max| {ratio:.4g}  ({len(result.ritz)} Lanczos steps)",
-    ]
-    if np.isfinite(result.trace):
-        lines.append(f"  trace ≈ {result.trace:.6g} (Hutchinson, {cfg.trace_samples} probes)")
-    lines.append(f"  {result.seconds:.1f} s")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,12 +183,7 @@ def _command(cfg: HessianConfig, comm: Any) -> Optional[Report]:
         result = run_point(cfg, comm)
         if result is None:
             return None
-        out = Path(cfg.out_dir)
-        files = [write_point(result, cfg, out)]
-        if cfg.plot:
-            from landscape_hpc.geometry import figures
-
-            files.append(figures.plot_ritz(result.ritz, out / "hessian_ritz.png", cfg.model.name))
+        files = write_point_files(result, cfg, Path(cfg.out_dir))
         return Report(summarize_point(result, cfg), files)
     info = run_map(cfg, comm)
     if info is None:

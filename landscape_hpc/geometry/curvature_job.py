@@ -7,6 +7,8 @@ holds one and calls it per point."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,7 @@ from landscape_hpc.engine.flat import LossFn, flat_loss
 from landscape_hpc.engine.precision import precision
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.grid import Grid
-from landscape_hpc.hessian import LanczosResult, hutchinson_trace, hvp, lanczos_run
+from landscape_hpc.hessian import LanczosResult, PointHessian, hutchinson_probes, lanczos_run
 
 
 @dataclass
@@ -46,26 +48,36 @@ class CurvatureJob:
             self.model, state, self.keys, self.inputs, self.labels, self.batch_size, self.loss
         )
 
+    @contextmanager
+    def operator(self, state: dict[str, Tensor]) -> Iterator[PointHessian]:
+        """H at `state` as an operator keeping its gradient's graph (hessian.PointHessian: one
+        backward per product), inside the job's precision (engine/precision.py) for the graph
+        and every product."""
+        loss, theta = self.loss_fn(state)
+        with precision(self.precision, theta.device):
+            yield PointHessian(loss, theta)
+
     def run_lanczos(self, state: dict[str, Tensor]) -> LanczosResult:
         """Lanczos at `state` (Ritz values ascending, on the CPU: ends ≈ λ_min, λ_max)."""
-        loss, theta = self.loss_fn(state)
-        n, device = theta.numel(), theta.device
-
-        def matvec(v: Tensor) -> Tensor:
-            with precision(self.precision, device):  # engine/precision.py
-                return hvp(loss, theta, v.to(theta.dtype))
-
-        return lanczos_run(matvec, n, self.steps, self.seed, device=device, tol=self.tol)
+        with self.operator(state) as op:
+            n, device = op.theta.numel(), op.theta.device
+            return lanczos_run(op.matvec, n, self.steps, self.seed, device=device, tol=self.tol)
 
     def extremes(self, state: dict[str, Tensor]) -> tuple[float, float, dict[str, Any]]:
         """(λ_max, λ_min) of the Hessian of the mean loss at `state`, and Lanczos' report."""
         run = self.run_lanczos(state)
         return float(run.ritz[-1]), float(run.ritz[0]), run.report()
 
+    def trace_terms(
+        self, state: dict[str, Tensor], samples: int, blocks: list[Tensor] | None = None
+    ) -> Tensor:
+        """Hutchinson's (samples, blocks) terms at `state` (hessian.hutchinson_probes)."""
+        with self.operator(state) as op:
+            return hutchinson_probes(op.matmat, op.theta.numel(), samples, self.seed, blocks=blocks)
+
     def trace(self, state: dict[str, Tensor], samples: int) -> float:
-        loss, theta = self.loss_fn(state)
-        with precision(self.precision, theta.device):
-            return hutchinson_trace(loss, theta, samples, self.seed)
+        """tr H at `state`, Hutchinson's estimate of `samples` Rademacher probes."""
+        return float(self.trace_terms(state, samples).mean())
 
 
 def make_job(model: nn.Module, split: Split, cfg: HessianConfig, loss: str) -> CurvatureJob:
