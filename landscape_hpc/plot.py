@@ -36,6 +36,7 @@ from matplotlib.colors import LogNorm
 
 from landscape_hpc.cli import exit_status
 from landscape_hpc.errors import UserError
+from landscape_hpc.files.paths import check_no_alias
 from landscape_hpc.files.surface_read import Surface, read_surface
 from landscape_hpc.files.vtp import surface_heights, write_vtp
 
@@ -199,7 +200,7 @@ def _draw_2d(s: Surface, kind: str, metric: str, opts: argparse.Namespace, out: 
             heatmap(ax, s.x, s.y, z, opts.vmin, opts.vmax, opts.log and metric == "loss", title)
         _overlay_trajectory(ax, s, "black" if kind == "contour" else "white")
     fig.tight_layout()
-    path = out / f"{s.path.stem}_{metric}_{_SUFFIX[kind]}.{opts.format}"
+    path = _target(out / f"{s.path.stem}_{metric}_{_SUFFIX[kind]}.{opts.format}", opts)
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
@@ -229,7 +230,7 @@ def _draw_1d(surfaces: list[Surface], opts: argparse.Namespace, out: Path) -> Pa
         pc_labels(ax, surfaces[0].explained_variance_ratio[:1])
     fig.tight_layout()
     stem = surfaces[0].path.stem if len(surfaces) == 1 else "overlay"
-    path = out / f"{stem}_1d_loss_acc.{opts.format}"
+    path = _target(out / f"{stem}_1d_loss_acc.{opts.format}", opts)
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
@@ -240,14 +241,22 @@ def _export_vtp(s: Surface, opts: argparse.Namespace, out: Path) -> list[Path]:
     for name in _splits(s, "loss"):
         height = surface_heights(s.metrics[name], opts.log, opts.zmax)
         suffix = "_log" if opts.log else ""
-        path = out / f"{s.path.stem}_{name}{suffix}.vtp"
+        path = _target(out / f"{s.path.stem}_{name}{suffix}.vtp", opts)
         written.append(write_vtp(path, s.x, s.y, height, {name: height, **s.metrics}))
     return written
+
+
+def _target(path: Path, opts: argparse.Namespace) -> Path:
+    """`path`, about to be written: never one of the surface files being plotted."""
+    inputs = getattr(opts, "inputs", [])
+    check_no_alias({"--out": path}, {f"surface[{i}]": p for i, p in enumerate(inputs)})
+    return path
 
 
 def plot_files(paths: Sequence[str | Path], opts: argparse.Namespace) -> list[Path]:
     """Draws what opts asks for; returns the written files."""
     surfaces = [read_surface(p) for p in paths]
+    opts.inputs = list(paths)  # what no figure may overwrite (_target)
     for s in surfaces:
         if s.n_done == 0 or not any(np.isfinite(v).any() for v in s.metrics.values()):
             raise UserError(f"{s.path} has nothing computed yet: run the surface command first")

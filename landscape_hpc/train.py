@@ -45,6 +45,7 @@ from landscape_hpc.engine.losses import (
 )
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.checkpoint import write_checkpoint
+from landscape_hpc.files.paths import check_no_alias
 from landscape_hpc.problem import load_problem
 
 log = logging.getLogger(__name__)
@@ -239,8 +240,20 @@ def save_checkpoint(
     return train_acc, test_acc
 
 
+def check_outputs(cfg: TrainConfig) -> None:
+    """No file this run writes (model.pt, checkpoints/epoch_XXXX.pt) is the checkpoint it
+    starts from: a refusal, not a silent loss of the input."""
+    out_dir = Path(cfg.out_dir)
+    epochs = range(0, cfg.epochs + 1, cfg.save_every) if cfg.save_every > 0 else []
+    outputs = [out_dir / "model.pt", *(out_dir / f"checkpoints/epoch_{e:04d}.pt" for e in epochs)]
+    inputs = {"model.checkpoint": cfg.model.checkpoint}
+    for path in outputs:
+        check_no_alias({"out_dir": path}, inputs)
+
+
 def _command(cfg: TrainConfig, comm: Any) -> None:
     check_config(cfg)  # before loading data, so a typo fails at once
+    check_outputs(cfg)
     problem = load_problem(cfg.model, cfg.dataset, resolve_device(cfg.device))
     train(problem.model, problem.splits, cfg, Path(cfg.out_dir))
 

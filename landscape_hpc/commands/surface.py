@@ -45,7 +45,7 @@ from landscape_hpc.engine.evaluate import check_engine
 from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
-from landscape_hpc.files import hdf5
+from landscape_hpc.files import hdf5, paths
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.checkpoint import file_sha256
 from landscape_hpc.files.directions import directions_sha256
@@ -98,6 +98,20 @@ def check_config(cfg: SurfaceConfig) -> Grid:
     return grid
 
 
+def check_outputs(cfg: SurfaceConfig) -> None:
+    """The surface file is none of the files it is computed from (even with overwrite=true:
+    that replaces an earlier surface, never its inputs)."""
+    d = cfg.directions
+    inputs = {
+        "model.checkpoint": cfg.model.checkpoint,
+        "directions.load": d.load,
+        "directions.model2": d.model2,
+        "directions.model3": d.model3,
+        "directions.trajectory": d.trajectory,
+    }
+    paths.check_no_alias({"out": cfg.out}, inputs)
+
+
 def _fingerprint(
     cfg: SurfaceConfig,
     grid: Grid,
@@ -134,8 +148,10 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
     comm = parallel.world_if_none(comm)
     rank = comm.Get_rank()
     grid = check_config(cfg)
+    check_outputs(cfg)  # before resolve_origin: the origin may come from the trajectory
     check_group_size(comm, cfg.data_parallel)  # before anything is loaded
     cfg = resolve_origin(cfg)
+    check_outputs(cfg)  # again: the origin the trajectory gave
     if rank == 0 and cfg.model.checkpoint and cfg.directions.kind == "pca":
         log.info("origin (end of the trajectory): %s", cfg.model.checkpoint)
     device = rank_device(comm, cfg.device)

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from landscape_hpc.errors import UserError
+from landscape_hpc.files.finite import check_finite
+from landscape_hpc.files.paths import require_regular
 from landscape_hpc.params import OPTIONAL_SUFFIXES, layout_diff
 
 #: keys under which training scripts nest the state_dict, tried in this order
@@ -35,6 +37,7 @@ MAX_LISTED_KEYS = 10
 
 def file_sha256(path: str) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks (stored with every surface to pin the origin)."""
+    require_regular(path)  # a FIFO would block the read forever
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -52,6 +55,7 @@ def load_state_dict_file(
     the path and `model.checkpoint` for a missing or unreadable file or one that holds no
     state_dict. `key`: the config key that named the file (directions.model2, optima, ...).
     """
+    require_regular(path, key)  # a FIFO, device or directory: refused before any open
     if not os.path.isfile(path):
         raise UserError(
             f"{key}={path!r}: no such file; give the path of a saved state_dict "
@@ -65,7 +69,14 @@ def load_state_dict_file(
         if not trust and _refused_by_weights_only(err):
             raise _needs_trust(path, err, key) from err
         raise _unreadable(path, err, key) from err
-    return _strip_data_parallel_prefix(_find_state_dict(loaded, path, key))
+    state = _strip_data_parallel_prefix(_find_state_dict(loaded, path, key))
+    check_finite(
+        state,
+        f"{key}={path!r}",
+        "a net with NaN/inf weights has no loss surface: pass "
+        "the checkpoint of a run that did not diverge",
+    )
+    return state
 
 
 def load_into(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from landscape_hpc.errors import UserError
 from landscape_hpc.files import hdf5
+from landscape_hpc.files.finite import check_finite
 from landscape_hpc.params import ParamDict
 
 AXES = ("x", "y")
@@ -91,7 +92,11 @@ def read_directions(
     layout (`xdirection/0..N-1`, in the order of the parameters or of the whole state_dict)."""
     path = Path(path)
     with _reading(path) as f:
-        return _read_any(f, origin, param_keys, path)
+        basis = _read_any(f, origin, param_keys, path)
+    for axis, direction in zip(_names(len(basis)), basis):
+        fix = "remake the directions (directions.load= a file written by a finished run)"
+        check_finite(direction, f"directions.load={path} (direction {axis})", fix)
+    return basis
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Optional
@@ -23,6 +24,7 @@ import h5py
 
 from landscape_hpc import __version__
 from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.files import paths
 
 #: how a command writes its file: auto (mpio when h5py has MPI, else gather), mpio (every rank
 #: writes through parallel HDF5), gather (the master writes what the workers send)
@@ -59,6 +61,7 @@ def check_writable(path: Path, key: str = "out") -> None:
     written there."""
     if path.is_dir():
         raise UserError(f"{key}={path} is a directory; pass a file path, e.g. {key}={path}/x.h5")
+    paths.require_regular(path, key)  # an existing FIFO or device would block h5py's open
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -76,6 +79,7 @@ def open_read(path: str | Path, key: str = "", missing_hint: str = "") -> h5py.F
     label = f"{key}={path}" if key else str(path)
     if path.is_dir():
         raise UserError(f"{label} is a directory, not an HDF5 file; pass the file inside it")
+    paths.require_regular(path, key)
     if not path.is_file():
         raise UserError(f"{label} does not exist" + (f"; {missing_hint}" if missing_hint else ""))
     try:
@@ -188,7 +192,9 @@ class OutputLock:
 
     def __init__(self, path: Path, key: str = "out") -> None:
         self.target = Path(path)
-        self.path = self.target.with_name(self.target.name + ".lock")
+        # keyed on the file, not the name: a symlink and its target share one lock
+        real = Path(os.path.realpath(self.target))
+        self.path = real.with_name(real.name + ".lock")
         self.key = key
         self.fd: Optional[int] = None
 
@@ -198,11 +204,23 @@ class OutputLock:
 
         host = socket.gethostname()
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
+            except OSError as err:  # a directory or an unwritable folder where the lock goes
+                raise UserError(
+                    f"cannot use the lock file {self.path} of {self.key}={self.target} "
+                    f"({err.strerror}); remove it or choose another {self.key}="
+                ) from None
+            if paths.special_kind(self.path) is not None:
+                os.close(fd)
+                raise UserError(
+                    f"the lock file {self.path} of {self.key}={self.target} is not a regular "
+                    f"file ({paths.special_kind(self.path)}); remove it"
+                )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                holder = _holder(fd)
+                holder = paths.printable(_holder(fd))
                 os.close(fd)
                 raise UserError(
                     f"{self.key}={self.target} is being written by another run ({holder}, lock "
@@ -215,6 +233,13 @@ class OutputLock:
                 pass
             os.close(fd)
         previous = _holder(fd)
+        if previous and not _HOLDER.fullmatch(previous):
+            os.close(fd)  # not a lock this program wrote: its bytes are shown escaped
+            raise UserError(
+                f"{self.key}={self.target}: the lock file {self.path} holds "
+                f"'{paths.printable(previous)}', not 'pid N on HOST' as a run writes it; if no "
+                f"run is writing {self.target}, delete {self.path}"
+            )
         if previous and not previous.endswith(f"on {host}"):
             os.close(fd)  # another host's run: flock may not reach it (NFS), so never guess
             raise UserError(
@@ -234,6 +259,10 @@ class OutputLock:
             os.unlink(self.path)
         os.close(self.fd)
         self.fd = None
+
+
+#: what a run writes into its lock file (anything else is garbage, never echoed raw)
+_HOLDER = re.compile(r"pid \d+ on [\w.\-]+")
 
 
 def _holder(fd: int) -> str:

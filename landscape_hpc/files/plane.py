@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from landscape_hpc.errors import UserError
+from landscape_hpc.files.paths import require_regular
 
 PLANE_FILE = "plane.pt"
 _KEYS = ("origin", "up", "right", "scale", "mask", "config")
@@ -33,6 +34,7 @@ def write_plane(path: Path, exported: Mapping[str, Any], mask: np.ndarray, confi
 
 def read_plane(path: str | Path) -> dict[str, Any]:
     """The plane a plane.pt holds (tensors only: never unpickles code)."""
+    require_regular(path)  # a FIFO would block torch.load forever
     try:
         plane = torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError:

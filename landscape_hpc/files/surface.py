@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from landscape_hpc.errors import UserError
-from landscape_hpc.files import hdf5
+from landscape_hpc.files import hdf5, paths
 from landscape_hpc.files.directions import write_directions
 from landscape_hpc.grid import Grid
 from landscape_hpc.params import ParamDict
@@ -72,6 +72,7 @@ def existing_fingerprint(path: Path, key: str) -> Optional[dict[str, Any]]:
     JSON, before the command writes anything."""
     if not path.exists():
         return None
+    paths.require_regular(path)  # a FIFO would block h5py's open
     try:
         return read_fingerprint(path)
     except OSError:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape_hpc.data import Split
+from landscape_hpc.files.paths import require_regular
 from landscape_hpc.mpo.objective import objective_batched
 from landscape_hpc.mpo.plane import Plane, cell_alpha_beta
 
@@ -153,6 +154,7 @@ def write_history_csv(history: list[list[float]], path: Path) -> Path:
 
 def read_history_csv(path: Path) -> Optional[np.ndarray]:
     """(rows, len(HISTORY_COLUMNS)) float64, or None when the file is missing or foreign."""
+    require_regular(path)  # a FIFO would block the read forever
     try:
         with Path(path).open(newline="") as fh:
             rows = list(csv.reader(fh))

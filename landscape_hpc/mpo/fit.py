@@ -31,6 +31,7 @@ from landscape_hpc.data import Split
 from landscape_hpc.engine.precision import precision as at_precision
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.hdf5 import fingerprint_diff
+from landscape_hpc.files.paths import require_regular
 from landscape_hpc.mpo.convergence import (
     HISTORY_COLUMNS,
     HISTORY_CSV,
@@ -315,6 +316,7 @@ def _save(
 def _resume(
     path: Path, fingerprint: Optional[dict[str, Any]], opts: FitOptions, device: torch.device
 ) -> tuple[Plane, torch.optim.Optimizer, int, float, list[list[float]], list[float]]:
+    require_regular(path, "checkpoint")  # a FIFO would block torch.load forever
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which and how to get past it

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.files.paths import require_regular
 
 MASK_KINDS = ("builtin", "image", "random")
 #: the smallest framed random mask: outer ring, frame, and a 0×0 interior at 4×4
@@ -143,6 +144,7 @@ def image_mask(
     if not path:
         raise UserError(f"an image mask needs {prefix}path=<PNG or JPG file>")
     file = Path(path).expanduser()
+    require_regular(file, f"{prefix}path")  # a FIFO would block PIL's read forever
     try:
         with Image.open(file) as img:
             img.load()

@@ -27,6 +27,7 @@ import numpy as np
 
 from landscape_hpc.cli import exit_status
 from landscape_hpc.errors import UserError
+from landscape_hpc.files.paths import require_regular
 
 SPLITS = ("train", "test")
 METRICS = tuple(
@@ -75,6 +76,7 @@ def rows_from_runs(folder: str | Path) -> list[dict[str, Any]]:
 
 def _row_from_metrics(path: Path, history_columns: Any, read_history_csv: Any) -> Any:
     """The table row of one run's metrics.json; None for a run that is not a random-mask one."""
+    require_regular(path)  # a FIFO would block the read forever
     m = json.loads(path.read_text())
     job = m.get("job")
     if job is None or job.get("fill_prob") is None:
