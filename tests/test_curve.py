@@ -35,6 +35,8 @@ from landscape_hpc.geometry.curve_job import (
     curve_between,
     curve_subspace,
     evaluate_curve,
+    step_batch,
+    train_curve,
 )
 from landscape_hpc.geometry.hull import Optima
 from landscape_hpc.models import build_model
@@ -148,6 +150,19 @@ def test_ends_are_fixed_bit_for_bit():
             point = subspace.point(coords)
             floats = [k for k in state if state[k].is_floating_point()]
             assert all(torch.equal(point[k], state[k]) for k in floats)
+
+
+def test_a_training_stopped_and_continued_is_the_one_run_through():
+    optima = _optima(_bn_nets(), _digits(120))
+    options = CurveOptions("polychain", "sgd", lr=0.1, steps=12)
+    whole = train_curve(optima, options, 32, seed=5)
+    half = train_curve(optima, options, 32, seed=5, until=5)
+    rest = train_curve(optima, options, 32, seed=5, state=half)
+    assert rest.losses == whole.losses and torch.equal(rest.bend, whole.bend)
+    other = train_curve(optima, options, 32, seed=6)
+    assert other.losses != whole.losses
+    batches = [step_batch(100, 32, 0, s) for s in range(3)]  # one epoch: 3 batches, disjoint
+    assert len(torch.cat(batches).unique()) == 96 and step_batch(100, None, 0, 4) is None
 
 
 def test_bn_recompute_along_t_is_a_recompute_by_hand():

@@ -24,7 +24,7 @@ from landscape_hpc.connectivity import loss_barrier
 from landscape_hpc.directions.maths import model_difference
 from landscape_hpc.engine.batchnorm import train_mode_copy
 from landscape_hpc.engine.evaluate import Evaluator
-from landscape_hpc.engine.flat import LossFn
+from landscape_hpc.engine.flat import LossFn, flat_loss
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry.curve import (
@@ -36,7 +36,7 @@ from landscape_hpc.geometry.curve import (
     train_bend,
 )
 from landscape_hpc.geometry.hull import Metrics, Optima, summarize_metrics
-from landscape_hpc.geometry.hyperplane import minibatch_loss, stream_seed
+from landscape_hpc.geometry.hyperplane import stream_seed
 from landscape_hpc.params import ParamDict
 
 #: {split: {"curve" | "line": (barrier, the t where it is reached)}}
@@ -69,17 +69,43 @@ def check_positions(t: np.ndarray) -> np.ndarray:
     return np.unique(t)
 
 
-def bend_loss(optima: Optima, batch_size: Optional[int], seed: int, loss: Any = "ce") -> LossFn:
-    """loss(θ) on the next training minibatch at every call, through a train-mode copy of the
-    model; its BN running statistics are updated in a private state, never the optima's."""
+def step_batch(n: int, batch_size: Optional[int], seed: int, step: int) -> Optional[torch.Tensor]:
+    """The sample indices of training step `step`'s minibatch (None: the whole split): epoch
+    e = step // (n // batch_size) in an order drawn from stream_seed(seed, e + 1), the last
+    partial batch dropped. A function of the step alone, so a resumed training draws the
+    minibatches it would have drawn."""
+    if batch_size is None or batch_size >= n:
+        return None
+    per_epoch = n // batch_size
+    epoch, k = divmod(step, per_epoch)
+    generator = torch.Generator().manual_seed(stream_seed(seed, epoch + 1))
+    return torch.randperm(n, generator=generator)[k * batch_size : (k + 1) * batch_size]
+
+
+def bend_loss(
+    optima: Optima, batch_size: Optional[int], seed: int, loss: Any = "ce", start: int = 0
+) -> LossFn:
+    """loss(θ) on the minibatch of the next training step at every call (the first: step
+    `start`), through a train-mode copy of the model; its BN running statistics are updated in
+    a private state, never the optima's."""
     problem, (a, b) = optima.problem, optima.states[:2]
     train = problem.splits["train"]
     model = train_mode_copy(problem.model)
     state = bend_state(optima.flat(a), a, b, optima.keys)  # its buffers: a private copy
-    return minibatch_loss(
-        model, state, optima.keys, train.inputs, train.labels, batch_size,
-        stream_seed(seed, 0), loss,
-    )  # fmt: skip
+    inputs, labels = train.inputs, train.labels
+    step = [start]
+
+    def next_batch_loss(theta: torch.Tensor) -> torch.Tensor:
+        idx = step_batch(inputs.shape[0], batch_size, seed, step[0])
+        step[0] += 1
+        x, y = (
+            (inputs, labels)
+            if idx is None
+            else (inputs[idx.to(inputs.device)], labels[idx.to(labels.device)])
+        )
+        return flat_loss(model, state, optima.keys, x, y, loss=loss)[0](theta)
+
+    return next_batch_loss
 
 
 def curve_subspace(state_a: ParamDict, bend: ParamDict, state_b: ParamDict) -> Subspace:
@@ -122,6 +148,50 @@ def barriers_of(t: np.ndarray, metrics: Metrics) -> Barriers:
     }
 
 
+def check_optima(optima: Optima) -> None:
+    if len(optima.states) != 2:
+        raise UserError(f"{len(optima.states)} optima given; a curve joins exactly two")
+    a, b = optima.states
+    if all(torch.equal(a[k], b[k]) for k in optima.keys):
+        raise UserError("the two optima are the same point; give two different nets")
+
+
+def train_curve(
+    optima: Optima,
+    options: CurveOptions,
+    batch_size: Optional[int] = 128,
+    seed: int = 0,
+    loss: Any = "ce",
+    state: Optional[BendTraining] = None,
+    until: Optional[int] = None,
+) -> BendTraining:
+    """The bend's training between optima.states[0] and [1] (continued from `state`, up to step
+    `until`): t and the minibatches drawn from `seed` step by step, so that a training stopped
+    and continued is the one run straight through, bit for bit."""
+    check_optima(optima)
+    a, b = optima.states
+    loss_fn = bend_loss(optima, batch_size, seed, loss, state.step if state else 0)
+    return train_bend(loss_fn, optima.flat(a), optima.flat(b), options, seed, state, until)
+
+
+def finish_curve(
+    optima: Optima,
+    training: BendTraining,
+    kind: str,
+    t: np.ndarray,
+    splits: Sequence[str],
+    engine: EngineConfig,
+    loss: Any = None,
+) -> CurveResult:
+    """The trained curve and the line evaluated at t on `splits`, with their barriers."""
+    t = check_positions(t)
+    a, b = optima.states
+    bend = bend_state(training.bend, a, b, optima.keys)
+    metrics = evaluate_curve(optima, bend, kind, t, splits, engine, loss)
+    return CurveResult(kind, list(optima.names), t, metrics, barriers_of(t, metrics), bend,
+                       training)  # fmt: skip
+
+
 def curve_between(
     optima: Optima,
     options: CurveOptions,
@@ -135,19 +205,10 @@ def curve_between(
 ) -> CurveResult:
     """The curve between optima.states[0] and [1]: the bend trained (or its training
     continued from `state`), then both paths evaluated at t on `splits`."""
-    if len(optima.states) != 2:
-        raise UserError(f"{len(optima.states)} optima given; a curve joins exactly two")
-    t = check_positions(t)
-    a, b = optima.states
-    if all(torch.equal(a[k], b[k]) for k in optima.keys):
-        raise UserError("the two optima are the same point; give two different nets")
+    check_positions(t)
     objective = engine.loss if loss is None else loss
-    loss_fn = bend_loss(optima, batch_size, seed, objective)
-    training = train_bend(loss_fn, optima.flat(a), optima.flat(b), options, seed, state)
-    bend = bend_state(training.bend, a, b, optima.keys)
-    metrics = evaluate_curve(optima, bend, options.kind, t, splits, engine, loss)
-    return CurveResult(options.kind, list(optima.names), t, metrics, barriers_of(t, metrics),
-                       bend, training)  # fmt: skip
+    training = train_curve(optima, options, batch_size, seed, objective, state)
+    return finish_curve(optima, training, options.kind, t, splits, engine, loss)
 
 
 def summarize_curve(result: CurveResult) -> str:
