@@ -25,6 +25,7 @@ from landscape_hpc.api import results
 from landscape_hpc.api.geometry import Device, as_optima
 from landscape_hpc.api.options import engine_options
 from landscape_hpc.engine.evaluate import check_engine
+from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry.curve import CurveOptions
 from landscape_hpc.geometry.curve_job import CurveResult, curve_between
@@ -102,7 +103,7 @@ def curve(
         train_batch_size: training samples per step (None: the whole train split).
         t: the positions evaluated, (min, max, num) in [0, 1]; include 0 and 1 for barriers.
         splits: the splits evaluated (default: all of `data`).
-        loss: ce or mse: the loss trained and evaluated.
+        loss: ce, mse or auto (the model's own): the loss trained and evaluated.
         bn: recompute (BN running statistics recomputed from the train split at every t, as
             Garipov et al.'s update_bn) or eval (moved linearly between the nets').
         batch_size: samples per forward pass of the evaluation (memory only).
@@ -125,6 +126,8 @@ def curve(
     options = CurveOptions(kind, optimizer, lr, momentum, weight_decay, steps)
     if train_batch_size is not None and train_batch_size < 1:
         raise UserError(f"train_batch_size={train_batch_size} must be at least 1 (or None)")
+    if loss == "auto":
+        loss = default_loss(model_a)
     engine = engine_options(batch_size, memory_mb, bn, loss, strategy, fold_bn)
     check_engine(engine, key="")
     built = as_optima([model_a, model_b], data, device, ["train"])

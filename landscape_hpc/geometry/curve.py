@@ -39,7 +39,7 @@ KINDS: tuple[str, ...] = ("bezier", "polychain")
 
 @dataclass(frozen=True)
 class CurveOptions:
-    """How the bend is trained; checked when made (a UserError naming `prefix` + the key)."""
+    """How the bend is trained; checked when made (a UserError naming the key)."""
 
     kind: str = "bezier"
     optimizer: str = "sgd"
@@ -47,20 +47,18 @@ class CurveOptions:
     momentum: float = 0.9
     weight_decay: float = 0.0
     steps: int = 500
-    prefix: str = ""
 
     def __post_init__(self) -> None:
-        p = self.prefix
-        check_choice(f"{p}kind", self.kind, KINDS)
-        check_choice(f"{p}optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("kind", self.kind, KINDS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.steps < 0:
-            raise UserError(f"{p}steps={self.steps} must be at least 0 (0: the untrained bend)")
+            raise UserError(f"steps={self.steps} must be at least 0 (0: the untrained bend)")
         if not self.lr > 0:
-            raise UserError(f"{p}lr={self.lr} must be positive")
+            raise UserError(f"lr={self.lr} must be positive")
         if not 0 <= self.momentum < 1:
-            raise UserError(f"{p}momentum={self.momentum} must lie in [0, 1)")
+            raise UserError(f"momentum={self.momentum} must lie in [0, 1)")
         if not self.weight_decay >= 0:
-            raise UserError(f"{p}weight_decay={self.weight_decay} must be ≥ 0")
+            raise UserError(f"weight_decay={self.weight_decay} must be ≥ 0")
 
 
 def curve_weights(kind: str, t: np.ndarray) -> np.ndarray:

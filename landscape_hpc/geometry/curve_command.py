@@ -17,6 +17,7 @@ One process: the bend's training is one sequential optimisation.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -28,6 +29,7 @@ import torch
 from landscape_hpc import parallel
 from landscape_hpc.config import CurveConfig
 from landscape_hpc.engine.evaluate import check_engine
+from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.errors import UserError
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.geometry.app import Report, experiment_main
@@ -143,6 +145,10 @@ def run_curve(cfg: CurveConfig, comm: Any = None) -> CurveResult:
     check_config(cfg)
     optima = load_optima(cfg.model, cfg.dataset, [str(p) for p in cfg.optima], cfg.device, comm)
     optima.problem.require(list(cfg.splits))
+    if cfg.engine.loss == "auto":
+        cfg = dataclasses.replace(
+            cfg, engine=dataclasses.replace(cfg.engine, loss=default_loss(optima.problem.model))
+        )
     options = options_of(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

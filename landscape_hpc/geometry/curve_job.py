@@ -62,9 +62,10 @@ def check_positions(t: np.ndarray) -> np.ndarray:
     """The evaluated positions: sorted, inside [0, 1] (the curve is defined there only)."""
     t = np.asarray(t, np.float64).reshape(-1)
     if len(t) < 2 or not np.isfinite(t).all() or t.min() < 0 or t.max() > 1:
+        held = f"from {t.min():g} to {t.max():g}" if len(t) else "none"
         raise UserError(
-            f"t holds {len(t)} positions from {t.min() if len(t) else 'nothing'}; give at least "
-            "two in [0, 1], e.g. t=(0, 1, 21) (include 0 and 1 for the barriers)"
+            f"t must hold at least two positions in [0, 1] (it holds {len(t)}, {held}); a curve "
+            "is defined there only: e.g. t=(0, 1, 21) (0 and 1 included for the barriers)"
         )
     return np.unique(t)
 
