@@ -89,6 +89,14 @@ def test_a_bezier_bend_trained_on_a_ring_follows_the_arc():
     assert line > 0.6 and curved < 0.02 * line
 
 
+def test_a_polychain_bend_trained_on_a_ring_lands_on_the_arc():
+    options = CurveOptions("polychain", "adam", lr=0.02, steps=400)
+    bend = train_bend(_ring, A, B, options, seed=0).bend
+    assert float(bend.norm()) > 1.0  # outside the circle: both segments cut through the ring
+    heights = [float(_ring(curve_point("polychain", t, A, bend, B))) for t in T]
+    assert loss_barrier(T, np.array(heights))[0] < 0.25 * 0.64  # 0.64: the line's
+
+
 def test_training_continues_where_it_stopped():
     options = CurveOptions("polychain", "adam", lr=0.01, steps=30)
     whole = train_bend(_ring, A, B, options, seed=1)
@@ -213,7 +221,8 @@ def _trained(path: str) -> nn.Module:
 def test_lh_curve_on_digits_lowers_the_barrier(mlp_optima):
     net_a, net_b = _trained(mlp_optima[0]), _trained(mlp_optima[1])
     data = _digits()
-    c = lh.curve(net_a, net_b, data, steps=300, lr=0.05, t=(0, 1, 11), strategy="vmap")
+    state_b = net_b.state_dict()  # model_b may be a state dict
+    c = lh.curve(net_a, state_b, data, steps=300, lr=0.05, t=(0, 1, 11), strategy="vmap")
     assert list(c.curve.x.values) == pytest.approx(np.linspace(0, 1, 11).tolist())
     for split in ("train", "test"):
         assert c.curve.attrs[f"barrier_{split}"] == pytest.approx(c.barriers[split]["curve"])

@@ -38,17 +38,19 @@ def _cfg(optima: list[str], out: Path, **keys) -> CurveConfig:
         engine=EngineConfig(bn="recompute", strategy="vmap"),
         device="cpu",
         out_dir=str(out),
+        plot=False,
     )
     return CurveConfig(**{**values, **keys})
 
 
 def test_the_files_hold_the_result(mlp_optima, tmp_path):
-    cfg = _cfg(mlp_optima, tmp_path)
+    cfg = _cfg(mlp_optima, tmp_path, plot=True)
     report = _command(cfg, None)
     result = run_curve(cfg)  # the finished checkpoint: evaluated again, nothing trained
     assert "loss barrier (train): curve" in report.summary
     for name in ("curve.csv", "curve.h5", "line.h5", "curve_bend.pt", CHECKPOINT):
         assert (tmp_path / name).exists(), name
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
     for kind in ("curve", "line"):
         ds = lh.load(tmp_path / f"{kind}.h5")
         assert np.allclose(ds.x, [0, 0.25, 0.5, 0.75, 1])

@@ -140,6 +140,8 @@ class CurveConfig:
     device: str = "auto"
     # where the files go (and the checkpoint a rerun continues from)
     out_dir: str = "${hydra:runtime.output_dir}"
+    # write curve.png (loss and accuracy along both paths, the bend's training)
+    plot: bool = True
 
 
 @dataclass

@@ -11,7 +11,8 @@ and loss of every step, and a digest of the job; read back with weights_only=Tru
 the same out_dir to continue it (raise steps= to train further). A checkpoint of another job
 (other optima, kind, optimiser or seed) is refused. The result: curve.csv (both paths per
 split and t), curve.h5 and line.h5 (1D surface files along t, x = t, with barrier_<split>
-attributes: lh.load and the plot command read them) and curve_bend.pt (the bend, a state dict).
+attributes: lh.load and the plot command read them), curve_bend.pt (the bend, a state dict)
+and, with plot=true, curve.png.
 One process: the bend's training is one sequential optimisation.
 """
 
@@ -203,7 +204,14 @@ def _command(cfg: CurveConfig, comm: Any) -> Optional[Report]:
     attrs = {"made_by": "landscape_hpc.geometry curve", "curve_kind": cfg.kind,
              "optima": json.dumps([str(p) for p in cfg.optima]), "steps": cfg.steps,
              "bn": cfg.engine.bn, "loss": cfg.engine.loss}  # fmt: skip
-    files = write_curve(result, Path(cfg.out_dir), attrs)
+    out = Path(cfg.out_dir)
+    files = write_curve(result, out, attrs)
+    if cfg.plot:
+        from landscape_hpc.geometry.curve_figures import plot_curve
+
+        losses = result.training.losses
+        png = out / "curve.png"
+        files.append(plot_curve(result.t, result.metrics, result.barriers, losses, cfg.kind, png))
     return Report(summarize_curve(result), files)
 
 
