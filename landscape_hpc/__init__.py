@@ -42,6 +42,7 @@ _FACE = {
     "tunnel": "landscape_hpc.api.geometry",
     "connector": "landscape_hpc.api.geometry",
     "tunnel_width": "landscape_hpc.api.geometry",
+    "curve": "landscape_hpc.api.connectivity",
     "subspace_training": "landscape_hpc.api.intrinsic_dim",
     "wedge": "landscape_hpc.api.intrinsic_dim",
     "Subspace": "landscape_hpc.engine.subspace",

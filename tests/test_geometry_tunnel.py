@@ -24,7 +24,7 @@ from landscape_hpc.config import (
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry import hyperplane as hp
 from landscape_hpc.geometry.connector import run_connector, summarize_connector, write_connector
-from landscape_hpc.geometry.tunnel import run_tunnel, write_tunnel
+from landscape_hpc.geometry.tunnel import TunnelResult, run_tunnel, summarize_tunnel, write_tunnel
 from landscape_hpc.models.nwedge import wedge_distance
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -276,3 +276,15 @@ def test_mpirun_three_ranks_gives_the_serial_tunnel(
             np.testing.assert_allclose(table[f"{split}_loss_{path}"], loss, rtol=1e-4)
             np.testing.assert_allclose(table[f"{split}_acc_{path}"], acc, atol=1e-9)
     assert (tmp_path / "tunnel.png").stat().st_size > 10_000
+
+
+def test_the_tunnel_summary_reports_the_barriers():
+    t = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    nan = np.full(5, np.nan)
+    metrics = {"train": {"linear": (np.array([1.0, 2.0, 4.0, 2.5, 3.0]), nan),
+                         "tunnel": (np.array([1.0, 1.5, 2.0, 2.5, 3.0]), nan)}}  # fmt: skip
+    points = np.array([0.0, 0.5, 1.0])
+    result = TunnelResult(["a", "b"], t, points, metrics, np.ones((1, 1)), np.ones((1, 3)),
+                          np.ones((1, 2)), ["w"])  # fmt: skip
+    line = [x for x in summarize_tunnel(result).splitlines() if "loss barrier" in x]
+    assert line == ["  loss barrier (train): linear 2 at t=0.5; tunnel 0 at t=0"]

@@ -14,6 +14,7 @@ import it; `landscape_hpc.cli.register_configs` stores the schemas in Hydra's Co
 from landscape_hpc.config.common import DatasetConfig, EngineConfig, ModelConfig
 from landscape_hpc.config.geometry import (
     ConnectorConfig,
+    CurveConfig,
     HessianConfig,
     HullConfig,
     HyperplaneConfig,
@@ -40,11 +41,13 @@ SCHEMAS: dict[str, type] = {
     "connector": ConnectorConfig,
     "width": WidthConfig,
     "hessian": HessianConfig,
+    "curve": CurveConfig,
 }
 
 __all__ = [
     "SCHEMAS",
     "ConnectorConfig",
+    "CurveConfig",
     "DatasetConfig",
     "DirectionsConfig",
     "EngineConfig",

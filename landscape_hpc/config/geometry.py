@@ -104,6 +104,47 @@ class ConnectorConfig(HullConfig):
 
 
 @dataclass
+class CurveConfig:
+    """A trained curve between two optima (Garipov et al. 2018; geometry/curve.py)."""
+
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    # the two optima: checkpoints of `model` (model.pt or a state_dict file): [a.pt,b.pt]
+    optima: list[str] = MISSING
+    # bezier (quadratic Bézier through one bend) or polychain (two segments meeting at the bend)
+    kind: str = "bezier"
+    # optimiser of the bend: sgd (with momentum, as Garipov et al.) or adam
+    optimizer: str = "sgd"
+    # learning rate
+    lr: float = 0.05
+    # SGD momentum
+    momentum: float = 0.9
+    # L2 penalty on the bend (the optimiser's weight_decay)
+    weight_decay: float = 0.0
+    # optimiser steps, each at a t ~ U(0, 1) (a resumed run trains up to this many in all)
+    steps: int = 500
+    # training samples per step; null = the whole training split at every step
+    train_batch_size: Optional[int] = 128
+    # positions evaluated: [min, max, num] in [0, 1] (with 0 and 1 for the barriers)
+    t: list[float] = field(default_factory=lambda: [0.0, 1.0, 21])
+    # splits evaluated along both paths (the bend is trained on train)
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    # the evaluation (bn=recompute: BN statistics from the train split at every t, Garipov et
+    # al.'s update_bn; eval: moved linearly between the optima's)
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(bn="recompute"))
+    # steps between checkpoints of the training (out_dir/curve_checkpoint.pt); 0 = none
+    checkpoint_every: int = 100
+    # seed of the t drawn and of the minibatch order
+    seed: int = 0
+    # auto, cpu, cuda or cuda:N
+    device: str = "auto"
+    # where the files go (and the checkpoint a rerun continues from)
+    out_dir: str = "${hydra:runtime.output_dir}"
+    # write curve.png (loss and accuracy along both paths, the bend's training)
+    plot: bool = True
+
+
+@dataclass
 class WidthConfig:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING

@@ -37,6 +37,9 @@ EXPERIMENTS: dict[str, Experiment] = {
     "connector": Experiment(
         "connector", "an m-connector in the convex hull of m optima vs the linear simplex"
     ),
+    "curve": Experiment(
+        "curve_command", "a trained curve (Bézier, polychain) between two optima vs the line"
+    ),
     "width": Experiment("width", "radial tunnel width: loss along random rays from an optimum"),
     "hessian": Experiment(
         "curvature", "extreme Hessian eigenvalues (and trace) at a point or over a surface grid"

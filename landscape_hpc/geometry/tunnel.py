@@ -36,6 +36,7 @@ import torch
 
 from landscape_hpc import parallel
 from landscape_hpc.config import TunnelConfig
+from landscape_hpc.connectivity import loss_barrier
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry import short_dirs
 from landscape_hpc.geometry.app import Report, experiment_main
@@ -161,6 +162,10 @@ def summarize_tunnel(result: TunnelResult) -> str:
     k = len(result.points) - 2
     lines = [f"tunnel between {result.optima[0]} and {result.optima[1]}: {k} points optimised"]
     lines += summarize_metrics(result.metrics, lambda i: f"t={result.t[i]:.3f}")
+    for s, kinds in result.metrics.items():  # Frankle et al. 2020: the height above the chord
+        heights = {kind: loss_barrier(result.t, loss) for kind, (loss, _) in kinds.items()}
+        parts = [f"{kind} {h:.4g} at t={where:.3g}" for kind, (h, where) in heights.items()]
+        lines.append(f"  loss barrier ({s}): " + "; ".join(parts))
     if k > 1:
         off = result.alignment[~np.eye(k, dtype=bool)]
         neighbours = np.diagonal(result.alignment, 1)

@@ -1,0 +1,105 @@
+"""The `curve` command (geometry/curve_command.py): its files against its result, a run stopped
+and resumed against one straight through (bit for bit, SGD and Adam), the checkpoint read with
+weights_only=True, another job's checkpoint refused, and the command line end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hull_helpers import HIDDEN, MAX_SAMPLES
+from hull_helpers import digits_dataset as _dataset
+from hull_helpers import mlp_model as _model
+from mpi_helpers import REPO, python
+
+import landscape_hpc as lh
+from landscape_hpc.config import CurveConfig, EngineConfig
+from landscape_hpc.errors import UserError
+from landscape_hpc.geometry.curve_command import CHECKPOINT, _command, run_curve
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
+
+def _cfg(optima: list[str], out: Path, **keys) -> CurveConfig:
+    values = dict(
+        model=_model(),
+        dataset=_dataset(),
+        optima=optima[:2],
+        steps=12,
+        lr=0.05,
+        train_batch_size=64,
+        t=[0.0, 1.0, 5],
+        checkpoint_every=5,
+        engine=EngineConfig(bn="recompute", strategy="vmap"),
+        device="cpu",
+        out_dir=str(out),
+        plot=False,
+    )
+    return CurveConfig(**{**values, **keys})
+
+
+def test_the_files_hold_the_result(mlp_optima, tmp_path):
+    cfg = _cfg(mlp_optima, tmp_path, plot=True)
+    report = _command(cfg, None)
+    result = run_curve(cfg)  # the finished checkpoint: evaluated again, nothing trained
+    assert "loss barrier (train): curve" in report.summary
+    for name in ("curve.csv", "curve.h5", "line.h5", "curve_bend.pt", CHECKPOINT):
+        assert (tmp_path / name).exists(), name
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+    for kind in ("curve", "line"):
+        ds = lh.load(tmp_path / f"{kind}.h5")
+        assert np.allclose(ds.x, [0, 0.25, 0.5, 0.75, 1])
+        for split in ("train", "test"):
+            np.testing.assert_array_equal(ds[f"{split}_loss"], result.metrics[split][kind][0])
+            assert ds.attrs[f"barrier_{split}"] == result.barriers[split][kind][0]
+    table = np.genfromtxt(tmp_path / "curve.csv", delimiter=",", names=True)
+    np.testing.assert_allclose(table["test_loss_curve"], result.metrics["test"]["curve"][0])
+    bend = torch.load(tmp_path / "curve_bend.pt", weights_only=True)
+    assert all(torch.equal(bend[k], v) for k, v in result.bend.items())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_resumed_run_is_the_run_straight_through(mlp_optima, tmp_path, optimizer):
+    straight = run_curve(_cfg(mlp_optima, tmp_path / "a", optimizer=optimizer, lr=0.01))
+    run_curve(_cfg(mlp_optima, tmp_path / "b", optimizer=optimizer, lr=0.01, steps=7))
+    saved = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)
+    assert int(saved["step"]) == 7 and all(isinstance(v, torch.Tensor) for v in saved.values())
+    resumed = run_curve(_cfg(mlp_optima, tmp_path / "b", optimizer=optimizer, lr=0.01))
+    assert resumed.training.losses == straight.training.losses
+    assert all(torch.equal(resumed.bend[k], v) for k, v in straight.bend.items())
+    np.testing.assert_array_equal(
+        resumed.metrics["test"]["curve"][0], straight.metrics["test"]["curve"][0]
+    )
+
+
+def test_another_jobs_checkpoint_is_refused(mlp_optima, tmp_path):
+    run_curve(_cfg(mlp_optima, tmp_path, steps=5))
+    with pytest.raises(UserError, match="checkpoint of another curve"):
+        run_curve(_cfg(mlp_optima, tmp_path, steps=5, seed=1))
+    with pytest.raises(UserError, match="exactly two"):
+        run_curve(dataclasses.replace(_cfg(mlp_optima, tmp_path), optima=mlp_optima[:1]))
+
+
+def test_the_command_line(mlp_optima, tmp_path):
+    args = [
+        "curve",
+        f"optima=[{mlp_optima[0]},{mlp_optima[1]}]",
+        f"+model.kwargs.hidden=[{HIDDEN[0]}]",
+        f"dataset.max_samples={MAX_SAMPLES}",
+        "kind=polychain",
+        "steps=6",
+        "t=[0,1,3]",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    argv = ["timeout", "-k", "10", "240", python(), "-m", "landscape_hpc.geometry", *args]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "polychain curve between" in done.stdout and "loss barrier (test)" in done.stdout
+    assert np.allclose(lh.load(tmp_path / "curve.h5").x, [0, 0.5, 1])
