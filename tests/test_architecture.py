@@ -138,6 +138,7 @@ KERNELS = (
     "landscape_hpc.mpo.plane_init",
     "landscape_hpc.mpo.objective",
     "landscape_hpc.geometry.hyperplane",
+    "landscape_hpc.align",
 )
 #: the edges: only these reach MPI, HDF5 and Hydra
 EDGES = {
