@@ -18,9 +18,10 @@ from landscape_hpc.align import (
     permutation_spec,
     weight_matching,
 )
-from landscape_hpc.config import DatasetConfig
+from landscape_hpc.config import DatasetConfig, ModelConfig
 from landscape_hpc.data import load_dataset
 from landscape_hpc.errors import UserError
+from landscape_hpc.models import build_model
 from landscape_hpc.models.mlp import mlp
 from landscape_hpc.models.mpo_cnn import MPOConvNet
 from landscape_hpc.models.resnet import CifarResNet
@@ -86,6 +87,30 @@ def test_matching_recovers_a_randomly_permuted_net_exactly(name):
     assert all(torch.equal(net_b.state_dict()[k], state_b[k]) for k in state_b)  # B unchanged
     found = aligned.alignment
     assert found.objective_after > found.objective_before
+
+
+@pytest.mark.parametrize(
+    "name", ["mlp", "mpo_cnn", "mpo_cnn6", "mpo_cnn_bn", "vgg9", "resnet20", "resnet20_noshort"]
+)
+def test_a_random_permutation_of_a_registry_net_keeps_its_function(name):
+    net = _randomised(build_model(ModelConfig(name=name), (3, 8, 8), 5), seed=7)
+    spec = permutation_spec(net)
+    twin = build_model(ModelConfig(name=name), (3, 8, 8), 5)
+    twin.load_state_dict(
+        apply_permutation(spec, _random_perms(spec, net.state_dict(), 8), net.state_dict())
+    )
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, shape, named", [("wedge", (2,), "Wedge"), ("gpt_tiny", (8,), "Embedding")]
+)
+def test_registry_nets_align_cannot_permute_are_refused(name, shape, named):
+    net = build_model(ModelConfig(name=name), shape, 16)
+    with pytest.raises(UserError, match=f"{named}.*cannot be permuted; align supports Linear"):
+        permutation_spec(net)
 
 
 def test_resnet_spec_shares_the_stream_and_permutes_shortcuts():
@@ -180,6 +205,12 @@ def test_align_refuses_nets_of_two_architectures():
 
 
 def test_help_documents_every_argument():
+    import importlib
+    import sys
+
+    importlib.import_module("landscape_hpc.align")  # the maths: binds nothing over lh.align
+    assert "align" in dir(lh) and lh.align.__module__ == "landscape_hpc.api.align"
+    assert callable(sys.modules["landscape_hpc.align"].weight_matching)
     doc = inspect.getdoc(lh.align)
     for parameter in inspect.signature(lh.align).parameters:
         assert f"{parameter}:" in doc, parameter
