@@ -132,7 +132,8 @@ class _Walk:
     def batch_norm(self, name: str, module: nn.modules.batchnorm._BatchNorm) -> None:
         if self.width is not None and module.num_features != self.width:
             raise UserError(
-                f"{name}: BatchNorm of {module.num_features} after {self.width} channels"
+                f"{name}: BatchNorm of {module.num_features} after {self.width} channels: the "
+                f"modules are not a chain in registration order; align supports {SUPPORTED}"
             )
         for key in self.entries(name, module):
             if key.endswith("num_batches_tracked"):
@@ -310,6 +311,9 @@ def weight_matching(
     """
     sizes = check_spec(spec, state_a)
     check_spec(spec, state_b)
+    shapes = [k for k in state_a if state_a[k].shape != state_b[k].shape]
+    if shapes:
+        raise UserError(f"state_b is not of state_a's architecture: shapes of {shapes[:3]} differ")
     perms = {p: torch.arange(n) for p, n in sizes.items()}
     names = list(sizes)
     rng = np.random.default_rng(seed)

@@ -63,6 +63,9 @@ def align(
         lh.interpolate(a, b, data).attrs["barrier_train"]
         lh.interpolate(a, lh.align(a, b), data).attrs["barrier_train"]
 
+    With BN, the running statistics interpolated between two nets fit neither (Jordan et al.
+    2023, REPAIR); bn="recompute" in interpolate measures each point with its own.
+
     Supported nets: chains of Linear / Conv2d / BatchNorm / elementwise activations / pooling /
     flatten, their modules registered in the order forward runs them (the registry's mlp,
     mpo_cnn*, vgg9), and CIFAR ResNets (resnet20/56/110 and their _noshort twins); any other
