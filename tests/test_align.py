@@ -240,3 +240,10 @@ def test_alignment_lowers_the_barrier_between_two_trained_nets():
     assert after.train_loss.values[-1] == pytest.approx(before.train_loss.values[-1], rel=1e-5)
     assert before.attrs["barrier_train"] > 0.1
     assert after.attrs["barrier_train"] < 0.5 * before.attrs["barrier_train"]
+
+
+def test_weight_matching_refuses_states_of_two_shapes():
+    wide, narrow = mlp((4,), 3, hidden=(8,)), mlp((4,), 3, hidden=(6,))
+    spec = permutation_spec(wide)
+    with pytest.raises(UserError, match="architecture: shapes"):
+        weight_matching(spec, wide.state_dict(), narrow.state_dict())
