@@ -7,6 +7,7 @@ From Python, with a model and data that exist only in memory:
     ds.train_loss.plot()
     lh.save(ds, "s.h5"); ds = lh.load("s.h5")      # the surface command's HDF5 file
     line = lh.interpolate(model_a, model_b, data, t=(-0.5, 1.5, 41))
+    line = lh.interpolate(model_a, lh.align(model_a, model_b), data)  # units matched first
     eig = lh.hessian(model, data)                  # λ_max, λ_min (Lanczos), tr H (Hutchinson)
     dirs, path = lh.pca_directions(states)         # PCA of a trajectory; its path projected
     res = lh.fit_mpo(model, data, lh.mpo_mask("builtin", name="ring", size=20))  # MPO plane
@@ -39,6 +40,7 @@ _FACE = {
     "mpo_mask": "landscape_hpc.api.mpo",
     "hessian": "landscape_hpc.api.curvature",
     "hessian_map": "landscape_hpc.api.curvature",
+    "align": "landscape_hpc.api.align",
     "tunnel": "landscape_hpc.api.geometry",
     "connector": "landscape_hpc.api.geometry",
     "tunnel_width": "landscape_hpc.api.geometry",

@@ -139,6 +139,7 @@ KERNELS = (
     "landscape_hpc.mpo.objective",
     "landscape_hpc.geometry.hyperplane",
     "landscape_hpc.geometry.curve",
+    "landscape_hpc.align",
 )
 #: the edges: only these reach MPI, HDF5 and Hydra
 EDGES = {
