@@ -36,9 +36,9 @@ from matplotlib.colors import LogNorm
 
 from landscape_hpc.cli import exit_status
 from landscape_hpc.errors import UserError
-from landscape_hpc.files.paths import check_no_alias
 from landscape_hpc.files.surface_read import Surface, read_surface
 from landscape_hpc.files.vtp import surface_heights, write_vtp
+from landscape_hpc.paths import check_no_alias
 
 KINDS_2D = ("contour", "filled", "heatmap", "3d")
 KINDS = ("auto", "1d", *KINDS_2D, "vtp", "all")

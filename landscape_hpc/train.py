@@ -45,7 +45,7 @@ from landscape_hpc.engine.losses import (
 )
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.checkpoint import write_checkpoint
-from landscape_hpc.files.paths import check_no_alias
+from landscape_hpc.paths import check_no_alias
 from landscape_hpc.problem import load_problem
 
 log = logging.getLogger(__name__)

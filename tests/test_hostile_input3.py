@@ -342,8 +342,8 @@ def test_a_symlinked_run_resumes_the_same_file_once_the_lock_is_free(
 def test_paths_rules_directly(tmp_path: Path) -> None:
     """The helpers on their own: a FIFO and a directory are not regular, a file is; an output
     inside an input folder and a hard link are caught, a sibling is not."""
+    from landscape_hpc import paths
     from landscape_hpc.errors import UserError
-    from landscape_hpc.files import paths
 
     os.mkfifo(tmp_path / "f")
     (tmp_path / "d").mkdir()

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from landscape_hpc.errors import UserError
 from landscape_hpc.files.finite import check_finite
-from landscape_hpc.files.paths import require_regular
 from landscape_hpc.params import OPTIONAL_SUFFIXES, layout_diff
+from landscape_hpc.paths import require_regular
 
 #: keys under which training scripts nest the state_dict, tried in this order
 WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model")

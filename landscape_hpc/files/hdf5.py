@@ -22,9 +22,8 @@ from typing import Any, Optional
 
 import h5py
 
-from landscape_hpc import __version__
+from landscape_hpc import __version__, paths
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.files import paths
 
 #: how a command writes its file: auto (mpio when h5py has MPI, else gather), mpio (every rank
 #: writes through parallel HDF5), gather (the master writes what the workers send)

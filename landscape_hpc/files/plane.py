@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from landscape_hpc.errors import UserError
-from landscape_hpc.files.paths import require_regular
+from landscape_hpc.paths import require_regular
 
 PLANE_FILE = "plane.pt"
 _KEYS = ("origin", "up", "right", "scale", "mask", "config")

@@ -27,9 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from landscape_hpc.data import Split
-from landscape_hpc.files.paths import require_regular
 from landscape_hpc.mpo.objective import objective_batched
 from landscape_hpc.mpo.plane import Plane, cell_alpha_beta
+from landscape_hpc.paths import require_regular
 
 #: one row of the history; gaps and accuracies in points of held-out accuracy (percent)
 HISTORY_COLUMNS = (

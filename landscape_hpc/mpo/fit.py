@@ -31,7 +31,6 @@ from landscape_hpc.data import Split
 from landscape_hpc.engine.precision import precision as at_precision
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.hdf5 import fingerprint_diff
-from landscape_hpc.files.paths import require_regular
 from landscape_hpc.mpo.convergence import (
     HISTORY_COLUMNS,
     HISTORY_CSV,
@@ -51,6 +50,7 @@ from landscape_hpc.mpo.objective import (
 )
 from landscape_hpc.mpo.patterns import trainable_cells
 from landscape_hpc.mpo.plane import Plane, cell_alpha_beta
+from landscape_hpc.paths import require_regular
 
 log = logging.getLogger(__name__)
 

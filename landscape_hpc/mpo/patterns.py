@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from landscape_hpc.errors import UserError, check_choice
-from landscape_hpc.files.paths import require_regular
+from landscape_hpc.paths import require_regular
 
 MASK_KINDS = ("builtin", "image", "random")
 #: the smallest framed random mask: outer ring, frame, and a 0×0 interior at 4×4

@@ -27,7 +27,7 @@ import numpy as np
 
 from landscape_hpc.cli import exit_status
 from landscape_hpc.errors import UserError
-from landscape_hpc.files.paths import require_regular
+from landscape_hpc.paths import require_regular
 
 SPLITS = ("train", "test")
 METRICS = tuple(
