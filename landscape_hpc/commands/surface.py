@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from landscape_hpc import parallel
+from landscape_hpc import parallel, paths
 from landscape_hpc.api import results
 from landscape_hpc.api.surface import compute
 from landscape_hpc.cli import hydra_command
@@ -45,7 +45,7 @@ from landscape_hpc.engine.evaluate import check_engine
 from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
-from landscape_hpc.files import hdf5, paths
+from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.checkpoint import file_sha256
 from landscape_hpc.files.directions import directions_sha256

@@ -36,8 +36,9 @@ from typing import Any, Optional
 import h5py
 import numpy as np
 
+from landscape_hpc import paths
 from landscape_hpc.errors import UserError
-from landscape_hpc.files import hdf5, paths
+from landscape_hpc.files import hdf5
 from landscape_hpc.files.directions import write_directions
 from landscape_hpc.grid import Grid
 from landscape_hpc.params import ParamDict
