@@ -128,10 +128,9 @@ def hydra_command(
         from landscape_hpc import parallel
 
         def body() -> None:
-            typed = _typed(cfg)
             comm = parallel.world()
             with parallel.abort_on_error(comm):  # one failing rank ends them all, none hangs
-                command(typed, comm)
+                command(_typed(cfg), comm)
 
         tune_allocator()  # here, not at import: a submitit job calls the task, not main()
         status = exit_status(body)
@@ -222,22 +221,36 @@ def _listed(lines: list[str], i: int) -> bool:
 
 
 def _typed(cfg: Any) -> Any:
-    """The config as its dataclass; a UserError naming a mandatory key left without a value."""
+    """The config as its dataclass. Every rank composes the same config, so its refusals are a
+    SharedUserError (said once, by rank 0): a mandatory key left without a value, an
+    interpolation that does not resolve (an unset variable, an unknown resolver, a cycle), a
+    float that is not finite."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import MissingMandatoryValue
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-    from landscape_hpc.errors import UserError
+    from landscape_hpc.errors import SharedUserError
 
     try:
         typed = OmegaConf.to_object(cfg)
     except MissingMandatoryValue as err:
         key = err.full_key or "a key"
-        raise UserError(
+        raise SharedUserError(
             f"{key} is required and has no value; pass {key}=... on the command line"
+        ) from None
+    except RecursionError:
+        raise SharedUserError(
+            "an interpolation ${...} refers to itself (a cycle); give the key a plain value"
+        ) from None
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "a key"
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SharedUserError(
+            f"{key}: its interpolation does not resolve ({reason}); give {key} a plain value "
+            "or fix the ${...} (quote the override in the shell)"
         ) from None
     for key, value in _floats(typed, ""):
         if not math.isfinite(value):
-            raise UserError(f"{key}={value} must be a finite number")
+            raise SharedUserError(f"{key}={value} must be a finite number")
     return typed
 
 

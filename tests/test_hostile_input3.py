@@ -6,6 +6,8 @@
                                "is not a regular file" at once, never a hang
   locks keyed on the file      a symlink and its target share one lock; a lock file's bytes are
                                never echoed raw; a lock path that is a directory is one line
+  Hydra's failures one line    an interpolation that does not resolve (unset variable, cycle,
+                               unknown resolver) names its key
 
 Every case: exit 2, one `error:` line with the needles, no traceback, within the timeout, and
 every file of the folder byte-identical afterwards (the harness of tests/test_hostile_input.py).
@@ -160,6 +162,17 @@ CK = ["model.checkpoint=ck.pt"]
 NOT_REGULAR = "is not a regular file"
 
 CASES = {
+    # rule 5: an interpolation on the command line that does not resolve names its key
+    "interpolation_unset_env": Case(
+        surface_cmd("grid.x=[-1,1,${oc.env:LH_UNSET_FOR_TEST}]"),
+        ["grid.x", "Environment variable 'LH_UNSET_FOR_TEST' not found", "plain value"],
+    ),
+    "interpolation_cycle": Case(
+        ["train", "epochs=1", "seed=${seed}"], ["Recursive interpolation", "plain value"]
+    ),
+    "interpolation_unknown_resolver": Case(
+        ["train", "epochs=1", "lr=${nope:1}"], ["lr", "Unsupported interpolation type nope"]
+    ),
     # rule 1: an output that is an input
     "surface_out_is_checkpoint": Case(
         surface_cmd("out=ck.pt", "overwrite=true", *CK),
