@@ -9,9 +9,9 @@ The design, fixed before any run:
 - data: dataset=digits (the embedded 1,797 8×8 images), split seed 0, test_fraction 0.2 (1,437
   train, 360 test). The digits protocol has no validation split; nothing here is selected or
   stopped on any split (fixed epochs, steps and rates), so the test split is only measured.
-- architectures: the registry's mlp, hidden (64, 64) (4,810 parameters), and mpo_cnn (three 3×3
-  convs 8, 32, 64 → 1024 → 128 → 10, no BN). Both trained by the library's train_epoch in a plain
-  loop: Adam, lr 1e-3, weight decay 0, batch 64, EPOCHS = 20 epochs, loss ce.
+- architectures: the registry's mlp, hidden (64, 64) (8,970 parameters), and mpo_cnn (three 3×3
+  convs 8, 32, 64 → 1024 → 128 → 10, no BN; 153,402). Both trained by the library's
+  train_epoch in a plain loop: Adam, lr 1e-3, weight decay 0, batch 64, EPOCHS = 20 epochs, loss ce.
 - pair i (i = 0 … N_PAIRS − 1) of an architecture: nets with seed 2i and 2i + 1, each the init
   seed (build_model's init_seed) and the shuffling seed of the training.
 - paths, each evaluated on train and test at GRID_T = 21 points t ∈ [0, 1]:
@@ -190,6 +190,29 @@ def run(out: Path, design: Design = Design()) -> list[dict[str, Any]]:
     return rows
 
 
+def align_restarts(out: Path, arch: str, i: int, seeds: list[int], design: Design = Design()):
+    """Post hoc, not part of the design: pair i's line after lh.align with other search seeds
+    (the order weight matching visits the groups in), to tell a poor local optimum of the
+    matching from a property of the pair. Written to out/posthoc_align_<arch>_<i>.json."""
+    data = digits()
+    a = trained(design, arch, 2 * i, data)
+    b = trained(design, arch, 2 * i + 1, data)
+    rows = []
+    for seed in seeds:
+        aligned = lh.align(a, b, seed=seed, inputs=data["test"][0])
+        ds = lh.interpolate(a, aligned, data, t=(0.0, 1.0, design.grid_t), progress=False)
+        rows.append(
+            {
+                "align_seed": seed,
+                "objective": [float(v) for v in _objective(aligned)],
+                **{f"aligned_{s}": float(ds.attrs[f"barrier_{s}"]) for s in SPLITS},
+            }
+        )
+        print(rows[-1], flush=True)
+    (out / f"posthoc_align_{arch}_{i}.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
 def interval(values: np.ndarray) -> tuple[float, float, float]:
     """Mean and its 95% t interval."""
     n = len(values)
@@ -255,17 +278,61 @@ def report(out: Path, design: Design = Design()) -> str:
     return "\n".join(lines)
 
 
+def figure(out: Path, path: Path, design: Design = Design()) -> None:
+    """Barriers per path (one dot per pair, the mean and its 95% CI), a panel per architecture
+    and split."""
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(p.read_text()) for p in sorted((out / "pairs").glob("*.json"))]
+    archs = [a for a in design.archs if any(r["arch"] == a for r in rows)]
+    fig, axes = plt.subplots(
+        len(SPLITS), len(archs), figsize=(4 * len(archs), 3.2 * len(SPLITS)), squeeze=False
+    )
+    for j, arch in enumerate(archs):
+        mine = [r for r in rows if r["arch"] == arch]
+        for k, split in enumerate(SPLITS):
+            ax = axes[k, j]
+            for x, p in enumerate(PATHS):
+                v = np.array([r[f"{p}_{split}"] for r in mine])
+                m, lo, hi = interval(v)
+                ax.plot(x + np.linspace(-0.12, 0.12, len(v)), v, "o", color="0.6", ms=4)
+                if math.isfinite(lo):
+                    ax.errorbar(x + 0.25, m, yerr=[[m - lo], [hi - m]], fmt="s", color="C3",
+                                capsize=3)  # fmt: skip
+                else:
+                    ax.plot(x + 0.25, m, "s", color="C3")
+            ax.set_xticks(range(len(PATHS)), PATHS)
+            ax.axhline(0, color="k", lw=0.5)
+            ax.set_title(f"{arch}, {split} loss")
+            ax.set_ylabel("barrier (nats)")
+    fig.suptitle("loss barrier per path: pairs (grey), mean and 95% t interval (red)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/connectivity"))
     parser.add_argument("--report", action="store_true", help="only the table from what is done")
+    parser.add_argument(
+        "--align-restarts", metavar="ARCH:I", help="post hoc: pair I's alignment, seeds 0-4"
+    )
+    parser.add_argument("--figure", type=Path, help="also draw the barriers to this PNG")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.align_restarts:
+        arch, i = args.align_restarts.split(":")
+        align_restarts(args.out, arch, int(i), [0, 1, 2, 3, 4])
+        return 0
     if not args.report:
         run(args.out)
     text = report(args.out)
     (args.out / "report.md").write_text(text + "\n")
     print(text)
+    if args.figure is not None:
+        figure(args.out, args.figure)
     return 0
 
 

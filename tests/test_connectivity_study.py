@@ -61,3 +61,5 @@ def test_one_pair_written_with_finite_barriers_and_skipped_on_rerun(study, tmp_p
     assert again[0]["line_train"] == 123.0
     text = study.report(tmp_path, design)
     assert "pairs done: 1 of 1" in text and "| line − aligned | train |" in text
+    study.figure(tmp_path, tmp_path / "barriers.png", design)
+    assert (tmp_path / "barriers.png").read_bytes()[:4] == b"\x89PNG"
