@@ -199,6 +199,19 @@ def test_the_objective_never_decreases_on_independent_nets():
     assert values[1] > values[0] and values[-1] > values[0]
 
 
+def test_restarts_keep_the_best_of_the_runs_seeds():
+    """restarts=k is the run of the highest objective among seeds seed..seed+k-1, each the
+    single run of its seed."""
+    net_a = _randomised(mlp((10,), 3, hidden=(24, 24, 24)), seed=5)
+    net_b = _randomised(mlp((10,), 3, hidden=(24, 24, 24)), seed=6)
+    singles = [lh.align(net_a, net_b, seed=s).alignment.objective_after for s in range(4)]
+    best = lh.align(net_a, net_b, seed=0, restarts=4).alignment.objective_after
+    assert best == max(singles)
+    assert len(set(singles)) > 1  # the seeds' runs do end apart here: the choice matters
+    with pytest.raises(UserError, match="restarts=0"):
+        lh.align(net_a, net_b, restarts=0)
+
+
 def test_align_refuses_nets_of_two_architectures():
     with pytest.raises(UserError, match="architecture"):
         lh.align(mlp((4,), 3, hidden=(8,)), mlp((4,), 3, hidden=(6,)))

@@ -52,6 +52,7 @@ def align(
     max_iter: int = 100,
     seed: int = 0,
     inputs: Optional[Tensor] = None,
+    restarts: int = 1,
 ) -> nn.Module:
     """A copy of model_b with its hidden units permuted to match model_a by weight matching
     (Ainsworth, Hayase & Srinivasa 2022, Algorithm 1): the same function as model_b, its weights
@@ -77,6 +78,10 @@ def align(
     max_iter: at most this many passes over all permutation groups (a pass that changes no
         group ends the search).
     seed: the random order of the groups in each pass.
+    restarts: weight matching runs with the seeds seed, seed + 1, ...; the permutation of the
+        highest matching objective is kept (it needs no data). One run can end in a poor local
+        optimum: docs/connectivity.md has a conv net whose aligned line rose above the plain
+        one with one run and fell to the others' level with any of four other seeds.
     inputs: optional batch model_b takes: the copy's outputs on it (eval mode) are checked
         against model_b's, and a difference raises UserError (a net whose forward is not the
         chain its modules' order says). None: no check.
@@ -98,7 +103,13 @@ def align(
             f"model_b is not of model_a's architecture (missing keys {missing[:3]}, unexpected "
             f"{unexpected[:3]}, shapes {[s[0] for s in shapes[:3]]}); pass two nets of one class"
         )
-    perms = weight_matching(spec, state_a, state_b, max_iter=max_iter, seed=seed)
+    if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 1:
+        raise UserError(f"restarts={restarts!r}: give a positive number of runs, e.g. 1 or 5")
+    runs = [
+        weight_matching(spec, state_a, state_b, max_iter=max_iter, seed=seed + i)
+        for i in range(restarts)
+    ]
+    perms = max(runs, key=lambda p: matching_objective(spec, p, state_a, state_b))
     identity = {p: torch.arange(len(v)) for p, v in perms.items()}
     aligned = copy.deepcopy(model_b)
     aligned.load_state_dict(apply_permutation(spec, perms, state_b))
