@@ -52,13 +52,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 import landscape_hpc as lh
 from landscape_hpc.config.common import DatasetConfig, ModelConfig
 from landscape_hpc.connectivity import loss_barrier
 from landscape_hpc.data import load_dataset
 from landscape_hpc.models import build_model
+from landscape_hpc.stats import mean_interval, paired_difference
 from landscape_hpc.train import make_optimizer, train_epoch
 
 SPLITS = ("train", "test")
@@ -213,32 +213,6 @@ def align_restarts(out: Path, arch: str, i: int, seeds: list[int], design: Desig
     return rows
 
 
-def interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and its 95% t interval."""
-    n = len(values)
-    mean = float(values.mean())
-    if n < 2:
-        return mean, math.nan, math.nan
-    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
-    return mean, mean - half, mean + half
-
-
-def paired(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """x − y: mean, 95% CI, paired t-test, and the smallest difference detectable at 80% power."""
-    d = x - y
-    n = len(d)
-    mean, lo, hi = interval(d)
-    if n < 2:
-        return {"diff": mean, "lo": lo, "hi": hi, "t": math.nan, "p": math.nan, "mdd": math.nan}
-    test = stats.ttest_rel(x, y)
-    se = d.std(ddof=1) / math.sqrt(n)
-    mdd = (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * se
-    return {
-        "diff": mean, "lo": lo, "hi": hi, "t": float(test.statistic), "p": float(test.pvalue),
-        "mdd": float(mdd),
-    }  # fmt: skip
-
-
 def report(out: Path, design: Design = Design()) -> str:
     rows = [json.loads(p.read_text()) for p in sorted((out / "pairs").glob("*.json"))]
     lines = [f"pairs done: {len(rows)} of {len(design.archs) * design.n_pairs}", ""]
@@ -257,7 +231,7 @@ def report(out: Path, design: Design = Design()) -> str:
         for split in SPLITS:
             for p in PATHS:
                 v = np.array([r[f"{p}_{split}"] for r in mine])
-                m, lo, hi = interval(v)
+                m, lo, hi = mean_interval(v)
                 each = ", ".join(f"{x:.3f}" for x in v)
                 lines.append(f"| {p} | {split} | {m:.4f} | [{lo:.4f}, {hi:.4f}] | {each} |")
         lines += [
@@ -268,7 +242,9 @@ def report(out: Path, design: Design = Design()) -> str:
         for split in SPLITS:
             line = np.array([r[f"line_{split}"] for r in mine])
             for other in ("aligned", "curve", "tunnel"):
-                s = paired(line, np.array([r[f"{other}_{split}"] for r in mine]))
+                s = paired_difference(
+                    line, np.array([r[f"{other}_{split}"] for r in mine])
+                ).as_dict()
                 lines.append(
                     f"| line − {other} | {split} | {s['diff']:.4f} | [{s['lo']:.4f}, "
                     f"{s['hi']:.4f}] | {s['t']:.2f} | {s['p']:.3g} | {s['mdd']:.4f} |"
@@ -294,7 +270,7 @@ def figure(out: Path, path: Path, design: Design = Design()) -> None:
             ax = axes[k, j]
             for x, p in enumerate(PATHS):
                 v = np.array([r[f"{p}_{split}"] for r in mine])
-                m, lo, hi = interval(v)
+                m, lo, hi = mean_interval(v)
                 ax.plot(x + np.linspace(-0.12, 0.12, len(v)), v, "o", color="0.6", ms=4)
                 if math.isfinite(lo):
                     ax.errorbar(x + 0.25, m, yerr=[[m - lo], [hi - m]], fmt="s", color="C3",

@@ -30,20 +30,19 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
 import landscape_hpc as lh
 from landscape_hpc.config.common import DatasetConfig, ModelConfig
 from landscape_hpc.config.train import TrainConfig
 from landscape_hpc.corpus import VOCAB, corpus_files, split_documents, windows
 from landscape_hpc.models import build_model
+from landscape_hpc.stats import mean_interval, welch_difference
 from landscape_hpc.train import train
 
 CONTEXT = 64
@@ -162,16 +161,6 @@ def run(out: Path) -> None:
         barrier(out, f"finetune_{i}", fa, fb, data)
 
 
-def interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and its 95% t interval."""
-    n = len(values)
-    mean = float(values.mean())
-    if n < 2:
-        return mean, math.nan, math.nan
-    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
-    return mean, mean - half, mean + half
-
-
 def report(out: Path) -> str:
     rows = [json.loads(p.read_text()) for p in sorted((out / "pairs").glob("*.json"))]
     lines = [
@@ -186,7 +175,7 @@ def report(out: Path) -> str:
             v = np.array([r[f"barrier_{split}"] for r in rows if r["pair"].startswith(kind)])
             groups[kind, split] = v
             if len(v):
-                m, lo, hi = interval(v)
+                m, lo, hi = mean_interval(v)
                 lines.append(f"| {kind} | {split} | {len(v)} | {m:.4f} | [{lo:.4f}, {hi:.4f}] |")
     lines += [
         "",
@@ -205,21 +194,13 @@ def report(out: Path) -> str:
         )
     s, f = groups["scratch", "validation"], groups["finetune", "validation"]
     if len(s) >= 2 and len(f) >= 2:
-        test = stats.ttest_ind(s, f, equal_var=False)
-        se = math.sqrt(s.var(ddof=1) / len(s) + f.var(ddof=1) / len(f))
-        df = se**4 / (
-            (s.var(ddof=1) / len(s)) ** 2 / (len(s) - 1)
-            + (f.var(ddof=1) / len(f)) ** 2 / (len(f) - 1)
-        )
-        half = stats.t.ppf(0.975, df) * se
-        mdd = (stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * se
-        diff = float(s.mean() - f.mean())
+        w = welch_difference(s, f)
         lines += [
             "",
-            f"validation, scratch − fine-tune: {diff:.4f} nats/token, 95% CI "
-            f"[{diff - half:.4f}, {diff + half:.4f}], Welch t = {test.statistic:.2f}, "
-            f"df = {df:.1f}, p = {test.pvalue:.3g}; smallest difference detectable at 80% "
-            f"power: {mdd:.4f}",
+            f"validation, scratch − fine-tune: {w.diff:.4f} nats/token, 95% CI "
+            f"[{w.lo:.4f}, {w.hi:.4f}], Welch t = {w.t:.2f}, "
+            f"df = {w.df:.1f}, p = {w.p:.3g}; smallest difference detectable at 80% "
+            f"power: {w.mdd:.4f}",
         ]
     return "\n".join(lines)
 
