@@ -12,6 +12,8 @@ device it runs on:
      peak, the projected time of the 51×51, 50,000-sample surface Li et al. report at about an
      hour on 4 GPUs, and each lower precision's largest relative loss error against fp32 on the
      same points (on a CPU tf32 is fp32: its error is 0);
+  2b. the same for the transformer workload (gpt_tiny, default size, on windows of 64 tokens,
+     the lm loss), as bench_surface.py measures it on the CPU (issue 26);
   3. the MPO training step of the BN pair (mpo_cnn6, mpo_cnn_bn) at 28×28: every cell in one
      batched forward and backward vs loss-patterns' loop of one cell at a time (goal: ≥ 10×);
   4. the values against the CPU path: the largest relative difference of the engine's losses
@@ -34,6 +36,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from landscape_hpc.config import EngineConfig, ModelConfig
+from landscape_hpc.corpus import VOCAB
 from landscape_hpc.directions import direction_keys, random_basis
 from landscape_hpc.engine.evaluate import Evaluator, evaluate_points
 from landscape_hpc.engine.precision import PRECISIONS, precision, precision_error
@@ -54,6 +57,8 @@ FULL = {
     "mpo_cells": 16,
     "mpo_batch": 128,
     "mpo_steps": 5,
+    "lm_samples": 1024,
+    "lm_context": 64,
 }
 DRY = {
     "matmul_n": 256,
@@ -64,6 +69,8 @@ DRY = {
     "mpo_cells": 2,
     "mpo_batch": 8,
     "mpo_steps": 1,
+    "lm_samples": 4,
+    "lm_context": 16,
 }
 
 
@@ -111,10 +118,26 @@ def _surface_problem(name: str, samples: int, device: torch.device):
     return model, Subspace(origin, basis), (x, y), counter.get_total_flops()
 
 
-def surface_engine(device: torch.device, sizes: dict, peak_tflops: float) -> list[dict]:
-    model, subspace, data, flops_per_sample = _surface_problem(
-        sizes["surface_model"], sizes["surface_samples"], device
-    )
+def _lm_problem(samples: int, context: int, device: torch.device):
+    """gpt_tiny (default size) on random byte tokens (speed does not depend on the text), its
+    per-token loss on labels = inputs (shifted inside the lm loss)."""
+    model = build_model(ModelConfig(name="gpt_tiny"), (context,), VOCAB).to(device).eval()
+    origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    basis = random_basis(origin, direction_keys(model, "weights"), 2, 0, "filter", "biasbn")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, VOCAB - 1, (samples, context), generator=g).to(device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x[:1])
+    return model, Subspace(origin, basis), (x, x.clone()), counter.get_total_flops()
+
+
+def surface_engine(
+    device: torch.device, sizes: dict, peak_tflops: float, problem, loss: str = "ce"
+) -> list[dict]:
+    """Points/s, % of the float32 peak and the error against fp32 per strategy and precision;
+    `problem` is (model, subspace, data, FLOPs per sample)."""
+    model, subspace, data, flops_per_sample = problem
+    samples = len(data[0])
     coords = torch.linspace(-1, 1, sizes["surface_points"], dtype=torch.float64)
     coords = torch.stack([coords, coords.flip(0)], dim=1)
     rows = []
@@ -126,6 +149,7 @@ def surface_engine(device: torch.device, sizes: dict, peak_tflops: float) -> lis
                 memory_mb=16384.0,
                 strategy=strategy,
                 precision=name,
+                loss=loss,
             )
             evaluator = Evaluator(model, subspace, {"train": data}, options)
             values = evaluator(coords)  # auto times its candidates here, once
@@ -133,7 +157,6 @@ def surface_engine(device: torch.device, sizes: dict, peak_tflops: float) -> lis
                 fp32 = values
             seconds = seconds_per_call(lambda e=evaluator: e(coords), device, repeats=1)
             points_per_s = sizes["surface_points"] / seconds
-            samples = sizes["surface_samples"]
             tflops = flops_per_sample * samples * points_per_s / 1e12
             chosen = evaluator.plan or "the default rule: too few points to time"
             hours = PAPER_POINTS / points_per_s * PAPER_SAMPLES / samples / 3600
@@ -198,6 +221,20 @@ def values_vs_cpu(device: torch.device, sizes: dict) -> float:
     return float(abs(here - cpu).max() / abs(cpu).max())
 
 
+def _print_surface(rows: list[dict], paper: str | None) -> None:
+    head = f"{paper:>14}" if paper else ""
+    print(
+        f"   {'strategy':<34}{'precision':>10}{'points/s':>10}{'% fp32 peak':>13}"
+        f"{head}{'err vs fp32':>13}"
+    )
+    for r in rows:
+        hours = f"{r['paper_surface_hours']:>14.2f}" if paper else ""
+        print(
+            f"   {r['strategy']:<34}{r['precision']:>10}{r['points_per_s']:>10.2f}"
+            f"{r['pct_of_fp32_peak']:>13.1f}{hours}{r['max_rel_err_vs_fp32']:>13.1e}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes (seconds on a CPU)")
@@ -232,22 +269,23 @@ def main(argv: list[str] | None = None) -> int:
     save(matmul_tflops=peaks)
     print("\n1. matmul peak, TFLOP/s: " + ", ".join(f"{k} {v:.2f}" for k, v in peaks.items()))
 
-    surface = surface_engine(device, sizes, peaks["fp32"])
+    problem = _surface_problem(sizes["surface_model"], sizes["surface_samples"], device)
+    surface = surface_engine(device, sizes, peaks["fp32"], problem)
     save(surface=surface)
     print(
         f"\n2. surface engine, {sizes['surface_model']} at 3×32×32, "
         f"{sizes['surface_samples']} samples, {sizes['surface_points']} points"
     )
+    _print_surface(surface, "51×51×50k, h")
+
+    problem = _lm_problem(sizes["lm_samples"], sizes["lm_context"], device)
+    lm = surface_engine(device, sizes, peaks["fp32"], problem, loss="lm")
+    save(surface_lm=lm)
     print(
-        f"   {'strategy':<34}{'precision':>10}{'points/s':>10}{'% fp32 peak':>13}"
-        f"{'51×51×50k, h':>14}{'err vs fp32':>13}"
+        f"\n2b. the transformer workload: gpt_tiny, {sizes['lm_samples']} windows of "
+        f"{sizes['lm_context']} tokens, lm loss, {sizes['surface_points']} points"
     )
-    for r in surface:
-        print(
-            f"   {r['strategy']:<34}{r['precision']:>10}{r['points_per_s']:>10.2f}"
-            f"{r['pct_of_fp32_peak']:>13.1f}{r['paper_surface_hours']:>14.2f}"
-            f"{r['max_rel_err_vs_fp32']:>13.1e}"
-        )
+    _print_surface(lm, None)
 
     mpo = mpo_step(device, sizes)
     save(mpo=mpo)

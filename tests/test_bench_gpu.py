@@ -43,6 +43,12 @@ def test_the_gpu_benchmark_dry_run_measures_everything_on_any_machine(tmp_path):
         err = r["max_rel_err_vs_fp32"]
         assert err == 0 if r["precision"] != "bf16" else 0 < err < 0.1, r
     assert all(r["points_per_s"] > 0 and r["paper_surface_hours"] > 0 for r in figures["surface"])
+    assert "2b. the transformer workload" in done.stdout
+    lm = figures["surface_lm"]
+    assert [(r["strategy"], r["precision"]) for r in lm][:2] == [("vmap", "fp32"), ("vmap", "tf32")]
+    for r in lm:  # the lm loss through every strategy and precision
+        err = r["max_rel_err_vs_fp32"]
+        assert r["points_per_s"] > 0 and (err == 0 if r["precision"] != "bf16" else 0 < err < 0.1)
     assert [r["model"] for r in figures["mpo"]] == ["mpo_cnn6", "mpo_cnn_bn"]
     assert all(r["speedup"] > 0 for r in figures["mpo"])
     assert figures["max_rel_diff_vs_cpu"] == 0.0  # the CPU against itself: the same bits
