@@ -317,17 +317,20 @@ def test_lh_curve_plane_at_the_points_is_the_curve(mlp_optima, net):
         torch.manual_seed(0)
         net_a, net_b = BNNet(), BNNet()
     data = _digits(200)
-    # lh.surface's vmap memory probe runs a BN net on one sample with bn=recompute: sequential
+    # lh.surface's vmap memory probe fails on a train-mode BN net (one sample): curve_plane
+    # evaluates it in eval mode; lh.interpolate does not, so it runs sequential here
     strategy = "vmap" if net == "mlp" else "sequential"
     c = lh.curve(net_a, net_b, data, "polychain", steps=30, t=(0, 1, 3), strategy=strategy)
     # the coordinates of θ_b (L, 0) and of the bend (bx, by): a 2×2 grid holding both
-    ds0 = lh.curve_plane(c, net_a, net_b, data, num=3, strategy=strategy, progress=False)
+    training = net_a.training
+    ds0 = lh.curve_plane(c, net_a, net_b, data, num=3, strategy="vmap", progress=False)
+    assert net_a.training == training  # the caller's mode is back
     (bx, by), (length, zero) = (
         (ds0.attrs["plane_points_x"][i], ds0.attrs["plane_points_y"][i]) for i in (1, 2)
     )
     assert zero == 0 and ds0.train_loss.shape == (3, 3)
     ds = lh.curve_plane(c, net_a, net_b, data, x=(bx, length, 2), y=(0, by, 2),
-                        strategy=strategy, progress=False)  # fmt: skip
+                        strategy="vmap", progress=False)  # fmt: skip
     line = lh.interpolate(net_a, net_b, data, t=(0, 1, 2), bn="recompute", strategy=strategy,
                           progress=False)  # fmt: skip
     for split in ("train", "test"):

@@ -220,7 +220,11 @@ def curve_plane(
     kind = curve.result.kind
     basis, coords = plane_directions(a, bend, b, keys, kind, curve.result.t)
     ax, ay = plane_grid(coords, x, y, num, margin)
-    ds = surface(model_a, data, ax, ay, directions=basis, bn=bn, **kwargs)
+    training = model_a.training  # lh.surface evaluates in eval mode; a train-mode BN net
+    try:  # would fail its memory probe on one sample (vmap), so it is evaluated in eval mode
+        ds = surface(model_a.eval(), data, ax, ay, directions=basis, bn=bn, **kwargs)
+    finally:
+        model_a.train(training)
     if ds is not None:
         extra = {**plane_attrs(coords), "curve_kind": kind, "directions": "curve_plane"}
         ds.attrs.update(extra)
