@@ -45,6 +45,7 @@ _FACE = {
     "connector": "landscape_hpc.api.geometry",
     "tunnel_width": "landscape_hpc.api.geometry",
     "curve": "landscape_hpc.api.connectivity",
+    "curve_plane": "landscape_hpc.api.connectivity",
     "subspace_training": "landscape_hpc.api.intrinsic_dim",
     "wedge": "landscape_hpc.api.intrinsic_dim",
     "Subspace": "landscape_hpc.engine.subspace",

@@ -28,6 +28,9 @@ from landscape_hpc.geometry.curve import (
     curve_weights,
     line_coords,
     midpoint,
+    plane_axes,
+    plane_basis,
+    plane_points,
     train_bend,
 )
 from landscape_hpc.geometry.curve_job import (
@@ -265,4 +268,88 @@ def test_lh_curve_refuses_bad_arguments():
 def test_help_documents_every_argument():
     doc = inspect.getdoc(lh.curve)
     for parameter in inspect.signature(lh.curve).parameters:
+        assert f"{parameter}:" in doc, parameter
+
+
+# --- the plane through θ_a, the bend and θ_b ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["bezier", "polychain"])
+def test_the_plane_basis_is_orthonormal_and_holds_the_curve(kind):
+    torch.manual_seed(3)
+    a, bend, b = torch.randn(3, 40, dtype=torch.float64)
+    u, v, c = plane_points(kind, T, a, bend, b)
+    gram = torch.stack([u, v]) @ torch.stack([u, v]).T
+    assert torch.allclose(gram, torch.eye(2, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(u, (b - a) / (b - a).norm())  # Garipov's u
+    assert float((bend - a) @ v) > 0  # v points toward the bend
+
+    def at(xy):
+        return a + float(xy[0]) * u + float(xy[1]) * v
+
+    for xy, want in zip(c.points, (a, bend, b)):
+        assert torch.allclose(at(xy), want, atol=1e-5)
+    for i, t in enumerate(T):
+        assert torch.allclose(at(c.curve[i]), curve_point(kind, float(t), a, bend, b), atol=1e-5)
+        assert torch.allclose(at(c.line[i]), a + float(t) * (b - a), atol=1e-5)
+    # a point off the plane is not reconstructed: the check can fail
+    off = bend + 0.1 * torch.randn(40, dtype=torch.float64)
+    u2, v2, c2 = plane_points(kind, T, a, off, b)
+    assert not torch.allclose(a + c2.points[1, 0] * u + c2.points[1, 1] * v, bend, atol=1e-5)
+    (x0, x1, nx), (y0, y1, ny) = plane_axes(c.points, 21, 0.2)
+    span = c.points.max(axis=0) - c.points.min(axis=0)
+    assert nx == ny == 21 and x0 == pytest.approx(-0.2 * span[0]) and y1 > c.points[:, 1].max()
+
+
+def test_the_plane_refuses_a_bend_on_the_line():
+    a, b = torch.zeros(5, dtype=torch.float64), torch.ones(5, dtype=torch.float64)
+    with pytest.raises(UserError, match="bend lies on the line"):
+        plane_basis(a, (a + b) / 2, b)
+    with pytest.raises(UserError, match="same point"):
+        plane_basis(a, b, a)
+
+
+@pytest.mark.parametrize("net", ["mlp", "bn"])
+def test_lh_curve_plane_at_the_points_is_the_curve(mlp_optima, net):
+    if net == "mlp":
+        net_a, net_b = _trained(mlp_optima[0]), _trained(mlp_optima[1])
+    else:
+        torch.manual_seed(0)
+        net_a, net_b = BNNet(), BNNet()
+    data = _digits(200)
+    # lh.surface's vmap memory probe fails on a train-mode BN net (one sample): curve_plane
+    # evaluates it in eval mode; lh.interpolate does not, so it runs sequential here
+    strategy = "vmap" if net == "mlp" else "sequential"
+    c = lh.curve(net_a, net_b, data, "polychain", steps=30, t=(0, 1, 3), strategy=strategy)
+    # the coordinates of θ_b (L, 0) and of the bend (bx, by): a 2×2 grid holding both
+    training = net_a.training
+    ds0 = lh.curve_plane(c, net_a, net_b, data, num=3, strategy="vmap", progress=False)
+    assert net_a.training == training  # the caller's mode is back
+    (bx, by), (length, zero) = (
+        (ds0.attrs["plane_points_x"][i], ds0.attrs["plane_points_y"][i]) for i in (1, 2)
+    )
+    assert zero == 0 and ds0.train_loss.shape == (3, 3)
+    ds = lh.curve_plane(c, net_a, net_b, data, x=(bx, length, 2), y=(0, by, 2),
+                        strategy="vmap", progress=False)  # fmt: skip
+    line = lh.interpolate(net_a, net_b, data, t=(0, 1, 2), bn="recompute", strategy=strategy,
+                          progress=False)  # fmt: skip
+    for split in ("train", "test"):
+        at_b = float(ds[f"{split}_loss"].values[0, 1])  # (y=0, x=L)
+        at_bend = float(ds[f"{split}_loss"].values[1, 0])  # (y=by, x=bx)
+        curve = c.curve[f"{split}_loss"].values  # t = 0, 1/2 (the polychain's bend), 1
+        assert at_b == pytest.approx(curve[2], abs=1e-5)
+        assert at_b == pytest.approx(float(line[f"{split}_loss"].values[1]), abs=1e-5)
+        assert at_bend == pytest.approx(curve[1], abs=1e-5)
+        assert abs(at_bend - at_b) > 1e-4  # two different points: the checks can fail
+    attrs = ds.attrs
+    assert attrs["plane_points"] == "theta_a,bend,theta_b" and len(attrs["plane_curve_x"]) == 3
+    assert attrs["plane_curve_x"][1] == pytest.approx(bx)  # polychain: θ(1/2) is the bend
+    assert attrs["plane_line_x"][2] == pytest.approx(length)
+    with pytest.raises(TypeError, match="directions"):
+        lh.curve_plane(c, net_a, net_b, data, directions="random")
+
+
+def test_curve_plane_help_documents_every_argument():
+    doc = inspect.getdoc(lh.curve_plane)
+    for parameter in inspect.signature(lh.curve_plane).parameters:
         assert f"{parameter}:" in doc, parameter

@@ -103,3 +103,21 @@ def test_the_command_line(mlp_optima, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "polychain curve between" in done.stdout and "loss barrier (test)" in done.stdout
     assert np.allclose(lh.load(tmp_path / "curve.h5").x, [0, 0.5, 1])
+
+
+def test_plane_true_writes_the_plane(mlp_optima, tmp_path):
+    cfg = _cfg(mlp_optima, tmp_path, plot=True, plane=True, plane_num=4, checkpoint_every=0)
+    report = _command(cfg, None)
+    assert "plane train loss" in report.summary
+    assert (tmp_path / "curve_plane.png").stat().st_size > 10_000
+    ds = lh.load(tmp_path / "plane.h5")
+    assert ds.train_loss.shape == (4, 4) and np.isfinite(ds.test_loss).all()
+    xs, ys = np.asarray(ds.attrs["plane_points_x"]), np.asarray(ds.attrs["plane_points_y"])
+    assert xs[0] == ys[0] == ys[2] == 0 and xs[2] > 0 and ys[1] > 0  # θ_a, bend, θ_b
+    assert ds.x.min() < 0 < xs[2] < ds.x.max() and ds.y.min() < 0 < ys[1] < ds.y.max()
+    curve_x, curve_y = ds.attrs["plane_curve_x"], ds.attrs["plane_curve_y"]
+    assert len(curve_x) == 5 and curve_x[-1] == pytest.approx(xs[2]) and max(curve_y) > 0
+    assert np.allclose(ds.attrs["plane_line_y"], 0)
+    assert len(ds.attrs["basis"]) == 2  # u and v, as state dicts
+    with pytest.raises(UserError, match="plane_num"):
+        run_curve(_cfg(mlp_optima, tmp_path / "bad", plane=True, plane_num=1))

@@ -6,6 +6,7 @@
     c.curve.test_loss.plot(); c.line.test_loss.plot()     # Datasets like lh.interpolate's
     c.barriers["test"]                                    # {"curve": B, "line": B}
     net_a.load_state_dict(c.bend)                         # the trained bend, a state dict
+    plane = lh.curve_plane(c, net_a, net_b, data)         # the plane of θ_a, bend, θ_b (2D)
 
 The core is geometry/curve_job.py `curve_between` (maths in geometry/curve.py).
 """
@@ -23,12 +24,18 @@ from torch import nn
 from landscape_hpc import __version__
 from landscape_hpc.api import results
 from landscape_hpc.api.geometry import Device, as_optima
-from landscape_hpc.api.options import engine_options
+from landscape_hpc.api.options import engine_options, on_device
 from landscape_hpc.engine.evaluate import check_engine
 from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.errors import UserError
 from landscape_hpc.geometry.curve import CurveOptions
-from landscape_hpc.geometry.curve_job import CurveResult, curve_between
+from landscape_hpc.geometry.curve_job import (
+    CurveResult,
+    curve_between,
+    plane_attrs,
+    plane_directions,
+    plane_grid,
+)
 from landscape_hpc.grid import Grid
 from landscape_hpc.params import ParamDict
 
@@ -152,3 +159,79 @@ def curve(
         _dataset(result, "curve", attrs), _dataset(result, "line", attrs), barriers,
         result.bend, result,
     )  # fmt: skip
+
+
+def curve_plane(
+    curve: Curve,
+    model_a: nn.Module,
+    model_b: Any,
+    data: Any,
+    x: Optional[Sequence[float]] = None,
+    y: Optional[Sequence[float]] = None,
+    *,
+    num: int = 21,
+    margin: float = 0.2,
+    bn: str = "recompute",
+    **kwargs: Any,
+) -> Optional[xr.Dataset]:
+    """The loss surface over the plane through θ_a, the trained bend and θ_b (Garipov et al.
+    2018, Figure 1), by lh.surface: origin θ_a, directions u = (θ_b − θ_a)/‖θ_b − θ_a‖ and v
+    the part of θ_bend − θ_a orthogonal to u, normalised (over the parameters; u also moves
+    BN running statistics toward θ_b's, used with bn="eval"). The curve lies in the plane.
+
+    Args:
+        curve: lh.curve's result for model_a and model_b (its bend and kind are used).
+        model_a: the net at t = 0, the plane's origin (an nn.Module; not modified).
+        model_b: the net at t = 1 (an nn.Module or its state dict).
+        data: the splits, as lh.surface takes them ({"train": (inputs, labels), ...}).
+        x: the axis along u, (min, max, num) in weight-space distance; None: the three
+            points' span with `margin` on each side, `num` points.
+        y: the axis along v, likewise.
+        num: grid points per axis of the default grid.
+        margin: the default grid's margin, a fraction of the points' span per axis.
+        bn: recompute (BN statistics from the train split at every point, as lh.curve) or eval.
+        kwargs: lh.surface's other options (splits, batch_size, strategy, loss, device, out,
+            ...), except directions and its direction options.
+
+    Returns:
+        lh.surface's Dataset (dims ("y", "x")) with the attrs plane_curve_x, plane_curve_y and
+        plane_t (the curve at t), plane_line_x, plane_line_y, plane_points_x, plane_points_y
+        (θ_a, bend, θ_b: plane_points), curve_kind (None on other MPI ranks).
+    """
+    from landscape_hpc.api.surface import surface
+
+    for key in ("directions", "seed", "norm", "ignore", "dir_type", "same_dir", "params"):
+        if key in kwargs:
+            raise TypeError(f"curve_plane() takes no {key}=: the plane is given by the curve")
+    if not isinstance(curve, Curve):
+        raise UserError(f"curve is a {type(curve).__name__}; pass lh.curve's result")
+    a = {k: v.detach() for k, v in on_device(model_a, kwargs.get("device")).state_dict().items()}
+    device = next(iter(a.values())).device
+    state_b = model_b.state_dict() if isinstance(model_b, nn.Module) else model_b
+    b = {k: v.detach().to(device) for k, v in state_b.items()}
+    bend = {k: v.detach().to(device) for k, v in curve.bend.items()}
+    keys = [name for name, _ in model_a.named_parameters()]
+    missing = [k for k in keys if k not in b or k not in bend]
+    if missing:
+        raise UserError(
+            f"model_b or the curve's bend lacks the parameters {missing[:3]}; pass the nets "
+            "lh.curve joined"
+        )
+    kind = curve.result.kind
+    basis, coords = plane_directions(a, bend, b, keys, kind, curve.result.t)
+    ax, ay = plane_grid(coords, x, y, num, margin)
+    training = model_a.training  # lh.surface evaluates in eval mode; a train-mode BN net
+    try:  # would fail its memory probe on one sample (vmap), so it is evaluated in eval mode
+        ds = surface(model_a.eval(), data, ax, ay, directions=basis, bn=bn, **kwargs)
+    finally:
+        model_a.train(training)
+    if ds is not None:
+        extra = {**plane_attrs(coords), "curve_kind": kind, "directions": "curve_plane"}
+        ds.attrs.update(extra)
+        if kwargs.get("out") is not None:
+            from pathlib import Path
+
+            from landscape_hpc.files import surface as surface_file
+
+            surface_file.write_summary(Path(kwargs["out"]), {}, extra)
+    return ds

@@ -142,6 +142,14 @@ class CurveConfig:
     out_dir: str = "${hydra:runtime.output_dir}"
     # write curve.png (loss and accuracy along both paths, the bend's training)
     plot: bool = True
+    # also evaluate the plane through θ_a, the bend and θ_b (Garipov et al.'s Figure 1): a
+    # plane_num × plane_num grid (plane.h5, and curve_plane.png with plot=true); off by default:
+    # plane_num² evaluations (with bn=recompute a BN pass each), e.g. 441 for 21
+    plane: bool = False
+    # grid points per axis of the plane
+    plane_num: int = 21
+    # the plane grid's margin around the three points, a fraction of their span per axis
+    plane_margin: float = 0.2
 
 
 @dataclass

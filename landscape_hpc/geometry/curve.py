@@ -17,6 +17,10 @@ For the evaluation θ(t) lies in the 2-D subspace through θ_a spanned by θ_ben
 θ_b − θ_a (the weights of a curve sum to 1): `curve_coords` are its coordinates there, and the
 straight line is (0, t), so the evaluation engine computes the curve and the line in one call,
 BN running statistics recomputed at each t with engine.bn=recompute (their update_bn).
+
+For a picture (their Figure 1) the same plane gets an orthonormal basis: u along θ_b − θ_a, v
+the part of θ_bend − θ_a orthogonal to it (`plane_basis`); the curve's coordinates there are
+its weights applied to the three points' (`plane_points`), exact since θ(t) is affine in them.
 """
 
 from __future__ import annotations
@@ -176,3 +180,76 @@ def bend_state(
         else:
             out[k] = v.detach().clone()
     return {k: out[k] for k in state_a}
+
+
+# --- the plane through the ends and the bend (Garipov et al. 2018, Figure 1) -----------------
+
+
+@dataclass(frozen=True)
+class PlanePoints:
+    """Coordinates in the plane's orthonormal basis (u, v) around θ_a: `points` (3, 2) of
+    (θ_a, θ_bend, θ_b), `curve` (Q, 2) of θ(t) and `line` (Q, 2) of θ_a + t·(θ_b − θ_a)
+    at the positions `t` (Q,)."""
+
+    t: np.ndarray
+    points: np.ndarray
+    curve: np.ndarray
+    line: np.ndarray
+
+
+def plane_basis(theta_a: Tensor, bend: Tensor, theta_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Garipov et al.'s orthonormal basis (float64, (P,) each) of the plane through the three
+    points: u = (θ_b − θ_a)/‖θ_b − θ_a‖ and v the part of θ_bend − θ_a orthogonal to u,
+    normalised (Gram–Schmidt, in float64)."""
+    d = theta_b.detach().double() - theta_a.detach().double()
+    w = bend.detach().double() - theta_a.detach().double()
+    length = float(d.norm())
+    if not length > 0:
+        raise UserError("the two ends are the same point; the plane needs two different nets")
+    u = d / length
+    w = w - (w @ u) * u
+    height = float(w.norm())
+    if not height > 1e-12 * max(length, 1.0):
+        raise UserError(
+            "the bend lies on the line θ_a → θ_b (an untrained curve, steps=0?): no plane "
+            "through the three points; train the bend (steps > 0)"
+        )
+    return u, w / height
+
+
+def plane_coords(points: Tensor, theta_a: Tensor, u: Tensor, v: Tensor) -> np.ndarray:
+    """Coordinates (Q, 2) of θ (Q, P) in the basis (u, v) around θ_a: (⟨θ − θ_a, u⟩, ⟨·, v⟩),
+    the orthogonal projection onto the plane (exact for points in it)."""
+    diff = points.detach().double() - theta_a.detach().double()  # (Q, P)
+    return torch.stack([diff @ u, diff @ v], dim=1).numpy()
+
+
+def plane_points(
+    kind: str, t: np.ndarray, theta_a: Tensor, bend: Tensor, theta_b: Tensor
+) -> tuple[Tensor, Tensor, PlanePoints]:
+    """The basis (u, v) and the coordinates of the ends, the bend, the curve and the line. θ(t)
+    is an affine combination of the three points (its weights sum to 1), so it lies in their
+    plane and its coordinates are those weights applied to the points' coordinates."""
+    u, v = plane_basis(theta_a, bend, theta_b)
+    t = np.asarray(t, np.float64).reshape(-1)
+    points = plane_coords(torch.stack([theta_a, bend, theta_b]), theta_a, u, v)  # (3, 2)
+    points[0] = 0.0  # θ_a is the origin (exactly)
+    points[2, 1] = 0.0  # θ_b lies on u (exactly)
+    curve = curve_weights(kind, t) @ points  # (Q, 2)
+    line = t[:, None] * points[2][None, :]  # (Q, 2)
+    return u, v, PlanePoints(t, points, curve, line)
+
+
+def plane_axes(
+    coords: np.ndarray, num: int = 21, margin: float = 0.2
+) -> tuple[tuple[float, float, int], tuple[float, float, int]]:
+    """Grid axes (min, max, num) covering the coordinates (K, 2) with `margin` of each axis'
+    span on either side (the plane's default grid)."""
+    if num < 2:
+        raise UserError(f"plane num={num} must be at least 2 points per axis")
+    if not margin >= 0:
+        raise UserError(f"plane margin={margin} must be ≥ 0 (a fraction of each axis' span)")
+    lo, hi = coords.min(axis=0), coords.max(axis=0)
+    span = np.maximum(hi - lo, 1e-12)
+    lo, hi = lo - margin * span, hi + margin * span
+    return (float(lo[0]), float(hi[0]), num), (float(lo[1]), float(hi[1]), num)

@@ -12,7 +12,9 @@ the same out_dir to continue it (raise steps= to train further). A checkpoint of
 (other optima, kind, optimiser or seed) is refused. The result: curve.csv (both paths per
 split and t), curve.h5 and line.h5 (1D surface files along t, x = t, with barrier_<split>
 attributes: lh.load and the plot command read them), curve_bend.pt (the bend, a state dict)
-and, with plot=true, curve.png.
+and, with plot=true, curve.png. With plane=true also plane.h5 (a 2D surface file over the
+plane through θ_a, the bend and θ_b, its attrs the coordinates of the curve, the line and the
+three points) and, with plot=true, curve_plane.png (Garipov et al.'s Figure 1).
 One process: the bend's training is one sequential optimisation.
 """
 
@@ -37,8 +39,11 @@ from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.curve import BendTraining, CurveOptions, make_optimizer
 from landscape_hpc.geometry.curve_job import (
     CurveResult,
+    PlaneResult,
     check_positions,
+    evaluate_plane,
     finish_curve,
+    plane_attrs,
     summarize_curve,
     train_curve,
 )
@@ -67,6 +72,10 @@ def check_config(cfg: CurveConfig) -> None:
     check_engine(cfg.engine)
     if cfg.train_batch_size is not None and cfg.train_batch_size < 1:
         raise UserError(f"train_batch_size={cfg.train_batch_size} must be at least 1 (or null)")
+    if cfg.plane and cfg.plane_num < 2:
+        raise UserError(f"plane_num={cfg.plane_num} must be at least 2 (points per axis)")
+    if cfg.plane and not cfg.plane_margin >= 0:
+        raise UserError(f"plane_margin={cfg.plane_margin} must be ≥ 0 (a fraction of the span)")
     if cfg.checkpoint_every < 0:
         raise UserError(f"checkpoint_every={cfg.checkpoint_every} must be ≥ 0 (0: none)")
 
@@ -137,6 +146,10 @@ def load_checkpoint(
 def run_curve(cfg: CurveConfig, comm: Any = None) -> CurveResult:
     """The command's core: load the optima, train (resuming out_dir's checkpoint) with a
     checkpoint every cfg.checkpoint_every steps, evaluate."""
+    return _run(cfg, comm)[0]
+
+
+def _run(cfg: CurveConfig, comm: Any = None) -> tuple[CurveResult, Optional[PlaneResult]]:
     comm = parallel.world_if_none(comm)
     if comm.Get_size() > 1:
         raise UserError(
@@ -166,7 +179,32 @@ def run_curve(cfg: CurveConfig, comm: Any = None) -> CurveResult:
             torch.save(training_tensors(training, digest), checkpoint)
         if cfg.steps == 0:
             break
-    return finish_curve(optima, training, cfg.kind, positions(cfg), list(cfg.splits), cfg.engine)
+    result = finish_curve(optima, training, cfg.kind, positions(cfg), list(cfg.splits),
+                          cfg.engine)  # fmt: skip
+    if not cfg.plane:
+        return result, None
+    plane = evaluate_plane(optima, result.bend, cfg.kind, result.t, list(cfg.splits), cfg.engine,
+                           num=cfg.plane_num, margin=cfg.plane_margin)  # fmt: skip
+    return result, plane
+
+
+def write_plane(path: Path, plane: PlaneResult, attrs: dict[str, Any]) -> Path:
+    """The plane as a 2D surface file (origin θ_a, directions u, v), with the coordinates of the
+    curve, the line and the three points as attributes (plane_attrs)."""
+    splits = list(plane.metrics)
+    fingerprint = {"curve_plane": True, "x": plane.grid.x.tolist(), "y": plane.grid.y.tolist(),
+                   **attrs}  # fmt: skip
+    basis = [{k: v.detach().cpu() for k, v in d.items()} for d in plane.basis]
+    f = surface_file.SurfaceFile.open(path, plane.grid, basis, splits, fingerprint, attrs, True)
+    try:
+        values = {}
+        for s, (loss, acc) in plane.metrics.items():
+            values[f"{s}_loss"], values[f"{s}_acc"] = loss.reshape(-1), acc.reshape(-1)
+        f.write(np.arange(plane.grid.size), values)
+    finally:
+        f.close()
+    surface_file.write_summary(path, {}, {**plane_attrs(plane.coords), "directions": "curve_plane"})
+    return path
 
 
 def write_surface(path: Path, result: CurveResult, kind: str, basis: list, attrs: dict) -> Path:
@@ -200,7 +238,7 @@ def write_curve(result: CurveResult, out: Path, attrs: dict[str, Any]) -> list[P
 
 
 def _command(cfg: CurveConfig, comm: Any) -> Optional[Report]:
-    result = run_curve(cfg, comm)
+    result, plane = _run(cfg, comm)
     attrs = {"made_by": "landscape_hpc.geometry curve", "curve_kind": cfg.kind,
              "optima": json.dumps([str(p) for p in cfg.optima]), "steps": cfg.steps,
              "bn": cfg.engine.bn, "loss": cfg.engine.loss}  # fmt: skip
@@ -212,7 +250,30 @@ def _command(cfg: CurveConfig, comm: Any) -> Optional[Report]:
         losses = result.training.losses
         png = out / "curve.png"
         files.append(plot_curve(result.t, result.metrics, result.barriers, losses, cfg.kind, png))
-    return Report(summarize_curve(result), files)
+    summary = summarize_curve(result)
+    if plane is not None:
+        files.append(write_plane(out / "plane.h5", plane, {**attrs, "path": "plane"}))
+        summary += "\n" + summarize_plane(plane)
+        if cfg.plot:
+            from landscape_hpc.geometry.curve_figures import plot_plane
+
+            c = plane.coords
+            png = out / "curve_plane.png"
+            files.append(plot_plane(plane.grid.x, plane.grid.y, plane.metrics, c.points,
+                                    c.curve, c.line, cfg.kind, png))  # fmt: skip
+    return Report(summary, files)
+
+
+def summarize_plane(plane: PlaneResult) -> str:
+    """The three points' coordinates and, per split, the loss range over the plane."""
+    p = plane.coords.points
+    lines = [
+        f"  plane (θ_a, bend, θ_b at ({p[0, 0]:.3g}, {p[0, 1]:.3g}), ({p[1, 0]:.3g}, "
+        f"{p[1, 1]:.3g}), ({p[2, 0]:.3g}, {p[2, 1]:.3g})): {plane.grid.size} points"
+    ]
+    for s, (loss, _) in plane.metrics.items():
+        lines.append(f"  plane {s} loss: min {np.nanmin(loss):.4g}, max {np.nanmax(loss):.4g}")
+    return "\n".join(lines)
 
 
 main = experiment_main("curve", _command)

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from landscape_hpc import params
 from landscape_hpc.config import EngineConfig
 from landscape_hpc.connectivity import loss_barrier
 from landscape_hpc.directions.maths import model_difference
@@ -30,13 +31,17 @@ from landscape_hpc.errors import UserError
 from landscape_hpc.geometry.curve import (
     BendTraining,
     CurveOptions,
+    PlanePoints,
     bend_state,
     curve_coords,
     line_coords,
+    plane_axes,
+    plane_points,
     train_bend,
 )
 from landscape_hpc.geometry.hull import Metrics, Optima, summarize_metrics
 from landscape_hpc.geometry.hyperplane import stream_seed
+from landscape_hpc.grid import Grid
 from landscape_hpc.params import ParamDict
 
 #: {split: {"curve" | "line": (barrier, the t where it is reached)}}
@@ -226,3 +231,94 @@ def summarize_curve(result: CurveResult) -> str:
         first, last = np.mean(result.training.losses[:10]), np.mean(result.training.losses[-10:])
         lines.append(f"  bend training: minibatch loss {first:.4g} -> {last:.4g} (first/last 10)")
     return "\n".join(lines)
+
+
+# --- the plane through θ_a, the bend and θ_b (Garipov et al. 2018, Figure 1) -----------------
+
+
+def plane_directions(
+    state_a: ParamDict, bend: ParamDict, state_b: ParamDict, keys: list[str], kind: str,
+    t: np.ndarray,
+) -> tuple[list[ParamDict], PlanePoints]:  # fmt: skip
+    """The plane's basis (u, v) as float64 state dicts around θ_a, and the coordinates of the
+    three points, the curve and the line (geometry/curve.py plane_points). u and v span the
+    parameters `keys`; u also moves every other floating tensor (BN running statistics) by
+    (θ_b − θ_a)/‖θ_b − θ_a‖ of the parameters, so with bn=eval the line, and θ_b, carry the
+    nets' statistics as lh.interpolate does (v leaves them at θ_a's; bn=recompute, the
+    default, recomputes them at every point)."""
+    flat = [params.flatten(s, keys).detach() for s in (state_a, bend, state_b)]
+    u, v, coords = plane_points(kind, t, *flat)
+    like = {k: state_a[k].double() for k in keys}
+    du, dv = params.unflatten(u, like, keys), params.unflatten(v, like, keys)
+    length = float(coords.points[2, 0])
+    for k, value in state_a.items():
+        if k not in du and value.is_floating_point():
+            du[k] = (state_b[k].to(value.device).double() - value.double()) / length
+    return [du, dv], coords
+
+
+def plane_grid(
+    coords: PlanePoints,
+    x: Optional[Sequence[float]] = None,
+    y: Optional[Sequence[float]] = None,
+    num: int = 21,
+    margin: float = 0.2,
+) -> tuple[Sequence[float], Sequence[float]]:
+    """The axes (min, max, num) of the plane's grid: `x` and `y` when given, else covering the
+    three points with `margin` of their span on each side."""
+    ax, ay = plane_axes(coords.points, num, margin)
+    return (ax if x is None else x), (ay if y is None else y)
+
+
+def plane_attrs(coords: PlanePoints) -> dict[str, Any]:
+    """The coordinates a plot of the plane draws, as flat arrays (HDF5 and Dataset attrs)."""
+    return {
+        "plane_t": coords.t,
+        "plane_curve_x": coords.curve[:, 0],
+        "plane_curve_y": coords.curve[:, 1],
+        "plane_line_x": coords.line[:, 0],
+        "plane_line_y": coords.line[:, 1],
+        "plane_points_x": coords.points[:, 0],
+        "plane_points_y": coords.points[:, 1],
+        "plane_points": "theta_a,bend,theta_b",
+    }
+
+
+@dataclass
+class PlaneResult:
+    """The plane's grid, its metrics {split: (loss (ny, nx), acc (ny, nx))}, its basis (u, v)
+    as state dicts and the coordinates of the points, the curve and the line."""
+
+    grid: Grid
+    metrics: dict[str, tuple[np.ndarray, np.ndarray]]
+    basis: list[ParamDict]
+    coords: PlanePoints
+
+
+def evaluate_plane(
+    optima: Optima,
+    bend: ParamDict,
+    kind: str,
+    t: np.ndarray,
+    splits: Sequence[str],
+    options: EngineConfig,
+    x: Optional[Sequence[float]] = None,
+    y: Optional[Sequence[float]] = None,
+    num: int = 21,
+    margin: float = 0.2,
+    loss: Any = None,
+) -> PlaneResult:
+    """The loss and accuracy over the plane through θ_a, the bend and θ_b, on a grid (default:
+    the points with margins), by the evaluation engine (one call for every grid point)."""
+    a, b = optima.states[:2]
+    basis, coords = plane_directions(a, bend, b, optima.keys, kind, t)
+    grid = Grid.from_spec(*plane_grid(coords, x, y, num, margin), keys=("plane x", "plane y"))
+    problem = optima.problem
+    data = {s: problem.splits[s] for s in splits}
+    bn_data = problem.splits["train"].inputs
+    evaluator = Evaluator(problem.model, Subspace(a, basis), data, options, bn_data, loss=loss)
+    points = torch.from_numpy(grid.coords(np.arange(grid.size)))  # (N, 2), row-major (y, x)
+    metrics = evaluator(points)
+    shape = grid.shape
+    shaped = {s: (m.loss.reshape(shape), m.acc.reshape(shape)) for s, m in metrics.items()}
+    return PlaneResult(grid, shaped, basis, coords)
