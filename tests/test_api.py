@@ -156,6 +156,24 @@ def test_interpolate_ends_at_both_models_bn_statistics_included():
     assert line.attrs["directions"] == "interpolation"
 
 
+@pytest.mark.parametrize("strategy", ["vmap", "sequential", "auto"])
+def test_a_bn_net_in_train_mode_is_measured_as_in_eval_mode_and_left_untouched(strategy):
+    """bn="eval" means the running statistics, whatever mode the caller's net is in: the surface
+    of a train-mode BN net equals its eval-mode surface, and no forward (the memory probe's
+    included) moves its running statistics or leaves it in another mode."""
+    net = build_model(ModelConfig(name="mpo_cnn_bn"), (1, 8, 8), 10)
+    g = torch.Generator().manual_seed(0)
+    data = {"train": (torch.randn(24, 1, 8, 8, generator=g), torch.randint(0, 10, (24,)))}
+    kw = dict(x=(-1, 1, 3), y=(-1, 1, 3), strategy=strategy, progress=False)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    trained = lh.surface(net.train(), data, **kw)
+    assert net.training
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    evaluated = lh.surface(net.eval(), data, **kw)
+    np.testing.assert_array_equal(trained.train_loss.values, evaluated.train_loss.values)
+
+
 def test_hessian_equals_the_exact_eigenvalues_of_a_small_net():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()

@@ -18,7 +18,9 @@ CPU_ACTIVATION_BYTES = 16 * 2**20
 
 
 def _activation_sizes(model: nn.Module, sample: Inputs) -> list[int]:
-    """Bytes of each module output for one sample."""
+    """Bytes of each module output for one sample, measured in eval mode (the caller's mode comes
+    back): a train-mode forward would move BN's running statistics of the caller's model, and
+    BatchNorm1d refuses a batch of one."""
     sizes: list[int] = []
 
     def hook(_module: nn.Module, _inputs: object, output: object) -> None:
@@ -26,10 +28,12 @@ def _activation_sizes(model: nn.Module, sample: Inputs) -> list[int]:
             sizes.append(output.numel() * output.element_size())
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
+    training = model.training
     try:
         with torch.no_grad():
-            run_model(model, map_inputs(sample, lambda t: t.unsqueeze(0)))
+            run_model(model.eval(), map_inputs(sample, lambda t: t.unsqueeze(0)))
     finally:
+        model.train(training)
         for h in handles:
             h.remove()
     return sizes
