@@ -76,13 +76,15 @@ def animate(s: Surface, metric_name: str, path: Path, background: Background, fp
     background(ax, s, metric_name)
     (line,) = ax.plot([], [], "-o", color="black", lw=1.2, ms=3, zorder=3)
     (head,) = ax.plot([], [], "o", color="red", ms=8, zorder=4)
-    fig.tight_layout()
 
     def frame(i: int):
         line.set_data(tx[: i + 1], ty[: i + 1])
         head.set_data(tx[i : i + 1], ty[i : i + 1])
         ax.set_title(f"{s.path.stem}: epoch {int(epoch[i])}, {metric_name} {values[i]:.4g}")
         return line, head
+
+    frame(0)
+    fig.tight_layout()  # with a title in place, so that the frames' titles fit
 
     anim = FuncAnimation(fig, frame, frames=len(tx), blit=False)
     writer = FFMpegWriter(fps=fps) if path.suffix == ".mp4" else PillowWriter(fps=fps)
