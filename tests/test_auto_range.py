@@ -137,3 +137,34 @@ def test_auto_range_in_one_dimension_and_its_arguments():
     assert "Returns:" in doc and "auto_range" in dir(lh)
     for parameter in inspect.signature(lh.auto_range).parameters:
         assert f"\n{parameter}: " in "\n" + doc.replace("    ", ""), parameter
+
+
+def test_the_command_grid_auto_equals_lh_auto_range_and_resumes(tmp_path):
+    from landscape_hpc.cli import compose_config
+    from landscape_hpc.commands.surface import compute_surface
+    from landscape_hpc.config import ModelConfig
+    from landscape_hpc.files.surface_read import read_surface
+    from landscape_hpc.models import build_model
+
+    out = tmp_path / "auto.h5"
+    overrides = ["model=mlp", "dataset.max_samples=80", "grid.x=[-1,1,5]", "grid.y=[-1,1,3]",
+                 "grid.auto=true", "grid.auto_level=ratio:2", "grid.auto_margin=0.2",
+                 "engine.strategy=sequential", "plot=false", f"out={out}"]  # fmt: skip
+    compute_surface(compose_config("surface", overrides))
+    s = read_surface(out)
+    model = build_model(ModelConfig(name="mlp"), (1, 8, 8), 10)  # init_seed 0, as the command
+    data = {k: v for k, v in _digits(80).items() if k == "train"}
+    r = lh.auto_range(model, data, level="ratio:2", points=5, margin=0.2, tol=1e-3,
+                      strategy="sequential")  # fmt: skip
+    np.testing.assert_allclose(s.x, np.linspace(*r.x[:2], 5))
+    np.testing.assert_allclose(s.y, np.linspace(*r.y[:2], 3))
+    assert s.n_done == 15
+    compute_surface(compose_config("surface", overrides))  # the same grid again: resumed
+    bad = [o for o in overrides if not o.startswith("grid.auto_level")] + ["grid.auto_level=2"]
+    with pytest.raises(lh.UserError, match="ratio:k"):
+        compute_surface(compose_config("surface", bad))
+
+
+def _digits(max_samples):
+    splits = load_dataset(DatasetConfig(max_samples=max_samples))
+    return {name: (s.inputs, s.labels) for name, s in splits.items()}

@@ -22,7 +22,7 @@ from torch import nn
 
 from landscape_hpc.api.options import engine_options, model_device, on_device, splits_on
 from landscape_hpc.api.surface import Axis, Directions, _basis, _state
-from landscape_hpc.auto_range import Level, Span, find_span
+from landscape_hpc.auto_range import Level, LossAlong, Span, find_span
 from landscape_hpc.engine.evaluate import Evaluator, check_engine
 from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.engine.subspace import Subspace
@@ -40,6 +40,17 @@ class AutoRange:
     y: Optional[Axis]  # None for ndim=1
     spans: list[Span]
     directions: list[ParamDict]
+
+
+def loss_along(evaluator: Evaluator, split: str, i: int, ndim: int) -> LossAlong:
+    """f(c) (K,) -> the `split` loss at c along direction i of the evaluator's subspace (K,)."""
+
+    def along(c: np.ndarray) -> np.ndarray:
+        coords = torch.zeros(len(c), ndim, dtype=torch.float64)  # (K, d)
+        coords[:, i] = torch.as_tensor(np.asarray(c, dtype=np.float64))
+        return evaluator(coords)[split].loss
+
+    return along
 
 
 def auto_range(
@@ -120,14 +131,8 @@ def auto_range(
         )
         spans = []
         for i in range(len(basis)):
-
-            def along(c: np.ndarray, i: int = i) -> np.ndarray:
-                coords = torch.zeros(len(c), len(basis), dtype=torch.float64)  # (K, d)
-                coords[:, i] = torch.as_tensor(np.asarray(c, dtype=np.float64))
-                return evaluator(coords)[split].loss
-
-            name = "xy"[i] if len(basis) <= 2 else f"direction {i}"
-            spans.append(find_span(along, level, start, max_coord, tol, name=name))
+            along = loss_along(evaluator, split, i, len(basis))
+            spans.append(find_span(along, level, start, max_coord, tol, name="xy"[i]))
     finally:
         template.train(training)
     axes = [s.axis(points, margin) for s in spans]
