@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 _FACE = {
     "surface": "landscape_hpc.api.surface",
     "interpolate": "landscape_hpc.api.surface",
+    "auto_range": "landscape_hpc.api.auto_range",
     "save": "landscape_hpc.api.results",
     "load": "landscape_hpc.api.results",
     "random_directions": "landscape_hpc.api.directions",

@@ -10,6 +10,7 @@ figures.
     python -m landscape_hpc.plot s.h5 --kind 3d --zmax 5 --elev 30 --azim -60
     python -m landscape_hpc.plot s.h5 --kind vtp --log --zmax 10              # ParaView
     python -m landscape_hpc.plot a.h5 b.h5 --kind 1d --log --out figs/        # 1D overlaid
+    python -m landscape_hpc.plot pca.h5 --kind animation   # the PCA path as a GIF (plot_animation)
 
 A surface along PCA directions (directions.kind=pca) also holds the projected training
 trajectory: 2D contour, filled and heat-map plots draw it as a line with dots, red where the
@@ -34,6 +35,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 
+from landscape_hpc import plot_animation
 from landscape_hpc.cli import exit_status
 from landscape_hpc.errors import UserError
 from landscape_hpc.files.surface_read import Surface, read_surface
@@ -41,8 +43,8 @@ from landscape_hpc.files.vtp import surface_heights, write_vtp
 from landscape_hpc.paths import check_no_alias
 
 KINDS_2D = ("contour", "filled", "heatmap", "3d")
-KINDS = ("auto", "1d", *KINDS_2D, "vtp", "all")
-FORMATS = ("png", "pdf", "svg")
+KINDS = ("auto", "1d", *KINDS_2D, "vtp", "animation", "all")
+FORMATS = ("png", "pdf", "svg", "gif", "mp4")  # gif, mp4: --kind animation only
 _LABELS = {"loss": "loss", "acc": "accuracy (%)", "ppl": "perplexity"}
 #: the most contour levels --vlevel may ask for (matplotlib takes minutes over 100,000)
 MAX_LEVELS = 1000
@@ -206,6 +208,12 @@ def _draw_2d(s: Surface, kind: str, metric: str, opts: argparse.Namespace, out: 
     return path
 
 
+def _animation_background(ax: Axes, s: Surface, name: str) -> None:
+    contour(ax, s.x, s.y, s.metrics[name], metric=name.rsplit("_", 1)[-1])
+    if s.explained_variance_ratio is not None:
+        pc_labels(ax, s.explained_variance_ratio)
+
+
 def _overlay_trajectory(ax: Axes, s: Surface, color: str) -> None:
     t = s.trajectory
     if t is not None and "y" in t:
@@ -299,7 +307,9 @@ def plot_files(paths: Sequence[str | Path], opts: argparse.Namespace) -> list[Pa
                     written.append(_draw_2d(s, kind, metric, opts, out))
         if "vtp" in kinds:
             written += _export_vtp(s, opts, out)
-    if any(k in KINDS_2D or k == "vtp" for k in kinds) and not two_d:
+        if "animation" in kinds:
+            written += plot_animation.animate_file(s, opts, out, _target, _animation_background)
+    if any(k in (*KINDS_2D, "vtp", "animation") for k in kinds) and not two_d:
         raise UserError(f"--kind {opts.kind} needs a 2D surface file; use --kind 1d")
     return written
 
@@ -327,6 +337,8 @@ def check_options(opts: argparse.Namespace) -> None:
         raise UserError(f"--vlevel {opts.vlevel:g} must be positive (the spacing of the levels)")
     if opts.vmin is not None and opts.vmax is not None and not opts.vmin < opts.vmax:
         raise UserError(f"--vmin {opts.vmin:g} must be below --vmax {opts.vmax:g}")
+    if opts.format in plot_animation.ANIMATION_FORMATS and opts.kind != "animation":
+        raise UserError(f"--format {opts.format} is for --kind animation; use png, pdf or svg")
 
 
 def _kinds(kind: str, has_1d: bool, has_2d: bool) -> list[str]:

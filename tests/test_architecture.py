@@ -140,6 +140,7 @@ KERNELS = (
     "landscape_hpc.geometry.hyperplane",
     "landscape_hpc.geometry.curve",
     "landscape_hpc.align",
+    "landscape_hpc.auto_range",
 )
 #: the edges: only these reach MPI, HDF5 and Hydra
 EDGES = {

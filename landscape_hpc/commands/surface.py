@@ -28,7 +28,9 @@ from omegaconf import OmegaConf
 
 from landscape_hpc import parallel, paths
 from landscape_hpc.api import results
+from landscape_hpc.api.auto_range import loss_along
 from landscape_hpc.api.surface import compute
+from landscape_hpc.auto_range import find_span, parse_level
 from landscape_hpc.cli import hydra_command
 from landscape_hpc.config import SurfaceConfig
 from landscape_hpc.data import Split, dataset_attrs
@@ -41,7 +43,7 @@ from landscape_hpc.directions.build import (
 )
 from landscape_hpc.directions.hessian import hessian_axes
 from landscape_hpc.directions.pca import ProjectedTrajectory
-from landscape_hpc.engine.evaluate import check_engine
+from landscape_hpc.engine.evaluate import Evaluator, check_engine
 from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError
@@ -83,6 +85,13 @@ def check_config(cfg: SurfaceConfig) -> Grid:
     check_engine(cfg.engine)
     hdf5.use_mpio("io", cfg.io)  # a known mode, available here
     check_directions(cfg.directions, grid.ndim)
+    if cfg.grid.auto:
+        parse_level(cfg.grid.auto_level)
+        if not (cfg.grid.auto_margin >= 0 and cfg.grid.auto_max > 0):
+            raise UserError(
+                f"grid.auto_margin={cfg.grid.auto_margin} must be >= 0 and grid.auto_max="
+                f"{cfg.grid.auto_max} > 0"
+            )
     if not cfg.splits:
         raise UserError("splits is empty; use e.g. splits=[train,test]")
     if cfg.chunk_points is not None and cfg.chunk_points < 1:
@@ -168,9 +177,11 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         basis, projected = build_directions(
             comm, cfg.directions, model, origin, grid.ndim, cfg.model.trust_checkpoint
         )
+    subspace = Subspace(origin, basis)
+    if cfg.grid.auto:  # found on rank 0 (logged there), the same grid on every rank
+        grid = parallel.on_master(comm, lambda: _auto_grid(cfg, model, subspace, splits, grid))
     if projected is not None and rank == 0:
         _log_trajectory(projected, grid)
-    subspace = Subspace(origin, basis)
 
     sha = file_sha256(cfg.model.checkpoint) if cfg.model.checkpoint else None
     counts = dataset_attrs(cfg.dataset, splits)
@@ -205,6 +216,19 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         data_parallel=cfg.data_parallel,
     )
     return Path(cfg.out)
+
+
+def _auto_grid(cfg: SurfaceConfig, model: Any, subspace: Subspace, splits: dict, grid: Grid):
+    """grid.auto=true (rank 0): axes of grid.x/grid.y's num over the span where the train loss
+    first reaches grid.auto_level along each direction (auto_range.py)."""
+    split = "train" if "train" in splits else cfg.splits[0]
+    evaluator = Evaluator(model, subspace, {split: splits[split]}, cfg.engine, splits[split])
+    axes = []
+    for i, num in enumerate((len(grid.x), *(() if grid.y is None else (len(grid.y),)))):
+        along = loss_along(evaluator, split, i, grid.ndim)
+        span = find_span(along, cfg.grid.auto_level, max_coord=cfg.grid.auto_max, name="xy"[i])
+        axes.append(span.axis(num, cfg.grid.auto_margin))
+    return Grid.from_spec(axes[0], axes[1] if len(axes) > 1 else None)
 
 
 def _hessian_directions(

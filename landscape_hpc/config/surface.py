@@ -49,6 +49,14 @@ class GridConfig:
     x: list[float] = field(default_factory=lambda: [-1.0, 1.0, 21])
     # y axis as [min, max, num]; null for a 1D surface
     y: Optional[list[float]] = field(default_factory=lambda: [-1.0, 1.0, 21])
+    # true: each axis spans where the train loss along its direction first reaches auto_level
+    # (auto_range.py), widened by auto_margin of its width a side; x and y give only num
+    auto: bool = False
+    # plus:<δ> (the origin's loss + δ) or ratio:<k> (the origin's loss × k)
+    auto_level: str = "plus:1.0"
+    auto_margin: float = 0.1
+    # the search's farthest coordinate (a side that never reaches the level ends there)
+    auto_max: float = 10.0
 
 
 @dataclass
