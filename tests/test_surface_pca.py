@@ -208,17 +208,19 @@ def test_bad_pca_input_is_a_message(run_dir, tmp_path, make, words):
 
 
 def test_command_prints_the_error_without_traceback(tmp_path):
+    empty = tmp_path / "run_without_checkpoints"
+    empty.mkdir()
     r = _command(
         "landscape_hpc.surface",
         *DATA,
         "directions.kind=pca",
-        f"directions.trajectory={tmp_path}",
-        f"out={tmp_path}/s.h5",
+        f"directions.trajectory={empty}",
+        f"out={tmp_path}/s.h5",  # beside the trajectory: inside it is refused (paths.py)
         f"hydra.run.dir={tmp_path}/run",
         cwd=tmp_path,
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert f"error: directions.trajectory={tmp_path} holds no checkpoints" in r.stderr
+    assert f"error: directions.trajectory={empty} holds no checkpoints" in r.stderr
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun is not on PATH (openmpi-bin)")
