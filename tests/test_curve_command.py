@@ -121,3 +121,46 @@ def test_plane_true_writes_the_plane(mlp_optima, tmp_path):
     assert len(ds.attrs["basis"]) == 2  # u and v, as state dicts
     with pytest.raises(UserError, match="plane_num"):
         run_curve(_cfg(mlp_optima, tmp_path / "bad", plane=True, plane_num=1))
+
+
+def test_a_killed_run_resumes_to_the_run_straight_through(mlp_optima, tmp_path):
+    """SIGKILL once the first checkpoint is on disk (the command's own process, no clean-up):
+    the rerun continues from it and ends with the bend of an uninterrupted run, bit for bit."""
+    import signal
+    import time
+
+    args = [
+        "curve",
+        f"optima=[{mlp_optima[0]},{mlp_optima[1]}]",
+        f"+model.kwargs.hidden=[{HIDDEN[0]}]",
+        f"dataset.max_samples={MAX_SAMPLES}",
+        "steps=400",
+        "checkpoint_every=20",
+        "t=[0,1,3]",
+        "device=cpu",
+        "plot=false",
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+
+    def argv(folder: Path) -> list[str]:
+        return [python(), "-m", "landscape_hpc.geometry", *args, f"hydra.run.dir={folder}"]
+
+    straight = subprocess.run(argv(tmp_path / "a"), cwd=REPO, env=env, capture_output=True)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = subprocess.Popen(argv(tmp_path / "b"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 200
+    while not (tmp_path / "b" / CHECKPOINT).exists() and killed.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 200 s"
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    if killed.returncode != -signal.SIGKILL:
+        pytest.skip("the run finished before it could be killed (a very fast machine)")
+    step = int(torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["step"])
+    assert 0 < step < 400
+    resumed = subprocess.run(argv(tmp_path / "b"), cwd=REPO, env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    want = torch.load(tmp_path / "a" / "curve_bend.pt", weights_only=True)
+    got = torch.load(tmp_path / "b" / "curve_bend.pt", weights_only=True)
+    assert want.keys() == got.keys() and all(torch.equal(got[k], want[k]) for k in want)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -175,8 +176,10 @@ def _run(cfg: CurveConfig, comm: Any = None) -> tuple[CurveResult, Optional[Plan
         until = min(cfg.steps, (done // every + 1) * every) if every else cfg.steps
         training = train_curve(optima, options, cfg.train_batch_size, cfg.seed,
                                cfg.engine.loss, training, until)  # fmt: skip
-        if cfg.checkpoint_every:
-            torch.save(training_tensors(training, digest), checkpoint)
+        if cfg.checkpoint_every:  # written beside, then moved: a kill never leaves half a file
+            partial = checkpoint.with_name(checkpoint.name + ".partial")
+            torch.save(training_tensors(training, digest), partial)
+            os.replace(partial, checkpoint)
         if cfg.steps == 0:
             break
     result = finish_curve(optima, training, cfg.kind, positions(cfg), list(cfg.splits),
