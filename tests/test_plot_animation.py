@@ -2,41 +2,14 @@
 
 import shutil
 
-import h5py
 import numpy as np
 import pytest
 from PIL import Image, ImageChops
 
+# the surface files of test_plot.py: its grid, its layout, its 4-checkpoint trajectory
+from test_plot import X, Y, _ours, _with_trajectory
+
 from landscape_hpc import plot, plot_animation
-
-X = np.linspace(-1, 1, 7)
-Y = np.linspace(-0.5, 0.5, 4)
-
-
-def _ours(path, z_of, one_d=False):
-    """A surface file as the surface command writes one (test_plot.py's layout)."""
-    with h5py.File(path, "w") as f:
-        f["xcoordinates"] = X
-        if one_d:
-            z = z_of(X, 0.0)
-        else:
-            f["ycoordinates"] = Y
-            z = z_of(*np.meshgrid(X, Y))
-        f["train_loss"], f["test_loss"] = z, z + 0.5
-        f["train_acc"], f["test_acc"] = 100 - z, 90 - z
-        f["done"] = np.ones(z.shape, np.uint8)
-    return path
-
-
-def _with_trajectory(path):
-    """The projected path of PCA directions: 4 checkpoints, the last the origin."""
-    with h5py.File(path, "a") as f:
-        f["trajectory/x"] = np.array([0.9, 0.5, 0.2, 0.0])
-        f["trajectory/y"] = np.array([0.4, -0.1, 0.05, 0.0])
-        f["trajectory/epoch"] = np.arange(4)
-        f["trajectory/lr"] = np.array([0.1, 0.1, 0.01, 0.01])
-        f.attrs["explained_variance_ratio"] = np.array([0.64, 0.12])
-    return path
 
 
 def test_the_gif_has_one_frame_per_checkpoint_and_the_path_moves(tmp_path):
