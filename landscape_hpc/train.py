@@ -96,11 +96,25 @@ def train(model: nn.Module, splits: dict[str, Split], cfg: TrainConfig, out_dir:
         )  # fmt: skip
         if cfg.save_every > 0 and epoch % cfg.save_every == 0:
             save_checkpoint(model, splits, cfg, epoch, lr, checkpoint_dir / f"epoch_{epoch:04d}.pt")
+        if reached_target(model, train_split, cfg, epoch):
+            break
 
     model_path = out_dir / "model.pt"
-    train_acc, test_acc = save_checkpoint(model, splits, cfg, cfg.epochs, lr, model_path)
+    train_acc, test_acc = save_checkpoint(model, splits, cfg, epoch, lr, model_path)
     log.info("train acc %.2f%%, test acc %.2f%%, model: %s", train_acc, test_acc, model_path)
     return model_path
+
+
+def reached_target(model: nn.Module, split: Split, cfg: TrainConfig, epoch: int) -> bool:
+    """Whether training stops after `epoch`: its train loss over the whole split, in eval mode,
+    is at most cfg.target_train_loss (never without one)."""
+    if cfg.target_train_loss is None:
+        return False
+    loss, _ = evaluate(model, split, cfg.loss)
+    if loss <= cfg.target_train_loss:
+        log.info("epoch %d: train loss %.5f <= target %g: stop", epoch, loss, cfg.target_train_loss)
+        return True
+    return False
 
 
 def _check_finite(model: nn.Module, loss: float, epoch: int, lr: float) -> None:
@@ -127,6 +141,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"weight_decay={cfg.weight_decay} must be zero or positive")
     if not cfg.lr_gamma > 0:
         raise UserError(f"lr_gamma={cfg.lr_gamma} must be positive")
+    if cfg.target_train_loss is not None and not cfg.target_train_loss > 0:
+        raise UserError(
+            f"target_train_loss={cfg.target_train_loss} must be positive (or null: all epochs)"
+        )
     if cfg.save_every < 0:
         raise UserError(f"save_every={cfg.save_every} must be 0 (final model only) or positive")
 

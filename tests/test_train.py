@@ -119,9 +119,29 @@ def test_adam_trains_too(digits: dict[str, Split], tmp_path: Path) -> None:
     assert final["test_acc"] > 80.0  # a net that did not train stays near chance (10%)
 
 
+def test_a_target_train_loss_stops_at_the_first_epoch_that_reaches_it(
+    digits: dict[str, Split], tmp_path: Path
+) -> None:
+    # the reference: the same seed for all 8 epochs, each epoch's train loss recorded
+    full = train(_fresh_model(), digits, _config(epochs=8, save_every=1), tmp_path / "full")
+    checkpoints = [tmp_path / f"full/checkpoints/epoch_{e:04d}.pt" for e in range(9)]
+    losses = [_load(path)["train_loss"] for path in checkpoints]
+    target = (losses[3] + losses[4]) / 2  # first reached after epoch 4 (losses fall here)
+    assert losses[4] < target < losses[3] and _load(full)["epoch"] == 8
+    stopped = _load(train(_fresh_model(), digits, _config(epochs=8, target_train_loss=target),
+                          tmp_path / "stopped"))  # fmt: skip
+    assert stopped["epoch"] == 4 and stopped["train_loss"] <= target
+    assert stopped["train_loss"] == pytest.approx(losses[4], rel=1e-6)  # bitwise the same run
+    # a target never reached runs every epoch
+    never = _load(train(_fresh_model(), digits, _config(epochs=2, target_train_loss=1e-9),
+                        tmp_path / "never"))  # fmt: skip
+    assert never["epoch"] == 2
+
+
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
+        ({"target_train_loss": 0.0}, "target_train_loss"),
         ({"optimizer": "rmsprop"}, "optimizer"),
         ({"epochs": 0}, "epochs"),
         ({"batch_size": 0}, "batch_size"),

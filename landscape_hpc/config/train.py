@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from omegaconf import MISSING
 
@@ -28,8 +29,11 @@ class TrainConfig:
     lr_gamma: float = 0.1
     # samples per optimisation step
     batch_size: int = 128
-    # passes over the training split
+    # passes over the training split (with target_train_loss: the most)
     epochs: int = 10
+    # stop after the first epoch whose train loss (the whole split, eval mode) is at most this
+    # (None: run all epochs); nets trained to one target are matched in training loss
+    target_train_loss: Optional[float] = None
     # seed of initial weights (unless model.init_seed differs), shuffling and dropout
     seed: int = 0
     # save a checkpoint every this many epochs (0 = only the final one)
