@@ -8,6 +8,7 @@ From Python, with a model and data that exist only in memory:
     lh.save(ds, "s.h5"); ds = lh.load("s.h5")      # the surface command's HDF5 file
     line = lh.interpolate(model_a, model_b, data, t=(-0.5, 1.5, 41))
     line = lh.interpolate(model_a, lh.align(model_a, model_b), data)  # units matched first
+    s = lh.sharpness(model, data, rise=0.1)        # how far the loss stays within 0.1 nats
     eig = lh.hessian(model, data)                  # λ_max, λ_min (Lanczos), tr H (Hutchinson)
     dirs, path = lh.pca_directions(states)         # PCA of a trajectory; its path projected
     res = lh.fit_mpo(model, data, lh.mpo_mask("builtin", name="ring", size=20))  # MPO plane
@@ -31,6 +32,8 @@ _FACE = {
     "surface": "landscape_hpc.api.surface",
     "interpolate": "landscape_hpc.api.surface",
     "auto_range": "landscape_hpc.api.auto_range",
+    "lines": "landscape_hpc.api.sharpness",
+    "sharpness": "landscape_hpc.api.sharpness",
     "save": "landscape_hpc.api.results",
     "load": "landscape_hpc.api.results",
     "random_directions": "landscape_hpc.api.directions",

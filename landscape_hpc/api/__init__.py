@@ -4,6 +4,8 @@ as tensors, a Dataset or a DataLoader, a loss), exported at the package's face
 
 surface     `surface`, `interpolate`; `compute`, the one code path under them and the command
 run         a grid of points over the MPI pool, into a file or memory
+sharpness   `lines` (n 1D curves at once), `sharpness` (where the loss has risen by a fixed
+            amount along each: a flatness scalar)
 results     surfaces as xarray Datasets; `save` and `load` (the command's HDF5 format)
 directions  `random_directions` (Li et al.'s filter-normalised directions), `pca_directions`
             (PCA of a training trajectory, the path projected)
