@@ -84,3 +84,41 @@ def welch_difference(x: np.ndarray, y: np.ndarray) -> Difference:
     return Difference(
         diff, diff - half, diff + half, float(test.statistic), float(test.pvalue), df, _mdd(se, df)
     )
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """A correlation over n independent units with its 95% interval [lo, hi] (Fisher's z) and
+    its two-sided p (scipy's test). NaN where n < 4."""
+
+    method: str
+    r: float
+    lo: float
+    hi: float
+    p: float
+    n: int
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def correlation_interval(
+    x: np.ndarray, y: np.ndarray, method: str = "spearman", level: float = 0.95
+) -> Correlation:
+    """Pearson's or Spearman's correlation of x and y with a Fisher-z interval: z = atanh(r) ±
+    q·SE, SE = 1/√(n − 3) (Pearson) or √(1.06/(n − 3)) (Spearman; Fieller, Hartley & Pearson
+    1957); the p of scipy.stats.pearsonr / spearmanr."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x {x.shape} and y {y.shape}: need two equal 1D arrays")
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"method={method!r}: pearson or spearman")
+    n = len(x)
+    if n < 4:
+        return Correlation(method, math.nan, math.nan, math.nan, math.nan, n)
+    test = stats.pearsonr(x, y) if method == "pearson" else stats.spearmanr(x, y)
+    r, p = float(test.statistic), float(test.pvalue)
+    se = math.sqrt((1.0 if method == "pearson" else 1.06) / (n - 3))
+    q = float(stats.norm.ppf(0.5 + level / 2))
+    z = math.atanh(max(min(r, 1 - 1e-15), -1 + 1e-15))
+    return Correlation(method, r, math.tanh(z - q * se), math.tanh(z + q * se), p, n)

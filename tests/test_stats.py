@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 from scipy import stats as sp
 
-from landscape_hpc.stats import mean_interval, paired_difference, welch_difference
+from landscape_hpc.stats import (
+    correlation_interval,
+    mean_interval,
+    paired_difference,
+    welch_difference,
+)
 
 
 def test_the_interval_is_scipys_t_interval_and_covers_95_percent():
@@ -49,3 +54,27 @@ def test_a_true_difference_of_one_mdd_is_found_about_80_percent_of_the_time():
     assert 0.75 < np.mean(hits) < 0.85, np.mean(hits)
     one = paired_difference(rng.normal(0, sd, n), np.zeros(n))
     assert one.mdd > 0 and one.df == n - 1
+
+
+def test_pearson_interval_is_scipys() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=25)
+    y = 0.6 * x + rng.normal(size=25)
+    c = correlation_interval(x, y, "pearson")
+    ref = sp.pearsonr(x, y)
+    ci = ref.confidence_interval(0.95)
+    assert (c.r, c.p, c.n) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue), 25)
+    assert (c.lo, c.hi) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
+
+
+def test_spearman_interval_by_hand() -> None:
+    x = np.array([1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    y = np.array([2.0, 1, 4, 3, 6, 5, 8, 7, 10, 9])  # rho = 1 - 6·10/(10·99) = 0.93939...
+    c = correlation_interval(x, y, "spearman")
+    rho = 1 - 6 * 10 / (10 * 99)
+    half = 1.959963984540054 * math.sqrt(1.06 / 7)
+    assert c.r == pytest.approx(rho)
+    assert c.lo == pytest.approx(math.tanh(math.atanh(rho) - half))
+    assert c.hi == pytest.approx(math.tanh(math.atanh(rho) + half))
+    assert c.p == pytest.approx(sp.spearmanr(x, y).pvalue)
+    assert math.isnan(correlation_interval(x[:3], y[:3]).lo)
