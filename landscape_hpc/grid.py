@@ -33,7 +33,20 @@ def parse_axis(key: str, spec: Sequence[Any]) -> np.ndarray:
     num = int(num_f)
     if num > 1 and lo == hi:
         raise UserError(f"{key}={_show(spec)}: min equals max, so use num=1 or widen the range")
-    return np.linspace(lo, hi, num, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # refused just below, in one line
+        coords = np.linspace(lo, hi, num, dtype=np.float64)
+    if not np.all(np.isfinite(coords)):
+        # max - min overflows float64 (e.g. [-1e308,1e308,3]): the spacing is inf, points NaN
+        raise UserError(
+            f"{key}={_show(spec)}: its coordinates are not all finite "
+            f"({_show(coords[:3].tolist())}...: max - min overflows); narrow the range"
+        )
+    if num > 1 and not np.all(np.diff(coords) > 0):
+        raise UserError(
+            f"{key}={_show(spec)}: its {num} coordinates are not distinct in float64 (the range "
+            "is too narrow for num); widen the range or lower num"
+        )
+    return coords
 
 
 def _show(spec: Any) -> str:

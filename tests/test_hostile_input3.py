@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_hostile_input import _HELD as HELD
@@ -158,6 +159,156 @@ def _metrics_beside_fifo_history(folder: Path) -> list[str]:
     return []
 
 
+def _pca_surface(edit: Callable) -> Callable[[Path], list[str]]:
+    """p.h5: a 3x3 surface along PCA directions of traj/ (it stores trajectory/x, y, epoch, lr),
+    then `edit(trajectory group)`."""
+
+    def setup(folder: Path) -> list[str]:
+        import h5py
+
+        _trajectory(folder)
+        overrides = [f"out={folder}/p.h5", "plot=false", *TINY, *GRID, "directions.kind=pca"]
+        overrides += [f"directions.trajectory={folder}/traj", f"hydra.run.dir={folder}/run"]
+        compute_surface(compose_config("surface", overrides))
+        shutil.rmtree(folder / "run", ignore_errors=True)
+        with h5py.File(folder / "p.h5", "r+") as f:
+            edit(f["trajectory"])
+        return []
+
+    return setup
+
+
+def _replace_dataset(name: str, value) -> Callable:
+    def edit(group) -> None:
+        old = group[name][()]
+        del group[name]
+        group[name] = value(old) if callable(value) else value
+
+    return edit
+
+
+def _nan_at_1(values):
+    values = values.copy()
+    values[1] = float("nan")
+    return values
+
+
+def _metrics_with_fill(fill: str) -> Callable[[Path], list[str]]:
+    """job/metrics.json of a random-mask run whose fill_prob is `fill` (JSON text)."""
+
+    def setup(folder: Path) -> list[str]:
+        (folder / "job").mkdir()
+        job = '"job": {"model": "mlp", "bn": false, "fill_prob": FILL, "seed": 0}'
+        rest = '"train": {}, "test": {}, "steps": 2, "wall_seconds": 1.0'
+        text = "{" + job.replace("FILL", fill) + ", " + rest + "}"
+        (folder / "job/metrics.json").write_text(text)
+        return []
+
+    return setup
+
+
+def _resumed(edit: Callable) -> Callable[[Path], list[str]]:
+    """s.h5 (the base surface, every point done) edited by `edit(file)`, then resumed."""
+
+    def setup(folder: Path) -> list[str]:
+        import h5py
+
+        with h5py.File(folder / "s.h5", "r+") as f:
+            edit(f)
+        return []
+
+    return setup
+
+
+def _set(name: str, index, value) -> Callable:
+    def edit(f) -> None:
+        f[name][index] = value
+
+    return edit
+
+
+def _retyped(name: str, dtype: str) -> Callable:
+    def edit(f) -> None:
+        values = f[name][()]
+        del f[name]
+        f[name] = values.astype(dtype)
+
+    return edit
+
+
+#: a tiny MPO fit (tests/test_mpo_command.py's), a held-out check every 2 steps
+MPO_TINY = [
+    "model=mlp",
+    "+model.kwargs.hidden=[8]",
+    "dataset.max_samples=200",
+    "mask.name=square",
+    "mask.size=6",
+    "batch_size=16",
+    "cells_per_step=4",
+    "eval_every=2",
+    "plot=false",
+]
+
+
+def _mpo_fit_claiming(step: int) -> Callable[[Path], list[str]]:
+    """job/: a 4-step fit whose checkpoint.pt then claims `step` steps."""
+
+    def setup(folder: Path) -> list[str]:
+        from landscape_hpc.mpo.command import run_mpo
+
+        overrides = [f"out_dir={folder}/job", *MPO_TINY, "steps=4"]
+        run_mpo(compose_config("mpo", [*overrides, f"hydra.run.dir={folder}/run"]))
+        ck = torch.load(folder / "job/checkpoint.pt", weights_only=True)
+        ck["step"] = step
+        torch.save(ck, folder / "job/checkpoint.pt")
+        shutil.rmtree(folder / "run", ignore_errors=True)
+        return []
+
+    return setup
+
+
+#: a one-job sweep of a few steps (tests/test_sweep.py's sizes)
+SWEEP_TINY = [
+    "sweep.fill_probs=[0.5]",
+    "sweep.seeds=[1]",
+    "sweep.models=[mlp]",
+    "steps=3",
+    "mask.size=5",
+    "dataset.max_samples=150",
+    "eval_samples=40",
+    "batch_size=32",
+    "cells_per_step=4",
+    "plot=false",
+    "out_dir=sw",
+]
+
+
+def _sweep_done_without_values(folder: Path) -> list[str]:
+    """sw/sweep.h5 of the finished one-job sweep, its job then emptied: every value NaN, no
+    cell done, and still marked done."""
+    import h5py
+    import numpy as np
+
+    r = subprocess.run(
+        [PYTHON, "-m", "landscape_hpc.sweep", f"hydra.run.dir={folder}/run", *SWEEP_TINY],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 3,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    shutil.rmtree(folder / "run")
+    with h5py.File(folder / "sw/sweep.h5", "r+") as f:
+        g = f["jobs/mlp/fill_0.5/seed_1"]
+        assert int(g["status"][()]) == 1  # done
+        for name in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            g[name][...] = np.nan
+        g["done"][...] = 0
+    return []
+
+
+#: a surface made from p.h5's directions (the last trajectory checkpoint as origin)
+LOAD_PCA = ["out=new.h5", "directions.load=p.h5", "model.checkpoint=traj/checkpoints/epoch_0002.pt"]
 CK = ["model.checkpoint=ck.pt"]
 NOT_REGULAR = "is not a regular file"
 
@@ -278,6 +429,112 @@ CASES = {
         ["directions.load=d.h5", "direction y", "inf"],
         _inf_directions,
     ),
+    "trajectory_missing_epoch": Case(
+        ["plot", "p.h5", "--kind", "contour", "--out", "figs"],
+        ["p.h5", "trajectory/epoch is missing", "remake it"],
+        _pca_surface(lambda g: g.__delitem__("epoch")),
+    ),
+    "trajectory_2d_x": Case(
+        surface_cmd(*LOAD_PCA),
+        ["p.h5", "trajectory/x", "shape (3, 2)", "not a 1D array"],
+        _pca_surface(_replace_dataset("x", lambda x: np.stack([x, x], axis=1))),
+    ),
+    "trajectory_string_lr": Case(
+        ["plot", "p.h5", "--kind", "animation", "--out", "figs"],
+        ["p.h5", "trajectory/lr", "not a 1D array of numbers"],
+        _pca_surface(_replace_dataset("lr", np.array([b"a", b"b", b"c"]))),
+    ),
+    "trajectory_nan_x": Case(
+        surface_cmd(*LOAD_PCA),
+        ["p.h5", "trajectory/x holds 1 non-finite value(s)"],
+        _pca_surface(_replace_dataset("x", _nan_at_1)),
+    ),
+    "trajectory_inf_lr": Case(
+        ["plot", "p.h5", "--kind", "contour", "--out", "figs"],
+        ["p.h5", "trajectory/lr holds 1 non-finite"],
+        _pca_surface(_replace_dataset("lr", lambda lr: np.array([0.1, np.inf, 0.1]))),
+    ),
+    "trajectory_fractional_epoch": Case(
+        surface_cmd(*LOAD_PCA),
+        ["trajectory/epoch holds non-integer epochs"],
+        _pca_surface(_replace_dataset("epoch", np.array([0.0, 0.5, 1.0]))),
+    ),
+    "grid_bound_overflows": Case(
+        surface_cmd("out=new.h5", "grid.x=[-1e308,1e308,3]"),
+        ["grid.x=", "not all finite", "nan,inf", "narrow the range"],
+    ),
+    "grid_points_not_distinct": Case(
+        surface_cmd("out=new.h5", "grid.y=[1,1.0000000000000002,3]"),
+        ["grid.y=", "not distinct in float64"],
+    ),
+    "sweep_report_inf_fill_prob": Case(
+        ["sweep", "report", "."],
+        ["metrics.json", "job.fill_prob=inf"],
+        _metrics_with_fill("Infinity"),
+    ),
+    "sweep_report_nan_fill_prob": Case(
+        ["sweep", "report", "."], ["metrics.json", "job.fill_prob=nan"], _metrics_with_fill("NaN")
+    ),
+    # rule 2: a file is checked against what it claims before it is resumed
+    "resume_xcoordinates_edited": Case(
+        surface_cmd(*CK),
+        ["s.h5", "xcoordinates[1] is 0.5", "grid's is 0.0", "overwrite=true"],
+        _resumed(_set("xcoordinates", 1, 0.5)),
+    ),
+    "resume_ycoordinates_deleted": Case(
+        surface_cmd(*CK),
+        ["s.h5", "ycoordinates is missing", "overwrite=true"],
+        _resumed(lambda f: f.__delitem__("ycoordinates")),
+    ),
+    "resume_metric_float16": Case(
+        surface_cmd(*CK),
+        ["s.h5", "test_loss is float16", "not float64", "overwrite=true"],
+        _resumed(_retyped("test_loss", "f2")),
+    ),
+    "resume_metric_float32": Case(
+        surface_cmd(*CK),
+        ["train_acc is float32", "not float64"],
+        _resumed(_retyped("train_acc", "f4")),
+    ),
+    "resume_fingerprint_int": Case(
+        surface_cmd(*CK),
+        ["s.h5", "fingerprint attribute is damaged", "int64, not JSON text", "overwrite=true"],
+        _resumed(lambda f: f.attrs.__setitem__("fingerprint", 7)),
+    ),
+    "resume_fingerprint_json_list": Case(
+        surface_cmd(*CK),
+        ["s.h5", "fingerprint attribute is damaged", "JSON list", "overwrite=true"],
+        _resumed(lambda f: f.attrs.__setitem__("fingerprint", "[1, 2]")),
+    ),
+    "resume_nan_train_loss_finite_test_loss": Case(
+        surface_cmd(*CK),
+        ["s.h5", "1 done point(s) hold a NaN train_loss", "inconsistent", "overwrite=true"],
+        _resumed(_set("train_loss", (1, 2), float("nan"))),
+    ),
+    "mpo_checkpoint_step_beyond_history": Case(
+        ["mpo", *MPO_TINY, "steps=8", "out_dir=job"],
+        ["job/checkpoint.pt", "its step 1000000000000", "overwrite=true"],
+        _mpo_fit_claiming(10**12),
+    ),
+    "mpo_checkpoint_step_not_adams": Case(
+        ["mpo", *MPO_TINY, "steps=8", "out_dir=job"],
+        ["job/checkpoint.pt", "its step 5 is not its optimizer's step count (4 Adam steps)"],
+        _mpo_fit_claiming(5),
+    ),
+    "sweep_fill_probs_collide": Case(
+        ["sweep", *SWEEP_TINY, "sweep.fill_probs=[0.5,0.5000001]"],
+        ["sweep.fill_probs: 0.5 and 0.5000001 collide", "fill_0.5", "differ within 6 digits"],
+    ),
+    "sweep_resume_done_without_values": Case(
+        ["sweep", *SWEEP_TINY],
+        ["sw/sweep.h5", "job mlp/fill_0.5/seed_1 is marked done but", "overwrite=true"],
+        _sweep_done_without_values,
+    ),
+    "sweep_report_done_without_values": Case(
+        ["sweep", "report", "sw/sweep.h5"],
+        ["sw/sweep.h5", "/jobs/mlp/fill_0.5/seed_1 is marked done but"],
+        _sweep_done_without_values,
+    ),
     "fifo_sweep_report_metrics": Case(
         ["sweep", "report", "."], ["metrics.json", NOT_REGULAR], _fifo("job/metrics.json")
     ),
@@ -301,7 +558,8 @@ def test_refused_with_one_line(name: str, base: Path, tmp_path: Path) -> None:  
     extra = case.setup(tmp_path)
     before = _snapshot(tmp_path)
     module, *args = case.command
-    if module in ("surface", "geometry", "train", "mpo"):
+    hydra_app = module in ("surface", "geometry", "train", "mpo")
+    if hydra_app or (module == "sweep" and args[:1] != ["report"]):
         args = [*args, f"hydra.run.dir={tmp_path}/run"]
     try:
         r = subprocess.run(

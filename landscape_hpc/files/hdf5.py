@@ -104,11 +104,14 @@ def read_array(f: h5py.File, name: str, path: str | Path) -> Any:
     bytes cannot be read."""
     try:
         node = f.get(name)
-        if not isinstance(node, h5py.Dataset):
-            raise UserError(
-                f"{path}: {name} is {'missing' if node is None else 'not a dataset'}; "
-                "it is not a file this program wrote, or it was edited"
-            )
+    except DAMAGED as err:
+        raise damaged(path, name, err) from None
+    if not isinstance(node, h5py.Dataset):
+        raise UserError(
+            f"{path}: {name} is {'missing' if node is None else 'not a dataset'}; "
+            "it is not a file this program wrote, or it was edited"
+        )
+    try:
         return node[()]
     except DAMAGED as err:
         raise damaged(path, name, err) from None

@@ -40,6 +40,7 @@ from landscape_hpc import paths
 from landscape_hpc.errors import UserError
 from landscape_hpc.files import hdf5
 from landscape_hpc.files.directions import write_directions
+from landscape_hpc.files.surface_read import read_trajectory_group
 from landscape_hpc.grid import Grid
 from landscape_hpc.params import ParamDict
 
@@ -64,7 +65,18 @@ def read_fingerprint(path: Path) -> Optional[dict[str, Any]]:
     """The fingerprint of an existing surface file; None when it has none (not ours)."""
     with h5py.File(path, "r") as f:
         raw = f.attrs.get("fingerprint")
-    return None if raw is None else json.loads(raw)
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8")
+    if not isinstance(raw, str):
+        raise TypeError(f"the fingerprint attribute is a {type(raw).__name__}, not JSON text")
+    stored = json.loads(raw)
+    if not isinstance(stored, dict):
+        raise TypeError(
+            f"the fingerprint attribute is a JSON {type(stored).__name__}, not an object"
+        )
+    return stored
 
 
 def existing_fingerprint(path: Path, key: str) -> Optional[dict[str, Any]]:
@@ -81,9 +93,10 @@ def existing_fingerprint(path: Path, key: str) -> Optional[dict[str, Any]]:
             f"{path} exists and is not an HDF5 file; move it away, choose another {key}= or "
             "pass overwrite=true"
         ) from None
-    except (ValueError, RuntimeError, KeyError):
+    except (ValueError, RuntimeError, KeyError, TypeError) as err:
+        what = str(err) if isinstance(err, TypeError) else "not JSON"
         raise UserError(
-            f"{path}: its fingerprint attribute is damaged (not JSON); move it away, choose "
+            f"{path}: its fingerprint attribute is damaged ({what}); move it away, choose "
             f"another {key}= or pass overwrite=true"
         ) from None
 
@@ -211,21 +224,40 @@ def _check_existing(path: Path, fingerprint: dict[str, Any], overwrite: bool) ->
 
 
 def _check_layout(path: Path, grid: Grid, names: list[str]) -> None:
-    """A UserError when the file about to be resumed is not what this job writes: every metric
-    float of the grid's shape, `done` an integer mask of it, and no point marked done with
-    nothing written (every metric NaN)."""
+    """A UserError when the file about to be resumed is not what this job writes (issue 33: a
+    file is checked against what it claims, never repaired): its coordinates those of the grid
+    in its fingerprint, every metric float64 of the grid's shape (a float16 copy would resume
+    at 3 digits), `done` an integer mask of it, no point marked done with nothing written
+    (every metric NaN), and no done point whose loss is NaN on one split but not on another (a
+    point that diverged diverges on every split)."""
     fix = "choose another out= or pass overwrite=true to recompute it"
+    axes = {"xcoordinates": grid.x, **({} if grid.y is None else {"ycoordinates": grid.y})}
     try:
         with h5py.File(path, "r") as f:
+            stored_axes = {name: hdf5.read_array(f, name, path) for name in axes}
             arrays = {name: hdf5.read_array(f, name, path) for name in [*names, "done"]}
+    except UserError as err:  # a ValueError too: caught before DAMAGED
+        raise UserError(f"{err}; {fix}") from None
     except hdf5.DAMAGED as err:
         raise hdf5.damaged(path, "its datasets", err) from None
-    except UserError as err:
-        raise UserError(f"{err}; {fix}") from None
+    for name, want in axes.items():
+        got = np.asarray(stored_axes[name])
+        if got.shape != want.shape or not np.issubdtype(got.dtype, np.number):
+            raise UserError(
+                f"{path}: {name} is {got.dtype} of shape {got.shape}, not the grid's "
+                f"{len(want)} coordinates, so it cannot be resumed; {fix}"
+            )
+        if not np.array_equal(got.astype(np.float64), want):
+            k = int(np.flatnonzero(got.astype(np.float64) != want)[0])
+            raise UserError(
+                f"{path}: {name}[{k}] is {float(got[k])!r}, the grid's is {float(want[k])!r}: "
+                "the file does "
+                f"not hold the grid it was made for, so it cannot be resumed; {fix}"
+            )
     for name, values in arrays.items():
-        kind = np.integer if name == "done" else np.floating
-        if values.shape != grid.shape or not np.issubdtype(values.dtype, kind):
-            wanted = "integers" if name == "done" else "floats"
+        ok = np.issubdtype(values.dtype, np.integer) if name == "done" else values.dtype == "f8"
+        if values.shape != grid.shape or not ok:
+            wanted = "integers" if name == "done" else "float64"
             raise UserError(
                 f"{path}: {name} is {values.dtype} of shape {values.shape}, not {wanted} of the "
                 f"grid's shape {grid.shape}, so it cannot be resumed; {fix}"
@@ -237,6 +269,19 @@ def _check_layout(path: Path, grid: Grid, names: list[str]) -> None:
             f"{path}: {int(empty.sum())} points are marked done but hold no value (NaN), so it "
             f"cannot be resumed; {fix}"
         )
+    losses = {name: np.isnan(v) for name, v in arrays.items() if name.endswith("_loss")}
+    if len(losses) > 1:
+        nan_any = np.any(list(losses.values()), axis=0)
+        nan_all = np.all(list(losses.values()), axis=0)
+        mixed = done & nan_any & ~nan_all
+        if mixed.any():
+            flat = int(np.flatnonzero(mixed.reshape(-1))[0])
+            split = next(name for name, nan in losses.items() if nan.reshape(-1)[flat])
+            raise UserError(
+                f"{path}: {int(mixed.sum())} done point(s) hold a NaN {split} where another "
+                f"split's loss is finite (point {flat}): no divergence does that, the file is "
+                f"inconsistent, so it cannot be resumed; {fix}"
+            )
 
 
 def _create_layout(f: h5py.File, grid: Grid, basis: list[ParamDict], names: list[str]) -> None:
@@ -291,17 +336,30 @@ def read_trajectory(path: str | Path) -> Optional[Trajectory]:
     """The projected trajectory a surface file holds (PCA directions), None when it has none.
 
     The file is one `read_directions` accepted; a loss-landscape direction file gives no path."""
-    with h5py.File(path, "r") as f:
+    with hdf5.open_read(path) as f:
         if "trajectory/x" not in f:
             return None
-        group = f["trajectory"]
-        datasets = {name: group[name][()] for name in ("x", "y", "epoch", "lr") if name in group}
+        datasets = read_trajectory_group(f, path)
         ratio = f.attrs.get("explained_variance_ratio")
         d = 2 if "y" in datasets else 1
         return Trajectory(
             datasets,
-            np.full(d, np.nan) if ratio is None else np.asarray(ratio, np.float64),
+            np.full(d, np.nan) if ratio is None else _ratio(ratio, d, path),
         )
+
+
+def _ratio(raw: Any, d: int, path: str | Path) -> np.ndarray:
+    """The stored explained_variance_ratio (d,) float64; a UserError when it is not d numbers."""
+    try:
+        ratio = np.atleast_1d(np.asarray(raw, np.float64))
+    except (TypeError, ValueError):
+        ratio = np.zeros(0)
+    if ratio.ndim != 1 or len(ratio) < d:
+        raise UserError(
+            f"{path}: explained_variance_ratio is not {d} number(s) or more; the file was "
+            "edited or damaged; remake it with python -m landscape_hpc.surface"
+        )
+    return ratio
 
 
 def _row_runs(flat: np.ndarray, nx: int):

@@ -45,6 +45,8 @@ def read_surface(path: str | Path) -> Surface:
     with hdf5.open_read(path) as f:
         try:
             return _read_surface(f, path)
+        except UserError:  # a ValueError too, already naming the file and the fix
+            raise
         except hdf5.DAMAGED as err:
             raise hdf5.damaged(path, "its surface", err) from None
 
@@ -79,21 +81,66 @@ def _read_surface(f: h5py.File, path: Path) -> Surface:
         if not legacy
         else np.isfinite(next(iter(metrics.values()), x))
     )
-    trajectory = (
-        {name: hdf5.read_array(f["trajectory"], name, path) for name in f["trajectory"]}
-        if "trajectory/x" in f
-        else None
-    )
-    if trajectory is not None and len({len(np.atleast_1d(v)) for v in trajectory.values()}) > 1:
-        lengths = ", ".join(f"{k}: {len(np.atleast_1d(v))}" for k, v in trajectory.items())
-        raise UserError(
-            f"{path}: the trajectory's datasets differ in length ({lengths}); remake the file"
-        )
+    trajectory = read_trajectory_group(f, path) if "trajectory/x" in f else None
     ratio = f.attrs.get("explained_variance_ratio")
     if not metrics:
         raise UserError(f"{path} holds no *_loss or *_acc metric")
     ratio = None if ratio is None else np.atleast_1d(np.asarray(ratio, dtype=np.float64))
     return Surface(path, x, y, metrics, int(np.sum(done)), legacy, trajectory, ratio)
+
+
+#: the datasets of trajectory/ (files/surface.py's layout): y only for a 2D surface
+TRAJECTORY_NAMES = ("x", "y", "epoch", "lr")
+_TRAJECTORY_REQUIRED = ("x", "epoch", "lr")
+
+
+def read_trajectory_group(f: h5py.File, path: str | Path) -> dict[str, np.ndarray]:
+    """trajectory/{x, y, epoch, lr} of `f` as (n,) arrays (x, y, lr float64, epoch int64),
+    checked against the layout before anyone draws or stores them: a UserError naming the file
+    and the dataset when one is missing (y may be), not 1D, not numbers, of another length, or
+    not finite (lr may be NaN: unknown), or when an epoch is not a whole number."""
+    group = f["trajectory"]
+    if not isinstance(group, h5py.Group):
+        raise UserError(f"{path}: trajectory is not a group; {_REMAKE}")
+    raw = {name: hdf5.read_array(group, name, path) for name in TRAJECTORY_NAMES if name in group}
+    return check_trajectory(raw, path)
+
+
+_REMAKE = "the file was edited or damaged; remake it with python -m landscape_hpc.surface"
+
+
+def check_trajectory(raw: dict[str, object], path: str | Path) -> dict[str, np.ndarray]:
+    """The checks and conversions of read_trajectory_group on arrays already read."""
+    out: dict[str, np.ndarray] = {}
+    for name, value in raw.items():
+        values = np.asarray(value)
+        if values.ndim != 1 or not (
+            np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
+        ):
+            raise UserError(
+                f"{path}: trajectory/{name} is {values.dtype} of shape {values.shape}, not a 1D "
+                f"array of numbers; {_REMAKE}"
+            )
+        values = values.astype(np.float64)
+        bad = np.isinf(values) if name == "lr" else ~np.isfinite(values)
+        if bad.any():
+            raise UserError(
+                f"{path}: trajectory/{name} holds {int(bad.sum())} non-finite value(s) "
+                f"(first at index {int(np.flatnonzero(bad)[0])}); {_REMAKE}"
+            )
+        if name == "epoch":
+            if np.any(values != np.round(values)) or np.any(np.abs(values) >= 2.0**62):
+                raise UserError(f"{path}: trajectory/epoch holds non-integer epochs; {_REMAKE}")
+            values = values.astype(np.int64)
+        out[name] = values
+    lengths = {len(v) for v in out.values()}
+    if len(lengths) > 1:
+        shown = ", ".join(f"{k}: {len(v)}" for k, v in out.items())
+        raise UserError(f"{path}: the trajectory's datasets differ in length ({shown}); {_REMAKE}")
+    missing = [name for name in _TRAJECTORY_REQUIRED if name not in raw]
+    if missing:
+        raise UserError(f"{path}: trajectory/{missing[0]} is missing; {_REMAKE}")
+    return out
 
 
 def _axis(f: h5py.File, name: str, path: Path) -> np.ndarray:

@@ -214,6 +214,18 @@ def _check_existing(path: Path, specs: list[JobSpec], overwrite: bool) -> None:
                     "another sweep.file= (or out_dir=) or pass overwrite=true"
                 ) from None
             wanted = json.loads(json.dumps(spec.fingerprint))
+            if not isinstance(stored, dict):
+                raise UserError(
+                    f"{path}: job {spec.job.key}'s fingerprint is a JSON "
+                    f"{type(stored).__name__}, not an object; choose another sweep.file= (or "
+                    "out_dir=) or pass overwrite=true"
+                )
+            lie = _done_without_values(f[key])
+            if lie:
+                raise UserError(
+                    f"{path}: job {spec.job.key} {lie}, so the sweep is not resumed; choose "
+                    "another sweep.file= (or out_dir=) or pass overwrite=true to start again"
+                )
             diff = hdf5.fingerprint_diff(stored, wanted)
             if diff:
                 raise UserError(
@@ -221,6 +233,28 @@ def _check_existing(path: Path, specs: list[JobSpec], overwrite: bool) -> None:
                     "not resumed:\n  " + "\n  ".join(diff) + "\nchoose another sweep.file= "
                     "(or out_dir=) or pass overwrite=true to start the sweep again"
                 )
+
+
+def _done_without_values(g: h5py.Group) -> str:
+    """What is wrong with a job group marked done (status 1) that lacks its values (every cell
+    done, each metric written somewhere: Outcome(DONE) always carries them); "" when nothing
+    is, or the job is not done. A file is checked against what it claims (issue 33): such a job
+    would be skipped on resume and reported as a row of NaN."""
+    if int(np.asarray(g["status"][()])) != DONE:
+        return ""
+    done = np.asarray(g["done"][()]) if isinstance(g.get("done"), h5py.Dataset) else None
+    if done is None or done.size == 0 or not np.all(done != 0):
+        return "is marked done but not every cell is (done is not all 1)"
+    for name in VALUE_NAMES:
+        node = g.get(name)
+        values = np.asarray(node[()]) if isinstance(node, h5py.Dataset) else None
+        if (
+            values is None
+            or not np.issubdtype(values.dtype, np.floating)
+            or np.all(np.isnan(values))
+        ):
+            return f"is marked done but holds no {name} values"
+    return ""
 
 
 def _create_job(f: h5py.File, spec: JobSpec) -> None:
@@ -282,6 +316,12 @@ def read_jobs(path: str | Path) -> list[dict[str, Any]]:
             )
         )
         for g in groups:
+            lie = _done_without_values(g)
+            if lie:
+                raise UserError(
+                    f"{path}: job {g.name} {lie}; rerun the sweep with overwrite=true (or "
+                    "remove the file) to remake it"
+                )
             metrics = g["metrics"][()]
             columns = [str(c) for c in g["metrics"].attrs.get("columns", METRIC_COLUMNS[:5])]
             row: dict[str, Any] = {

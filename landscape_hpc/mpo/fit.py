@@ -354,4 +354,39 @@ def _resume_from(
     optimizer.load_state_dict(ck["optimizer"])
     history = ck["history"].tolist() if "history" in ck else []
     losses = ck["pending_losses"].tolist() if "pending_losses" in ck else []
-    return plane, optimizer, int(ck["step"]), float(ck["seconds"]), history, losses
+    step = _checked_step(ck, path, history, opts)
+    return plane, optimizer, step, float(ck["seconds"]), history, losses
+
+
+def _checked_step(ck: Any, path: Path, history: list[list[float]], opts: FitOptions) -> int:
+    """The checkpoint's step, checked against what else it holds (issue 33: a file is checked
+    against what it claims): Adam's own step count (every fit step is one optimizer step) and
+    the history (a held-out check every eval_every steps, so the last row lies at most
+    eval_every - 1 steps behind). A UserError when they disagree: a checkpoint claiming 10^12
+    steps would otherwise end the fit with "nothing to do"."""
+    raw = ck["step"]
+    fix = "the file was edited or damaged; delete it or pass overwrite=true to start again"
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise UserError(f"{path}: its step {raw!r} is not a whole number >= 0; {fix}")
+    step = int(raw)
+    counts = [
+        float(state["step"])
+        for state in ck["optimizer"].get("state", {}).values()
+        if isinstance(state, dict) and "step" in state
+    ]
+    # Adam counts in float32 (exact to 2**24): allow its rounding beyond that
+    off = [c for c in counts if abs(c - step) > max(0.5, step * 2.0**-23)]
+    if off or (step > 0 and not counts):
+        adam = f"{off[0]:.0f}" if off else "no"
+        raise UserError(
+            f"{path}: its step {step} is not its optimizer's step count ({adam} Adam steps); {fix}"
+        )
+    if history:
+        last = int(history[-1][0])
+        if not last <= step < last + opts.eval_every:
+            raise UserError(
+                f"{path}: its step {step} does not match its history (last held-out check at "
+                f"step {last} of {len(history)} rows, one every eval_every={opts.eval_every}); "
+                f"{fix}"
+            )
+    return step

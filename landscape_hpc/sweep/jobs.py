@@ -54,12 +54,31 @@ def expand(grid: SweepConfig) -> list[SweepJob]:
             f"sweep.fill_probs: {', '.join(map(str, outside))} not in (0, 1); a fill probability "
             "is the chance that a cell is low-loss, e.g. sweep.fill_probs=[0.1,0.5,0.9]"
         )
-    return [
+    jobs = [
         SweepJob(str(m), float(p), int(s))
         for m in grid.models
         for p in grid.fill_probs
         for s in grid.seeds
     ]
+    check_keys_distinct(jobs)
+    return jobs
+
+
+def check_keys_distinct(jobs: list[SweepJob]) -> None:
+    """A UserError naming the values whose jobs share one key (one group of the sweep file, one
+    run folder): fill probabilities are written with 6 significant digits, so 0.5 and 0.5000001
+    are both fill_0.5 and one job would silently replace the other."""
+    by_key: dict[str, list[SweepJob]] = {}
+    for job in jobs:
+        by_key.setdefault(job.key, []).append(job)
+    for key, same in by_key.items():
+        if len(same) > 1:
+            fills = sorted({repr(j.fill_prob) for j in same})
+            raise UserError(
+                f"sweep.fill_probs: {' and '.join(fills)} collide: each is written as "
+                f"{key.split('/')[1]} (6 significant digits), so their jobs would share the "
+                f"group and folder {key}; give fill probabilities that differ within 6 digits"
+            )
 
 
 def job_config(base: MPOConfig, job: SweepJob) -> MPOConfig:

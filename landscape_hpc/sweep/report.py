@@ -81,10 +81,16 @@ def _row_from_metrics(path: Path, history_columns: Any, read_history_csv: Any) -
     job = m.get("job")
     if job is None or job.get("fill_prob") is None:
         return None  # not a random-mask run of this version: nothing to place in the table
+    fill = float(job["fill_prob"])
+    if not 0.0 < fill < 1.0:  # NaN and inf too (json reads NaN, Infinity)
+        raise UserError(
+            f"{path}: job.fill_prob={fill} is not a probability in (0, 1); the file was edited "
+            "or is not a metrics.json of python -m landscape_hpc.mpo: remove it or rerun that job"
+        )
     row: dict[str, Any] = {
         "model": job["model"],
         "bn": bool(job["bn"]),
-        "fill_prob": float(job["fill_prob"]),
+        "fill_prob": fill,
         "seed": int(job["seed"]),
         "status": "done",
         "converged": bool(m.get("converged", False)),
