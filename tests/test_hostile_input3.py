@@ -307,6 +307,28 @@ def _sweep_done_without_values(folder: Path) -> list[str]:
     return []
 
 
+def _config_text(make: Callable[[str], str]) -> Callable[[Path], list[str]]:
+    """s.h5 whose `config` attribute is make(its YAML)."""
+
+    def setup(folder: Path) -> list[str]:
+        import h5py
+
+        with h5py.File(folder / "s.h5", "r+") as f:
+            f.attrs["config"] = make(str(f.attrs["config"]))
+        return []
+
+    return setup
+
+
+def _billion_laughs(config: str) -> str:
+    """The config with model.laughs = 9^9 strings through nine nested aliases (~600 bytes)."""
+    lines = ["a: &a [" + ",".join(['"lol"'] * 9) + "]"]
+    for i in range(1, 9):
+        prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
+        lines.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\n" + config.replace("model:\n", "model:\n  laughs: *i\n", 1)
+
+
 #: a surface made from p.h5's directions (the last trajectory checkpoint as origin)
 LOAD_PCA = ["out=new.h5", "directions.load=p.h5", "model.checkpoint=traj/checkpoints/epoch_0002.pt"]
 CK = ["model.checkpoint=ck.pt"]
@@ -535,6 +557,17 @@ CASES = {
         ["sw/sweep.h5", "/jobs/mlp/fill_0.5/seed_1 is marked done but"],
         _sweep_done_without_values,
     ),
+    # rule 4: YAML from a file parsed with limits
+    "hessian_config_billion_laughs": Case(
+        hessian(),
+        ["surface=s.h5", "`config` attribute uses a YAML alias (*a, line 2)", "remake"],
+        _config_text(_billion_laughs),
+    ),
+    "hessian_config_too_large": Case(
+        hessian(),
+        ["surface=s.h5", "`config` attribute is 209", "bytes, over the 1048576"],
+        _config_text(lambda c: c + "\n#" + "x" * (2 << 20)),
+    ),
     "fifo_sweep_report_metrics": Case(
         ["sweep", "report", "."], ["metrics.json", NOT_REGULAR], _fifo("job/metrics.json")
     ),
@@ -631,3 +664,20 @@ def test_paths_rules_directly(tmp_path: Path) -> None:
     paths.check_no_alias({"out": tmp_path / "dd/new.h5"}, {"k": tmp_path / "d"})  # a sibling
     paths.check_no_alias({"out": tmp_path / "z"}, {"k": tmp_path / "x", "none": None})
     assert paths.printable("a\x1b[2Jb\x07") == "a\\x1b[2Jb\\x07"
+
+
+def test_stored_yaml_limits_directly() -> None:
+    """An anchor alone parses (only an alias is refused), an alias anywhere is refused before
+    anything is built, text over MAX_BYTES is refused, and text that is not YAML is
+    InvalidYAML (a UserError)."""
+    from landscape_hpc.errors import UserError
+    from landscape_hpc.files import stored_yaml
+
+    assert stored_yaml.load_limited("a: &x 1\nb: 2\n", "t") == {"a": 1, "b": 2}
+    with pytest.raises(UserError, match=r"t uses a YAML alias \(\*x, line 2\)"):
+        stored_yaml.load_limited("a: &x [1]\nb: *x\n", "t")
+    with pytest.raises(UserError, match="over the"):
+        stored_yaml.load_limited("#" * (stored_yaml.MAX_BYTES + 1), "t")
+    assert stored_yaml.load_limited("#" * (stored_yaml.MAX_BYTES - 1), "t") is None
+    with pytest.raises(stored_yaml.InvalidYAML, match="t is not valid YAML"):
+        stored_yaml.load_limited("a: [unclosed", "t")

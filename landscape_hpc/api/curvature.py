@@ -13,7 +13,6 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 import xarray as xr
-import yaml
 from torch import nn
 
 from landscape_hpc import parallel
@@ -23,6 +22,7 @@ from landscape_hpc.api.surface import state_sha256
 from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import Split, subset
 from landscape_hpc.errors import UserError
+from landscape_hpc.files import stored_yaml
 from landscape_hpc.files.directions import read_directions
 from landscape_hpc.files.hessian_maps import HessianMaps, add_to_report, read_maps
 from landscape_hpc.geometry.curvature import (
@@ -276,8 +276,10 @@ def _surface_loss(ds: xr.Dataset) -> str:
     if isinstance(ds.attrs.get("loss"), str):
         return ds.attrs["loss"]
     try:
-        stored = yaml.safe_load(str(ds.attrs.get("config", "")))
-    except yaml.YAMLError:
+        stored = stored_yaml.load_limited(
+            str(ds.attrs.get("config", "")), "the surface's `config` attribute"
+        )
+    except stored_yaml.InvalidYAML:
         return "ce"
     engine = stored.get("engine") if isinstance(stored, dict) else None
     return str(engine.get("loss", "ce")) if isinstance(engine, dict) else "ce"

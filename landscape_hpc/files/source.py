@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from landscape_hpc.config import DatasetConfig, ModelConfig
 from landscape_hpc.errors import UserError
-from landscape_hpc.files import hdf5
+from landscape_hpc.files import hdf5, stored_yaml
 from landscape_hpc.files.checkpoint import file_sha256
 from landscape_hpc.grid import Grid
 
@@ -116,16 +116,12 @@ def locate_checkpoint(
 def _stored_config(path: Path, raw: Any) -> dict[str, Any]:
     """The `config` attribute as plain data: YAML with a `model` and a `dataset` mapping, no
     interpolation (`${...}` would let the file read the environment or call resolvers)."""
-    import yaml
-
     text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
     try:
-        stored = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        reason = str(err).splitlines()[0]
+        stored = stored_yaml.load_limited(text, f"surface={path}: its `config` attribute")
+    except UserError as err:
         raise UserError(
-            f"surface={path}: its `config` attribute is not valid YAML ({reason}); remake the "
-            "surface file with python -m landscape_hpc.surface"
+            f"{err}; remake the surface file with python -m landscape_hpc.surface"
         ) from None
     if not isinstance(stored, dict) or not all(
         isinstance(stored.get(k), dict) for k in ("model", "dataset")
