@@ -143,3 +143,28 @@ def test_the_angle_a_width_subtends_from_the_origin() -> None:
     assert subtended_angle(theta, -along, 7.0) == pytest.approx(180.0)  # through the origin
     # the same Euclidean width is a smaller angle at a larger norm
     assert subtended_angle(10 * theta, across, 5.0) < subtended_angle(theta, across, 5.0)
+
+
+def test_labels_with_commas_and_quotes_read_back_through_csv(tmp_path: Path) -> None:
+    """width.csv and width_curves.csv are written by the csv module: a label holding a comma or
+    a quote is one field, so csv readers get the columns back (issue 33)."""
+    import csv
+
+    origin = _wedge_origin(tmp_path)
+    labels = ["lr=0.1, wd=0", 'say "flat"']
+    result = run_width(_width_cfg([origin, origin], tmp_path, labels=labels))
+    table, curves = write_width(result, tmp_path / "out")
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and {r["label"] for r in rows} == set(labels)
+    assert all(len(r) == 11 and None not in r for r in rows)  # no spilled fields
+    np.testing.assert_allclose([float(r["width"]) for r in rows], 0.35, atol=1e-5)
+    assert {r["optimum"] for r in rows} == {origin}
+    with open(curves, newline="") as f:
+        curve_rows = list(csv.DictReader(f))
+    assert len(curve_rows) == 2 * 6 * 11 and {r["label"] for r in curve_rows} == set(labels)
+    np.testing.assert_allclose(
+        [float(r["loss"]) for r in curve_rows if r["label"] == labels[0] and r["ray"] == "0"],
+        result.distances,
+        atol=1e-5,
+    )

@@ -28,6 +28,7 @@ width_curves.csv (loss and accuracy per ray and distance) and width.png to out_d
 
 from __future__ import annotations
 
+import csv
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,30 +270,46 @@ def widths_at(optima: Optima, cfg: WidthConfig, comm: Any = None) -> Optional[Wi
     )  # fmt: skip
 
 
+#: the columns of width.csv, one row per (optimum, ray)
+WIDTH_COLUMNS = (
+    "label", "optimum", "ray", "width", "crossed", "level", "loss_at_optimum", "max_loss",
+    "relative_width", "angle_deg", "optimum_norm",
+)  # fmt: skip
+
+
 def write_width(result: WidthResult, out_dir: Path) -> list[Path]:
+    """width.csv and width_curves.csv through the csv module: a label or an optimum's path
+    holding a comma or a quote is quoted, so every reader sees the same columns (issue 33)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / "width.csv"
-    with open(table, "w") as f:
-        f.write(
-            "label,optimum,ray,width,crossed,level,loss_at_optimum,max_loss,"
-            "relative_width,angle_deg,optimum_norm\n"
-        )
+    with open(table, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(WIDTH_COLUMNS)
         for o, label in enumerate(result.labels):
             for i in range(result.widths.shape[1]):
-                f.write(
-                    f"{label},{result.optima[o]},{i},{result.widths[o, i]:.6g},"
-                    f"{int(result.crossed[o, i])},{result.levels[o]:.6g},"
-                    f"{result.losses[o, i, 0]:.6g},{np.nanmax(result.losses[o, i]):.6g},"
-                    f"{result.relative[o, i]:.6g},{result.angles[o, i]:.6g},"
-                    f"{result.norms[o]:.6g}\n"
+                writer.writerow(
+                    [
+                        label,
+                        result.optima[o],
+                        i,
+                        f"{result.widths[o, i]:.6g}",
+                        int(result.crossed[o, i]),
+                        f"{result.levels[o]:.6g}",
+                        f"{result.losses[o, i, 0]:.6g}",
+                        f"{np.nanmax(result.losses[o, i]):.6g}",
+                        f"{result.relative[o, i]:.6g}",
+                        f"{result.angles[o, i]:.6g}",
+                        f"{result.norms[o]:.6g}",
+                    ]
                 )
     curves = out_dir / "width_curves.csv"
-    with open(curves, "w") as f:
-        f.write("label,ray,distance,loss,acc\n")
+    with open(curves, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["label", "ray", "distance", "loss", "acc"])
         for o, label in enumerate(result.labels):
             for i in range(result.losses.shape[1]):
                 for r, loss, acc in zip(result.distances, result.losses[o, i], result.accs[o, i]):
-                    f.write(f"{label},{i},{r:.6g},{loss:.6g},{acc:.6g}\n")
+                    writer.writerow([label, i, f"{r:.6g}", f"{loss:.6g}", f"{acc:.6g}"])
     return [table, curves]
 
 
