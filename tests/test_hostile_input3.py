@@ -681,3 +681,60 @@ def test_stored_yaml_limits_directly() -> None:
     assert stored_yaml.load_limited("#" * (stored_yaml.MAX_BYTES - 1), "t") is None
     with pytest.raises(stored_yaml.InvalidYAML, match="t is not valid YAML"):
         stored_yaml.load_limited("a: [unclosed", "t")
+
+
+def _ring_picture(mode: str, want: np.ndarray, scale: int = 4):
+    """A PIL image in `mode` of the cell pattern `want` (True = dark ring), `scale` pixels per
+    cell: the ring at 31% brightness; the rest white, or (modes with alpha) fully transparent
+    black, which composited onto white is white too."""
+    from PIL import Image
+
+    dark = np.kron(want, np.ones((scale, scale), dtype=bool))  # (H0, W0)
+    level8 = round(0.31 * 255)
+    if mode == "I;16":
+        return Image.fromarray(np.where(dark, round(0.31 * 65535), 65535).astype(np.uint16))
+    if mode == "L":
+        return Image.fromarray(np.where(dark, level8, 255).astype(np.uint8))
+    if mode == "1":  # no grey level: the ring is black
+        return Image.fromarray(~dark)
+    if mode == "P":
+        img = Image.fromarray(np.where(dark, 0, 1).astype(np.uint8), mode="P")
+        img.putpalette([level8] * 3 + [255] * 3)
+        return img
+    if mode == "P_transparent":
+        img = Image.fromarray(np.where(dark, 0, 1).astype(np.uint8), mode="P")
+        img.putpalette([level8] * 3 + [0] * 3)  # index 1 black, but transparent
+        img.info["transparency"] = 1
+        return img
+    if mode == "LA":
+        grey = np.where(dark, level8, 0)
+        alpha = np.where(dark, 255, 0)
+        return Image.fromarray(np.stack([grey, alpha], axis=-1).astype(np.uint8), mode="LA")
+    if mode == "RGBA":
+        rgb = np.where(dark[..., None], [level8, level8, level8], [0, 0, 0])
+        alpha = np.where(dark, 255, 0)[..., None]
+        return Image.fromarray(np.concatenate([rgb, alpha], axis=-1).astype(np.uint8))
+    assert mode == "RGB"
+    rgb = np.where(dark[..., None], [level8, level8, level8], [255, 255, 255])
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16", "1", "P", "P_transparent", "LA", "RGBA", "RGB"])
+def test_image_masks_are_read_at_their_bit_depth(mode: str, tmp_path: Path) -> None:
+    """Rule 8: a ring at 31% brightness (threshold 0.5) is dark whatever the PNG's mode: 8- and
+    16-bit grey, 1-bit, palette (with a transparent entry), grey and colour with alpha. A 16-bit
+    PNG converted straight to RGBA clipped to all white ("no low-loss cells")."""
+    from PIL import Image
+
+    from landscape_hpc.mpo.patterns import builtin_mask, image_mask
+
+    want = builtin_mask("ring", 10)
+    assert 0 < want.sum() < want.size
+    path = tmp_path / "ring.png"
+    _ring_picture(mode, want).save(path)
+    with Image.open(path) as img:  # the file keeps the mode (16-bit stays 16-bit)
+        assert img.mode == {"P_transparent": "P"}.get(mode, mode)
+    np.testing.assert_array_equal(image_mask(str(path), 10, threshold=0.5), want)
+    if mode != "1":  # a grey ring: lighter than a threshold of 0.3, so no ring at all
+        lighter = image_mask(str(path), 10, threshold=0.3)
+        np.testing.assert_array_equal(lighter, np.zeros_like(want))

@@ -148,7 +148,7 @@ def image_mask(
     try:
         with Image.open(file) as img:
             img.load()
-            rgba = img.convert("RGBA")
+            brightness = image_brightness(img)
     except FileNotFoundError:
         raise UserError(f"{prefix}path={path}: no such file; give an existing PNG or JPG") from None
     except Image.DecompressionBombError as err:
@@ -161,11 +161,42 @@ def image_mask(
             f"{prefix}path={path}: not a readable image ({err}); give a PNG or JPG file"
         ) from None
     h, w = _square_size(f"{prefix}size", size)
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    gray = Image.alpha_composite(white, rgba).convert("L").resize((w, h), Image.Resampling.BOX)
-    brightness = np.asarray(gray, dtype=np.float64) / 255.0  # (H, W), 0 = black
-    low_loss = brightness < float(threshold)
+    plane = Image.fromarray(brightness.astype(np.float32))  # mode F: no rounding to 8 bits
+    cells = np.asarray(plane.resize((w, h), Image.Resampling.BOX), dtype=np.float64)  # (H, W)
+    low_loss = cells < float(threshold)
     return ~low_loss if invert else low_loss
+
+
+#: the largest value of each integer grey mode (Pillow's names): 16-bit PNGs open as I;16
+_GREY_FULL_SCALE = {"1": 1.0, "L": 255.0, "I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0}
+_GREY_FULL_SCALE |= {"I;16N": 65535.0}
+
+
+def image_brightness(img: Any) -> np.ndarray:
+    """A PIL image's brightness (H0, W0) float64 in [0, 1], 0 = black, read at its own bit depth
+    (issue 33: a 16-bit PNG converted to RGBA clips every value above 255 to white): 1-bit, 8-
+    and 16-bit grey at their full scale, 32-bit integer grey (I) at 16 bits when its values fit
+    them, float grey (F) as given; palette, RGB(A), CMYK, ... through RGBA, with ITU-R 601 luma
+    (Pillow's "L"). Transparency (LA, PA, RGBA, a palette's) is composited onto white."""
+    mode = img.mode
+    alpha = None
+    if mode in _GREY_FULL_SCALE:
+        grey = np.asarray(img, dtype=np.float64) / _GREY_FULL_SCALE[mode]
+    elif mode == "I":
+        raw = np.asarray(img, dtype=np.float64)
+        grey = raw / (255.0 if raw.max(initial=0) <= 255 else 65535.0)
+    elif mode == "F":
+        grey = np.asarray(img, dtype=np.float64)
+    elif mode == "LA":
+        pair = np.asarray(img, dtype=np.float64) / 255.0  # (H0, W0, 2)
+        grey, alpha = pair[..., 0], pair[..., 1]
+    else:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float64) / 255.0  # (H0, W0, 4)
+        grey = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])
+        alpha = rgba[..., 3]
+    if alpha is not None:
+        grey = alpha * grey + (1.0 - alpha)  # onto white
+    return np.clip(np.nan_to_num(grey, nan=1.0), 0.0, 1.0)
 
 
 def make_mask(cfg: Any) -> np.ndarray:
