@@ -45,12 +45,15 @@ from landscape_hpc.engine.losses import (
 )
 from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.files.checkpoint import write_checkpoint
+from landscape_hpc.files.hdf5 import OutputLock
 from landscape_hpc.paths import check_no_alias
 from landscape_hpc.problem import load_problem
 
 log = logging.getLogger(__name__)
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+#: the lock file a run holds inside its out_dir while it trains
+TRAIN_LOCK = "train.lock"
 #: samples per forward pass when measuring accuracy (no gradients, so larger than training)
 EVAL_BATCH_SIZE = 1024
 
@@ -272,8 +275,20 @@ def check_outputs(cfg: TrainConfig) -> None:
 def _command(cfg: TrainConfig, comm: Any) -> None:
     check_config(cfg)  # before loading data, so a typo fails at once
     check_outputs(cfg)
-    problem = load_problem(cfg.model, cfg.dataset, resolve_device(cfg.device))
-    train(problem.model, problem.splits, cfg, Path(cfg.out_dir))
+    out_dir = Path(cfg.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"out_dir={out_dir} is a file, not a folder; choose another out_dir=")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"cannot create out_dir={out_dir} ({err.strerror}); choose another"
+        ) from None
+    # two runs into one folder would interleave one checkpoints/: the second is refused (the
+    # lock is keyed on the resolved folder, so a symlink to it shares it)
+    with OutputLock(out_dir, "out_dir", inside=TRAIN_LOCK):
+        problem = load_problem(cfg.model, cfg.dataset, resolve_device(cfg.device))
+        train(problem.model, problem.splits, cfg, out_dir)
 
 
 main = hydra_command("train", _command)

@@ -297,6 +297,7 @@ def _sweep_done_without_values(folder: Path) -> list[str]:
         timeout=TIMEOUT * 3,
     )
     assert r.returncode == 0, r.stderr[-2000:]
+    assert not (folder / "sw/sweep.h5.lock").exists()  # released at the end
     shutil.rmtree(folder / "run")
     with h5py.File(folder / "sw/sweep.h5", "r+") as f:
         g = f["jobs/mlp/fill_0.5/seed_1"]
@@ -328,6 +329,28 @@ def _billion_laughs(config: str) -> str:
         lines.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]")
     return "\n".join(lines) + "\n" + config.replace("model:\n", "model:\n  laughs: *i\n", 1)
 
+
+def _held(lock: str, link: tuple[str, str] | None = None) -> Callable[[Path], list[str]]:
+    """The lock file `lock` held by this process, as a running command holds it (its folder
+    made first); `link`: a symlink (name, target) made too."""
+
+    def setup(folder: Path) -> list[str]:
+        import fcntl
+        import socket
+
+        (folder / lock).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / lock, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        HELD.append(fd)
+        if link:
+            os.symlink(folder / link[1], folder / link[0])
+        return []
+
+    return setup
+
+
+TRAIN = ["train", *TINY, "epochs=1", "save_every=1"]
 
 #: a surface made from p.h5's directions (the last trajectory checkpoint as origin)
 LOAD_PCA = ["out=new.h5", "directions.load=p.h5", "model.checkpoint=traj/checkpoints/epoch_0002.pt"]
@@ -578,6 +601,25 @@ CASES = {
     "lock_through_symlink": Case(
         surface_cmd("out=link.h5", *CK), ["out=link.h5", "another run"], _lock_through_link
     ),
+    "train_locked": Case(
+        [*TRAIN, "out_dir=t"], ["out_dir=t", "another run", "t/train.lock"], _held("t/train.lock")
+    ),
+    "train_locked_through_symlink": Case(
+        [*TRAIN, "out_dir=link"],
+        ["out_dir=link", "another run", "t/train.lock"],
+        _held("t/train.lock", ("link", "t")),
+    ),
+    "train_out_dir_is_a_file": Case([*TRAIN, "out_dir=ck.pt"], ["out_dir=ck.pt is a file"]),
+    "sweep_locked": Case(
+        ["sweep", *SWEEP_TINY],
+        ["sweep.file=sw/sweep.h5", "another run", "sweep.h5.lock"],
+        _held("sw/sweep.h5.lock"),
+    ),
+    "sweep_locked_overwrite": Case(
+        ["sweep", *SWEEP_TINY, "overwrite=true"],
+        ["sweep.file=sw/sweep.h5", "another run"],
+        _held("sw/sweep.h5.lock"),
+    ),
     "lock_garbage": Case(surface_cmd(*CK), ["s.h5.lock", "pid N on HOST", "\\x1b"], _garbage_lock),
     "lock_is_directory": Case(surface_cmd(*CK), ["s.h5.lock", "out=s.h5"], _lock_dir),
 }
@@ -738,3 +780,21 @@ def test_image_masks_are_read_at_their_bit_depth(mode: str, tmp_path: Path) -> N
     if mode != "1":  # a grey ring: lighter than a threshold of 0.3, so no ring at all
         lighter = image_mask(str(path), 10, threshold=0.3)
         np.testing.assert_array_equal(lighter, np.zeros_like(want))
+
+
+def test_train_through_a_symlink_takes_and_releases_the_folders_lock(tmp_path: Path) -> None:
+    """A train run into out_dir=link (a symlink to t/) writes t/'s checkpoints, holding
+    t/train.lock, the lock a run into t/ itself takes, and removes it at the end."""
+    (tmp_path / "t").mkdir()
+    os.symlink(tmp_path / "t", tmp_path / "link")
+    r = subprocess.run(
+        [PYTHON, "-m", "landscape_hpc.train", *TRAIN[1:], "out_dir=link"]
+        + [f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "t/model.pt").is_file() and (tmp_path / "t/checkpoints").is_dir()
+    assert not (tmp_path / "t/train.lock").exists()

@@ -190,15 +190,25 @@ class OutputLock:
     run writing it, so two runs never compute into one file. `acquire()` refuses (UserError
     naming the pid and host) while another run holds it; a lock left by a dead process of this
     host is taken over with a note. Only one process (rank 0) takes it; `release()` removes it.
-    fcntl.flock: the kernel drops the lock of a process that dies, however it dies."""
+    fcntl.flock: the kernel drops the lock of a process that dies, however it dies.
 
-    def __init__(self, path: Path, key: str = "out") -> None:
+    `inside`: the output is a folder (train's out_dir) and the lock is the file of that name
+    inside it, `<folder>/<inside>`; the folder must exist."""
+
+    def __init__(self, path: Path, key: str = "out", inside: Optional[str] = None) -> None:
         self.target = Path(path)
         # keyed on the file, not the name: a symlink and its target share one lock
         real = Path(os.path.realpath(self.target))
-        self.path = real.with_name(real.name + ".lock")
+        self.path = real / inside if inside else real.with_name(real.name + ".lock")
         self.key = key
         self.fd: Optional[int] = None
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def acquire(self) -> None:
         import fcntl

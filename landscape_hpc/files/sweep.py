@@ -111,9 +111,10 @@ class JobSpec:
 class SweepFile:
     """An open sweep file. `SweepFile.open(...)` creates or resumes; close in `finally`."""
 
-    def __init__(self, f: h5py.File, collective: bool):
+    def __init__(self, f: h5py.File, collective: bool, lock: Optional[hdf5.OutputLock] = None):
         self.f = f
         self.collective = collective  # mpio: never flush outside collective calls
+        self.lock = lock  # held on rank 0 while the file is open
 
     @classmethod
     def open(
@@ -131,9 +132,18 @@ class SweepFile:
         same specs; gather: the file on rank 0, None on the others)."""
         path = Path(path)
         collective = collective and comm is not None
+        # two sweeps on one file (one with overwrite, or through a symlink) would both run:
+        # rank 0 takes the lock before it decides, as the surface file does
+        lock = hdf5.OutputLock(path, "sweep.file")
 
         def decide() -> bool:
-            _check_existing(path, specs, overwrite)
+            hdf5.check_writable(path, "sweep.file")
+            lock.acquire()
+            try:
+                _check_existing(path, specs, overwrite)
+            except BaseException:
+                lock.release()
+                raise
             return path.exists() and not overwrite
 
         def setup(f: h5py.File, resumed: bool) -> None:
@@ -144,8 +154,15 @@ class SweepFile:
                     _create_job(f, spec)
                 _fit_history(f[f"jobs/{spec.job.key}"], spec.history_rows)
 
-        f = hdf5.open_shared(path, comm, collective, decide, setup)
-        return None if f is None else cls(f, collective)
+        try:
+            f = hdf5.open_shared(path, comm, collective, decide, setup)
+        except BaseException:
+            lock.release()
+            raise
+        if f is None:
+            lock.release()
+            return None
+        return cls(f, collective, lock)
 
     def status(self, job: SweepJob) -> int:
         return int(self.f[f"jobs/{job.key}/status"][()])
@@ -182,7 +199,7 @@ class SweepFile:
             self.f.flush()  # one writer: hand the job to the OS now, so a killed run keeps it
 
     def close(self) -> None:
-        hdf5.close(self.f)
+        hdf5.close(self.f, self.lock)
 
 
 def _check_existing(path: Path, specs: list[JobSpec], overwrite: bool) -> None:
