@@ -224,7 +224,7 @@ def _typed(cfg: Any) -> Any:
     """The config as its dataclass. Every rank composes the same config, so its refusals are a
     SharedUserError (said once, by rank 0): a mandatory key left without a value, an
     interpolation that does not resolve (an unset variable, an unknown resolver, a cycle), a
-    float that is not finite."""
+    float that is not finite, a seed outside 0 to SEED_MAX."""
     from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
@@ -251,24 +251,53 @@ def _typed(cfg: Any) -> Any:
     for key, value in _floats(typed, ""):
         if not math.isfinite(value):
             raise SharedUserError(f"{key}={value} must be a finite number")
+    # the command line's own key first (seed=-1, not the model.init_seed=${seed} it sets)
+    for key, value in sorted(_seeds(typed, ""), key=lambda kv: kv[0].count(".")):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+            raise SharedUserError(
+                f"{key}={value} is outside the seeds this program takes, 0 to {SEED_MAX} "
+                "(2**32 - 1: the random generators and the streams derived from a seed, such "
+                "as seed + 1, stay within their range); give a seed in that range"
+            )
     return typed
+
+
+#: the largest seed a config may hold (issue 33, limits stated): torch's generators take up to
+#: 2**64 - 1 and numpy's none below 0, and a seed also derives others (seed + 1, seed + 2 for
+#: an MPO plane's vectors, seed · 1000003 + step for its batches), which must stay in range too
+SEED_MAX = 2**32 - 1
+#: config keys that hold seeds (sweep.seeds: a list of them)
+SEED_KEYS = ("seed", "init_seed", "seeds")
 
 
 def _floats(node: Any, prefix: str) -> list[tuple[str, float]]:
     """(key, value) of every float in a config dataclass, lists included (not the kwargs a
     model or data set builder takes: those are the builder's to check)."""
-    if isinstance(node, float):
-        return [(prefix, node)]
+    return [(k, v) for k, v in _leaves(node, prefix) if isinstance(v, float)]
+
+
+def _seeds(node: Any, prefix: str) -> list[tuple[str, Any]]:
+    """(key, value) of every seed (a key of SEED_KEYS, or an item of one) in a config."""
+    return [
+        (k, v)
+        for k, v in _leaves(node, prefix)
+        if k.rsplit(".", 1)[-1].split("[", 1)[0] in SEED_KEYS and v is not None
+    ]
+
+
+def _leaves(node: Any, prefix: str) -> list[tuple[str, Any]]:
+    """(key, value) of every value that is neither a list nor a dataclass in a config
+    dataclass (not inside the kwargs a model or data set builder takes)."""
     if isinstance(node, (list, tuple)):
-        return [kv for i, v in enumerate(node) for kv in _floats(v, f"{prefix}[{i}]")]
+        return [kv for i, v in enumerate(node) for kv in _leaves(v, f"{prefix}[{i}]")]
     if dataclasses.is_dataclass(node):
         return [
             kv
             for f in dataclasses.fields(node)
             if f.name != "kwargs"
-            for kv in _floats(getattr(node, f.name), f"{prefix}.{f.name}".lstrip("."))
+            for kv in _leaves(getattr(node, f.name), f"{prefix}.{f.name}".lstrip("."))
         ]
-    return []
+    return [(prefix, node)]
 
 
 def refuse_ranks_without_mpi4py() -> None:

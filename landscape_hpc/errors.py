@@ -30,6 +30,22 @@ class SharedUserError(UserError):
     parallel.on_master): printed once, by rank 0, and no rank needs to abort the others."""
 
 
+#: the most points along one axis of a sampled path (distances along a ray, positions along a
+#: tunnel): each is a full evaluation of the loss over the data, and 10^5 already resolves a
+#: path to 1e-5 of its length (issue 33, limits stated)
+MAX_PATH_POINTS = 100_000
+#: the most evaluations of the loss one geometry run is allowed (rays × distances × optima,
+#: grid points): each is at least a forward pass over the data, so 10^7 is days of work
+MAX_EVALUATIONS = 10_000_000
+
+
+def check_at_most(key: str, value: int, limit: int, why: str) -> None:
+    """A UserError naming `key` when `value` exceeds `limit`; `why` says what the bound keeps
+    in check (memory, time)."""
+    if value > limit:
+        raise UserError(f"{key}={value} is over the limit of {limit}: {why}; give a smaller {key}")
+
+
 def check_choice(key: str, value: str, allowed: tuple[str, ...] | list[str]) -> str:
     """Raises a UserError naming `key` and the valid values when `value` is not one of them."""
     if value not in allowed:

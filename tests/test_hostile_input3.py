@@ -8,6 +8,16 @@
                                never echoed raw; a lock path that is a directory is one line
   Hydra's failures one line    an interpolation that does not resolve (unset variable, cycle,
                                unknown resolver) names its key
+  non-finite inputs            trajectories (missing epoch, 2-D x, string lr, NaN), grid bounds
+                               whose coordinates overflow, a fill probability of inf or NaN
+  files checked on resume      a surface's coordinates, float64 metrics, fingerprint type,
+                               NaN-on-one-split done points; an MPO checkpoint's step; a sweep
+                               job done without values; sweep job keys that collide
+  YAML with limits             a stored config with aliases (billion laughs) or over 1 MiB
+  limits stated                seeds outside 0..2**32-1; huge resolution, dense, n_dense,
+                               n_segments, n_distances and rays × distances
+  locks for every writer       train's out_dir and the sweep file, through symlinks too
+  images at their bit depth    1-bit, 8/16-bit grey, palette, alpha (a direct test per mode)
 
 Every case: exit 2, one `error:` line with the needles, no traceback, within the timeout, and
 every file of the folder byte-identical afterwards (the harness of tests/test_hostile_input.py).
@@ -619,6 +629,49 @@ CASES = {
         ["sweep", *SWEEP_TINY, "overwrite=true"],
         ["sweep.file=sw/sweep.h5", "another run"],
         _held("sw/sweep.h5.lock"),
+    ),
+    # rule 6: limits stated and enforced
+    "seed_beyond_generator_surface": Case(
+        surface_cmd("out=new.h5", "directions.seed=18446744073709551616", *CK),
+        ["directions.seed=18446744073709551616 is outside", "0 to 4294967295", "seed + 1"],
+    ),
+    "seed_negative_train": Case([*TRAIN, "seed=-1"], ["seed=-1 is outside", "0 to 4294967295"]),
+    "seed_beyond_stream_mpo": Case(
+        ["mpo", *MPO_TINY, "seed=99999999999999", "steps=1", "out_dir=job"],
+        ["seed=99999999999999 is outside"],
+    ),
+    "seed_in_sweep_list": Case(
+        ["sweep", *SWEEP_TINY, "sweep.seeds=[1,4294967296]"], ["sweep.seeds[1]=4294967296"]
+    ),
+    "connector_resolution_huge": Case(
+        ["geometry", "connector", *TINY, "optima=[ck.pt,ck.pt,ck.pt]", "resolution=1000000"],
+        ["resolution=1000000", "500001500001 grid points", "limit of 2000"],
+    ),
+    "connector_dense_huge": Case(
+        ["geometry", "connector", *TINY, "optima=[ck.pt,ck.pt,ck.pt]", "resolution=20"]
+        + ["dense=100"],
+        ["dense=100", "2003001 dense points", "3.45 GiB"],
+    ),
+    "tunnel_n_dense_huge": Case(
+        ["geometry", "tunnel", *TINY, "optima=[ck.pt,ck.pt]", "n_dense=1000000000"],
+        ["n_dense=1000000000 is over the limit of 100000", "full evaluation"],
+    ),
+    "tunnel_n_segments_huge": Case(
+        ["geometry", "tunnel", *TINY, "optima=[ck.pt,ck.pt]", "n_segments=100000"],
+        ["n_segments=100000 is over the limit of 1000"],
+    ),
+    "width_n_distances_huge": Case(
+        ["geometry", "width", *TINY, "optima=[ck.pt]", "n_distances=1000000000"],
+        ["n_distances=1000000000 is over the limit of 100000"],
+    ),
+    "width_evaluations_huge": Case(
+        ["geometry", "width", *TINY, "optima=[ck.pt]", "n_distances=100000"]
+        + ["n_directions=1000"],
+        ["1 × 1000 × 100000 = 100000000 evaluations", "limit of 10000000"],
+    ),
+    "short_dirs_n_distances_huge": Case(
+        ["geometry", "tunnel", *TINY, "optima=[ck.pt,ck.pt]", "short_dirs.n_distances=200000"],
+        ["short_dirs.n_distances=200000 is over the limit of 100000"],
     ),
     "lock_garbage": Case(surface_cmd(*CK), ["s.h5.lock", "pid N on HOST", "\\x1b"], _garbage_lock),
     "lock_is_directory": Case(surface_cmd(*CK), ["s.h5.lock", "out=s.h5"], _lock_dir),

@@ -28,6 +28,7 @@ short_dirs.png.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -36,7 +37,7 @@ import numpy as np
 
 from landscape_hpc import parallel
 from landscape_hpc.config import ConnectorConfig
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import MAX_EVALUATIONS, UserError
 from landscape_hpc.geometry import short_dirs
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import (
@@ -47,6 +48,11 @@ from landscape_hpc.geometry.hull import (
     write_metrics_csv,
 )
 from landscape_hpc.geometry.hyperplane import simplex_grid, simplex_interpolation
+
+#: the most points of the connector's simplex grid (optimised ones and the optima)
+MAX_GRID_POINTS = 2000
+#: the most memory of the dense grid's interpolation weights (dense points × grid points)
+MAX_DENSE_BYTES = 1 << 30
 
 
 @dataclass
@@ -79,6 +85,22 @@ def check_config(cfg: ConnectorConfig) -> None:
         )
     if cfg.dense < 0:
         raise UserError(f"dense={cfg.dense} must be 0 (the grid only) or a positive integer")
+    # counted, never built: the grid holds C(resolution + m - 1, m - 1) points
+    points = math.comb(cfg.resolution + m - 1, m - 1)
+    if points > MAX_GRID_POINTS:
+        raise UserError(
+            f"resolution={cfg.resolution} with {m} optima makes {points} grid points, over the "
+            f"limit of {MAX_GRID_POINTS}: each inner point is optimised, and their deviations "
+            "are a points × points matrix; give a smaller resolution"
+        )
+    fine = math.comb(cfg.resolution * cfg.dense + m - 1, m - 1) if cfg.dense else 0
+    if fine * points * 8 > MAX_DENSE_BYTES or fine > MAX_EVALUATIONS:
+        raise UserError(
+            f"dense={cfg.dense} at resolution={cfg.resolution} makes {fine} dense points, whose "
+            f"interpolation weights alone take {fine * points * 8 / 2**30:.3g} GiB (limit "
+            f"{MAX_DENSE_BYTES / 2**30:g} GiB; each point is also an evaluation of the loss); "
+            "give a smaller dense"
+        )
     short_dirs.check_config(cfg.short_dirs, list(cfg.splits))
 
 

@@ -37,7 +37,7 @@ from landscape_hpc.config import HullConfig, ShortDirsConfig
 from landscape_hpc.engine.evaluate import evaluate_points
 from landscape_hpc.engine.flat import LossFn
 from landscape_hpc.engine.subspace import Subspace
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import MAX_EVALUATIONS, MAX_PATH_POINTS, UserError, check_at_most
 from landscape_hpc.geometry.hull import HullJob
 from landscape_hpc.geometry.hyperplane import stream_seed
 from landscape_hpc.geometry.width import crossing_distance, random_unit_direction
@@ -108,6 +108,14 @@ def check_config(cfg: ShortDirsConfig, splits: list[str]) -> None:
         raise UserError(f"short_dirs.r_max={cfg.r_max} must be positive")
     if cfg.n_distances < 2:
         raise UserError(f"short_dirs.n_distances={cfg.n_distances} must be at least 2")
+    why = "each is a full evaluation of the loss over the data, along every direction"
+    check_at_most("short_dirs.n_distances", cfg.n_distances, MAX_PATH_POINTS, why)
+    evaluations = cfg.n_directions * cfg.n_distances
+    if evaluations > MAX_EVALUATIONS:
+        raise UserError(
+            f"short_dirs.n_directions × short_dirs.n_distances = {evaluations} evaluations at "
+            f"every point, over the limit of {MAX_EVALUATIONS}; give fewer of either"
+        )
     if not cfg.threshold > 0:
         raise UserError(
             f"short_dirs.threshold={cfg.threshold} must be positive (the rise of the loss above "

@@ -37,7 +37,7 @@ import torch
 from landscape_hpc import parallel
 from landscape_hpc.config import TunnelConfig
 from landscape_hpc.connectivity import loss_barrier
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import MAX_PATH_POINTS, UserError, check_at_most
 from landscape_hpc.geometry import short_dirs
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import (
@@ -48,6 +48,11 @@ from landscape_hpc.geometry.hull import (
     write_metrics_csv,
 )
 from landscape_hpc.geometry.hyperplane import cosine_matrix, hat_weights, segment_positions
+
+#: the most segments of a tunnel: each inner point is a full optimisation in its hyperplane
+MAX_SEGMENTS = 1000
+_EVALUATED = "each position is a full evaluation of the loss over the data, on both paths"
+_OPTIMISED = "each inner point is optimised in its own hyperplane, one after the other"
 
 
 @dataclass
@@ -86,6 +91,8 @@ def check_config(cfg: TunnelConfig) -> None:
         raise UserError(f"n_segments={cfg.n_segments} must be at least 2 (one inner point)")
     if cfg.n_dense < 2:
         raise UserError(f"n_dense={cfg.n_dense} must be at least 2")
+    check_at_most("n_dense", cfg.n_dense, MAX_PATH_POINTS, _EVALUATED)
+    check_at_most("n_segments", cfg.n_segments, MAX_SEGMENTS, _OPTIMISED)
     short_dirs.check_config(cfg.short_dirs, list(cfg.splits))
 
 

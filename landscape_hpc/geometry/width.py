@@ -44,7 +44,13 @@ from landscape_hpc.directions import normalize_direction
 from landscape_hpc.engine.evaluate import check_engine, evaluate_points
 from landscape_hpc.engine.flat import LossFn
 from landscape_hpc.engine.subspace import Subspace
-from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.errors import (
+    MAX_EVALUATIONS,
+    MAX_PATH_POINTS,
+    UserError,
+    check_at_most,
+    check_choice,
+)
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import Optima, load_optima
 from landscape_hpc.geometry.hyperplane import stream_seed
@@ -210,6 +216,16 @@ def check_config(cfg: WidthConfig) -> list[str]:
         raise UserError(f"n_directions={cfg.n_directions} must be at least 1")
     if cfg.n_distances < 2:
         raise UserError(f"n_distances={cfg.n_distances} must be at least 2")
+    why = "each is a full evaluation of the loss over the data (at every ray of every optimum)"
+    check_at_most("n_distances", cfg.n_distances, MAX_PATH_POINTS, why)
+    evaluations = len(cfg.optima) * cfg.n_directions * cfg.n_distances
+    if evaluations > MAX_EVALUATIONS:
+        raise UserError(
+            f"optima × n_directions × n_distances = {len(cfg.optima)} × {cfg.n_directions} × "
+            f"{cfg.n_distances} = {evaluations} evaluations of the loss, over the limit of "
+            f"{MAX_EVALUATIONS} (each a forward pass over the data); give fewer n_directions "
+            "or n_distances"
+        )
     if not cfg.r_max > 0:
         raise UserError(f"r_max={cfg.r_max} must be positive")
     if cfg.threshold_kind == "above_optimum" and not cfg.threshold > 0:
