@@ -159,7 +159,7 @@ def test_labels_with_commas_and_quotes_read_back_through_csv(tmp_path: Path) -> 
     assert len(rows) == 12 and {r["label"] for r in rows} == set(labels)
     assert all(len(r) == 11 and None not in r for r in rows)  # no spilled fields
     np.testing.assert_allclose([float(r["width"]) for r in rows], 0.35, atol=1e-5)
-    assert {r["optimum"] for r in rows} == {origin}
+    assert {r["optimum"] for r in rows} == {origin} and {r["crossed"] for r in rows} == {"1"}
     with open(curves, newline="") as f:
         curve_rows = list(csv.DictReader(f))
     assert len(curve_rows) == 2 * 6 * 11 and {r["label"] for r in curve_rows} == set(labels)

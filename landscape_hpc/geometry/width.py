@@ -303,21 +303,12 @@ def write_width(result: WidthResult, out_dir: Path) -> list[Path]:
         writer.writerow(WIDTH_COLUMNS)
         for o, label in enumerate(result.labels):
             for i in range(result.widths.shape[1]):
-                writer.writerow(
-                    [
-                        label,
-                        result.optima[o],
-                        i,
-                        f"{result.widths[o, i]:.6g}",
-                        int(result.crossed[o, i]),
-                        f"{result.levels[o]:.6g}",
-                        f"{result.losses[o, i, 0]:.6g}",
-                        f"{np.nanmax(result.losses[o, i]):.6g}",
-                        f"{result.relative[o, i]:.6g}",
-                        f"{result.angles[o, i]:.6g}",
-                        f"{result.norms[o]:.6g}",
-                    ]
-                )
+                values = (
+                    result.widths[o, i], int(result.crossed[o, i]), result.levels[o],
+                    result.losses[o, i, 0], np.nanmax(result.losses[o, i]),
+                    result.relative[o, i], result.angles[o, i], result.norms[o],
+                )  # fmt: skip
+                writer.writerow([label, result.optima[o], i, *(f"{v:.6g}" for v in values)])
     curves = out_dir / "width_curves.csv"
     with open(curves, "w", newline="") as f:
         writer = csv.writer(f)
