@@ -590,6 +590,36 @@ CASES = {
         ["sw/sweep.h5", "/jobs/mlp/fill_0.5/seed_1 is marked done but"],
         _sweep_done_without_values,
     ),
+    "hessian_coordinates_over_small_metrics": Case(
+        hessian(),
+        ["surface=s.h5", "has shape (3, 3) but the coordinates make a grid of (10000, 10000)"],
+        _resumed(
+            lambda f: [
+                f.__delitem__("xcoordinates"),
+                f.__delitem__("ycoordinates"),
+                f.create_dataset("xcoordinates", data=np.linspace(-1, 1, 10_000)),
+                f.create_dataset("ycoordinates", data=np.linspace(-1, 1, 10_000)),
+            ]
+        ),
+    ),
+    "hessian_lanczos_report_not_json": Case(
+        hessian(),
+        ["Hessian maps in s.h5 cannot be read", "overwrite=true"],
+        _resumed(
+            lambda f: f.create_dataset("max_eig", data=np.zeros((3, 3))).attrs.create(
+                "lanczos", "{not json"
+            )
+        ),
+    ),
+    "hessian_lanczos_report_json_list": Case(
+        hessian(),
+        ["Hessian maps in s.h5 cannot be read", "lanczos report attribute is a JSON list"],
+        _resumed(
+            lambda f: f.create_dataset("max_eig", data=np.zeros((3, 3))).attrs.create(
+                "lanczos", "[1, 2]"
+            )
+        ),
+    ),
     # rule 4: YAML from a file parsed with limits
     "hessian_config_billion_laughs": Case(
         hessian(),

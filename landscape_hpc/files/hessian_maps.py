@@ -149,8 +149,15 @@ def _check_settings(path: Path, fingerprint: dict[str, Any]) -> None:
             if MAX_EIG not in f:
                 return
             raw = f[MAX_EIG].attrs.get(FINGERPRINT_ATTR)
+            raw_report = f[MAX_EIG].attrs.get(REPORT_ATTR)
         stored = json.loads(raw) if raw is not None else {}
-    except hdf5.DAMAGED as err:  # json's errors are ValueErrors
+        # the report is added to at every point: one that is not a JSON object would be
+        # written over (or end the run half way), so it is checked before anything is written
+        report = json.loads(raw_report) if raw_report is not None else {}
+        for what, value in (("settings", stored), (f"{REPORT_ATTR} report", report)):
+            if not isinstance(value, dict):
+                raise ValueError(f"its {what} attribute is a JSON {type(value).__name__}")
+    except (*hdf5.DAMAGED, TypeError) as err:  # json's errors are ValueErrors
         raise UserError(
             f"the Hessian maps in {path} cannot be read ({str(err).splitlines()[0]}); pass "
             "overwrite=true to recompute them (other datasets are kept)"

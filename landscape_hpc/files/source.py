@@ -62,6 +62,9 @@ def read_surface_source(
                 )
             x = hdf5.read_array(f, "xcoordinates", path)
             y = hdf5.read_array(f, "ycoordinates", path) if "ycoordinates" in f else None
+            _check_grid(f, path, x, y)
+        except UserError:  # a ValueError too, already naming the file
+            raise
         except hdf5.DAMAGED as err:
             raise hdf5.damaged(f"surface={path}", "its grid and config", err) from None
     stored = _stored_config(path, attrs["config"])
@@ -89,6 +92,34 @@ def read_surface_source(
         str(attrs.get("checkpoint", "")),
         str(attrs.get("checkpoint_sha256", "")),
     )
+
+
+def _check_grid(f: Any, path: Path, x: Any, y: Any) -> None:
+    """The axes are 1D arrays of finite numbers and every grid dataset (metrics, done) has
+    their shape (issue 33: a file is checked against what it claims; coordinates edited to
+    10^4 × 10^4 over 5 × 5 metrics would start 10^8 Hessian points)."""
+    axes = {"xcoordinates": x, **({} if y is None else {"ycoordinates": y})}
+    for name, values in axes.items():
+        values = np.asarray(values)
+        if (
+            values.ndim != 1
+            or values.size == 0
+            or not np.issubdtype(values.dtype, np.number)
+            or not np.all(np.isfinite(values))
+        ):
+            raise UserError(
+                f"surface={path}: {name} is not a 1D array of finite numbers (shape "
+                f"{values.shape}, {values.dtype}); remake the surface file"
+            )
+    shape = (len(x),) if y is None else (len(y), len(x))
+    for name in f:
+        if name == "done" or name.endswith(("_loss", "_acc")):
+            node = f[name]
+            if getattr(node, "shape", shape) != shape:
+                raise UserError(
+                    f"surface={path}: {name} has shape {node.shape} but the coordinates make "
+                    f"a grid of {shape}: the file was edited or damaged; remake the surface file"
+                )
 
 
 def locate_checkpoint(
