@@ -673,6 +673,10 @@ CASES = {
     "seed_in_sweep_list": Case(
         ["sweep", *SWEEP_TINY, "sweep.seeds=[1,4294967296]"], ["sweep.seeds[1]=4294967296"]
     ),
+    "sweep_steps_huge": Case(
+        ["sweep", *SWEEP_TINY, "steps=1000000000000000"],
+        ["steps=1000000000000000", "held-out rows per job", "limit 1 GiB", "fewer steps"],
+    ),
     "connector_resolution_huge": Case(
         ["geometry", "connector", *TINY, "optima=[ck.pt,ck.pt,ck.pt]", "resolution=1000000"],
         ["resolution=1000000", "500001500001 grid points", "limit of 2000"],

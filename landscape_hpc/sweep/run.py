@@ -27,6 +27,7 @@ from landscape_hpc.config import MPOConfig
 from landscape_hpc.data import Split, dataset_attrs, load_dataset
 from landscape_hpc.devices import rank_device
 from landscape_hpc.engine.batchnorm import has_bn
+from landscape_hpc.errors import UserError
 from landscape_hpc.files import hdf5
 from landscape_hpc.files.plane import PLANE_FILE, write_plane
 from landscape_hpc.files.sweep import DONE, FAILED, PENDING, JobSpec, Outcome, SweepFile
@@ -54,7 +55,9 @@ def check_jobs(cfg: MPOConfig) -> list[tuple[SweepJob, MPOConfig, np.ndarray]]:
     """The grid, each job with its config and mask, checked: a UserError before any job starts
     (e.g. a small mask at a low fill_prob that has no low-loss cell)."""
     checked = []
-    for job in expand(cfg.sweep):
+    jobs = expand(cfg.sweep)
+    check_history_size(cfg, len(jobs))
+    for job in jobs:
         job_cfg = job_config(cfg, job)
         checked.append((job, job_cfg, check_config(job_cfg)))
     return checked
@@ -78,6 +81,26 @@ def job_specs(
         )
         for job, job_cfg, mask in checked
     ]
+
+
+#: the most memory the sweep file's history datasets may take, all jobs together: each job's
+#: rows are allocated before it starts and written whole when it ends
+MAX_HISTORY_BYTES = 1 << 30
+
+
+def check_history_size(cfg: MPOConfig, n_jobs: int) -> None:
+    """A UserError with the estimate when `steps` would make the history datasets larger than
+    MAX_HISTORY_BYTES (steps=10^15 pre-allocated 10^13 rows per job)."""
+    if cfg.eval_every <= 0:
+        return  # check_config names eval_every
+    size = n_jobs * history_rows(cfg) * len(HISTORY_COLUMNS) * 8
+    if size > MAX_HISTORY_BYTES:
+        raise UserError(
+            f"steps={cfg.steps} with eval_every={cfg.eval_every} makes {history_rows(cfg)} "
+            f"held-out rows per job, {size / 2**30:.3g} GiB over {n_jobs} job(s) in the sweep "
+            f"file (limit {MAX_HISTORY_BYTES / 2**30:g} GiB: each job's rows are allocated "
+            "before it starts); give fewer steps or a larger eval_every"
+        )
 
 
 def history_rows(cfg: MPOConfig) -> int:
