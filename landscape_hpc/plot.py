@@ -1,8 +1,7 @@
 """Figures of surfaces (Li et al. 2018 figures; the MPO paper's log-scale heat maps).
 
-Library functions take arrays and a matplotlib Axes; files are read through
-files/surface_read.py (`read_surface`), and only the command (and `plot_surface_file`) saves
-figures.
+Library functions take arrays and a matplotlib Axes; files are read through files/surface_read.py
+(`read_surface`); only the command (and `plot_surface_file`) saves figures.
 
     python -m landscape_hpc.plot runs/demo/surface/surface.h5                 # every 2D kind
     python -m landscape_hpc.plot s.h5 --kind contour --vmin 0.1 --vmax 10 --vlevel 0.5
@@ -11,12 +10,12 @@ figures.
     python -m landscape_hpc.plot s.h5 --kind vtp --log --zmax 10              # ParaView
     python -m landscape_hpc.plot a.h5 b.h5 --kind 1d --log --out figs/        # 1D overlaid
     python -m landscape_hpc.plot pca.h5 --kind animation   # the PCA path as a GIF (plot_animation)
+    python -m landscape_hpc.plot s.h5 --kind html    # offline HTML to turn and hover (plot_html)
 
 A surface along PCA directions (directions.kind=pca) also holds the projected training
 trajectory: 2D contour, filled and heat-map plots draw it as a line with dots, red where the
 learning rate dropped, and label the axes with the variance each direction explains (Li et al.
-2018, fig. 9). It reads loss-landscape's surface files too: their -1 "not computed" sentinel
-shows as missing.
+2018, fig. 9). It reads loss-landscape's surface files too (their -1 sentinel: missing).
 """
 
 from __future__ import annotations
@@ -35,15 +34,15 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 
-from landscape_hpc import plot_animation
+from landscape_hpc import plot_animation, plot_html
 from landscape_hpc.cli import exit_status
 from landscape_hpc.errors import UserError
-from landscape_hpc.files.surface_read import Surface, read_surface
+from landscape_hpc.files.surface_read import Surface, read_attrs, read_surface
 from landscape_hpc.files.vtp import surface_heights, write_vtp
 from landscape_hpc.paths import check_no_alias
 
 KINDS_2D = ("contour", "filled", "heatmap", "3d")
-KINDS = ("auto", "1d", *KINDS_2D, "vtp", "animation", "all")
+KINDS = ("auto", "1d", *KINDS_2D, "vtp", "animation", "html", "all")
 FORMATS = ("png", "pdf", "svg", "gif", "mp4")  # gif, mp4: --kind animation only
 _LABELS = {"loss": "loss", "acc": "accuracy (%)", "ppl": "perplexity"}
 #: the most contour levels --vlevel may ask for (matplotlib takes minutes over 100,000)
@@ -291,6 +290,9 @@ def plot_files(paths: Sequence[str | Path], opts: argparse.Namespace) -> list[Pa
             print(f"note: {s.path}: {m} has no finite value (not computed for this model); skipped")
             del s.metrics[m]
     written: list[Path] = []
+    for s in surfaces if "html" in kinds else []:  # 2D: surface + contours; 1D: curves
+        fig = plot_html.surface_figure(s, read_attrs(s.path))
+        written.append(plot_html.write(fig, _target(out / f"{s.path.stem}_surface.html", opts)))
     if "1d" in kinds:
         if not one_d:
             raise UserError("--kind 1d needs 1D surface files (made with grid.y=null)")

@@ -3,11 +3,14 @@ the vtk package where it is installed), binary, missing points as holes."""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
-from landscape_hpc import plot
 from landscape_hpc.files.vtp import HIDDEN_POINT, read_vtp, write_vtp
+
+plot = importlib.import_module("landscape_hpc.plot")  # the command (lh.plot: the function)
 
 X = np.linspace(-1, 1, 5)
 Y = np.linspace(-0.5, 0.5, 3)
