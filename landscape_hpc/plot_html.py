@@ -141,7 +141,12 @@ def figure(
     fig.update_layout(
         title=dict(text=title, x=0.5, xanchor="center", y=0.98),
         scene_camera=dict(eye=dict(x=1.5, y=-1.5, z=0.9)),  # matplotlib's azim -60, elev 30
-        scene=dict(xaxis_title=axis_titles[0], yaxis_title=axis_titles[1], zaxis_title=names[0]),
+        scene=dict(
+            xaxis_title=axis_titles[0],
+            yaxis_title=axis_titles[1],
+            zaxis_title=names[0],
+            aspectmode="cube",  # a long x range does not flatten the surface
+        ),
         xaxis=dict(title=dict(text=axis_titles[0])),
         yaxis=dict(title=dict(text=axis_titles[1])),
         legend=dict(x=0.56, y=-0.12, orientation="h"),
