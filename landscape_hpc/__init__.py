@@ -38,6 +38,7 @@ _FACE = {
     "save": "landscape_hpc.api.results",
     "load": "landscape_hpc.api.results",
     "plot": "landscape_hpc.api.plot",
+    "project": "landscape_hpc.api.project",
     "random_directions": "landscape_hpc.api.directions",
     "pca_directions": "landscape_hpc.api.directions",
     "save_directions": "landscape_hpc.api.directions",

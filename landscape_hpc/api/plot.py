@@ -4,12 +4,14 @@
     lh.plot("s.h5", kind="html", out="s.html")      # the same file as the plot command's
     dirs, path = lh.pca_directions(states)
     fig = lh.plot(lh.surface(model, data, directions=dirs), kind="html", path=path)
+    lh.plot("pca.h5", paths=lh.project("pca.h5", runs=["runs/adam", "runs/sgd"]))  # more runs
 
 The same code path as `python -m landscape_hpc.plot s.h5 --kind html` (plot_html.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,6 +32,7 @@ def plot(
     out: Optional[str | Path] = None,
     metric: Optional[list[str]] = None,
     path: Any = None,
+    paths: Optional[Mapping[str, Any]] = None,
 ) -> Any:
     """The interactive figure of a surface (plotly; the `[html]` extra).
 
@@ -44,6 +47,8 @@ def plot(
         path: the projected trajectory of `lh.pca_directions` (its `coords`, `epochs`, `lrs`,
             `explained_variance_ratio`), drawn on a Dataset's contours; a surface file made
             along PCA directions holds its own.
+        paths: more paths on the contours, with a legend: `lh.project`'s result ({label:
+            ProjectedTrajectory}) or {label: (x, y)}.
 
     Returns:
         the plotly Figure (`fig.show()`, `fig.write_html(...)`).
@@ -66,12 +71,21 @@ def plot(
         if missing:
             raise UserError(f"metric={missing} is not in the surface; it has {sorted(s.metrics)}")
         s.metrics = {m: s.metrics[m] for m in metric}
-    fig = plot_html.surface_figure(s, attrs)
+    drawn = {str(k): _xy(v) for k, v in paths.items()} if paths else None
+    fig = plot_html.surface_figure(s, attrs, drawn)
     if out is not None:
         if isinstance(source, (str, Path)):
             check_no_alias({"out": Path(out)}, {"source": Path(source)})
         plot_html.write(fig, out)
     return fig
+
+
+def _xy(path: Any) -> tuple[np.ndarray, np.ndarray]:
+    coords = path.coords if hasattr(path, "coords") else np.column_stack(path)
+    coords = np.asarray(coords, np.float64)
+    if coords.ndim != 2 or coords.shape[1] < 2:
+        raise UserError(f"paths=: a path of shape {coords.shape}; give (x, y) or lh.project's")
+    return coords[:, 0], coords[:, 1]
 
 
 def _from_dataset(ds: xr.Dataset) -> Surface:
