@@ -11,6 +11,7 @@ Library functions take arrays and a matplotlib Axes; files are read through file
     python -m landscape_hpc.plot a.h5 b.h5 --kind 1d --log --out figs/        # 1D overlaid
     python -m landscape_hpc.plot pca.h5 --kind animation   # the PCA path as a GIF (plot_animation)
     python -m landscape_hpc.plot s.h5 --kind html    # offline HTML to turn and hover (plot_html)
+    python -m landscape_hpc.plot pca.h5 --trajectory runs/adam    # other runs' paths (plot_paths)
 
 A surface along PCA directions (directions.kind=pca) also holds the projected training
 trajectory: 2D contour, filled and heat-map plots draw it as a line with dots, red where the
