@@ -140,10 +140,11 @@ def figure(
     extra = _paths(go, fig, trajectory, paths)
     fig.update_layout(
         title=dict(text=title, x=0.5, xanchor="center", y=0.98),
-        scene_camera=dict(eye=dict(x=1.5, y=-1.5, z=0.9)),  # matplotlib's azim -60, elev 30
+        scene_camera=dict(eye=dict(x=1.7, y=-1.7, z=1.0)),  # matplotlib's azim -60, elev 30
         scene=dict(
-            xaxis_title=axis_titles[0],
-            yaxis_title=axis_titles[1],
+            # the 3D view's room is short: "x: PC1 (64.0%)"
+            xaxis_title=axis_titles[0].replace(" of the variance", ""),
+            yaxis_title=axis_titles[1].replace(" of the variance", ""),
             zaxis_title=names[0],
             aspectmode="cube",  # a long x range does not flatten the surface
         ),
