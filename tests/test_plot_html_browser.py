@@ -1,7 +1,8 @@
 """The HTML figure opened as a person would: in a real headless Chromium (Debian's package,
 scripts/browser.sh; scripts/test.sh installs it as root), with name resolution off so nothing
 can be fetched. The page must draw (plotly's SVG and the 3D surface's WebGL canvas in the DOM,
-coloured pixels in both plot areas of a screenshot) and log no console error."""
+coloured pixels in both plot areas of a screenshot) and log no console error; clicking its own
+log10 button and metric menu changes what the figure holds."""
 
 from __future__ import annotations
 
@@ -100,3 +101,55 @@ def test_the_console_check_catches_a_broken_page(tmp_path):
     run = chromium(broken, tmp_path, "--dump-dom")
     assert console_errors(run.stderr), run.stderr[-3000:]
     assert 'class="main-svg"' not in run.stdout
+
+
+#: test glue: clicks the page's own plotly buttons as a person would (log10, then the metric
+#: menu's test_acc) and writes what the figure then holds into the DOM
+PROBE = """<script>
+const later = (f) => new Promise((r) => setTimeout(() => { f(); r(); }, 300));
+const click = (el) => el.dispatchEvent(new MouseEvent('click', {bubbles: true}));
+const find = (sel, text) =>
+  Array.from(document.querySelectorAll(sel)).find((b) => b.textContent.trim() === text);
+window.addEventListener('load', () => {
+  setTimeout(async () => {
+    const gd = document.querySelector('.plotly-graph-div'), seen = {};
+    click(find('.updatemenu-button', 'log10'));
+    await later(() => {
+      seen.z = gd.data.filter((t) => t.type === 'contour').map((t) => [t.name, t.z]);
+    });
+    click(document.querySelector('.updatemenu-header'));
+    await later(() => {});
+    click(find('.updatemenu-dropdown-button', 'test_acc'));
+    await later(() => {
+      seen.visible = gd.data.filter((t) => t.visible === true).map((t) => t.name);
+    });
+    const out = document.createElement('pre');
+    out.id = 'probe';
+    out.textContent = JSON.stringify(seen);
+    document.body.appendChild(out);
+  }, 1000);
+});
+</script></body>"""
+
+
+def test_clicking_log10_and_the_metric_menu_changes_what_is_drawn(page, tmp_path):
+    import html as html_lib
+    import json
+
+    import h5py
+
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", PROBE, 1))
+    run = chromium(probe, tmp_path, "--dump-dom")
+    found = re.search(r'<pre id="probe">([^<]*)</pre>', run.stdout)
+    assert found, run.stderr[-3000:]
+    seen = json.loads(html_lib.unescape(found.group(1)))
+    with h5py.File(page.parent / "s.h5") as f:
+        for name, z in seen["z"]:
+            drawn = np.array([[np.nan if v is None else v for v in row] for row in z])
+            data = f[name][()]
+            expected = np.log10(data) if name.endswith("_loss") else data  # accuracy stays
+            np.testing.assert_allclose(drawn, expected, rtol=1e-15)
+    assert sorted(n for n, _ in seen["z"]) == ["test_acc", "test_loss", "train_acc", "train_loss"]
+    assert seen["visible"] == ["test_acc", "test_acc", "trajectory", "lr drop"]
+    assert console_errors(run.stderr) == []
