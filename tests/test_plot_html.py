@@ -205,3 +205,23 @@ def test_without_plotly_the_html_kind_names_the_extra(tmp_path, capsys, monkeypa
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error:") and 'pip install "landscape_hpc[html]"' in line
     assert not (tmp_path / "s_surface.html").exists()
+
+
+def test_the_api_draws_a_given_pca_path_and_more_paths_on_a_dataset(tmp_path):
+    from landscape_hpc.directions.pca import ProjectedTrajectory
+
+    ds = lh.load(make_surface(tmp_path / "s.h5", pca=False))
+    coords = np.array([[0.8, 0.3], [0.4, 0.1], [0.0, 0.0]])
+    path = ProjectedTrajectory(
+        coords, np.arange(3), np.array([0.1, 0.01, 0.01]), np.array([0.5, 0.2])
+    )
+    other = ProjectedTrajectory(coords[::-1] - 0.1, np.arange(3), np.full(3, np.nan), np.zeros(0))
+    fig = lh.plot(ds, kind="html", path=path, paths={"adam": other, "xy": ([0.1, 0.2], [0.0, 0.1])})
+    traces = {t.name: t for t in fig.data}
+    np.testing.assert_array_equal(traces["trajectory"].x, coords[:, 0])
+    np.testing.assert_array_equal(traces["trajectory"].y, coords[:, 1])
+    assert traces["lr drop"].x == (0.4,)
+    np.testing.assert_array_equal(traces["adam"].x, coords[::-1, 0] - 0.1)
+    assert traces["xy"].y == (0.0, 0.1)
+    assert fig.layout.xaxis.title.text == "x: PC1 (50.0% of the variance)"
+    assert all(t.showlegend is not False for n, t in traces.items() if n in ("adam", "xy"))
