@@ -25,12 +25,18 @@ def _mlp(bias: bool = True) -> nn.Module:
     ).eval()
 
 
-def _subspace(model: nn.Module, dims: int = 3, skip: tuple[str, ...] = ()) -> Subspace:
+def _subspace(
+    model: nn.Module, dims: int = 3, skip: tuple[str, ...] = (), dtype=torch.float32
+) -> Subspace:
     """dims Gaussian directions moving every tensor (biases too) but those in `skip`."""
     g = torch.Generator().manual_seed(1)
     origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
     basis = [
-        {k: torch.randn(v.shape, generator=g) for k, v in origin.items() if k not in skip}
+        {
+            k: torch.randn(v.shape, generator=g, dtype=dtype)
+            for k, v in origin.items()
+            if k not in skip
+        }
         for _ in range(dims)
     ]
     return Subspace(origin, basis)
@@ -58,10 +64,14 @@ def test_first_layer_outputs_are_each_points_own_linear(bias):
     assert "1.weight" not in first.rest.state_dict() and "3.weight" in first.rest.state_dict()
 
 
-@pytest.mark.parametrize("skip", [(), ("1.bias",), ("3.weight", "3.bias")])
-def test_vmap_with_the_shared_first_layer_matches_the_loop(skip):
+@pytest.mark.parametrize(
+    "skip, dtype",
+    [((), torch.float32), (("1.bias",), torch.float32), (("3.weight", "3.bias"), torch.float32)]
+    + [((), torch.float64)],  # float64 directions (a plane through three nets) on float32 nets
+)
+def test_vmap_with_the_shared_first_layer_matches_the_loop(skip, dtype):
     model = _mlp()
-    sub = _subspace(model, skip=skip)
+    sub = _subspace(model, skip=skip, dtype=dtype)
     x, y = _data()
     data = {"train": (x, y), "test": (x[:33], y[:33])}
     opts = EngineConfig(strategy="vmap", batch_size=32)

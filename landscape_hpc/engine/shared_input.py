@@ -40,17 +40,18 @@ class FirstLinear:
 
     def maps(self, subspace: Subspace, x: Tensor) -> Tensor:
         """(1 + d, B, out): W₀x + b₀, then Dⱼx + dⱼ for each direction j (0 where it does not
-        move the layer), in the weight's dtype."""
+        move the layer), in the weight's dtype (a float64 direction is rounded to it, as the
+        points' own weights are)."""
         for module in self.before:
             x = module(x)
         w0 = subspace.origin[self.weight]
         weights = [w0] + [d.get(self.weight, torch.zeros_like(w0)) for d in subspace.basis]
-        out = x @ torch.cat(weights).T  # (B, (1 + d)·out)
+        out = x @ torch.cat(weights).to(w0.dtype).T  # (B, (1 + d)·out)
         out = out.view(x.shape[0], len(weights), w0.shape[0]).transpose(0, 1)
         if self.bias is not None:
             b0 = subspace.origin[self.bias]
             biases = [b0] + [d.get(self.bias, torch.zeros_like(b0)) for d in subspace.basis]
-            out = out + torch.stack(biases).unsqueeze(1)
+            out = out + torch.stack(biases).to(b0.dtype).unsqueeze(1)
         return out
 
     def outputs(self, subspace: Subspace, coords: Tensor, x: Tensor) -> Tensor:
