@@ -5,6 +5,7 @@ From Python, with a model and data that exist only in memory:
     import landscape_hpc as lh
     ds = lh.surface(model, {"train": (x, y)}, x=(-1, 1, 51), y=(-1, 1, 51))  # xarray.Dataset
     ds.train_loss.plot()
+    fig = lh.plot(ds, kind="html")                 # plotly: turn, hover; fig.show() inline
     lh.save(ds, "s.h5"); ds = lh.load("s.h5")      # the surface command's HDF5 file
     line = lh.interpolate(model_a, model_b, data, t=(-0.5, 1.5, 41))
     line = lh.interpolate(model_a, lh.align(model_a, model_b), data)  # units matched first
@@ -36,6 +37,8 @@ _FACE = {
     "sharpness": "landscape_hpc.api.sharpness",
     "save": "landscape_hpc.api.results",
     "load": "landscape_hpc.api.results",
+    "plot": "landscape_hpc.api.plot",
+    "project": "landscape_hpc.api.project",
     "random_directions": "landscape_hpc.api.directions",
     "pca_directions": "landscape_hpc.api.directions",
     "save_directions": "landscape_hpc.api.directions",

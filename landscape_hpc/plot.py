@@ -1,8 +1,7 @@
 """Figures of surfaces (Li et al. 2018 figures; the MPO paper's log-scale heat maps).
 
-Library functions take arrays and a matplotlib Axes; files are read through
-files/surface_read.py (`read_surface`), and only the command (and `plot_surface_file`) saves
-figures.
+Library functions take arrays and a matplotlib Axes; files are read through files/surface_read.py
+(`read_surface`); only the command (and `plot_surface_file`) saves figures.
 
     python -m landscape_hpc.plot runs/demo/surface/surface.h5                 # every 2D kind
     python -m landscape_hpc.plot s.h5 --kind contour --vmin 0.1 --vmax 10 --vlevel 0.5
@@ -11,12 +10,13 @@ figures.
     python -m landscape_hpc.plot s.h5 --kind vtp --log --zmax 10              # ParaView
     python -m landscape_hpc.plot a.h5 b.h5 --kind 1d --log --out figs/        # 1D overlaid
     python -m landscape_hpc.plot pca.h5 --kind animation   # the PCA path as a GIF (plot_animation)
+    python -m landscape_hpc.plot s.h5 --kind html    # offline HTML to turn and hover (plot_html)
+    python -m landscape_hpc.plot pca.h5 --trajectory runs/adam    # other runs' paths (plot_paths)
 
 A surface along PCA directions (directions.kind=pca) also holds the projected training
 trajectory: 2D contour, filled and heat-map plots draw it as a line with dots, red where the
 learning rate dropped, and label the axes with the variance each direction explains (Li et al.
-2018, fig. 9). It reads loss-landscape's surface files too: their -1 "not computed" sentinel
-shows as missing.
+2018, fig. 9). It reads loss-landscape's surface files too (their -1 sentinel: missing).
 """
 
 from __future__ import annotations
@@ -35,15 +35,16 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 
-from landscape_hpc import plot_animation
+from landscape_hpc import plot_animation, plot_html, plot_paths
 from landscape_hpc.cli import exit_status
 from landscape_hpc.errors import UserError
-from landscape_hpc.files.surface_read import Surface, read_surface
+from landscape_hpc.files.surface_read import Surface, read_attrs, read_surface
 from landscape_hpc.files.vtp import surface_heights, write_vtp
 from landscape_hpc.paths import check_no_alias
+from landscape_hpc.plot_paths import lr_drop_indices, pc_labels, trajectory  # noqa: F401
 
 KINDS_2D = ("contour", "filled", "heatmap", "3d")
-KINDS = ("auto", "1d", *KINDS_2D, "vtp", "animation", "all")
+KINDS = ("auto", "1d", *KINDS_2D, "vtp", "animation", "html", "all")
 FORMATS = ("png", "pdf", "svg", "gif", "mp4")  # gif, mp4: --kind animation only
 _LABELS = {"loss": "loss", "acc": "accuracy (%)", "ppl": "perplexity"}
 #: the most contour levels --vlevel may ask for (matplotlib takes minutes over 100,000)
@@ -140,34 +141,6 @@ def lines_1d(ax: Axes, x, loss: dict, acc: dict, log: bool = False, title: str =
     return twin
 
 
-def lr_drop_indices(lrs) -> np.ndarray:
-    """Indices of checkpoints whose learning rate is lower than the previous one's; NaN
-    (unknown) never counts as a drop."""
-    lrs = np.asarray(lrs, dtype=np.float64)
-    return np.flatnonzero(lrs[1:] < lrs[:-1]) + 1
-
-
-def trajectory(ax: Axes, x, y, lrs=None, color: str = "black"):
-    """The optimisation path (checkpoints in training order) as a line with dots, and red dots
-    where the learning rate dropped (Li et al. 2018, fig. 9). Returns (path, drops) Line2Ds;
-    drops is None without learning rates."""
-    x, y = np.asarray(x), np.asarray(y)
-    (path,) = ax.plot(x, y, "-o", color=color, lw=1.2, ms=3, label="trajectory", zorder=3)
-    drops = None
-    if lrs is not None:
-        i = lr_drop_indices(lrs)
-        (drops,) = ax.plot(x[i], y[i], "o", color="red", ms=5, label="lr drop", zorder=4)
-    ax.legend(fontsize=7, loc="best")
-    return path, drops
-
-
-def pc_labels(ax: Axes, ratios) -> None:
-    """Axis labels "PC1: 64.0%" / "PC2: 12.0%": the variance each PCA direction explains."""
-    setters = (ax.set_xlabel, ax.set_ylabel)
-    for i, (setter, ratio) in enumerate(zip(setters, np.atleast_1d(ratios))):
-        setter(f"PC{i + 1}: {100 * ratio:.1f}%")
-
-
 def _axes(ax: Axes, title: str) -> None:
     ax.set_xlabel("x")
     ax.set_ylabel("y")
@@ -201,6 +174,7 @@ def _draw_2d(s: Surface, kind: str, metric: str, opts: argparse.Namespace, out: 
         else:
             heatmap(ax, s.x, s.y, z, opts.vmin, opts.vmax, opts.log and metric == "loss", title)
         _overlay_trajectory(ax, s, "black" if kind == "contour" else "white")
+        plot_paths.other_paths(ax, opts.paths.get(s.path))
     fig.tight_layout()
     path = _target(out / f"{s.path.stem}_{metric}_{_SUFFIX[kind]}.{opts.format}", opts)
     fig.savefig(path, dpi=130)
@@ -291,6 +265,10 @@ def plot_files(paths: Sequence[str | Path], opts: argparse.Namespace) -> list[Pa
             print(f"note: {s.path}: {m} has no finite value (not computed for this model); skipped")
             del s.metrics[m]
     written: list[Path] = []
+    opts.paths = {s.path: plot_paths.project_runs(s, opts) for s in surfaces}  # --trajectory
+    for s in surfaces if "html" in kinds else []:  # 2D: surface + contours; 1D: curves
+        fig = plot_html.surface_figure(s, read_attrs(s.path), opts.paths[s.path])
+        written.append(plot_html.write(fig, _target(out / f"{s.path.stem}_surface.html", opts)))
     if "1d" in kinds:
         if not one_d:
             raise UserError("--kind 1d needs 1D surface files (made with grid.y=null)")
@@ -379,6 +357,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--azim", type=float, default=-60.0, help="3D view azimuth (degrees)")
     p.add_argument("--format", default="png", choices=FORMATS, help="figure format")
     p.add_argument("--out", help="folder for the figures (default: next to the first file)")
+    plot_paths.add_options(p)
     return p
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: set up the environment if needed, start the local
-# one-node SLURM cluster (as root), run pytest. Extra arguments go to pytest:
+# one-node SLURM cluster and install Chromium for the browser tests (as root), run pytest. Extra
+# arguments go to pytest:
 #   scripts/test.sh                 # everything
 #   scripts/test.sh -k surface -x   # a subset
 set -euo pipefail
@@ -14,6 +15,13 @@ if [ "$(id -u)" = 0 ]; then
     # SLURM tests are asked for: a cluster that does not start fails the run (no silent skips)
     if ! scripts/slurm_local.sh up; then
       echo "[test] the local SLURM cluster did not start; LANDSCAPE_SLURM=0 runs without its tests" >&2
+      exit 1
+    fi
+  fi
+  if [ "${LANDSCAPE_BROWSER:-1}" = 1 ]; then
+    # the HTML figure's tests open it in headless Chromium (Debian's package)
+    if ! scripts/browser.sh; then
+      echo "[test] Chromium did not install; LANDSCAPE_BROWSER=0 runs without its tests" >&2
       exit 1
     fi
   fi

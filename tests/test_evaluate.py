@@ -252,6 +252,10 @@ def test_choose_keeps_the_fastest_plan_refines_it_in_turn_and_times_once():
     assert autotune.batch_sizes(256, samples=60) == []  # one batch, and a quarter is no split
     assert autotune.batch_sizes(256, samples=600) == [64]  # more than twice the batch
     assert autotune.batch_sizes(16, samples=20) == [20]  # no quarter below MIN_BATCH
+    # on a CPU, twice the batch where that still splits the data (never twice the same size)
+    assert autotune.batch_sizes(256, samples=600, larger=True) == [64, 512]
+    assert autotune.batch_sizes(256, samples=512, larger=True) == [64, 512]
+    assert autotune.batch_sizes(256, samples=300, larger=True) == [64, 300]
 
 
 def test_auto_times_every_strategy_once_keeps_the_fastest_and_logs_why(caplog):

@@ -14,7 +14,13 @@ from landscape_hpc.config import EngineConfig
 from landscape_hpc.engine.data import Batch
 from landscape_hpc.engine.evaluate import evaluate_points, evaluate_points_loop
 from landscape_hpc.engine.flat import flat_loss
-from landscape_hpc.engine.losses import LMLoss, resolve_loss, unwrap_output
+from landscape_hpc.engine.losses import (
+    FEW_CLASSES,
+    LMLoss,
+    log_softmax,
+    resolve_loss,
+    unwrap_output,
+)
 from landscape_hpc.engine.subspace import Subspace
 from landscape_hpc.errors import UserError, UserTypeError
 
@@ -128,6 +134,20 @@ def test_ce_and_mse_sums_are_the_formulas():
     torch.testing.assert_close(mse.loss, ((logits - target) ** 2).mean(-1).sum(-1).double())
     loss, acc = mse.means()
     assert torch.isnan(acc).all() and torch.isfinite(loss).all()
+
+
+@pytest.mark.parametrize("classes", [2, 10, FEW_CLASSES, FEW_CLASSES + 1, 100])
+def test_log_softmax_fast_path_is_torchs_to_rounding(classes):
+    """Few classes take the transposed kernel: torch's values to float32 rounding, stable for
+    logits of 1e4 (no overflow), on a non-contiguous input too."""
+    g = torch.Generator().manual_seed(classes)
+    logits = 30 * torch.randn(3, 257, classes, generator=g)
+    logits[0, 0] += 1e4
+    for x in (logits, logits.transpose(0, 1)):
+        want = torch.log_softmax(x, dim=-1)
+        got = log_softmax(x)
+        assert got.shape == want.shape and torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, rtol=3e-7, atol=2e-6)
 
 
 def _sq_err(outputs, batch):

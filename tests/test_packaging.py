@@ -70,6 +70,20 @@ def test_mpi4py_is_the_mpi_extra_not_a_requirement():
     assert '-e ".[dev,mpi,bench,hf]"' in (ROOT / "scripts" / "setup.sh").read_text()
 
 
+def test_plotly_is_the_html_extra_and_the_tests_get_it_and_vtk():
+    """The HTML figure's plotly is `[html]`, not a requirement; the test tools (what
+    scripts/setup.sh installs through [dev]) hold it and vtk, pinned in constraints.txt."""
+    cfg = _setup_cfg()
+    required = {_requirement_name(x) for x in cfg["options"]["install_requires"].splitlines()}
+    assert "plotly" not in required
+    extras = cfg["options.extras_require"]
+    assert [_requirement_name(line) for line in extras["html"].split()] == ["plotly"]
+    for extra in ("test", "dev"):
+        assert {"plotly", "vtk"} <= {_requirement_name(x) for x in extras[extra].split()}
+    pins = (ROOT / "constraints.txt").read_text()
+    assert re.search(r"^plotly==\S+$", pins, re.M) and re.search(r"^vtk==\S+$", pins, re.M)
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """The wheel built from a copy of the sources, installed into a scratch --target folder."""

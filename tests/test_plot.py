@@ -1,12 +1,15 @@
 """Plots and ParaView export: the drawn data equal the file's, orientation, legacy files."""
 
+import importlib
+
 import h5py
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from landscape_hpc import plot
 from landscape_hpc.files.vtp import read_vtp
+
+plot = importlib.import_module("landscape_hpc.plot")  # the command (lh.plot: the function)
 
 X = np.linspace(-1, 1, 7)
 Y = np.linspace(-0.5, 0.5, 4)

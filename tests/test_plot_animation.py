@@ -1,5 +1,6 @@
 """--kind animation: one GIF frame per checkpoint, frames that differ, refusals in one line."""
 
+import importlib
 import shutil
 
 import numpy as np
@@ -9,7 +10,9 @@ from PIL import Image, ImageChops
 # the surface files of test_plot.py: its grid, its layout, its 4-checkpoint trajectory
 from test_plot import X, Y, _ours, _with_trajectory
 
-from landscape_hpc import plot, plot_animation
+from landscape_hpc import plot_animation
+
+plot = importlib.import_module("landscape_hpc.plot")  # the command (lh.plot: the function)
 
 
 def test_the_gif_has_one_frame_per_checkpoint_and_the_path_moves(tmp_path):

@@ -4,6 +4,7 @@ the plot command draws it; bad input gives a message."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -17,12 +18,13 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from landscape_hpc import plot
 from landscape_hpc.cli import compose_config
 from landscape_hpc.commands.surface import compute_surface
 from landscape_hpc.config import ModelConfig
 from landscape_hpc.errors import UserError
 from landscape_hpc.models import build_model
+
+plot = importlib.import_module("landscape_hpc.plot")  # the command (lh.plot: the function)
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable

@@ -83,8 +83,9 @@ def _natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
-def find_checkpoints(spec: str) -> list[Path]:
-    """A folder (its checkpoints/*.pt or *.pt) or a glob, in natural name order."""
+def find_checkpoints(spec: str, key: str = "directions.trajectory") -> list[Path]:
+    """A folder (its checkpoints/*.pt or *.pt) or a glob, in natural name order; `key`: the
+    option that named it, for the refusal."""
     path = Path(spec).expanduser()
     if path.is_dir():
         inner = path / "checkpoints"
@@ -93,23 +94,31 @@ def find_checkpoints(spec: str) -> list[Path]:
         found = sorted((Path(p) for p in glob.glob(str(path))), key=_natural_key)
     if not found:
         raise UserError(
-            f"directions.trajectory={spec} holds no checkpoints (*.pt); point it at the folder "
+            f"{key}={spec} holds no checkpoints (*.pt); point it at the folder "
             "`python -m landscape_hpc.train` wrote (save_every > 0) or a glob of checkpoints"
         )
     return found
 
 
-def load_trajectory(spec: str, trust: bool = False) -> Trajectory:
-    """Reads every checkpoint of a trajectory (weights_only unless trusted)."""
+def load_trajectory(
+    spec: str, trust: bool = False, key: str = "directions.trajectory", least: int = 0
+) -> Trajectory:
+    """Reads every checkpoint of a trajectory (weights_only unless trusted); a UserError naming
+    `key` when it holds fewer than `least` checkpoints (before any is read)."""
     from landscape_hpc.files.checkpoint import load_state_dict_file
 
-    paths = find_checkpoints(spec)
+    paths = find_checkpoints(spec, key)
+    if len(paths) < least:
+        raise UserError(
+            f"{key}={spec} holds {len(paths)} checkpoint(s); a path needs at least {least} "
+            "(train with save_every=1, or a smaller save_every)"
+        )
     states, epochs, lrs = [], [], []
     for i, p in enumerate(paths):
         try:
             states.append(load_state_dict_file(str(p), trust, "checkpoint"))
         except UserError as err:
-            raise UserError(f"directions.trajectory={spec}: {err}") from None
+            raise UserError(f"{key}={spec}: {err}") from None
         meta = _metadata(p, trust)
         epoch = meta.get("epoch")
         epochs.append(int(epoch) if isinstance(epoch, (int, float)) else i)
@@ -285,3 +294,34 @@ def trajectory_pca(
     keys = [k for k in candidates if ignore == "none" or origin[k].dim() > 1]
     basis, projected = trajectory_directions(trajectory, origin, keys, ndim, projection)
     return [{k: v.to(origin[k].device) for k, v in d.items()} for d in basis], projected
+
+
+def project_trajectory(
+    trajectory: Trajectory,
+    origin: Mapping[str, Tensor],
+    basis: list[Mapping[str, Tensor]],
+    projection: str = "cos",
+) -> ProjectedTrajectory:
+    """Another run's checkpoints placed on an existing plane: θ_i − origin projected on the
+    directions `basis` (dicts keyed like the state; a key one direction lacks is zero along it),
+    as `trajectory_directions` places the run the directions came from. Its
+    explained_variance_ratio is empty: the directions are not this run's components."""
+    keys = sorted({k for d in basis for k in d})
+    check_architecture(trajectory, origin)
+    final = {k: origin[k].detach().cpu() for k in keys}
+    axes = torch.stack(
+        [
+            params.flatten({k: d[k] if k in d else torch.zeros_like(final[k]) for k in keys}, keys)
+            .detach()
+            .cpu()
+            .float()
+            for d in basis
+        ]
+    )
+    m = difference_matrix(trajectory.states, final, keys)
+    return ProjectedTrajectory(
+        project(m, axes, projection),
+        np.asarray(trajectory.epochs, dtype=np.int64),
+        np.asarray(trajectory.lrs, dtype=np.float64),
+        np.zeros(0, dtype=np.float64),
+    )

@@ -213,9 +213,16 @@ class Evaluator:
             self.bn_data is not None,
         )
 
+        # a streamed split comes in its loader's batches: no other batch size to time for it
+        resident = [split.n for split in self.data.values() if not split.streamed]
+        larger = self.device.type == "cpu"
+        sizes = (
+            autotune.batch_sizes(self.options.batch_size, max(resident), larger) if resident else []
+        )
+
         # every candidate on the same points and samples: a few batches of the largest size (a
         # streamed split: its first few batches, read once and kept, so timing reads little)
-        count, size = autotune.PROBE_BATCHES, self.options.batch_size
+        count, size = autotune.PROBE_BATCHES, max([self.options.batch_size, *sizes])
         data = {name: split.head(count, size) for name, split in self.data.items()}
         bn = self.bn_data
         if bn is not None and bn.streamed:
@@ -227,10 +234,6 @@ class Evaluator:
             per_pass = run.per_pass if isinstance(run, Batched) else 2 * plan.workers
             probe = coords[: autotune.probe_points(coords.shape[0], per_pass)]
             return autotune.best_time(lambda: run(probe)) / probe.shape[0]
-
-        # a streamed split comes in its loader's batches: no other batch size to time for it
-        resident = [split.n for split in self.data.values() if not split.streamed]
-        sizes = autotune.batch_sizes(self.options.batch_size, max(resident)) if resident else []
 
         def other_batches(plan: Plan) -> list[Plan]:  # capped as _plan caps them
             return [

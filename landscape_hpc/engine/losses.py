@@ -101,6 +101,20 @@ def is_loss_output(model: nn.Module) -> bool:
     return bool(getattr(model, "loss_output", False))
 
 
+#: up to this many classes, log_softmax runs over a transposed view (classes on dim -2): on a
+#: CPU, torch's kernel for a short last dim vectorises over the classes only, and over the
+#: batch when they are not last (10 classes × 64·1,437 rows: 7.1 against 0.69 ms, 2 threads);
+#: the values differ from the last-dim kernel's by float32 rounding (≤ 1 ulp, 0.03% of them)
+FEW_CLASSES = 16
+
+
+def log_softmax(logits: Tensor) -> Tensor:
+    """log_softmax over the last dim (classes), by the faster kernel for few classes on a CPU."""
+    if logits.device.type == "cpu" and logits.dim() >= 2 and logits.shape[-1] <= FEW_CLASSES:
+        return torch.log_softmax(logits.transpose(-1, -2), dim=-2).transpose(-1, -2)
+    return torch.log_softmax(logits, dim=-1)
+
+
 def per_sample_loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
     """ce or mse of every sample: logits (..., B, C), integer labels (B,) -> (..., B). Logits
     below float32 (bfloat16 under engine.precision=bf16) are upcast first: log_softmax in
@@ -109,8 +123,7 @@ def per_sample_loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
         logits = logits.float()
     labels = labels.expand(logits.shape[:-1])  # (..., B)
     if loss == "ce":
-        logp = torch.log_softmax(logits, dim=-1)
-        return -logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        return -log_softmax(logits).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     if loss == "mse":
         # loss-landscape's MSE: softmax probabilities against one-hot targets, mean over classes
         target = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)

@@ -18,6 +18,7 @@ from landscape_hpc.engine.data import Inputs, Split, batches
 from landscape_hpc.engine.losses import Sums, run_model
 from landscape_hpc.engine.memory import points_per_pass
 from landscape_hpc.engine.metrics import Forward, Points, concat, split_sums
+from landscape_hpc.engine.shared_input import FirstLinear, first_linear
 from landscape_hpc.engine.subspace import Subspace, tied_aliases
 from landscape_hpc.params import ParamDict
 
@@ -55,14 +56,39 @@ def recompute_bn_batched(
     return moving, fixed
 
 
+class StackedRest:
+    """The rest of K networks after their first Linear (shared_input.py), vmapped over K: their
+    first layers' outputs computed as one product on the shared batch."""
+
+    def __init__(self, first: FirstLinear):
+        self.first = first
+
+        def forward(moving: ParamDict, fixed: ParamDict, h: Tensor) -> Tensor:
+            return run_model(first.rest, h, (moving, fixed))
+
+        self.forward = vmap(forward, in_dims=(0, None, 0))
+
+    def points(self, subspace: Subspace, coords: Tensor, moving: ParamDict, fixed: ParamDict):
+        """x (B, ...) -> (K, B, ...) at coords (K, d), the states (moving, fixed) there."""
+        moving, fixed = self.first.rest_weights(moving), self.first.rest_weights(fixed)
+        return lambda x: self.forward(moving, fixed, self.first.outputs(subspace, coords, x))
+
+
 def stacked_points(
-    stacked: Stacked, subspace: Subspace, coords: Tensor, bn_data: Split | None, batch_size: int
+    stacked: Stacked,
+    subspace: Subspace,
+    coords: Tensor,
+    bn_data: Split | None,
+    batch_size: int,
+    rest: StackedRest | None = None,
 ) -> Forward:
     """The k = len(coords) networks at coords (k, d): x (B, ...) -> (k, B, ...). BN statistics
-    recomputed from bn_data when given."""
+    recomputed from bn_data when given. `rest`: the first Linear as one shared product."""
     moving, fixed = subspace.points(coords)
     if bn_data is not None:
         moving, fixed = recompute_bn_batched(stacked.model, moving, fixed, bn_data, batch_size)
+    if moving and rest is not None:
+        return rest.points(subspace, coords, moving, fixed)
     if moving:
         return lambda x: stacked(moving, fixed, x)
     k = coords.shape[0]  # no direction moves anything: one network, shared by all k points
@@ -74,6 +100,15 @@ def stacked_points(
     return shared
 
 
+def shared_input(splits: list[Split]) -> bool:
+    """Whether every split's inputs are one floating-point tensor (a first Linear can take)."""
+    for split in splits:
+        sample = split.sample()
+        if not (isinstance(sample, Tensor) and sample.is_floating_point()):
+            return False
+    return True
+
+
 class Batched:
     """Points of one subspace on fixed data, as many per batched pass as the memory budget
     allows; built once and called chunk after chunk."""
@@ -82,6 +117,9 @@ class Batched:
         self.points, self.batch_size = points, batch_size
         self.stacked = Stacked(points.model.eval())
         splits = list(points.data.values())
+        shared = shared_input(splits) and not tied_aliases(points.model)
+        first = first_linear(points.model, points.subspace) if shared else None
+        self.rest = StackedRest(first) if first is not None else None
         # a streamed split comes in its loader's batches: the largest sizes the activations
         largest = max([batch_size] + [s.first().n for s in splits if s.streamed])
         self.per_pass = points_per_pass(
@@ -95,7 +133,7 @@ class Batched:
         with torch.no_grad():
             for chunk in batches(coords.shape[0], self.per_pass):
                 forward = stacked_points(
-                    self.stacked, p.subspace, coords[chunk], p.bn_data, p.bn_batch_size
+                    self.stacked, p.subspace, coords[chunk], p.bn_data, p.bn_batch_size, self.rest
                 )
                 parts.append(
                     {
