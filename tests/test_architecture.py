@@ -139,6 +139,7 @@ KERNELS = (
     "landscape_hpc.mpo.objective",
     "landscape_hpc.geometry.hyperplane",
     "landscape_hpc.geometry.curve",
+    "landscape_hpc.geometry.block_score",
     "landscape_hpc.align",
     "landscape_hpc.auto_range",
 )
