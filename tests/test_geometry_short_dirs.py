@@ -152,7 +152,11 @@ def tunnel(optima: list[str], tmp_path_factory: pytest.TempPathFactory):
         out_dir=str(out),
         short_dirs=ShortDirsConfig(**SHORT),
     )
-    result = run_tunnel(cfg)
+    chunk, short_dirs.CHUNK = short_dirs.CHUNK, 3  # 4 directions in two tasks: 3 + 1
+    try:
+        result = run_tunnel(cfg)
+    finally:
+        short_dirs.CHUNK = chunk
     return result, write_tunnel(result, out), out
 
 

@@ -16,9 +16,10 @@ every optimised point of the tunnel or connector, and at the same positions on t
 or simplex (the paper's contrast).
 
 Part of tunnel and connector (`short_dirs.*`, off with the default n_directions=0): after the
-points are optimised, one pool task per (point, direction), its distances evaluated together by
-the engine in the hull's subspace extended by the direction (origin θ_1, basis [θ_j − θ_1, δ_k,
-d]), so results do not depend on the number of ranks. Writes short_dirs.csv (a row per point
+points are optimised, one pool task per point and chunk of CHUNK directions, its directions'
+distances evaluated together by one engine call in the hull's subspace extended by the chunk's
+directions (origin θ_1, basis [θ_j − θ_1, δ_k, d_j ...]), so results do not depend on the number
+of ranks and a thousand directions per point are practical. Writes short_dirs.csv (a row per point
 and direction) and short_dirs.png.
 """
 
@@ -142,21 +143,36 @@ class ShortDirsJob:
         flat = random_unit_direction(self.hull.n_params, stream_seed(self.seed, j))
         return params.unflatten(flat.to(o.problem.device), like, o.keys)
 
-    def ray(self, kind: str, i: int, j: int) -> np.ndarray:
-        """The loss (R,) along direction j from point i of `kind`."""
+    def rays(self, kind: str, i: int, start: int, stop: int) -> np.ndarray:
+        """The losses (B, R) along directions start..stop − 1 from point i of `kind`, in one
+        engine call: the hull's subspace extended by the B directions, at the (B·R, d + B)
+        coordinates whose row b·R + r is the point's hull coordinates and distances[r] along
+        direction start + b."""
         hull, problem = self.hull, self.hull.optima.problem
-        subspace = Subspace(hull.subspace.origin, [*hull.subspace.basis, self.direction(j)])
-        at = np.broadcast_to(self.points[kind][i], (len(self.distances), hull.subspace.dim))
-        coords = torch.from_numpy(np.concatenate([at, self.distances[:, None]], axis=1))
+        basis = [*hull.subspace.basis, *(self.direction(j) for j in range(start, stop))]
+        b, n_r, d = stop - start, len(self.distances), hull.subspace.dim
+        coords = torch.zeros(b * n_r, d + b, dtype=torch.float64)
+        coords[:, :d] = torch.from_numpy(np.asarray(self.points[kind][i], np.float64))
+        for m in range(b):
+            coords[m * n_r : (m + 1) * n_r, d + m] = torch.from_numpy(self.distances)
         split = problem.splits[self.split]
         data = {self.split: (split.inputs, split.labels)}
         bn_data = problem.splits["train"].inputs
+        subspace = Subspace(hull.subspace.origin, basis)
         metrics = evaluate_points(problem.model, subspace, coords, data, hull.options, bn_data)
-        return metrics[self.split].loss
+        return metrics[self.split].loss.reshape(b, n_r)
+
+    def ray(self, kind: str, i: int, j: int) -> np.ndarray:
+        """The loss (R,) along direction j from point i of `kind`."""
+        return self.rays(kind, i, j, j + 1)[0]
 
 
-def _ray_task(task: tuple[str, int, int]) -> np.ndarray:
-    return parallel.worker_state(_JOB_KEY).ray(*task)
+#: directions per pool task, evaluated together in one engine call (one subspace)
+CHUNK = 32
+
+
+def _rays_task(task: tuple[str, int, int, int]) -> np.ndarray:
+    return parallel.worker_state(_JOB_KEY).rays(*task)
 
 
 @dataclass
@@ -182,12 +198,13 @@ def probe(
     job = ShortDirsJob(hull, points, distances, cfg.split, cfg.seed)
     n = cfg.n_directions
     losses = {k: np.zeros((len(c), n, len(distances))) for k, c in points.items()}
-    tasks = [(k, i, j) for k, c in points.items() for i in range(len(c)) for j in range(n)]
-    describe = lambda t: f"short direction {t[2]} at {t[0]} point {t[1]}"  # noqa: E731
+    chunks = [(j, min(j + CHUNK, n)) for j in range(0, n, CHUNK)]
+    tasks = [(k, i, *c) for k, p in points.items() for i in range(len(p)) for c in chunks]
+    describe = lambda t: f"short directions {t[2]}..{t[3] - 1} at {t[0]} point {t[1]}"  # noqa: E731
     with parallel.worker_pool(_JOB_KEY, job):
-        for result in parallel.run_tasks(comm, _ray_task, tasks, describe=describe):
-            kind, i, j = result.task
-            losses[kind][i, j] = result.value
+        for result in parallel.run_tasks(comm, _rays_task, tasks, describe=describe):
+            kind, i, start, stop = result.task
+            losses[kind][i, start:stop] = result.value
     if comm.Get_rank() != 0:
         return None
     # every direction starts at the point itself: its loss is the first one's at r = 0
