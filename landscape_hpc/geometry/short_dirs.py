@@ -38,13 +38,16 @@ from landscape_hpc.config import HullConfig, ShortDirsConfig
 from landscape_hpc.engine.evaluate import evaluate_points
 from landscape_hpc.engine.flat import LossFn
 from landscape_hpc.engine.subspace import Subspace
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import UserError, check_choice
 from landscape_hpc.geometry.hull import HullJob
 from landscape_hpc.geometry.hyperplane import stream_seed
+from landscape_hpc.geometry.short_count import reference_radius
 from landscape_hpc.geometry.width import crossing_distance, random_unit_direction
 from landscape_hpc.params import ParamDict
 
 _JOB_KEY = "short_dirs_job"
+#: how the radius below which a direction is short is set (short_dirs.radius)
+RADIUS_RULES: tuple[str, ...] = ("fixed", "linear_centre")
 
 
 # --- pure maths --------------------------------------------------------------------------------
@@ -114,7 +117,13 @@ def check_config(cfg: ShortDirsConfig, splits: list[str]) -> None:
             f"short_dirs.threshold={cfg.threshold} must be positive (the rise of the loss above "
             "the point's own)"
         )
-    if not 0 < cfg.short <= cfg.r_max:
+    check_choice("short_dirs.radius", cfg.radius, RADIUS_RULES)
+    if cfg.radius == "linear_centre" and not 0 < cfg.quantile < 1:
+        raise UserError(
+            f"short_dirs.quantile={cfg.quantile} must lie in (0, 1) (0.5: the median distance at "
+            "the linear centre)"
+        )
+    if cfg.radius == "fixed" and not 0 < cfg.short <= cfg.r_max:
         raise UserError(
             f"short_dirs.short={cfg.short} must be in (0, r_max={cfg.r_max}]: a distance is "
             "known only up to r_max"
@@ -184,6 +193,7 @@ class ShortDirsResult:
     short: float
     split: str
     points: dict[str, list[PointDirections]]
+    rule: str = "fixed"  # how `short` was set: fixed, or the linear centre's quantile
 
     def counts(self, kind: str) -> np.ndarray:
         return np.array([p.n_short for p in self.points[kind]])
@@ -207,12 +217,40 @@ def probe(
             losses[kind][i, start:stop] = result.value
     if comm.Get_rank() != 0:
         return None
+    return measure_all(cfg, distances, losses, points, len(hull.optima.states))
+
+
+def centre_index(linear: np.ndarray, m: int) -> int:
+    """The linear point nearest the centre of the m optima's simplex (λ = 1/m each; a point's
+    first m − 1 hull coordinates are λ_2..λ_m): the tunnel's t nearest 0.5, the first of two
+    equally near."""
+    return int(np.argmin(np.linalg.norm(linear[:, : m - 1] - 1.0 / m, axis=1)))
+
+
+def measure_all(
+    cfg: ShortDirsConfig,
+    distances: np.ndarray,
+    losses: dict[str, np.ndarray],
+    points: dict[str, np.ndarray],
+    m: int,
+) -> ShortDirsResult:
+    """Every point's directions from their losses {kind: (n_k, N, R)}, the radius by cfg's
+    rule: `short` (fixed), or (linear_centre) the `quantile` of the distances at the linear
+    point nearest the simplex's centre, fixed before any point is counted."""
+    short, rule = cfg.short, "fixed"
+    if cfg.radius == "linear_centre":
+        i = centre_index(points["linear"], m)
+        ref = losses["linear"][i]
+        found = measure_point(distances, ref, float(ref[0, 0]), cfg.threshold, cfg.r_max)
+        short = reference_radius(found.distance, found.crossed, cfg.quantile)
+        where = ", ".join(f"{x:.3g}" for x in points["linear"][i][: m - 1])
+        rule = f"the {cfg.quantile:g}-quantile of the distances at the linear point ({where})"
     # every direction starts at the point itself: its loss is the first one's at r = 0
     measured = {
-        k: [measure_point(distances, row, float(row[0, 0]), cfg.threshold, cfg.short) for row in v]
+        k: [measure_point(distances, row, float(row[0, 0]), cfg.threshold, short) for row in v]
         for k, v in losses.items()
     }
-    return ShortDirsResult(distances, cfg.threshold, cfg.short, cfg.split, measured)
+    return ShortDirsResult(distances, cfg.threshold, short, cfg.split, measured, rule)
 
 
 def enabled(cfg: HullConfig) -> bool:
@@ -250,7 +288,8 @@ def summarize(result: ShortDirsResult) -> str:
     r_max = result.distances[-1]
     lines = [
         f"  short directions ({n} random unit directions per point, {result.split} loss above "
-        f"the point's own + {result.threshold:g} within r < {result.short:g}; r ≤ {r_max:g}):"
+        f"the point's own + {result.threshold:g} within r < {result.short:.4g} ({result.rule}); "
+        f"r ≤ {r_max:g}):"
     ]
     for kind, found in result.points.items():
         counts = result.counts(kind)
