@@ -51,6 +51,8 @@ _FACE = {
     "tunnel": "landscape_hpc.api.geometry",
     "connector": "landscape_hpc.api.geometry",
     "tunnel_width": "landscape_hpc.api.geometry",
+    "short_directions": "landscape_hpc.api.short_dirs",
+    "swa_average": "landscape_hpc.api.swa",
     "curve": "landscape_hpc.api.connectivity",
     "curve_plane": "landscape_hpc.api.connectivity",
     "subspace_training": "landscape_hpc.api.intrinsic_dim",

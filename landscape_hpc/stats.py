@@ -6,6 +6,9 @@ with its interval, its test and the smallest difference the design can detect.
     paired_difference(x, y)     x − y over matched units: paired t-test (scipy.stats.ttest_rel)
     welch_difference(x, y)      x − y over two independent groups: Welch's t-test (unequal
                                 variances, Welch–Satterthwaite degrees of freedom)
+    nested_mean_interval(g)     the mean over units of samples nested in them (rays per net):
+                                each unit's samples averaged first, the t interval over units
+    binomial_interval(k, n)     a proportion k/n with its Clopper–Pearson exact interval
 
 The smallest detectable difference (MDD) at power 1 − β and two-sided level α is
 (t_{1−α/2, df} + t_{1−β, df}) · SE, the usual normal-approximation formula with t quantiles:
@@ -15,6 +18,7 @@ a true difference of that size is found significant with probability ≈ 1 − �
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -122,3 +126,46 @@ def correlation_interval(
     q = float(stats.norm.ppf(0.5 + level / 2))
     z = math.atanh(max(min(r, 1 - 1e-15), -1 + 1e-15))
     return Correlation(method, r, math.tanh(z - q * se), math.tanh(z + q * se), p, n)
+
+
+def nested_mean_interval(
+    groups: Sequence[np.ndarray], level: float = 0.95
+) -> tuple[float, float, float]:
+    """(mean, lo, hi) over independent units holding several samples each (the rays of each
+    trained net): each unit's samples are averaged first, then the t interval of those means
+    over units (n_units − 1 degrees of freedom). The samples of one unit are not independent
+    replicates (pseudo-replication), so they never count as units; NaN bounds for one unit."""
+    groups = [np.asarray(g, np.float64).ravel() for g in groups]
+    if not groups or any(g.size == 0 for g in groups):
+        raise ValueError("nested_mean_interval needs at least one unit, each with ≥ 1 sample")
+    return mean_interval(np.array([g.mean() for g in groups]), level)
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """k of n with the Clopper–Pearson exact interval [lo, hi] at `level`."""
+
+    k: int
+    n: int
+    fraction: float
+    lo: float
+    hi: float
+    level: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def binomial_interval(k: int, n: int, level: float = 0.95) -> Proportion:
+    """The proportion k/n and its Clopper–Pearson ("exact") interval: the Beta quantiles
+    lo = B⁻¹(α/2; k, n − k + 1) (0 at k = 0), hi = B⁻¹(1 − α/2; k + 1, n − k) (1 at k = n),
+    α = 1 − level; as scipy.stats.binomtest(k, n).proportion_ci(method="exact")."""
+    k, n = int(k), int(n)
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"k={k}, n={n}: need n ≥ 1 and 0 ≤ k ≤ n")
+    if not 0 < level < 1:
+        raise ValueError(f"level={level}: must lie in (0, 1)")
+    alpha = 1.0 - level
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return Proportion(k, n, k / n, lo, hi, level)

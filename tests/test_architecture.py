@@ -139,6 +139,8 @@ KERNELS = (
     "landscape_hpc.mpo.objective",
     "landscape_hpc.geometry.hyperplane",
     "landscape_hpc.geometry.curve",
+    "landscape_hpc.geometry.block_score",
+    "landscape_hpc.swa",
     "landscape_hpc.align",
     "landscape_hpc.auto_range",
 )

@@ -108,6 +108,7 @@ def test_a_direction_is_short_only_when_it_crossed_below_short() -> None:
         ("short", 25.0, "short_dirs.short=25.0 must be in (0, r_max=20.0]"),
         ("threshold", -1.0, "short_dirs.threshold=-1.0 must be positive"),
         ("split", "val", "short_dirs.split=val is not one of splits=['train', 'test']"),
+        ("radius", "median", "short_dirs.radius='median' is not known; valid values: fixed,"),
     ],
 )
 def test_bad_keys_are_refused_in_one_line(key: str, value, message: str) -> None:
@@ -115,6 +116,13 @@ def test_bad_keys_are_refused_in_one_line(key: str, value, message: str) -> None
     with pytest.raises(UserError) as caught:
         short_dirs.check_config(cfg, ["train", "test"])
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_the_linear_centre_rule_checks_its_quantile_not_short() -> None:
+    centre = dict(n_directions=2, radius="linear_centre", r_max=5.0)  # short=10 > r_max: unused
+    short_dirs.check_config(ShortDirsConfig(**centre), ["train"])
+    with pytest.raises(UserError, match=r"short_dirs.quantile=1.0 must lie in \(0, 1\)"):
+        short_dirs.check_config(ShortDirsConfig(**centre, quantile=1.0), ["train"])
 
 
 # --- the tunnel on tiny trained nets --------------------------------------------------------------
@@ -152,7 +160,11 @@ def tunnel(optima: list[str], tmp_path_factory: pytest.TempPathFactory):
         out_dir=str(out),
         short_dirs=ShortDirsConfig(**SHORT),
     )
-    result = run_tunnel(cfg)
+    chunk, short_dirs.CHUNK = short_dirs.CHUNK, 3  # 4 directions in two tasks: 3 + 1
+    try:
+        result = run_tunnel(cfg)
+    finally:
+        short_dirs.CHUNK = chunk
     return result, write_tunnel(result, out), out
 
 
@@ -189,6 +201,26 @@ def test_tunnel_short_dirs_match_the_flat_reference_at_every_point(optima, tunne
             path = result.metrics["train"]["linear" if k is None else "tunnel"][0]
             at = int(np.flatnonzero(np.isclose(result.t, t))[0])
             assert got.losses[0, 0] == pytest.approx(path[at], rel=1e-5)
+
+
+def test_the_linear_centre_rule_takes_the_median_at_t_half(tunnel) -> None:
+    result, _, _ = tunnel
+    found = result.short_dirs
+    losses = {k: np.stack([p.losses for p in v]) for k, v in found.points.items()}
+    inner = result.points[1:-1]  # t = 0.25, 0.5, 0.75: the centre is the second
+    points = {k: np.zeros((len(v), 2)) for k, v in found.points.items()}
+    points["linear"][:, 0] = inner
+    assert short_dirs.centre_index(points["linear"], 2) == 1
+    cfg = ShortDirsConfig(**(SHORT | dict(radius="linear_centre", quantile=0.5)))
+    got = short_dirs.measure_all(cfg, found.distances, losses, points, 2)
+    at_centre = found.points["linear"][1]
+    assert got.short == float(np.quantile(at_centre.distance, 0.5, method="lower"))
+    assert got.short != SHORT["short"] and "quantile" in got.rule
+    for kind, rows in got.points.items():
+        for p, q in zip(rows, found.points[kind]):
+            np.testing.assert_array_equal(p.distance, q.distance)  # the rule moves only `short`
+            np.testing.assert_array_equal(p.short, p.crossed & (p.distance < got.short))
+    assert "quantile of the distances at the linear point (0.5)" in short_dirs.summarize(got)
 
 
 def test_tunnel_writes_the_short_dirs_table(tunnel) -> None:

@@ -288,3 +288,18 @@ def test_the_tunnel_summary_reports_the_barriers():
                           np.ones((1, 2)), ["w"])  # fmt: skip
     line = [x for x in summarize_tunnel(result).splitlines() if "loss barrier" in x]
     assert line == ["  loss barrier (train): linear 2 at t=0.5; tunnel 0 at t=0"]
+
+
+def test_the_tunnel_summary_scores_two_blocks_against_a_band():
+    k = 6  # optimised points: a two-block cosine matrix, the second block from point 2
+    align = np.full((k, k), 0.05)
+    align[:2, :2], align[2:, 2:] = 0.9, 0.8
+    np.fill_diagonal(align, 1.0)
+    t = np.linspace(0, 1, k + 2)
+    loss, nan = np.linspace(1.0, 2.0, k + 2), np.full(k + 2, np.nan)
+    metrics = {"train": {"linear": (loss, nan), "tunnel": (loss, nan)}}
+    result = TunnelResult(["a", "b"], t, t, metrics, align, np.ones((k, 3)),
+                          np.ones((k, 2)), ["w"])  # fmt: skip
+    line = [x for x in summarize_tunnel(result).splitlines() if "alignment structure" in x]
+    assert len(line) == 1 and "split before point 2" in line[0]
+    assert "two blocks fits better" in line[0]

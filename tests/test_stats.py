@@ -78,3 +78,38 @@ def test_spearman_interval_by_hand() -> None:
     assert c.hi == pytest.approx(math.tanh(math.atanh(rho) + half))
     assert c.p == pytest.approx(sp.spearmanr(x, y).pvalue)
     assert math.isnan(correlation_interval(x[:3], y[:3]).lo)
+
+
+def test_the_binomial_interval_is_scipys_exact_interval():
+    from landscape_hpc.stats import binomial_interval
+
+    for k, n in [(0, 50), (4, 50), (17, 1000), (999, 1000), (1000, 1000), (1, 1)]:
+        got = binomial_interval(k, n)
+        want = sp.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+        assert (got.lo, got.hi) == pytest.approx((want.low, want.high), abs=1e-12)
+        assert got.fraction == k / n and got.lo <= k / n <= got.hi
+    want = sp.binomtest(3, 40).proportion_ci(confidence_level=0.99, method="exact")
+    got = binomial_interval(3, 40, level=0.99)
+    assert (got.lo, got.hi) == pytest.approx((want.low, want.high), abs=1e-12)
+    for bad in [(5, 4), (-1, 4), (0, 0)]:
+        with pytest.raises(ValueError):
+            binomial_interval(*bad)
+
+
+def test_the_nested_interval_counts_units_not_samples():
+    from landscape_hpc.stats import nested_mean_interval
+
+    # three nets with different means, many rays each: the interval of the three net means,
+    # much wider than the pooled rays' interval, which treats 60 rays as 60 replicates
+    rng = np.random.default_rng(1)
+    nets = [m + 0.1 * rng.standard_normal(20) for m in (10.0, 12.0, 15.0)]
+    mean, lo, hi = nested_mean_interval(nets)
+    assert (mean, lo, hi) == pytest.approx(mean_interval(np.array([g.mean() for g in nets])))
+    pooled = mean_interval(np.concatenate(nets))
+    assert hi - lo > 5 * (pooled[2] - pooled[1])
+    # unequal ray counts: each net weighs the same, unlike the pooled mean
+    uneven = [np.array([1.0]), np.array([3.0, 3.0, 3.0, 3.0])]
+    assert nested_mean_interval(uneven)[0] == 2.0 != np.concatenate(uneven).mean()
+    assert math.isnan(nested_mean_interval([np.array([1.0, 2.0])])[1])
+    with pytest.raises(ValueError):
+        nested_mean_interval([])

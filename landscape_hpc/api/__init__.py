@@ -14,6 +14,9 @@ curvature   `hessian`: extreme eigenvalues and trace at the model's weights; `he
             a surface's grid
 geometry    `tunnel`, `connector`, `tunnel_width`: between and around trained nets (Fort &
             Jastrzebski 2019, sec. 4)
+short_dirs  `short_directions`: how many of N random directions at a net are short, with an
+            exact binomial interval
+swa         `swa_average`: snapshots' weights averaged, BN statistics recomputed at the average
 intrinsic_dim  `subspace_training` in random hyperplanes; `wedge`, the n-wedge toy model
 options     engine options from keyword arguments, devices, data as the engine takes them
 """

@@ -47,6 +47,12 @@ class ShortDirsConfig:
     # (median 14, the width experiment's 16.8 ± 1.8), so a short direction is clearly steeper
     # than a typical direction at an optimum; scale it with r_max for other models
     short: float = 10.0
+    # how the radius is set, before any point is counted: fixed (`short`) or linear_centre (the
+    # `quantile` of the distances at the linear point nearest the optima's centre: the tunnel's
+    # t nearest 0.5), so the rule is stated in advance rather than tuned to the counts
+    radius: str = "fixed"
+    # linear_centre's quantile of the distances there (0.5: half its directions are short)
+    quantile: float = 0.5
     # split whose loss the directions measure
     split: str = "train"
     # seed of the directions (direction j uses an independent stream of it)

@@ -16,9 +16,10 @@ every optimised point of the tunnel or connector, and at the same positions on t
 or simplex (the paper's contrast).
 
 Part of tunnel and connector (`short_dirs.*`, off with the default n_directions=0): after the
-points are optimised, one pool task per (point, direction), its distances evaluated together by
-the engine in the hull's subspace extended by the direction (origin θ_1, basis [θ_j − θ_1, δ_k,
-d]), so results do not depend on the number of ranks. Writes short_dirs.csv (a row per point
+points are optimised, one pool task per point and chunk of CHUNK directions, its directions'
+distances evaluated together by one engine call in the hull's subspace extended by the chunk's
+directions (origin θ_1, basis [θ_j − θ_1, δ_k, d_j ...]), so results do not depend on the number
+of ranks and a thousand directions per point are practical. Writes short_dirs.csv (a row per point
 and direction) and short_dirs.png.
 """
 
@@ -37,13 +38,22 @@ from landscape_hpc.config import HullConfig, ShortDirsConfig
 from landscape_hpc.engine.evaluate import evaluate_points
 from landscape_hpc.engine.flat import LossFn
 from landscape_hpc.engine.subspace import Subspace
-from landscape_hpc.errors import MAX_EVALUATIONS, MAX_PATH_POINTS, UserError, check_at_most
+from landscape_hpc.errors import (
+    MAX_EVALUATIONS,
+    MAX_PATH_POINTS,
+    UserError,
+    check_at_most,
+    check_choice,
+)
 from landscape_hpc.geometry.hull import HullJob
 from landscape_hpc.geometry.hyperplane import stream_seed
+from landscape_hpc.geometry.short_count import reference_radius
 from landscape_hpc.geometry.width import crossing_distance, random_unit_direction
 from landscape_hpc.params import ParamDict
 
 _JOB_KEY = "short_dirs_job"
+#: how the radius below which a direction is short is set (short_dirs.radius)
+RADIUS_RULES: tuple[str, ...] = ("fixed", "linear_centre")
 
 
 # --- pure maths --------------------------------------------------------------------------------
@@ -121,7 +131,13 @@ def check_config(cfg: ShortDirsConfig, splits: list[str]) -> None:
             f"short_dirs.threshold={cfg.threshold} must be positive (the rise of the loss above "
             "the point's own)"
         )
-    if not 0 < cfg.short <= cfg.r_max:
+    check_choice("short_dirs.radius", cfg.radius, RADIUS_RULES)
+    if cfg.radius == "linear_centre" and not 0 < cfg.quantile < 1:
+        raise UserError(
+            f"short_dirs.quantile={cfg.quantile} must lie in (0, 1) (0.5: the median distance at "
+            "the linear centre)"
+        )
+    if cfg.radius == "fixed" and not 0 < cfg.short <= cfg.r_max:
         raise UserError(
             f"short_dirs.short={cfg.short} must be in (0, r_max={cfg.r_max}]: a distance is "
             "known only up to r_max"
@@ -150,21 +166,36 @@ class ShortDirsJob:
         flat = random_unit_direction(self.hull.n_params, stream_seed(self.seed, j))
         return params.unflatten(flat.to(o.problem.device), like, o.keys)
 
-    def ray(self, kind: str, i: int, j: int) -> np.ndarray:
-        """The loss (R,) along direction j from point i of `kind`."""
+    def rays(self, kind: str, i: int, start: int, stop: int) -> np.ndarray:
+        """The losses (B, R) along directions start..stop − 1 from point i of `kind`, in one
+        engine call: the hull's subspace extended by the B directions, at the (B·R, d + B)
+        coordinates whose row b·R + r is the point's hull coordinates and distances[r] along
+        direction start + b."""
         hull, problem = self.hull, self.hull.optima.problem
-        subspace = Subspace(hull.subspace.origin, [*hull.subspace.basis, self.direction(j)])
-        at = np.broadcast_to(self.points[kind][i], (len(self.distances), hull.subspace.dim))
-        coords = torch.from_numpy(np.concatenate([at, self.distances[:, None]], axis=1))
+        basis = [*hull.subspace.basis, *(self.direction(j) for j in range(start, stop))]
+        b, n_r, d = stop - start, len(self.distances), hull.subspace.dim
+        coords = torch.zeros(b * n_r, d + b, dtype=torch.float64)
+        coords[:, :d] = torch.from_numpy(np.asarray(self.points[kind][i], np.float64))
+        for m in range(b):
+            coords[m * n_r : (m + 1) * n_r, d + m] = torch.from_numpy(self.distances)
         split = problem.splits[self.split]
         data = {self.split: (split.inputs, split.labels)}
         bn_data = problem.splits["train"].inputs
+        subspace = Subspace(hull.subspace.origin, basis)
         metrics = evaluate_points(problem.model, subspace, coords, data, hull.options, bn_data)
-        return metrics[self.split].loss
+        return metrics[self.split].loss.reshape(b, n_r)
+
+    def ray(self, kind: str, i: int, j: int) -> np.ndarray:
+        """The loss (R,) along direction j from point i of `kind`."""
+        return self.rays(kind, i, j, j + 1)[0]
 
 
-def _ray_task(task: tuple[str, int, int]) -> np.ndarray:
-    return parallel.worker_state(_JOB_KEY).ray(*task)
+#: directions per pool task, evaluated together in one engine call (one subspace)
+CHUNK = 32
+
+
+def _rays_task(task: tuple[str, int, int, int]) -> np.ndarray:
+    return parallel.worker_state(_JOB_KEY).rays(*task)
 
 
 @dataclass
@@ -176,6 +207,7 @@ class ShortDirsResult:
     short: float
     split: str
     points: dict[str, list[PointDirections]]
+    rule: str = "fixed"  # how `short` was set: fixed, or the linear centre's quantile
 
     def counts(self, kind: str) -> np.ndarray:
         return np.array([p.n_short for p in self.points[kind]])
@@ -190,20 +222,49 @@ def probe(
     job = ShortDirsJob(hull, points, distances, cfg.split, cfg.seed)
     n = cfg.n_directions
     losses = {k: np.zeros((len(c), n, len(distances))) for k, c in points.items()}
-    tasks = [(k, i, j) for k, c in points.items() for i in range(len(c)) for j in range(n)]
-    describe = lambda t: f"short direction {t[2]} at {t[0]} point {t[1]}"  # noqa: E731
+    chunks = [(j, min(j + CHUNK, n)) for j in range(0, n, CHUNK)]
+    tasks = [(k, i, *c) for k, p in points.items() for i in range(len(p)) for c in chunks]
+    describe = lambda t: f"short directions {t[2]}..{t[3] - 1} at {t[0]} point {t[1]}"  # noqa: E731
     with parallel.worker_pool(_JOB_KEY, job):
-        for result in parallel.run_tasks(comm, _ray_task, tasks, describe=describe):
-            kind, i, j = result.task
-            losses[kind][i, j] = result.value
+        for result in parallel.run_tasks(comm, _rays_task, tasks, describe=describe):
+            kind, i, start, stop = result.task
+            losses[kind][i, start:stop] = result.value
     if comm.Get_rank() != 0:
         return None
+    return measure_all(cfg, distances, losses, points, len(hull.optima.states))
+
+
+def centre_index(linear: np.ndarray, m: int) -> int:
+    """The linear point nearest the centre of the m optima's simplex (λ = 1/m each; a point's
+    first m − 1 hull coordinates are λ_2..λ_m): the tunnel's t nearest 0.5, the first of two
+    equally near."""
+    return int(np.argmin(np.linalg.norm(linear[:, : m - 1] - 1.0 / m, axis=1)))
+
+
+def measure_all(
+    cfg: ShortDirsConfig,
+    distances: np.ndarray,
+    losses: dict[str, np.ndarray],
+    points: dict[str, np.ndarray],
+    m: int,
+) -> ShortDirsResult:
+    """Every point's directions from their losses {kind: (n_k, N, R)}, the radius by cfg's
+    rule: `short` (fixed), or (linear_centre) the `quantile` of the distances at the linear
+    point nearest the simplex's centre, fixed before any point is counted."""
+    short, rule = cfg.short, "fixed"
+    if cfg.radius == "linear_centre":
+        i = centre_index(points["linear"], m)
+        ref = losses["linear"][i]
+        found = measure_point(distances, ref, float(ref[0, 0]), cfg.threshold, cfg.r_max)
+        short = reference_radius(found.distance, found.crossed, cfg.quantile)
+        where = ", ".join(f"{x:.3g}" for x in points["linear"][i][: m - 1])
+        rule = f"the {cfg.quantile:g}-quantile of the distances at the linear point ({where})"
     # every direction starts at the point itself: its loss is the first one's at r = 0
     measured = {
-        k: [measure_point(distances, row, float(row[0, 0]), cfg.threshold, cfg.short) for row in v]
+        k: [measure_point(distances, row, float(row[0, 0]), cfg.threshold, short) for row in v]
         for k, v in losses.items()
     }
-    return ShortDirsResult(distances, cfg.threshold, cfg.short, cfg.split, measured)
+    return ShortDirsResult(distances, cfg.threshold, short, cfg.split, measured, rule)
 
 
 def enabled(cfg: HullConfig) -> bool:
@@ -241,7 +302,8 @@ def summarize(result: ShortDirsResult) -> str:
     r_max = result.distances[-1]
     lines = [
         f"  short directions ({n} random unit directions per point, {result.split} loss above "
-        f"the point's own + {result.threshold:g} within r < {result.short:g}; r ≤ {r_max:g}):"
+        f"the point's own + {result.threshold:g} within r < {result.short:.4g} ({result.rule}); "
+        f"r ≤ {r_max:g}):"
     ]
     for kind, found in result.points.items():
         counts = result.counts(kind)

@@ -40,6 +40,7 @@ from landscape_hpc.connectivity import loss_barrier
 from landscape_hpc.errors import MAX_PATH_POINTS, UserError, check_at_most
 from landscape_hpc.geometry import short_dirs
 from landscape_hpc.geometry.app import Report, experiment_main
+from landscape_hpc.geometry.block_score import block_score
 from landscape_hpc.geometry.hull import (
     Optima,
     load_hull_optima,
@@ -179,6 +180,13 @@ def summarize_tunnel(result: TunnelResult) -> str:
         lines.append(
             f"  deviation alignment: mean cosine {np.nanmean(off):.3f} over all pairs, "
             f"{np.nanmean(neighbours):.3f} between neighbours"
+        )
+    if k >= 4 and np.isfinite(result.alignment).all():  # the paper's two blocks, or a band
+        b = block_score(result.alignment)
+        lines.append(
+            f"  alignment structure: two blocks (split before point {b.split}) adjusted R² "
+            f"{b.adj_blocks:.3f}, banded {b.adj_banded:.3f}: {b.better} fits better "
+            f"(difference {b.difference:+.3f})"
         )
     first, last = result.opt_losses.mean(axis=0)
     lines.append(

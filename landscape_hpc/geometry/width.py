@@ -51,6 +51,7 @@ from landscape_hpc.errors import (
     check_at_most,
     check_choice,
 )
+from landscape_hpc.geometry import width_nets
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import Optima, load_optima
 from landscape_hpc.geometry.hyperplane import stream_seed
@@ -198,6 +199,16 @@ class WidthResult:
     relative: np.ndarray
     angles: np.ndarray
 
+    def over_nets(self) -> list[width_nets.OverNets]:
+        """Per label and measure (width, relative, angle), the mean over the label's nets with
+        its t interval over nets, each net's crossed rays averaged first (width_nets.py)."""
+        values = {"width": self.widths, "relative": self.relative, "angle": self.angles}
+        return [
+            row
+            for measure in width_nets.MEASURES
+            for row in width_nets.over_nets(self.labels, values[measure], self.crossed, measure)
+        ]
+
 
 def default_labels(paths: list[str]) -> list[str]:
     """The checkpoints' folder names (train's run folders) when they differ, else the paths."""
@@ -317,7 +328,8 @@ def write_width(result: WidthResult, out_dir: Path) -> list[Path]:
             for i in range(result.losses.shape[1]):
                 for r, loss, acc in zip(result.distances, result.losses[o, i], result.accs[o, i]):
                     writer.writerow([label, i, f"{r:.6g}", f"{loss:.6g}", f"{acc:.6g}"])
-    return [table, curves]
+    nets = width_nets.write_csv(result.over_nets(), out_dir / "width_nets.csv")
+    return [table, curves, nets]
 
 
 def summarize_width(result: WidthResult, threshold: float, kind: str) -> str:
@@ -334,7 +346,7 @@ def summarize_width(result: WidthResult, threshold: float, kind: str) -> str:
         text += f", level {result.levels[o]:.4g}"
         if crossed.any():
             mean, std = w[crossed].mean(), w[crossed].std()
-            text += f"; width r {mean:.4g} ± {std:.4g} over {crossed.sum()} rays"
+            text += f"; width r {mean:.4g} ± {std:.4g} (the spread over its {crossed.sum()} rays)"
             rel, angle = result.relative[o][crossed], result.angles[o][crossed]
             if result.norms[o] > 0:  # at θ* = 0 neither is defined
                 text += (
@@ -348,6 +360,7 @@ def summarize_width(result: WidthResult, threshold: float, kind: str) -> str:
                 f"(width ≥ {result.distances[-1]:g}; largest loss there {largest:.4g})"
             )
         lines.append(text)
+    lines += width_nets.summarize(result.over_nets())  # labels measured on several nets
     return "\n".join(lines)
 
 
