@@ -153,11 +153,15 @@ def test_labels_with_commas_and_quotes_read_back_through_csv(tmp_path: Path) -> 
     origin = _wedge_origin(tmp_path)
     labels = ["lr=0.1, wd=0", 'say "flat"']
     result = run_width(_width_cfg([origin, origin], tmp_path, labels=labels))
-    table, curves = write_width(result, tmp_path / "out")
+    table, curves, nets = write_width(result, tmp_path / "out")
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 12 and {r["label"] for r in rows} == set(labels)
     assert all(len(r) == 11 and None not in r for r in rows)  # no spilled fields
+    with open(nets, newline="") as f:
+        net_rows = list(csv.DictReader(f))
+    assert {r["label"] for r in net_rows} == set(labels)
+    assert all(len(r) == 8 and None not in r for r in net_rows)
     np.testing.assert_allclose([float(r["width"]) for r in rows], 0.35, atol=1e-5)
     assert {r["optimum"] for r in rows} == {origin} and {r["crossed"] for r in rows} == {"1"}
     with open(curves, newline="") as f:

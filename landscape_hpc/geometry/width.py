@@ -28,7 +28,6 @@ width_curves.csv (loss and accuracy per ray and distance) and width.png to out_d
 
 from __future__ import annotations
 
-import csv
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +54,7 @@ from landscape_hpc.geometry import width_nets
 from landscape_hpc.geometry.app import Report, experiment_main
 from landscape_hpc.geometry.hull import Optima, load_optima
 from landscape_hpc.geometry.hyperplane import stream_seed
+from landscape_hpc.geometry.width_files import write_width
 from landscape_hpc.params import ParamDict
 
 DIRECTION_KINDS: tuple[str, ...] = ("unit", "filter")
@@ -298,40 +298,6 @@ def widths_at(optima: Optima, cfg: WidthConfig, comm: Any = None) -> Optional[Wi
 
 
 #: the columns of width.csv, one row per (optimum, ray)
-WIDTH_COLUMNS = (
-    "label", "optimum", "ray", "width", "crossed", "level", "loss_at_optimum", "max_loss",
-    "relative_width", "angle_deg", "optimum_norm",
-)  # fmt: skip
-
-
-def write_width(result: WidthResult, out_dir: Path) -> list[Path]:
-    """width.csv and width_curves.csv through the csv module: a label or an optimum's path
-    holding a comma or a quote is quoted, so every reader sees the same columns (issue 33)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table = out_dir / "width.csv"
-    with open(table, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(WIDTH_COLUMNS)
-        for o, label in enumerate(result.labels):
-            for i in range(result.widths.shape[1]):
-                values = (
-                    result.widths[o, i], int(result.crossed[o, i]), result.levels[o],
-                    result.losses[o, i, 0], np.nanmax(result.losses[o, i]),
-                    result.relative[o, i], result.angles[o, i], result.norms[o],
-                )  # fmt: skip
-                writer.writerow([label, result.optima[o], i, *(f"{v:.6g}" for v in values)])
-    curves = out_dir / "width_curves.csv"
-    with open(curves, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["label", "ray", "distance", "loss", "acc"])
-        for o, label in enumerate(result.labels):
-            for i in range(result.losses.shape[1]):
-                for r, loss, acc in zip(result.distances, result.losses[o, i], result.accs[o, i]):
-                    writer.writerow([label, i, f"{r:.6g}", f"{loss:.6g}", f"{acc:.6g}"])
-    nets = width_nets.write_csv(result.over_nets(), out_dir / "width_nets.csv")
-    return [table, curves, nets]
-
-
 def summarize_width(result: WidthResult, threshold: float, kind: str) -> str:
     n = result.widths.shape[1]
     rule = "loss at the optimum + " if kind == "above_optimum" else ""

@@ -15,6 +15,7 @@ bound); a net none of whose rays crossed is left out of its label's mean and cou
 
 from __future__ import annotations
 
+import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -91,11 +92,13 @@ def summarize(rows: list[OverNets]) -> list[str]:
 
 
 def write_csv(rows: list[OverNets], path: Path) -> Path:
-    with open(path, "w") as f:
-        f.write("label,measure,n_nets,n_rays,mean,lo,hi,uncrossed_nets\n")
+    """width_nets.csv, through the csv module (a label with a comma or a quote is quoted)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["label", "measure", "n_nets", "n_rays", "mean", "lo", "hi", "uncrossed_nets"]
+        )
         for r in rows:
-            f.write(
-                f"{r.label},{r.measure},{r.n_nets},{r.n_rays},{r.mean:.6g},{r.lo:.6g},"
-                f"{r.hi:.6g},{r.uncrossed_nets}\n"
-            )
+            values = (f"{v:.6g}" for v in (r.mean, r.lo, r.hi))
+            writer.writerow([r.label, r.measure, r.n_nets, r.n_rays, *values, r.uncrossed_nets])
     return path
