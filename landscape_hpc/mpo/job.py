@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from landscape_hpc.api.run import MemoryStore
-from landscape_hpc.config import MPOConfig
+from landscape_hpc.config import FitOptions, MPOConfig
 from landscape_hpc.data import Split, subset
 from landscape_hpc.engine.batchnorm import has_bn
 from landscape_hpc.engine.evaluate import check_engine, evaluate_points
@@ -34,6 +34,7 @@ from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.directions import directions_sha256
 from landscape_hpc.files.plane import PLANE_FILE, write_plane
 from landscape_hpc.grid import Grid, cell_coords, pattern_to_surface
+from landscape_hpc.mpo.convergence import validation_split
 from landscape_hpc.mpo.fit import (
     RESUMABLE_OPTIONS,
     FitResult,
@@ -127,6 +128,13 @@ class JobOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def fit_splits(splits: dict[str, Split], cfg: FitOptions) -> tuple[Split, Split]:
+    """The fit's data: (the training split without the validation samples, the validation
+    split of cfg.val_samples samples drawn by cfg.seed). The held-out checks and the stop rule
+    read the validation split only; the test split is left to the final evaluation."""
+    return validation_split(splits["train"], cfg.val_samples, cfg.seed)
+
+
 def fit_and_evaluate(
     job: Job,
     splits: dict[str, Split],
@@ -146,17 +154,18 @@ def fit_and_evaluate(
         hdf5.check_writable(out_dir / PLANE_FILE, "out_dir")
         if not cfg.overwrite:  # refused before plane.pt or the checkpoint is rewritten
             surface_file.existing_fingerprint(out_dir / SURFACE_FILE, "out_dir")
+    train, validation = fit_splits(splits, cfg)
     result = fit_plane(
         job.plane,
         job.model,
         mask,
-        splits["train"],
+        train,
         cfg,
         out_dir,
         job.fingerprint,
         cfg.overwrite,
         progress=progress,
-        heldout=splits["test"],
+        heldout=validation,
         precision=cfg.engine.precision,
     )
     exported = result.plane.export()
