@@ -78,7 +78,8 @@ def mpo_mask(
     Args:
         kind: builtin (a shape drawn by code), random (each cell low-loss with fill_prob) or
             image (a picture, dark pixels low-loss).
-        name: builtin: ring, cross, square, smiley, stripes.
+        name: builtin: ring, cross, square, smiley, stripes, checkerboard, corners, letter_a,
+            noise (unframed random, fill 0.5, seed 0).
         size: cells: n for n×n, or (H, W).
         fill_prob: random: the probability that a cell is low-loss, in (0, 1).
         seed: random: the pattern's seed.
@@ -282,7 +283,8 @@ def fit_mpo(
             on train and test, and test is read by that final evaluation alone.
         mask: the pattern: an (H, W) array (numpy, tensor or nested lists) of 0/1, 1 = low-loss
             cell, row 0 the top of the picture; a builtin name (ring, cross, square, smiley,
-            stripes: 20×20); or lh.mpo_mask(...) for other sizes, random masks, pictures.
+            stripes, checkerboard, corners, letter_a, noise: 20×20); or lh.mpo_mask(...) for
+            other sizes, random masks, pictures.
         steps: the most optimisation steps (early_stop may end sooner).
         lr: Adam learning rate.
         batch_size: training samples per step, shared by all sampled cells.

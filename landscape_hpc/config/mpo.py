@@ -83,7 +83,9 @@ class FitOptions:
 class MaskConfig:
     # builtin (shape drawn by code), image (a picture) or random; chosen with mask=<kind>
     kind: str = "builtin"
-    # builtin: ring, cross, square, smiley, stripes
+    # builtin: ring, cross, square, smiley, stripes, checkerboard (4×4 squares), corners (an
+    # island near each corner), letter_a (an A drawn by hand), noise (unframed random, fill 0.5,
+    # seed 0)
     name: str = "ring"
     # cells of the pattern: n for n×n, or [H, W]
     size: Any = 20
