@@ -137,6 +137,7 @@ KERNELS = (
     "landscape_hpc.mpo.plane",
     "landscape_hpc.mpo.plane_init",
     "landscape_hpc.mpo.objective",
+    "landscape_hpc.mpo.scores",
     "landscape_hpc.geometry.hyperplane",
     "landscape_hpc.geometry.curve",
     "landscape_hpc.geometry.block_score",

@@ -112,6 +112,8 @@ def _all_black(tmp_path: Path) -> str:
         (["steps=-1"], "steps"),
         (["memory_mb=0.001"], "memory_mb"),
         (["eval_every=0"], "eval_every=0 must be a positive integer"),
+        (["val_samples=0"], "val_samples=0 must be a positive integer"),
+        (["dataset.max_samples=4"], "too few to carve a validation split"),
         (["mask=random", "mask.frame=true", "mask.size=3"], "needs mask.size of at least 4×4"),
     ],
 )

@@ -45,6 +45,7 @@ from landscape_hpc.files.sweep import (
     read_jobs,
 )
 from landscape_hpc.mpo.convergence import HISTORY_COLUMNS
+from landscape_hpc.mpo.scores import pattern_scores
 from landscape_hpc.sweep import report
 from landscape_hpc.sweep.jobs import SweepJob, expand, job_config
 
@@ -291,9 +292,17 @@ def test_mpi_sweep_runs_every_job_and_writes_table_and_figure(mpi_sweep):
             assert g["test_acc"][()][low].mean() == pytest.approx(r["test_acc_low"])
             # framed: the outer ring high-loss, the frame low-loss
             assert not low[0].any() and low[1, 1:-1].all() and low[1:-1, -2].all()
+            # the scores against the radial prior, as mpo/scores.py computes them from the cells
+            scores = pattern_scores(
+                g["test_loss"][()], g["test_acc"][()], low[::-1], np.ones_like(low)
+            )
+            assert r["test_auc_radial"] == scores["auc_radial"]
+            assert r["test_pattern_score"] == scores["pattern_score"]
+            assert 0 <= r["test_auc_loss"] <= 1 and np.isfinite(r["test_pattern_score"])
     csv = (out / "summary.csv").read_text().splitlines()
     assert csv[0].startswith("model,bn,fill_prob,seed,status,converged,steps,")
     assert "test_trained_acc_gap" in csv[0] and "test_acc_gap" in csv[0]
+    assert "test_interior_acc_gap" in csv[0] and "test_pattern_score" in csv[0]
     assert len(csv) == N_JOBS + 1
     assert (out / "bn_sweep.png").stat().st_size > 10_000
     assert (out / "bn_sweep_history.png").stat().st_size > 10_000

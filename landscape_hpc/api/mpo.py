@@ -78,7 +78,8 @@ def mpo_mask(
     Args:
         kind: builtin (a shape drawn by code), random (each cell low-loss with fill_prob) or
             image (a picture, dark pixels low-loss).
-        name: builtin: ring, cross, square, smiley, stripes.
+        name: builtin: ring, cross, square, smiley, stripes, checkerboard, corners, letter_a,
+            noise (unframed random, fill 0.5, seed 0).
         size: cells: n for n×n, or (H, W).
         fill_prob: random: the probability that a cell is low-loss, in (0, 1).
         seed: random: the pattern's seed.
@@ -243,6 +244,7 @@ def fit_mpo(
     strategy: str = "vmap",
     memory_mb: float = 2048.0,
     eval_every: int = 50,
+    val_samples: int = 256,
     heldout_samples: int = 256,
     heldout_cells: int = 32,
     early_stop: bool = True,
@@ -276,11 +278,13 @@ def fit_mpo(
         model: an nn.Module classifier ((B, ...) -> (B, classes) logits); the template of every
             cell, its weights the plane's origin.
         data: {"train": (inputs, labels), "test": (inputs, labels)}, tensors held in memory:
-            the fit draws batches from train, checks the plane on test (history, the stop rule);
-            every cell is evaluated on both.
+            the fit draws batches from train less its validation split (val_samples) and
+            checks the plane on that split (history, the stop rule); every cell is evaluated
+            on train and test, and test is read by that final evaluation alone.
         mask: the pattern: an (H, W) array (numpy, tensor or nested lists) of 0/1, 1 = low-loss
             cell, row 0 the top of the picture; a builtin name (ring, cross, square, smiley,
-            stripes: 20×20); or lh.mpo_mask(...) for other sizes, random masks, pictures.
+            stripes, checkerboard, corners, letter_a, noise: 20×20); or lh.mpo_mask(...) for
+            other sizes, random masks, pictures.
         steps: the most optimisation steps (early_stop may end sooner).
         lr: Adam learning rate.
         batch_size: training samples per step, shared by all sampled cells.
@@ -288,7 +292,8 @@ def fit_mpo(
         ce_threshold: high-loss cells count min(CE, ce_threshold), in nats.
         grad_clip: clip the plane's gradient norm to this (None: no clipping).
         skip_interior_cells: train only cells with a neighbour of the other class.
-        seed: seed of the batches, the sampled cells and the held-out set.
+        seed: seed of the batches, the sampled cells, the validation split and the held-out
+            set.
         init_seed: up and φ_right start from init_seed + 1 and + 2 (the command's
             model.init_seed); with plane_init="xavier" they are re-drawn from those seeds.
         plane_init: fresh (the layers' own init) or xavier (Xavier-uniform weights, zero
@@ -297,7 +302,10 @@ def fit_mpo(
         strategy: the cells of a step: vmap (batched) or loop (one by one).
         memory_mb: memory for the stacked cell weights and activations of a training chunk (MiB).
         eval_every: check the plane on the held-out set every this many steps.
-        heldout_samples: at most this many test samples in the held-out set.
+        val_samples: the validation split: this many samples (at most a fifth) drawn (by
+            seed) from train and left out of its batches; the held-out checks and the stop
+            rule read only it.
+        heldout_samples: at most this many validation samples in the held-out set.
         heldout_cells: at most this many cells of each class in the held-out set.
         early_stop: end the fit once the held-out gap stops improving.
         patience: checks without improvement that end the fit.

@@ -10,8 +10,8 @@ from omegaconf import MISSING
 
 @dataclass
 class ModelConfig:
-    # registry name (mpo_cnn, mpo_cnn6, mpo_cnn_bn, vgg9, resnet20, resnet56_noshort, mlp,
-    # gpt_tiny, ...), hf (a transformers model from model.path) or custom
+    # registry name (mpo_cnn, mpo_cnn_pool, mpo_cnn6, mpo_cnn_bn, vgg9, resnet20,
+    # resnet56_noshort, mlp, gpt_tiny, ...), hf (a transformers model from model.path) or custom
     name: str = MISSING
     # custom only: "package.module.callable" returning an nn.Module
     target: Optional[str] = None

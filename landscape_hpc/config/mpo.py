@@ -56,7 +56,13 @@ class FitOptions:
     strategy: str = "vmap"
     # check the plane on the held-out set every this many steps (history.csv; the stop rule)
     eval_every: int = 50
-    # the held-out set: at most this many samples of the test split (seeded, fixed for the fit)
+    # the validation split: this many samples (at most a fifth of the training split) carved
+    # from the training split by a draw seeded by `seed` and left out of every training batch;
+    # the held-out checks and the stop rule read only it, never the test split (read by the
+    # final evaluation alone). 256: digits' training split of 1,437 keeps 1,181 for the batches
+    val_samples: int = 256
+    # the held-out set: at most this many samples of the validation split (seeded, fixed for the
+    # fit)
     heldout_samples: int = 256
     # ... and at most this many cells of each class, drawn from the trained cells and from all
     heldout_cells: int = 32
@@ -77,7 +83,9 @@ class FitOptions:
 class MaskConfig:
     # builtin (shape drawn by code), image (a picture) or random; chosen with mask=<kind>
     kind: str = "builtin"
-    # builtin: ring, cross, square, smiley, stripes
+    # builtin: ring, cross, square, smiley, stripes, checkerboard (4×4 squares), corners (an
+    # island near each corner), letter_a (an A drawn by hand), noise (unframed random, fill 0.5,
+    # seed 0)
     name: str = "ring"
     # cells of the pattern: n for n×n, or [H, W]
     size: Any = 20

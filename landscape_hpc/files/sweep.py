@@ -13,8 +13,9 @@
                                                     evaluation of every cell, all of the run that
                                                     finished the job (a resumed job: its last
                                                     leg); the plane's scale
-        metrics                                     (2, 10) float64: rows train, test;
-                                                    columns METRIC_COLUMNS (attrs rows, columns)
+        metrics                                     (2, 15) float64: rows train, test;
+                                                    columns METRIC_COLUMNS (attrs rows, columns;
+                                                    files before the scores: 10 columns)
         history                                     (rows, 10) float64, NaN rows unused: the
                                                     held-out check every eval_every steps,
                                                     columns HISTORY_COLUMNS (attrs columns)
@@ -46,17 +47,18 @@ from landscape_hpc.files import hdf5
 from landscape_hpc.files.surface import metric_names
 from landscape_hpc.grid import cell_coords, pattern_to_surface
 from landscape_hpc.mpo.convergence import HISTORY_COLUMNS
+from landscape_hpc.mpo.patterns import trainable_cells
+from landscape_hpc.mpo.scores import METRIC_COLUMNS as SCORED_METRICS
+from landscape_hpc.mpo.scores import SCORE_COLUMNS, pattern_scores
 from landscape_hpc.sweep.jobs import SweepJob
 
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 METRIC_SPLITS = ("train", "test")
-#: over all cells, then over the trained (boundary) cells only (the paper code's metric)
-METRIC_COLUMNS = tuple(
-    f"{prefix}{name}"
-    for prefix in ("", "trained_")
-    for name in ("acc_low", "acc_high", "acc_gap", "loss_low", "loss_high")
-)
+#: over all cells, then over the trained (boundary) cells only (the paper code's metric), then
+#: the scores against the radial prior (mpo/scores.py); a file's own `columns` attribute says
+#: which it holds (files before the scores: the first 10)
+METRIC_COLUMNS = SCORED_METRICS
 VALUE_NAMES = metric_names(list(METRIC_SPLITS))
 _TEXT = {"reason": 512, "host": 64}
 _SCALARS = {
@@ -274,6 +276,19 @@ def _done_without_values(g: h5py.Group) -> str:
     return ""
 
 
+def _scores_of(g: h5py.Group) -> dict[str, float]:
+    """SCORE_COLUMNS of a done job whose file predates them, from its cells and mask (the
+    trained cells as its fingerprint's skip_interior_cells says)."""
+    mask = pattern_to_surface(g["mask"][()].astype(bool))  # surface → pattern orientation
+    skip = json.loads(g.attrs["fingerprint"]).get("skip_interior_cells", True)
+    trained = trainable_cells(mask, bool(skip))
+    out = {}
+    for split in METRIC_SPLITS:
+        scores = pattern_scores(g[f"{split}_loss"][()], g[f"{split}_acc"][()], mask, trained)
+        out.update({f"{split}_{k}": v for k, v in scores.items()})
+    return out
+
+
 def _create_job(f: h5py.File, spec: JobSpec) -> None:
     g = f.create_group(f"jobs/{spec.job.key}")
     g.attrs["model"] = spec.job.model
@@ -321,7 +336,8 @@ def _fit_history(g: h5py.Group, rows: int) -> None:
 
 def read_jobs(path: str | Path) -> list[dict[str, Any]]:
     """Every job of a sweep file as a row: model, bn, fill_prob, seed, status, converged, reason,
-    metrics (train_acc_low, ..., test_trained_loss_high; NaN where the file has no such column),
+    metrics (train_acc_low, ..., test_pattern_score; NaN where the file has no such column, but
+    the scores of a done job in a file made before them are computed from its cells),
     steps, seconds (and their split), host, rank, and `history` (rows, HISTORY_COLUMNS) without
     unused rows; in file order."""
     rows = []
@@ -353,6 +369,8 @@ def read_jobs(path: str | Path) -> list[dict[str, Any]]:
                 for col in METRIC_COLUMNS:
                     j = columns.index(col) if col in columns else None
                     row[f"{split}_{col}"] = float(metrics[i, j]) if j is not None else np.nan
+            if row["status"] == "done" and not set(SCORE_COLUMNS) <= set(columns):
+                row.update(_scores_of(g))  # a file made before the scores: from its cells
             row["steps"] = int(g["steps"][()])
             for name in ("seconds", "train_seconds", "heldout_seconds", "eval_seconds"):
                 row[name] = float(g[name][()]) if name in g else np.nan

@@ -1,6 +1,7 @@
 """Model registry: `build_model(cfg, input_shape, num_classes)` gives the net every tool evaluates.
 
-Registry names are the nets of the seed papers: `mpo_cnn` (pictures) and the pair `mpo_cnn6` /
+Registry names are the nets of the seed papers: `mpo_cnn` (pictures; `mpo_cnn_pool` with the
+authors' code's max-pool after each conv) and the pair `mpo_cnn6` /
 `mpo_cnn_bn` (the BN experiment) of Skorokhodov & Burtsev 2019, appendix B, `vgg9` (Li et al.
 2018, appendix A.5), the CIFAR ResNets `resnet20/56/110` and
 their `_noshort` twins (Li et al. 2018, sec. 6), `mlp`, and `wedge`, the n-wedge toy landscape
@@ -30,7 +31,7 @@ from landscape_hpc.files.checkpoint import file_sha256, load_into, load_state_di
 from landscape_hpc.models.gpt import gpt_tiny
 from landscape_hpc.models.hf import check_vocabulary, load_hf
 from landscape_hpc.models.mlp import mlp
-from landscape_hpc.models.mpo_cnn import mpo_cnn, mpo_cnn6, mpo_cnn_bn
+from landscape_hpc.models.mpo_cnn import mpo_cnn, mpo_cnn6, mpo_cnn_bn, mpo_cnn_pool
 from landscape_hpc.models.nwedge import WEDGE_KWARGS, wedge
 from landscape_hpc.models.resnet import resnet_builder
 from landscape_hpc.models.vgg import vgg9
@@ -47,6 +48,7 @@ __all__ = [
 MODEL_NAMES: tuple[str, ...] = (
     "mlp",
     "mpo_cnn",
+    "mpo_cnn_pool",
     "mpo_cnn6",
     "mpo_cnn_bn",
     "vgg9",
@@ -66,6 +68,7 @@ MODEL_NAMES: tuple[str, ...] = (
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
     "mpo_cnn": mpo_cnn,
+    "mpo_cnn_pool": mpo_cnn_pool,
     "mpo_cnn6": mpo_cnn6,
     "mpo_cnn_bn": mpo_cnn_bn,
     "vgg9": vgg9,

@@ -11,13 +11,22 @@ Which net belongs to which experiment:
   code, loss-patterns, keeps them: directions along them change nothing in front of BN). The BN
   sweep compares exactly these two.
 
-All: spatial size kept by padding 1 and no pooling, then an adaptive average pooling to 4×4 and a
-two-layer head (64 · 4 · 4 = 1024 → 128 → classes), so any image size works.
+- `mpo_cnn_pool`: the pictures net as the authors' code builds it (loss-patterns,
+  `ConvModel` of the icon runs: conv → ReLU → MaxPool2d(2, 2) per conv, 8/32/64 channels, no
+  adaptive pooling, flatten → 128 → classes): on 28×28 images 28 → 14 → 7 → 3, a head of
+  64 · 3 · 3 = 576 inputs as theirs; on 8×8 digits 64 · 1 · 1. Images need at least 8×8.
+
+The others: spatial size kept by padding 1 and no pooling, then an adaptive average pooling to
+4×4 and a two-layer head (64 · 4 · 4 = 1024 → 128 → classes), so any image size works.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import Tensor, nn
+
+from landscape_hpc.errors import UserError
 
 #: conv channels of the pictures net (section 4.1) and of the BN experiment's net (section 4.2)
 MPO_CHANNELS: tuple[int, ...] = (8, 32, 64)
@@ -37,7 +46,11 @@ class MPOConvNet(nn.Module):
         num_classes: int,
         channels: tuple[int, ...] = MPO_CHANNELS,
         batch_norm: bool = False,
+        max_pool: Optional[tuple[int, int]] = None,
     ) -> None:
+        """`max_pool`: (H, W) of the input images for a MaxPool2d(2, 2) after every conv and a
+        head on the flattened map (the authors' pictures net); None: no max-pool, an adaptive
+        average pooling to 4×4 in front of the head."""
         super().__init__()
         layers: list[nn.Module] = []
         previous = in_channels
@@ -47,17 +60,25 @@ class MPOConvNet(nn.Module):
             if batch_norm:
                 layers.append(nn.BatchNorm2d(width))
             layers.append(nn.ReLU())
+            if max_pool is not None:
+                layers.append(nn.MaxPool2d(2, 2))
             previous = width
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d((POOLED_SIZE, POOLED_SIZE))
+        if max_pool is None:
+            self.pool: nn.Module = nn.AdaptiveAvgPool2d((POOLED_SIZE, POOLED_SIZE))
+            features = previous * POOLED_SIZE * POOLED_SIZE
+        else:
+            self.pool = nn.Identity()
+            shrink = 2 ** len(channels)  # each max-pool halves the map (floor)
+            features = previous * (max_pool[0] // shrink) * (max_pool[1] // shrink)
         self.classifier = nn.Sequential(
-            nn.Linear(previous * POOLED_SIZE * POOLED_SIZE, HIDDEN_WIDTH),
+            nn.Linear(features, HIDDEN_WIDTH),
             nn.ReLU(),
             nn.Linear(HIDDEN_WIDTH, num_classes),
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.pool(self.features(x))  # (B, 64, 4, 4)
+        out = self.pool(self.features(x))  # (B, 64, 4, 4); max-pooled: (B, 64, H/8, W/8)
         return self.classifier(out.flatten(1))  # (B, classes)
 
 
@@ -74,3 +95,16 @@ def mpo_cnn6(input_shape: tuple[int, ...], num_classes: int) -> MPOConvNet:
 def mpo_cnn_bn(input_shape: tuple[int, ...], num_classes: int) -> MPOConvNet:
     """The BN experiment's six-conv net with BN after every conv (section 4.2, appendix B)."""
     return MPOConvNet(input_shape[0], num_classes, MPO_DEEP_CHANNELS, batch_norm=True)
+
+
+def mpo_cnn_pool(input_shape: tuple[int, ...], num_classes: int) -> MPOConvNet:
+    """The pictures net as the authors' code builds it: a max-pool after each of the three
+    convs, the head on the flattened map (64 · 3 · 3 = 576 on 28×28), images (C, H, W) ≥ 8×8."""
+    h, w = int(input_shape[-2]), int(input_shape[-1])
+    shrink = 2 ** len(MPO_CHANNELS)
+    if min(h, w) < shrink:
+        raise UserError(
+            f"model=mpo_cnn_pool halves the image {len(MPO_CHANNELS)} times and needs at least "
+            f"{shrink}×{shrink} pixels, got {h}×{w}; use mpo_cnn (adaptive pooling) instead"
+        )
+    return MPOConvNet(input_shape[0], num_classes, MPO_CHANNELS, max_pool=(h, w))

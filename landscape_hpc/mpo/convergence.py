@@ -1,8 +1,12 @@
 """Whether an MPO fit has converged: the held-out check every `eval_every` steps, its history,
 and the rule that ends a fit by itself.
 
+The held-out samples come from the *validation split* (`validation_split`): `val_samples`
+samples (at most a fifth) carved from the training split by a seeded draw and never in a
+training batch, so the
+stop rule and every held-out check never read the test split (only the final evaluation does).
 Every `eval_every` steps (and before the first and after the last step) the plane is evaluated
-on a fixed, seeded held-out set: at most `heldout_samples` samples of the *test* split and at
+on a fixed, seeded held-out set: at most `heldout_samples` samples of the validation split and at
 most `heldout_cells` cells of each class, drawn once from the trained (boundary) cells and once
 from all cells of the pattern. BN nets use the statistics of the held-out batch, as in training
 (appendix C). Each evaluation is a row of the history (HISTORY_COLUMNS): the held-out accuracy
@@ -27,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape_hpc.data import Split
+from landscape_hpc.errors import UserError
 from landscape_hpc.mpo.objective import objective_batched
 from landscape_hpc.mpo.plane import Plane, cell_alpha_beta
 from landscape_hpc.paths import require_regular
@@ -47,6 +52,8 @@ HISTORY_COLUMNS = (
 HISTORY_CSV = "history.csv"
 #: the stream of the held-out draws, apart from the steps' streams (seed · 1_000_003 + step)
 _HELDOUT_STREAM = 0x4D504F
+#: the stream of the validation split's draw (from the training split)
+_VALIDATION_STREAM = 0x56414C
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,48 @@ class StopRule:
         return recent <= before + self.min_delta
 
 
+#: the validation split takes at most this share of the training split
+VALIDATION_MAX_SHARE = 5
+
+
+def validation_size(n: int, samples: int) -> int:
+    """Samples of the validation split of a training split of `n`: `samples`, at most a fifth
+    of n (VALIDATION_MAX_SHARE) so the batches keep most of the data. A UserError when not one
+    sample can be spared."""
+    if samples < 1:
+        raise UserError(f"val_samples={samples} must be a positive integer")
+    size = min(int(samples), n // VALIDATION_MAX_SHARE)
+    if size < 1:
+        raise UserError(
+            f"the training split has {n} samples, too few to carve a validation split from "
+            f"(it takes at most 1/{VALIDATION_MAX_SHARE}); give at least "
+            f"{VALIDATION_MAX_SHARE} training samples"
+        )
+    return size
+
+
+def validation_rows(n: int, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of a training split of `n` samples, each sorted: a
+    seeded draw of validation_size(n, samples) rows (a function of (n, samples, seed) only)
+    and the rest."""
+    size = validation_size(n, samples)
+    order = np.random.default_rng([int(seed), _VALIDATION_STREAM]).permutation(n)
+    return np.sort(order[size:]), np.sort(order[:size])
+
+
+def validation_split(train: Split, samples: int, seed: int) -> tuple[Split, Split]:
+    """(the training split without the validation samples, the validation split): `samples`
+    rows of `train` drawn by `seed` (validation_rows), in their original order."""
+    rest, val = validation_rows(int(train.labels.shape[0]), samples, seed)
+    device = train.labels.device
+
+    def take(rows: np.ndarray) -> Split:
+        index = torch.from_numpy(rows).to(device)
+        return Split(train.inputs[index], train.labels[index])
+
+    return take(rest), take(val)
+
+
 def _pick(cells: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """At most k rows of `cells` (N, 2), in a seeded order."""
     return cells[rng.permutation(len(cells))[: min(k, len(cells))]]
@@ -78,7 +127,7 @@ def _pick(cells: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
 class HeldOut:
     """The fixed held-out set of one fit: samples and cells (α, β) of each class."""
 
-    inputs: Tensor  # (B, ...) samples of the test split
+    inputs: Tensor  # (B, ...) samples of the validation split
     labels: Tensor  # (B,)
     trained: tuple[Tensor, Tensor]  # (K_low, 2), (K_high, 2): trained cells
     every: tuple[Tensor, Tensor]  # the same drawn from all cells

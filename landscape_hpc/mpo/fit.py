@@ -2,11 +2,12 @@
 
 Each step draws a data batch and `cells_per_step` trainable cells of each class from a generator
 seeded by (seed, step), so a resumed run draws exactly what an uninterrupted one would have.
-With a held-out split, every `eval_every` steps the plane is checked on a fixed held-out set
-(mpo/convergence.py); the history is kept, and the fit ends by itself once the stop rule says it
-has converged (`steps` is then only the maximum). The plane, the Adam state and the history are
-saved to `checkpoint.pt` every `checkpoint_every` steps and at the end; `fit_plane` continues from
-that file when it exists and was made by the same job.
+With a held-out split (the validation split carved from the training split: a job passes the
+rest as `train`, mpo/job.py `fit_splits`), every `eval_every` steps the plane is checked on a
+fixed held-out set (mpo/convergence.py); the history is kept, and the fit ends by itself once
+the stop rule says it has converged (`steps` is then only the maximum). The plane, the Adam
+state and the history are saved to `checkpoint.pt` every `checkpoint_every` steps and at the
+end; `fit_plane` continues from that file when it exists and was made by the same job.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def check_fit_options(opts: FitOptions) -> None:
         raise UserError(f"ce_threshold={opts.ce_threshold} must be positive (nats)")
     if opts.grad_clip is not None and not opts.grad_clip > 0:
         raise UserError(f"grad_clip={opts.grad_clip} must be positive, or null for no clipping")
-    for key in ("eval_every", "heldout_samples", "heldout_cells", "patience"):
+    for key in ("eval_every", "val_samples", "heldout_samples", "heldout_cells", "patience"):
         value = getattr(opts, key)
         if value <= 0:
             raise UserError(f"{key}={value} must be a positive integer")
@@ -168,8 +169,9 @@ def fit_plane(
     precision: str = "fp32",
 ) -> FitResult:
     """Trains `plane` on `mask` (H, W; True = low-loss) with eq. (3); resumes and writes
-    `out_dir/checkpoint.pt` (and history.csv) when out_dir is given. With `heldout` (a split,
-    normally test), checks the plane every eval_every steps and stops by the stop rule.
+    `out_dir/checkpoint.pt` (and history.csv) when out_dir is given. With `heldout` (a split:
+    the validation split, never the test split), checks the plane every eval_every steps and
+    stops by the stop rule; `train` must then exclude its samples (convergence.validation_split).
     The data are tensors on the plane's device. `precision` (engine.precision: fp32, tf32,
     bf16; engine/precision.py): the arithmetic of the objective's forwards and backwards and of
     the held-out checks; Adam's step stays float32."""
@@ -345,6 +347,12 @@ def _resume_from(
     wanted = json.loads(json.dumps(fingerprint or {}, sort_keys=True))
     if stored != wanted:
         diff = fingerprint_diff(stored, wanted, holder="checkpoint")
+        if "val_samples" in wanted and "val_samples" not in stored:
+            raise UserError(
+                f"{path} was made before the validation split (its held-out checks read the "
+                "test split, its batches every training sample), so it cannot resume exactly; "
+                "use another out_dir or overwrite=true to start again"
+            )
         raise UserError(
             f"{path} was made by another MPO job ({'; '.join(diff)}); use another out_dir or "
             "overwrite=true to start again"

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from landscape_hpc.api.run import MemoryStore
-from landscape_hpc.config import MPOConfig
+from landscape_hpc.config import FitOptions, MPOConfig
 from landscape_hpc.data import Split, subset
 from landscape_hpc.engine.batchnorm import has_bn
 from landscape_hpc.engine.evaluate import check_engine, evaluate_points
@@ -33,7 +33,8 @@ from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.directions import directions_sha256
 from landscape_hpc.files.plane import PLANE_FILE, write_plane
-from landscape_hpc.grid import Grid, cell_coords, pattern_to_surface
+from landscape_hpc.grid import Grid, cell_coords
+from landscape_hpc.mpo.convergence import validation_split
 from landscape_hpc.mpo.fit import (
     RESUMABLE_OPTIONS,
     FitResult,
@@ -44,6 +45,7 @@ from landscape_hpc.mpo.fit import (
 from landscape_hpc.mpo.patterns import trainable_cells
 from landscape_hpc.mpo.plane import Plane
 from landscape_hpc.mpo.plane_init import PLANE_INITS
+from landscape_hpc.mpo.scores import pattern_metrics
 
 SPLITS = ("train", "test")
 #: cells per engine call when evaluating the fitted plane (one surface-file write each)
@@ -127,6 +129,13 @@ class JobOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def fit_splits(splits: dict[str, Split], cfg: FitOptions) -> tuple[Split, Split]:
+    """The fit's data: (the training split without the validation samples, the validation
+    split of cfg.val_samples samples drawn by cfg.seed). The held-out checks and the stop rule
+    read the validation split only; the test split is left to the final evaluation."""
+    return validation_split(splits["train"], cfg.val_samples, cfg.seed)
+
+
 def fit_and_evaluate(
     job: Job,
     splits: dict[str, Split],
@@ -146,17 +155,18 @@ def fit_and_evaluate(
         hdf5.check_writable(out_dir / PLANE_FILE, "out_dir")
         if not cfg.overwrite:  # refused before plane.pt or the checkpoint is rewritten
             surface_file.existing_fingerprint(out_dir / SURFACE_FILE, "out_dir")
+    train, validation = fit_splits(splits, cfg)
     result = fit_plane(
         job.plane,
         job.model,
         mask,
-        splits["train"],
+        train,
         cfg,
         out_dir,
         job.fingerprint,
         cfg.overwrite,
         progress=progress,
-        heldout=splits["test"],
+        heldout=validation,
         precision=cfg.engine.precision,
     )
     exported = result.plane.export()
@@ -262,30 +272,3 @@ def plane_values(
     store = MemoryStore(grid, surface_file.metric_names(list(SPLITS)))
     evaluate_into(store, subspace, grid, model, splits, cfg)
     return {k: v for k, v in store.arrays.items() if k != "done"}
-
-
-def pattern_metrics(
-    values: dict[str, np.ndarray], mask: np.ndarray, trained: np.ndarray | None = None
-) -> dict[str, Any]:
-    """Means over low-loss and high-loss cells per split, acc in percent, gap = low − high: over
-    all cells (acc_low, ...) and over the trained (boundary) cells only (trained_acc_low, ...,
-    the paper code's figure-4 numbers). `trained` (H, W) defaults to every cell."""
-    low = pattern_to_surface(mask)  # the mask in surface orientation
-    used = pattern_to_surface(np.ones_like(mask) if trained is None else trained)
-    out: dict[str, Any] = {}
-    for split in SPLITS:
-        loss, acc = values[f"{split}_loss"], values[f"{split}_acc"]
-        row: dict[str, float] = {}
-        for prefix, cells in (("", np.ones_like(used)), ("trained_", used)):
-            row[f"{prefix}acc_low"] = _mean(acc[low & cells])
-            row[f"{prefix}acc_high"] = _mean(acc[~low & cells])
-            row[f"{prefix}acc_gap"] = row[f"{prefix}acc_low"] - row[f"{prefix}acc_high"]
-            row[f"{prefix}loss_low"] = _mean(loss[low & cells])
-            row[f"{prefix}loss_high"] = _mean(loss[~low & cells])
-        out[split] = row
-    return out
-
-
-def _mean(values: np.ndarray) -> float:
-    """The mean, NaN for no values (a pattern whose class has no trained cell)."""
-    return float(values.mean()) if values.size else float("nan")

@@ -87,12 +87,72 @@ def _stripes(shape: tuple[int, int]) -> np.ndarray:
     return np.floor((cc + 1) * 2).astype(int) % 2 == 0
 
 
+def _checkerboard(shape: tuple[int, int]) -> np.ndarray:
+    """4×4 squares, alternating, the top-left one low-loss."""
+    rr, cc, _ = _disk_distance(shape)
+    return (np.floor((rr + 1) * 2).astype(int) + np.floor((cc + 1) * 2).astype(int)) % 2 == 0
+
+
+def _corners(shape: tuple[int, int]) -> np.ndarray:
+    """Four low-loss islands, one near each corner: low loss far from the origin, high near it
+    (the opposite of what a plane gives for free)."""
+    rr, cc, _ = _disk_distance(shape)
+    return np.hypot(np.abs(rr) - 0.6, np.abs(cc) - 0.6) < 0.3
+
+
+#: the letter A, drawn by hand: 7 rows × 5 columns, 1 = low-loss
+LETTER_A = np.array(
+    [
+        [0, 0, 1, 0, 0],
+        [0, 1, 0, 1, 0],
+        [1, 0, 0, 0, 1],
+        [1, 0, 0, 0, 1],
+        [1, 1, 1, 1, 1],
+        [1, 0, 0, 0, 1],
+        [1, 0, 0, 0, 1],
+    ],
+    dtype=bool,
+)
+
+
+def _glyph(glyph: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`glyph` scaled (nearest cell centre) into the pattern, a high-loss margin of a tenth of
+    each side around it; at the glyph's own size, the glyph itself."""
+    out = np.zeros(shape, dtype=bool)
+    index = []
+    for n, parts in zip(shape, glyph.shape):
+        margin = n // 10
+        inner = n - 2 * margin
+        centres = (np.arange(inner) + 0.5) * parts / inner
+        index.append((margin, np.minimum(np.floor(centres).astype(int), parts - 1)))
+    (r0, rows), (c0, cols) = index
+    out[r0 : r0 + len(rows), c0 : c0 + len(cols)] = glyph[np.ix_(rows, cols)]
+    return out
+
+
+def _letter_a(shape: tuple[int, int]) -> np.ndarray:
+    return _glyph(LETTER_A, shape)
+
+
+#: the unframed random mask of the builtins: fill 0.5, seed 0 (as mask=random mask.fill_prob=0.5
+#: mask.seed=0)
+NOISE_FILL, NOISE_SEED = 0.5, 0
+
+
+def _noise(shape: tuple[int, int]) -> np.ndarray:
+    return random_mask(list(shape), NOISE_FILL, NOISE_SEED)
+
+
 BUILTINS: dict[str, Callable[[tuple[int, int]], np.ndarray]] = {
     "ring": _ring,
     "cross": _cross,
     "square": _square,
     "smiley": _smiley,
     "stripes": _stripes,
+    "checkerboard": _checkerboard,
+    "corners": _corners,
+    "letter_a": _letter_a,
+    "noise": _noise,
 }
 
 

@@ -4,6 +4,9 @@
 
 Two accuracy gaps are reported side by side: over the *trained* (boundary) cells, the numbers of
 the paper's figure 4 as its code (loss-patterns) computes them, and over *all* cells of the mask.
+Beside them (mpo/scores.py): the gap over the random interior of framed masks alone (the outer
+ring and frame are the same at every fill) and the pattern score, the AUC of −loss against the
+mask minus the AUC of the radial prior −√(α² + β²), what any plane gives for free.
 Failed and unconverged jobs are rows like the others (never dropped); the table counts them.
 
     python -m landscape_hpc.sweep report <sweep.h5 | folder with sweep.h5 | multirun folder>
@@ -30,11 +33,13 @@ from landscape_hpc.errors import UserError
 from landscape_hpc.paths import require_regular
 
 SPLITS = ("train", "test")
+#: mpo/scores.py METRIC_COLUMNS (not imported: the report starts without torch); a file or
+#: metrics.json made before the scores reads NaN for them
 METRICS = tuple(
     f"{prefix}{name}"
     for prefix in ("", "trained_")
     for name in ("acc_low", "acc_high", "acc_gap", "loss_low", "loss_high")
-)
+) + ("interior_acc_gap", "trained_interior_acc_gap", "auc_loss", "auc_radial", "pattern_score")
 TIMES = ("seconds", "train_seconds", "heldout_seconds", "eval_seconds")
 COLUMNS = (
     ["model", "bn", "fill_prob", "seed", "status", "converged", "steps"]
@@ -168,7 +173,9 @@ def _fmt(value: Any) -> Any:
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (model, fill_prob) over the done jobs: n, how many converged and failed, mean and std
     (ddof=1, over seeds) of the test acc_gap over trained cells (`gap_*`, the paper code's) and
-    over all cells (`gap_all_*`), and the mean test acc_low / acc_high both ways."""
+    over all cells (`gap_all_*`), of the interior-only gap of framed masks (`interior_*`) and
+    of the pattern score (`score_*`: AUC of −loss minus the radial prior's), and the mean test
+    acc_low / acc_high both ways."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["model"], row["fill_prob"])].append(row)
@@ -186,6 +193,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for name, prefix in (("gap", "trained_"), ("gap_all", "")):
             mean, std = _mean_std([r[f"test_{prefix}acc_gap"] for r in done])
+            entry[f"{name}_mean"], entry[f"{name}_std"] = mean, std
+        for name, column in (("interior", "interior_acc_gap"), ("score", "pattern_score")):
+            mean, std = _mean_std([r.get(f"test_{column}", math.nan) for r in done])
             entry[f"{name}_mean"], entry[f"{name}_std"] = mean, std
         for name, prefix in (("", "trained_"), ("_all", "")):
             entry[f"acc_low{name}"] = _mean_std([r[f"test_{prefix}acc_low"] for r in done])[0]
@@ -206,7 +216,8 @@ def format_table(table: list[dict[str, Any]]) -> str:
     lines = [
         f"{'model':<11} {'bn':<3} {'fill':>4} {'n':>2} {'conv':>4} {'fail':>4}  "
         f"{'gap, trained cells':>18} {'low':>5} {'high':>5}  "
-        f"{'gap, all cells':>15} {'low':>5} {'high':>5}"
+        f"{'gap, all cells':>15} {'low':>5} {'high':>5}  "
+        f"{'gap, interior':>13}  {'pattern score':>15}"
     ]
     for t in table:
         lines.append(
@@ -214,7 +225,9 @@ def format_table(table: list[dict[str, Any]]) -> str:
             f"{t['n']:>2} {t['converged']:>4} {t['failed']:>4}  "
             f"{_pm(t['gap_mean'], t['gap_std']):>18} {t['acc_low']:5.1f} {t['acc_high']:5.1f}  "
             f"{_pm(t['gap_all_mean'], t['gap_all_std']):>15} "
-            f"{t['acc_low_all']:5.1f} {t['acc_high_all']:5.1f}"
+            f"{t['acc_low_all']:5.1f} {t['acc_high_all']:5.1f}  "
+            f"{_pm(t['interior_mean'], t['interior_std']):>13}  "
+            f"{_pm(t['score_mean'], t['score_std'], 3):>15}"
         )
     return "\n".join(lines)
 
@@ -223,8 +236,8 @@ def _yes_no(flag: bool | None) -> str:
     return "?" if flag is None else ("yes" if flag else "no")
 
 
-def _pm(mean: float, std: float) -> str:
-    return f"{mean:5.1f} ± {std:4.1f}"
+def _pm(mean: float, std: float, digits: int = 1) -> str:
+    return f"{mean:5.{digits}f} ± {std:4.{digits}f}"
 
 
 def plot_sweep(table: list[dict[str, Any]], path: str | Path) -> Path:

@@ -38,9 +38,9 @@ from landscape_hpc.mpo.command import (
     set_threads,
     setup_job,
 )
-from landscape_hpc.mpo.convergence import HISTORY_COLUMNS
+from landscape_hpc.mpo.convergence import HISTORY_COLUMNS, validation_rows
 from landscape_hpc.mpo.fit import Diverged, fit_plane
-from landscape_hpc.mpo.job import pattern_metrics, plane_values
+from landscape_hpc.mpo.job import fit_splits, pattern_metrics, plane_values
 from landscape_hpc.mpo.patterns import trainable_cells
 from landscape_hpc.problem import problem_on
 from landscape_hpc.sweep import report
@@ -72,6 +72,9 @@ def job_specs(
     nets = {job_cfg.model.name: job_cfg for _, job_cfg, _ in checked}
     for job_cfg in nets.values():
         check_model(job_cfg, problem_on(job_cfg.model, job_cfg.dataset, splits).model)
+    n_train = int(splits["train"].labels.shape[0])
+    for _, job_cfg, _ in checked:  # a val_samples the training split cannot give: before any job
+        validation_rows(n_train, job_cfg.val_samples, job_cfg.seed)
     return [
         JobSpec(
             job,
@@ -219,17 +222,18 @@ def run_job(cfg: MPOConfig, splits: dict, mask: np.ndarray, job_dir: Path) -> Ou
     where = {"host": socket.gethostname(), "rank": parallel.world().Get_rank()}
     bn = has_bn(job.model)
     try:
+        train, validation = fit_splits(splits, cfg)
         result = fit_plane(
             job.plane,
             job.model,
             job.mask,
-            splits["train"],
+            train,
             cfg,
             job_dir,
             job.fingerprint,
             cfg.overwrite,
             progress=False,
-            heldout=splits["test"],
+            heldout=validation,
             precision=cfg.engine.precision,
         )
     except Diverged as err:
