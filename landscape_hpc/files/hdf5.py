@@ -285,6 +285,26 @@ def _holder(fd: int) -> str:
         return ""
 
 
+def open_locked(
+    lock: Any,
+    path: Path,
+    comm: Any,
+    collective: bool,
+    decide: Callable[[], bool],
+    setup: Callable[[h5py.File, bool], None],
+) -> Optional[h5py.File]:
+    """open_shared under a held OutputLock: the lock is released where no file comes back (a
+    refusal, an error, or a rank that does not write)."""
+    try:
+        f = open_shared(path, comm, collective, decide, setup)
+    except BaseException:
+        lock.release()
+        raise
+    if f is None:
+        lock.release()
+    return f
+
+
 def open_shared(
     path: Path,
     comm: Any,

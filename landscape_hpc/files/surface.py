@@ -164,13 +164,8 @@ class SurfaceFile:
             f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
             hdf5.write_header(f, attrs, collective and comm is not None)
 
-        try:
-            f = hdf5.open_shared(path, comm, collective, decide, setup)
-        except BaseException:
-            lock.release()
-            raise
+        f = hdf5.open_locked(lock, path, comm, collective, decide, setup)
         if f is None:
-            lock.release()
             return None
         return cls(f, grid, names, collective and comm is not None, lock)
 

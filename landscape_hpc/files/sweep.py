@@ -156,13 +156,8 @@ class SweepFile:
                     _create_job(f, spec)
                 _fit_history(f[f"jobs/{spec.job.key}"], spec.history_rows)
 
-        try:
-            f = hdf5.open_shared(path, comm, collective, decide, setup)
-        except BaseException:
-            lock.release()
-            raise
+        f = hdf5.open_locked(lock, path, comm, collective, decide, setup)
         if f is None:
-            lock.release()
             return None
         return cls(f, collective, lock)
 
