@@ -128,3 +128,19 @@ def test_only_api_and_stream_compare_the_same_work_and_save_it_to_json(tmp_path)
         "mlp/digits: the API's compute time within 5% of the command's",
         "mlp/digits: streamed >= 0.8x resident points/s",
     ]
+
+
+def test_the_vmap_ablation_runs_and_every_variant_gives_the_same_losses():
+    """scripts/bench_vmap_cpu.py --quick: each rewrite switched on in turn, the same losses to
+    float32 rounding, a table row per variant (and the peer's where it is installed)."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_vmap_cpu.py"), "--quick"],
+        capture_output=True, text=True, timeout=600, check=True,
+    ).stdout  # fmt: skip
+    diffs = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "max rel." in line]
+    assert len(diffs) == 4 and max(diffs) < 1e-5
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "points/s" not in line]
+    names = [row.split(" | ")[0].lstrip("| ") for row in rows]
+    peer = importlib.util.find_spec("loss_landscapes") is not None
+    want = ["before", "pass cap", "+ shared first", "+ batch x2"] + (["theirs"] if peer else [])
+    assert names == want
