@@ -147,6 +147,13 @@ def _lock_through_link(folder: Path) -> list[str]:
     return _lock(folder)
 
 
+def _hard_linked_output(folder: Path) -> list[str]:
+    """s.h5 exists under a second name too: a lock by name cannot cover both."""
+    (folder / "s.h5").write_bytes(b"not computed into")
+    os.link(folder / "s.h5", folder / "hard.h5")
+    return []
+
+
 def _garbage_lock(folder: Path) -> list[str]:
     (folder / "s.h5.lock").write_bytes(b"\x1b[2J\x1b]0;owned\x07 pid on host\n")
     return []
@@ -640,6 +647,11 @@ CASES = {
     # rule 3: locks keyed on the file; a lock's bytes never reach the terminal raw
     "lock_through_symlink": Case(
         surface_cmd("out=link.h5", *CK), ["out=link.h5", "another run"], _lock_through_link
+    ),
+    "hard_linked_output": Case(
+        surface_cmd("out=hard.h5", "overwrite=true", *CK),
+        ["out=hard.h5", "2 hard links", "copy"],
+        _hard_linked_output,
     ),
     "train_locked": Case(
         [*TRAIN, "out_dir=t"], ["out_dir=t", "another run", "t/train.lock"], _held("t/train.lock")

@@ -203,6 +203,19 @@ class OutputLock:
         self.key = key
         self.fd: Optional[int] = None
 
+    def _refuse_hard_links(self) -> None:
+        """An output file with other names (hard links) is refused: the lock goes by name, so
+        a run given another of its names would write into it at the same time."""
+        try:
+            links = os.stat(self.target).st_nlink
+        except OSError:
+            return  # not there yet: created with one name
+        if os.path.isfile(self.target) and links > 1:
+            raise UserError(
+                f"{self.key}={self.target} has {links} hard links: a run given another of its "
+                f"names would write into it too; write to a copy (cp it to a new name) instead"
+            )
+
     def __enter__(self) -> OutputLock:
         self.acquire()
         return self
@@ -215,6 +228,7 @@ class OutputLock:
         import socket
 
         host = socket.gethostname()
+        self._refuse_hard_links()
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
