@@ -228,7 +228,7 @@ def _typed(cfg: Any) -> Any:
     from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-    from landscape_hpc.errors import SharedUserError
+    from landscape_hpc.errors import SharedUserError, check_seed
 
     try:
         typed = OmegaConf.to_object(cfg)
@@ -253,19 +253,10 @@ def _typed(cfg: Any) -> Any:
             raise SharedUserError(f"{key}={value} must be a finite number")
     # the command line's own key first (seed=-1, not the model.init_seed=${seed} it sets)
     for key, value in sorted(_seeds(typed, ""), key=lambda kv: kv[0].count(".")):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
-            raise SharedUserError(
-                f"{key}={value} is outside the seeds this program takes, 0 to {SEED_MAX} "
-                "(2**32 - 1: the random generators and the streams derived from a seed, such "
-                "as seed + 1, stay within their range); give a seed in that range"
-            )
+        check_seed(value, key, SharedUserError)
     return typed
 
 
-#: the largest seed a config may hold (issue 33, limits stated): torch's generators take up to
-#: 2**64 - 1 and numpy's none below 0, and a seed also derives others (seed + 1, seed + 2 for
-#: an MPO plane's vectors, seed · 1000003 + step for its batches), which must stay in range too
-SEED_MAX = 2**32 - 1
 #: config keys that hold seeds (sweep.seeds: a list of them)
 SEED_KEYS = ("seed", "init_seed", "seeds")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from numbers import Integral
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,6 +38,11 @@ MAX_PATH_POINTS = 100_000
 #: the most evaluations of the loss one geometry run is allowed (rays × distances × optima,
 #: grid points): each is at least a forward pass over the data, so 10^7 is days of work
 MAX_EVALUATIONS = 10_000_000
+#: the largest seed a config or a library call may hold (issue 33, limits stated): torch's
+#: generators take up to 2**64 - 1 and numpy's none below 0, and a seed also derives others
+#: (seed + 1, seed + 2 for an MPO plane's vectors, seed · 1000003 + step for its batches), which
+#: must stay in range too
+SEED_MAX = 2**32 - 1
 
 
 def check_at_most(key: str, value: int, limit: int, why: str) -> None:
@@ -44,6 +50,18 @@ def check_at_most(key: str, value: int, limit: int, why: str) -> None:
     in check (memory, time)."""
     if value > limit:
         raise UserError(f"{key}={value} is over the limit of {limit}: {why}; give a smaller {key}")
+
+
+def check_seed(value: Any, key: str, error: type[UserError] = UserError) -> int:
+    """`value` as an int when it is an integer (numpy's too, not a bool) from 0 to SEED_MAX;
+    otherwise `error` (a UserError) naming `key`, the range and why."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or not 0 <= value <= SEED_MAX:
+        raise error(
+            f"{key}={value!r} is outside the seeds this program takes, 0 to {SEED_MAX} "
+            "(2**32 - 1: the random generators and the streams derived from a seed, such "
+            "as seed + 1, stay within their range); give a seed in that range"
+        )
+    return int(value)
 
 
 def check_choice(key: str, value: str, allowed: tuple[str, ...] | list[str]) -> str:

@@ -897,3 +897,51 @@ def test_train_through_a_symlink_takes_and_releases_the_folders_lock(tmp_path: P
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "t/model.pt").is_file() and (tmp_path / "t/checkpoints").is_dir()
     assert not (tmp_path / "t/train.lock").exists()
+
+
+def _tiny_problem():
+    """A 3-in, 3-class linear net and a 12-sample train/test split (dicts of tensors)."""
+    generator = torch.Generator().manual_seed(0)
+    model = torch.nn.Linear(3, 3)
+    split = (torch.randn(12, 3, generator=generator), torch.arange(12) % 3)
+    return model, {"train": split, "test": split}
+
+
+SEED_CALLS = {
+    "surface": lambda lh, m, d, s: lh.surface(m, d, x=(-1, 1, 2), y=None, seed=s, progress=False),
+    "random_directions": lambda lh, m, d, s: lh.random_directions(m, 2, seed=s),
+    "lines": lambda lh, m, d, s: lh.lines(m, d, n=1, seed=s),
+    "hessian": lambda lh, m, d, s: lh.hessian(m, d, seed=s),
+    "short_directions": lambda lh, m, d, s: lh.short_directions(m, d, short=0.1, seed=s),
+    "fit_mpo init_seed": lambda lh, m, d, s: lh.fit_mpo(m, d, np.ones((2, 2), bool), init_seed=s),
+    "fit_mpo eval_seed": lambda lh, m, d, s: lh.fit_mpo(m, d, np.ones((2, 2), bool), eval_seed=s),
+}
+
+
+@pytest.mark.parametrize("seed", [2**70, -1, 2**32, 1.5, True, "0"])
+@pytest.mark.parametrize("call", sorted(SEED_CALLS))
+def test_library_seeds_outside_the_range_are_a_user_error(call: str, seed) -> None:
+    """Rule 6 from the Python API: a seed beyond the generators' range (2**70 was "Overflow when
+    unpacking long long"), a negative one (silently accepted), a float, a bool or a string is a
+    UserError naming the seed's keyword and the range, before any work."""
+    import landscape_hpc as lh
+    from landscape_hpc.errors import SEED_MAX, UserError
+
+    model, data = _tiny_problem()
+    key = call.split()[-1] if " " in call else "seed"
+    with pytest.raises(UserError, match=rf"{key}={seed!r} is outside the seeds .* 0 to {SEED_MAX}"):
+        SEED_CALLS[call](lh, model, data, seed)
+
+
+def test_check_seed_bounds_directly() -> None:
+    """The edges are seeds (0, SEED_MAX, a numpy integer, returned as an int); one past is not;
+    cli's refusal is the same check, as a SharedUserError."""
+    from landscape_hpc.errors import SEED_MAX, SharedUserError, UserError, check_seed
+
+    assert check_seed(0, "seed") == 0
+    assert check_seed(np.int64(SEED_MAX), "seed") == SEED_MAX
+    assert type(check_seed(np.int64(7), "seed")) is int
+    with pytest.raises(UserError, match="k=4294967296 is outside"):
+        check_seed(SEED_MAX + 1, "k")
+    with pytest.raises(SharedUserError):
+        check_seed(-1, "seed", SharedUserError)

@@ -26,7 +26,7 @@ from landscape_hpc.align import (
     permutation_spec,
     weight_matching,
 )
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import UserError, check_seed
 
 #: the permuted copy computes model_b's function: outputs equal up to float rounding
 _RTOL, _ATOL = 1e-4, 1e-5
@@ -89,6 +89,7 @@ def align(
     Returns: the permuted copy of model_b, its `.alignment` the permutations and the matching
     objective before and after.
     """
+    check_seed(seed, "seed")
     if not isinstance(model_a, nn.Module) or not isinstance(model_b, nn.Module):
         raise UserError("align(model_a, model_b): pass two nn.Modules of one architecture")
     if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:

@@ -26,7 +26,7 @@ from landscape_hpc.auto_range import Level, LossAlong, Span, find_span
 from landscape_hpc.engine.evaluate import Evaluator, check_engine
 from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.engine.subspace import Subspace
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import UserError, check_seed
 from landscape_hpc.params import ParamDict
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,7 @@ def auto_range(
         An AutoRange: x, y (the axes, y None for ndim=1), spans (Span per direction: lo, hi,
         level, origin_loss, lo_capped, hi_capped, evaluations) and the directions.
     """
+    check_seed(seed, "seed")
     if ndim not in (1, 2):
         raise UserError(f"ndim={ndim!r}: auto_range gives the axes of a 1D or 2D grid; pass 1 or 2")
     options = engine_options(batch_size, memory_mb, bn, loss, strategy, True, precision)

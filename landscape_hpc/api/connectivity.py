@@ -27,7 +27,7 @@ from landscape_hpc.api.geometry import Device, as_optima
 from landscape_hpc.api.options import engine_options, on_device
 from landscape_hpc.engine.evaluate import check_engine
 from landscape_hpc.engine.losses import default_loss
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import UserError, check_seed
 from landscape_hpc.geometry.curve import CurveOptions
 from landscape_hpc.geometry.curve_job import (
     CurveResult,
@@ -126,6 +126,7 @@ def curve(
         result (the CurveResult: metrics, barriers with the t where each is reached, the
         training's t and minibatch losses).
     """
+    check_seed(seed, "seed")
     if isinstance(model_b, nn.Module) and model_b is model_a:
         raise UserError("model_b is model_a; a curve joins two different nets")
     if len(t) != 3:

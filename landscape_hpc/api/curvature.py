@@ -21,7 +21,7 @@ from landscape_hpc.api.options import model_device, on_device, resident_splits
 from landscape_hpc.api.surface import state_sha256
 from landscape_hpc.config import DatasetConfig, HessianConfig, ModelConfig
 from landscape_hpc.data import Split, subset
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import UserError, check_seed
 from landscape_hpc.files import stored_yaml
 from landscape_hpc.files.directions import read_directions
 from landscape_hpc.files.hessian_maps import HessianMaps, add_to_report, read_maps
@@ -120,6 +120,7 @@ def hessian(
         eigenvalues, eigenvectors, density, blocks, num_params, num_samples, seconds) on rank
         0; None on the other ranks of an MPI run.
     """
+    check_seed(seed, "seed")
     if isinstance(blocks, str):
         raise UserError(f"blocks={blocks!r} is a string; pass a list, e.g. [{blocks!r}]")
     cfg = _config(
@@ -200,6 +201,7 @@ def hessian_map(
         max_eig.attrs["hessian"] the settings (JSON), ["lanczos"] the Lanczos report (JSON:
         iterations, not_converged, ...). None on the other ranks of an MPI run.
     """
+    check_seed(seed, "seed")
     comm = parallel.world_if_none(comm)
     path, ds = _surface(surface)
     if loss is None:

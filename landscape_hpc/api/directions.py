@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from landscape_hpc import params
 from landscape_hpc.directions import pca
 from landscape_hpc.directions.maths import DIR_TYPES, IGNORES, direction_keys, random_basis
-from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.errors import UserError, check_choice, check_seed
 from landscape_hpc.files.directions import read_direction_file, write_direction_file
 from landscape_hpc.params import ParamDict
 
@@ -43,6 +43,7 @@ def random_directions(
         dir_type: weights (parameters) or states (BN running statistics too).
         same_dir: every direction equal to the first.
     """
+    check_seed(seed, "seed")
     origin = {k: v.detach() for k, v in model.state_dict().items()}
     keys = direction_keys(model, dir_type)
     return random_basis(origin, keys, n, seed, norm, ignore, same_dir)

@@ -36,7 +36,7 @@ from landscape_hpc.config import (
     WidthConfig,
 )
 from landscape_hpc.engine.evaluate import check_engine
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import UserError, check_seed
 from landscape_hpc.files.checkpoint import load_into
 from landscape_hpc.geometry.connector import ConnectorResult, connect
 from landscape_hpc.geometry.hull import Optima
@@ -217,6 +217,7 @@ def tunnel(
         (flat over `keys`, the parameter names), opt_losses (K, 2) each point's first and last
         minibatch loss, short_dirs (or None). None on the other ranks.
     """
+    check_seed(seed, "seed")
     if isinstance(optima, Sequence) and not isinstance(optima, Mapping) and len(optima) != 2:
         raise UserError(
             f"optima= holds {len(optima)} nets; a tunnel joins exactly two: optima=[net_a, "
@@ -272,6 +273,7 @@ def connector(
         dense_grid (N, m) and dense_metrics (the same kinds over the finer grid), short_dirs
         (or None). None on the other ranks.
     """
+    check_seed(seed, "seed")
     if isinstance(optima, Sequence) and not isinstance(optima, Mapping) and len(optima) == 1:
         raise UserError(
             "optima= holds 1 net; an m-connector needs m ≥ 2, e.g. optima=[net_a, net_b, net_c]"
@@ -337,6 +339,7 @@ def tunnel_width(
         width r_max and crossed False), the optima's norms (O,) and the widths as relative
         lengths and angles in degrees (O, n); labels. None on the other ranks.
     """
+    check_seed(seed, "seed")
     built = as_optima(optima, data, device, ["train"])  # BN statistics are recomputed from it
     cfg = WidthConfig(
         model=ModelConfig(name="library"),

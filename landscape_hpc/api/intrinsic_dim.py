@@ -27,7 +27,7 @@ from landscape_hpc.config import (
     WedgeConfig,
     WedgeHyperplaneConfig,
 )
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import UserError, check_seed
 from landscape_hpc.geometry.hyperplane import check_hyperplane
 from landscape_hpc.geometry.intrinsic_dim import check_config, subspace_job, train_subspaces
 from landscape_hpc.geometry.wedge import WedgeResult, run_wedge
@@ -79,6 +79,7 @@ def subspace_training(
         loss-output model), success (1/0 for loss-output models, else ""), seconds, rank.
         None on the other ranks.
     """
+    check_seed(seed, "seed")
     cfg = IntrinsicDimConfig(
         model=ModelConfig(name="library"),
         dataset=DatasetConfig(),
@@ -159,6 +160,7 @@ def wedge(
         (Q,), alignment (K, K) of the deviations, and the two optima (2, D). None on the other
         ranks.
     """
+    check_seed(seed, "seed")
     hyperplane = WedgeHyperplaneConfig(hyperplane_optimizer, hyperplane_lr, hyperplane_momentum,
                                        hyperplane_steps)  # fmt: skip
     check_hyperplane(hyperplane, prefix="hyperplane_")

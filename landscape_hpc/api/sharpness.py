@@ -31,7 +31,7 @@ from landscape_hpc.auto_range import Level, find_span
 from landscape_hpc.engine.evaluate import Evaluator, check_engine
 from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.engine.subspace import Subspace
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import UserError, check_seed
 from landscape_hpc.grid import parse_axis
 
 SIDES = ("-", "+")
@@ -105,6 +105,7 @@ def lines(
             lh.surface's.
         progress: a progress bar over the directions.
     """
+    check_seed(seed, "seed")
     evaluator, names, n = _evaluator(
         model, data, directions, n, splits, bn_split,
         dict(batch_size=batch_size, memory_mb=memory_mb, bn=bn, loss=loss, strategy=strategy,
@@ -170,6 +171,7 @@ def sharpness(
         loss, bn, batch_size, strategy, memory_mb, precision, device: as lh.surface's.
         progress: a progress bar over the directions.
     """
+    check_seed(seed, "seed")
     rises = [float(r) for r in (rise if isinstance(rise, Sequence) else [rise])]
     if not rises or any(not r > 0 for r in rises):
         raise UserError(f"rise={rise!r}: each rise must be positive, e.g. rise=(0.1, 1.0)")

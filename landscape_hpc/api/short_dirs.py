@@ -20,7 +20,7 @@ from landscape_hpc.api.options import engine_options, model_device, on_device, s
 from landscape_hpc.api.surface import _state
 from landscape_hpc.engine.evaluate import check_engine
 from landscape_hpc.engine.losses import default_loss
-from landscape_hpc.errors import UserError
+from landscape_hpc.errors import UserError, check_seed
 from landscape_hpc.geometry.short_count import (
     FixedRadius,
     ReferenceRadius,
@@ -83,6 +83,7 @@ def short_directions(
     batched call per chunk); loss, bn, bn_split, batch_size, strategy, memory_mb, precision,
     device: as lh.surface's.
     """
+    check_seed(seed, "seed")
     if (short is None) == (reference is None):
         raise UserError(
             "give the radius rule once: short=<radius> (fixed) or reference=<net> (the quantile "

@@ -37,7 +37,7 @@ from landscape_hpc.directions.maths import (
 from landscape_hpc.engine.evaluate import check_engine
 from landscape_hpc.engine.losses import default_loss
 from landscape_hpc.engine.subspace import Subspace
-from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.errors import UserError, check_choice, check_seed
 from landscape_hpc.files import hdf5
 from landscape_hpc.files import surface as surface_file
 from landscape_hpc.files.directions import directions_sha256
@@ -239,6 +239,7 @@ def surface(
     Returns:
         The surface as an xarray.Dataset on rank 0 (None on the other ranks of an MPI run).
     """
+    check_seed(seed, "seed")
     grid = Grid.from_spec(x, y, keys=("x", "y"))
     check_group_size(parallel.world_if_none(comm), data_parallel)
     options = engine_options(batch_size, memory_mb, bn, loss, strategy, fold_bn, precision)
