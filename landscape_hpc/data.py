@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from landscape_hpc.config import DatasetConfig
 from landscape_hpc.corpus import VOCAB, load_text
 from landscape_hpc.engine.data import RESIDENT_MB, Streamed
-from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.errors import UserError, check_at_most, check_choice
 
 #: samples per batch of a custom Dataset too large to hold, streamed through a DataLoader
 STREAM_BATCH = 256
@@ -58,6 +58,14 @@ _TORCHVISION_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
+#: the most memory a synthetic data set may take (issue 33, limits stated): it is drawn into
+#: memory whole (float32 inputs, the labelling map, the logits that label them) before any work,
+#: so a size past this would exhaust the machine's memory instead of running
+MAX_SYNTHETIC_BYTES = 4 << 30
+#: the most classes of a synthetic data set: its labels come from a features × classes map, and
+#: the model's last layer has an output per class
+MAX_SYNTHETIC_CLASSES = 100_000
+
 _TORCHVISION_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 
 
@@ -252,7 +260,26 @@ def _load_synthetic(cfg: DatasetConfig) -> dict[str, Split]:
     for key, count in (("num_train", cfg.num_train), ("num_test", cfg.num_test)):
         if count < 1:
             raise UserError(f"dataset.{key}={count} must be at least 1")
+    check_at_most(
+        "dataset.num_classes",
+        cfg.num_classes,
+        MAX_SYNTHETIC_CLASSES,
+        "the labels come from a features × classes map and the model has an output per class",
+    )
     features = math.prod(shape)
+    n = cfg.num_train + cfg.num_test
+    # float32 inputs, the (D, C) map, the largest split's (N, C) float32 logits, int64 labels
+    need = 4 * (n * features + features * cfg.num_classes) + 12 * max(cfg.num_train, cfg.num_test)
+    need += 4 * max(cfg.num_train, cfg.num_test) * cfg.num_classes
+    if need > MAX_SYNTHETIC_BYTES:
+        raise UserError(
+            f"dataset=synthetic with dataset.shape={list(shape)} ({features} features), "
+            f"dataset.num_train={cfg.num_train}, dataset.num_test={cfg.num_test} and "
+            f"dataset.num_classes={cfg.num_classes} needs about {need / 2**30:.3g} GiB of memory "
+            f"(float32 inputs, the labelling map, the logits), over the limit of "
+            f"{MAX_SYNTHETIC_BYTES / 2**30:g} GiB: the data set is drawn into memory whole; "
+            "give a smaller dataset.num_train, dataset.num_test or dataset.shape"
+        )
     teacher = np.random.default_rng([cfg.seed, 0]).standard_normal(
         (features, cfg.num_classes), dtype=np.float32
     )  # (D, C)

@@ -719,6 +719,18 @@ CASES = {
         ["geometry", "tunnel", *TINY, "optima=[ck.pt,ck.pt]", "short_dirs.n_distances=200000"],
         ["short_dirs.n_distances=200000 is over the limit of 100000"],
     ),
+    "synthetic_num_train_huge": Case(
+        surface_cmd("out=new.h5", "dataset.num_train=1000000000"),
+        ["dataset.num_train=1000000000", "about 33.5 GiB of memory", "limit of 4 GiB"],
+    ),
+    "synthetic_shape_huge": Case(
+        surface_cmd("out=new.h5", "dataset.shape=[3,100000,100000]"),
+        ["dataset.shape=[3, 100000, 100000] (30000000000 features)", "GiB", "smaller"],
+    ),
+    "synthetic_num_classes_huge": Case(
+        surface_cmd("out=new.h5", "dataset.num_classes=1000000000"),
+        ["dataset.num_classes=1000000000 is over the limit of 100000", "an output per class"],
+    ),
     "lock_garbage": Case(surface_cmd(*CK), ["s.h5.lock", "pid N on HOST", "\\x1b"], _garbage_lock),
     "lock_is_directory": Case(surface_cmd(*CK), ["s.h5.lock", "out=s.h5"], _lock_dir),
 }
