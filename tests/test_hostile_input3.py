@@ -300,22 +300,32 @@ SWEEP_TINY = [
 ]
 
 
+def _finished_sweep(folder: Path) -> None:
+    """sw/sweep.h5 of the finished one-job sweep in `folder` (made once per session, beside the
+    cases' folders, and copied)."""
+    cache = folder.parent / "finished_sweep"
+    if not (cache / "sw/sweep.h5").exists():
+        cache.mkdir(exist_ok=True)
+        r = subprocess.run(
+            [PYTHON, "-m", "landscape_hpc.sweep", f"hydra.run.dir={cache}/run", *SWEEP_TINY],
+            cwd=cache,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 3,
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert not (cache / "sw/sweep.h5.lock").exists()  # released at the end
+    (folder / "sw").mkdir()
+    shutil.copy(cache / "sw/sweep.h5", folder / "sw/sweep.h5")
+
+
 def _sweep_done_without_values(folder: Path) -> list[str]:
     """sw/sweep.h5 of the finished one-job sweep, its job then emptied: every value NaN, no
     cell done, and still marked done."""
     import h5py
     import numpy as np
 
-    r = subprocess.run(
-        [PYTHON, "-m", "landscape_hpc.sweep", f"hydra.run.dir={folder}/run", *SWEEP_TINY],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT * 3,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert not (folder / "sw/sweep.h5.lock").exists()  # released at the end
-    shutil.rmtree(folder / "run")
+    _finished_sweep(folder)
     with h5py.File(folder / "sw/sweep.h5", "r+") as f:
         g = f["jobs/mlp/fill_0.5/seed_1"]
         assert int(g["status"][()]) == 1  # done
@@ -323,6 +333,46 @@ def _sweep_done_without_values(folder: Path) -> list[str]:
             g[name][...] = np.nan
         g["done"][...] = 0
     return []
+
+
+def _sweep_job_edited(edit: Callable) -> Callable[[Path], list[str]]:
+    """sw/sweep.h5 of the finished one-job sweep, its job group then edited by `edit(group)`."""
+
+    def setup(folder: Path) -> list[str]:
+        import h5py
+
+        _finished_sweep(folder)
+        with h5py.File(folder / "sw/sweep.h5", "r+") as f:
+            edit(f["jobs/mlp/fill_0.5/seed_1"])
+        return []
+
+    return setup
+
+
+def _attr(name: str, value) -> Callable:
+    def edit(g) -> None:
+        g.attrs[name] = value
+
+    return edit
+
+
+def _metrics_of_shape(shape: tuple[int, ...]) -> Callable:
+    """The job's metrics replaced by zeros of `shape`, its columns attribute kept."""
+
+    def edit(g) -> None:
+        columns = g["metrics"].attrs["columns"]
+        del g["metrics"]
+        g["metrics"] = np.zeros(shape)
+        g["metrics"].attrs["columns"] = columns
+
+    return edit
+
+
+def _metrics_columns(value) -> Callable:
+    def edit(g) -> None:
+        g["metrics"].attrs["columns"] = value
+
+    return edit
 
 
 def _config_text(make: Callable[[str], str]) -> Callable[[Path], list[str]]:
@@ -373,6 +423,9 @@ TRAIN = ["train", *TINY, "epochs=1", "save_every=1"]
 LOAD_PCA = ["out=new.h5", "directions.load=p.h5", "model.checkpoint=traj/checkpoints/epoch_0002.pt"]
 CK = ["model.checkpoint=ck.pt"]
 NOT_REGULAR = "is not a regular file"
+REPORT_SW = ["sweep", "report", "sw/sweep.h5"]
+#: what a refusal of the one-job sweep file's job names
+SW_JOB = ["sw/sweep.h5: job /jobs/mlp/fill_0.5/seed_1 has ", "rerun the sweep with overwrite=true"]
 
 CASES = {
     # rule 5: an interpolation on the command line that does not resolve names its key
@@ -596,6 +649,67 @@ CASES = {
         ["sweep", "report", "sw/sweep.h5"],
         ["sw/sweep.h5", "/jobs/mlp/fill_0.5/seed_1 is marked done but"],
         _sweep_done_without_values,
+    ),
+    # rule 2: a sweep job's datasets and attributes of odd shapes or types: one line naming it
+    "sweep_report_host_an_int": Case(
+        REPORT_SW,
+        [*SW_JOB, "dataset host that is an array (int64, shape ())", "not a string"],
+        _sweep_job_edited(_replace_dataset("host", np.int64(7))),
+    ),
+    "sweep_report_host_a_list": Case(
+        REPORT_SW,
+        [*SW_JOB, "dataset host that is an array (|S3, shape (2,))", "overwrite=true"],
+        _sweep_job_edited(_replace_dataset("host", np.array([b"one", b"two"]))),
+    ),
+    "sweep_report_metrics_wrong_shape": Case(
+        REPORT_SW,
+        [*SW_JOB, "metrics of shape (2, 3), not (2, 15)", "overwrite=true"],
+        _sweep_job_edited(_metrics_of_shape((2, 3))),
+    ),
+    "sweep_report_metrics_columns_an_int": Case(
+        REPORT_SW,
+        [*SW_JOB, "metrics columns attribute that is a value (int64)", "not a list of names"],
+        _sweep_job_edited(_metrics_columns(np.int64(3))),
+    ),
+    "sweep_report_history_1d": Case(
+        REPORT_SW,
+        [*SW_JOB, "history that is an array (float64, shape (10,))", "shape (rows, 10)"],
+        _sweep_job_edited(_replace_dataset("history", np.zeros(10))),
+    ),
+    "sweep_report_history_strings": Case(
+        REPORT_SW,
+        [*SW_JOB, "history that is an array (|S1, shape (2, 10))"],
+        _sweep_job_edited(_replace_dataset("history", np.full((2, 10), b"a"))),
+    ),
+    "sweep_report_values_wrong_shape": Case(
+        REPORT_SW,
+        [*SW_JOB, "dataset train_loss that is an array (float64, shape (2, 2))", "(5, 5)"],
+        _sweep_job_edited(_replace_dataset("train_loss", np.zeros((2, 2)))),
+    ),
+    "sweep_report_status_a_float": Case(
+        REPORT_SW,
+        [*SW_JOB, "dataset status that is an array (float64, shape ())", "not an integer"],
+        _sweep_job_edited(_replace_dataset("status", np.float64(1.0))),
+    ),
+    "sweep_report_status_unknown": Case(
+        REPORT_SW,
+        [*SW_JOB, "has status 7, not one of [0, 1, 2]"],
+        _sweep_job_edited(lambda g: g["status"].write_direct(np.array(7, dtype="u1"))),
+    ),
+    "sweep_report_fill_prob_a_string": Case(
+        REPORT_SW,
+        [*SW_JOB, "fill_prob attribute that is a string", "not a number"],
+        _sweep_job_edited(_attr("fill_prob", "half")),
+    ),
+    "sweep_report_seed_an_array": Case(
+        REPORT_SW,
+        [*SW_JOB, "seed attribute that is an array (int64, shape (2,))", "not an integer"],
+        _sweep_job_edited(_attr("seed", np.array([1, 2]))),
+    ),
+    "sweep_resume_history_1d": Case(
+        ["sweep", *SWEEP_TINY],
+        ["sw/sweep.h5", "job mlp/fill_0.5/seed_1 has a history", "not resumed", "overwrite=true"],
+        _sweep_job_edited(_replace_dataset("history", np.zeros(10))),
     ),
     "hessian_coordinates_over_small_metrics": Case(
         hessian(),

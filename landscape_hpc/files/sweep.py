@@ -234,7 +234,10 @@ def _check_existing(path: Path, specs: list[JobSpec], overwrite: bool) -> None:
                     f"{type(stored).__name__}, not an object; choose another sweep.file= (or "
                     "out_dir=) or pass overwrite=true"
                 )
-            lie = _done_without_values(f[key])
+            try:
+                lie = _shape_problem(f[key]) or _done_without_values(f[key])
+            except hdf5.DAMAGED as err:  # bytes h5py cannot read
+                lie = f"cannot be read ({str(err).splitlines()[0] if str(err) else err!r})"
             if lie:
                 raise UserError(
                     f"{path}: job {spec.job.key} {lie}, so the sweep is not resumed; choose "
@@ -247,6 +250,96 @@ def _check_existing(path: Path, specs: list[JobSpec], overwrite: bool) -> None:
                     "not resumed:\n  " + "\n  ".join(diff) + "\nchoose another sweep.file= "
                     "(or out_dir=) or pass overwrite=true to start the sweep again"
                 )
+
+
+def _shape_problem(g: h5py.Group) -> str:
+    """What is wrong with the shapes and types of a job group's datasets and attributes, as
+    read_jobs reads them and SweepFile.write writes into them; "" when nothing is. A file is
+    checked against what it claims (issue 33): an edited dataset would otherwise end the report
+    or the resumed sweep with a traceback."""
+    model = g.attrs.get("model")
+    if not isinstance(model, (str, bytes)):
+        return f"has a model attribute that is {_kind(model)}, not a string"
+    for name, kind in (("fill_prob", "fiu"), ("seed", "iu")):
+        value = g.attrs.get(name)
+        if np.ndim(value) != 0 or np.asarray(value).dtype.kind not in kind:
+            what = "a number" if kind == "fiu" else "an integer"
+            return f"has a {name} attribute that is {_kind(value)}, not {what}"
+    if not np.isfinite(float(g.attrs["fill_prob"])):
+        return f"has fill_prob={float(g.attrs['fill_prob'])}, not a finite number"
+    scalars = {"status": "iub", "bn": "iub", "steps": "iub", "rank": "iub"}
+    optional = {"converged": "iub", **{n: "fiub" for n in _SCALARS if n.endswith("seconds")}}
+    for name, kind in {**scalars, **optional}.items():
+        node = g.get(name)
+        if node is None and name in optional:
+            continue
+        if not isinstance(node, h5py.Dataset) or node.shape != () or node.dtype.kind not in kind:
+            what = "an integer" if kind == "iub" else "a number"
+            return f"has a dataset {name} that is {_kind(node)}, not {what} (shape ())"
+    if int(g["status"][()]) not in STATUS_NAMES:
+        return f"has status {int(g['status'][()])}, not one of {sorted(STATUS_NAMES)}"
+    for name in _TEXT:
+        node = g.get(name)
+        if not isinstance(node, h5py.Dataset) or node.shape != () or node.dtype.kind not in "SO":
+            return f"has a dataset {name} that is {_kind(node)}, not a string (shape ())"
+        if not isinstance(node[()], bytes):
+            return f"has a dataset {name} that holds {type(node[()]).__name__}, not a string"
+    metrics = g.get("metrics")
+    if not isinstance(metrics, h5py.Dataset) or metrics.ndim != 2 or metrics.dtype.kind != "f":
+        return f"has a dataset metrics that is {_kind(metrics)}, not a 2D float array"
+    if "columns" in metrics.attrs:
+        columns = metrics.attrs["columns"]
+        if np.ndim(columns) != 1 or not all(isinstance(c, (str, bytes)) for c in columns):
+            return f"has a metrics columns attribute that is {_kind(columns)}, not a list of names"
+        fits = metrics.shape == (len(METRIC_SPLITS), len(columns))
+        want_shape = f"({len(METRIC_SPLITS)}, {len(columns)})"
+    else:  # the first files: the first 5 columns, no attribute
+        fits = metrics.shape[0] == len(METRIC_SPLITS) and metrics.shape[1] >= 5
+        want_shape = f"({len(METRIC_SPLITS)}, 5 or more)"
+    if not fits:
+        return (
+            f"has metrics of shape {metrics.shape}, not {want_shape} (rows "
+            f"{', '.join(METRIC_SPLITS)}; a column per name in its columns attribute)"
+        )
+    history = g.get("history")
+    want = len(HISTORY_COLUMNS)
+    if history is not None and (
+        not isinstance(history, h5py.Dataset)
+        or history.ndim != 2
+        or history.shape[1] != want
+        or history.dtype.kind != "f"
+    ):
+        return f"has a history that is {_kind(history)}, not a float array of shape (rows, {want})"
+    x, y = g.get("xcoordinates"), g.get("ycoordinates")
+    for name, node in (("xcoordinates", x), ("ycoordinates", y)):
+        if not isinstance(node, h5py.Dataset) or node.ndim != 1 or node.dtype.kind != "f":
+            return f"has a dataset {name} that is {_kind(node)}, not a 1D float array"
+    shape = (y.shape[0], x.shape[0])
+    for name in (*VALUE_NAMES, "done", "mask"):
+        node = g.get(name)
+        kind = "f" if name in VALUE_NAMES else "iub"
+        if not isinstance(node, h5py.Dataset) or node.shape != shape or node.dtype.kind not in kind:
+            what = "float" if kind == "f" else "integer"
+            return (
+                f"has a dataset {name} that is {_kind(node)}, not a {what} array of shape "
+                f"{shape} (len(ycoordinates), len(xcoordinates))"
+            )
+    return ""
+
+
+def _kind(node: Any) -> str:
+    """A short description of what a stored node or attribute is, for a message."""
+    if node is None:
+        return "missing"
+    if isinstance(node, h5py.Group):
+        return "a group"
+    if isinstance(node, (h5py.Dataset, np.ndarray)):
+        return f"an array ({node.dtype}, shape {node.shape})"
+    if isinstance(node, (str, bytes)):
+        return "a string"
+    if np.ndim(node) == 0:
+        return f"a value ({np.asarray(node).dtype})"
+    return f"a {type(node).__name__}"
 
 
 def _done_without_values(g: h5py.Group) -> str:
@@ -344,35 +437,45 @@ def read_jobs(path: str | Path) -> list[dict[str, Any]]:
             )
         )
         for g in groups:
-            lie = _done_without_values(g)
+            try:
+                lie = _shape_problem(g) or _done_without_values(g)
+                if not lie:
+                    rows.append(_row(g))
+            except (*hdf5.DAMAGED, TypeError, AttributeError, IndexError) as err:
+                # bytes h5py cannot read, a fingerprint that is not JSON (the shapes were checked)
+                lie = f"cannot be read ({str(err).splitlines()[0] if str(err) else err!r})"
             if lie:
                 raise UserError(
                     f"{path}: job {g.name} {lie}; rerun the sweep with overwrite=true (or "
                     "remove the file) to remake it"
                 )
-            metrics = g["metrics"][()]
-            columns = [str(c) for c in g["metrics"].attrs.get("columns", METRIC_COLUMNS[:5])]
-            row: dict[str, Any] = {
-                "model": str(g.attrs["model"]),
-                "bn": bool(g["bn"][()]),
-                "fill_prob": float(g.attrs["fill_prob"]),
-                "seed": int(g.attrs["seed"]),
-                "status": STATUS_NAMES[int(g["status"][()])],
-                "converged": bool(g["converged"][()]) if "converged" in g else False,
-            }
-            for i, split in enumerate(METRIC_SPLITS):
-                for col in METRIC_COLUMNS:
-                    j = columns.index(col) if col in columns else None
-                    row[f"{split}_{col}"] = float(metrics[i, j]) if j is not None else np.nan
-            if row["status"] == "done" and not set(SCORE_COLUMNS) <= set(columns):
-                row.update(_scores_of(g))  # a file made before the scores: from its cells
-            row["steps"] = int(g["steps"][()])
-            for name in ("seconds", "train_seconds", "heldout_seconds", "eval_seconds"):
-                row[name] = float(g[name][()]) if name in g else np.nan
-            row["host"] = g["host"][()].decode()
-            row["rank"] = int(g["rank"][()])
-            row["reason"] = g["reason"][()].decode()
-            history = g["history"][()] if "history" in g else np.zeros((0, len(HISTORY_COLUMNS)))
-            row["history"] = history[np.isfinite(history[:, 0])]
-            rows.append(row)
     return rows
+
+
+def _row(g: h5py.Group) -> dict[str, Any]:
+    """A job group's row for read_jobs (its shapes and types checked by _shape_problem)."""
+    metrics = g["metrics"][()]
+    columns = [str(c) for c in g["metrics"].attrs.get("columns", METRIC_COLUMNS[:5])]
+    row: dict[str, Any] = {
+        "model": str(g.attrs["model"]),
+        "bn": bool(g["bn"][()]),
+        "fill_prob": float(g.attrs["fill_prob"]),
+        "seed": int(g.attrs["seed"]),
+        "status": STATUS_NAMES[int(g["status"][()])],
+        "converged": bool(g["converged"][()]) if "converged" in g else False,
+    }
+    for i, split in enumerate(METRIC_SPLITS):
+        for col in METRIC_COLUMNS:
+            j = columns.index(col) if col in columns else None
+            row[f"{split}_{col}"] = float(metrics[i, j]) if j is not None else np.nan
+    if row["status"] == "done" and not set(SCORE_COLUMNS) <= set(columns):
+        row.update(_scores_of(g))  # a file made before the scores: from its cells
+    row["steps"] = int(g["steps"][()])
+    for name in ("seconds", "train_seconds", "heldout_seconds", "eval_seconds"):
+        row[name] = float(g[name][()]) if name in g else np.nan
+    row["host"] = g["host"][()].decode()
+    row["rank"] = int(g["rank"][()])
+    row["reason"] = g["reason"][()].decode()
+    history = g["history"][()] if "history" in g else np.zeros((0, len(HISTORY_COLUMNS)))
+    row["history"] = history[np.isfinite(history[:, 0])]
+    return row
