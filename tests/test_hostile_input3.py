@@ -845,6 +845,20 @@ CASES = {
         surface_cmd("out=new.h5", "dataset.num_classes=1000000000"),
         ["dataset.num_classes=1000000000 is over the limit of 100000", "an output per class"],
     ),
+    "mpo_mask_million_cells": Case(
+        ["mpo", *MPO_TINY, "mask.size=1000", "steps=1", "out_dir=job"],
+        ["mask.size=1000 gives 1,000,000 cells, over the limit of 65,536", "engine point per cell"],
+    ),
+    "mpo_random_mask_too_many_cells": Case(
+        ["mpo", *MPO_TINY, "mask=random", "mask.size=[100,1000]", "steps=1", "out_dir=job"],
+        ["mask.size=[100, 1000] gives 100,000 cells", "at most 65,536 cells"],
+    ),
+    "mpo_image_mask_too_many_cells": Case(
+        ["mpo", *MPO_TINY, "mask=image", "mask.path=ring.png", "mask.size=300"]
+        + ["steps=1", "out_dir=job"],
+        ["mask.size=300 gives 90,000 cells", "limit of 65,536"],
+        lambda d: _ring_picture("L", np.eye(4, dtype=bool)).save(d / "ring.png") or [],
+    ),
     "lock_garbage": Case(surface_cmd(*CK), ["s.h5.lock", "pid N on HOST", "\\x1b"], _garbage_lock),
     "lock_is_directory": Case(surface_cmd(*CK), ["s.h5.lock", "out=s.h5"], _lock_dir),
 }
@@ -1005,6 +1019,20 @@ def test_image_masks_are_read_at_their_bit_depth(mode: str, tmp_path: Path) -> N
     if mode != "1":  # a grey ring: lighter than a threshold of 0.3, so no ring at all
         lighter = image_mask(str(path), 10, threshold=0.3)
         np.testing.assert_array_equal(lighter, np.zeros_like(want))
+
+
+def test_library_mask_cells_bounded() -> None:
+    """A mask array from the API over MAX_CELLS cells is refused naming its shape; one at the
+    bound is taken."""
+    from landscape_hpc.api.mpo import as_mask
+    from landscape_hpc.errors import UserError
+    from landscape_hpc.mpo.patterns import MAX_CELLS
+
+    at_bound = np.eye(256, dtype=bool)
+    assert at_bound.size == MAX_CELLS
+    assert as_mask(at_bound).shape == (256, 256)
+    with pytest.raises(UserError, match=r"mask= of shape \(257, 256\) gives 65,792 cells"):
+        as_mask(np.eye(257, 256, dtype=bool))
 
 
 def test_train_through_a_symlink_takes_and_releases_the_folders_lock(tmp_path: Path) -> None:

@@ -123,6 +123,7 @@ def as_mask(mask: MaskLike) -> np.ndarray:
             f"mask= has shape {array.shape}, not (H, W) with 2 to {patterns.MAX_SIDE} cells a "
             f"side; {how}"
         )
+    patterns.check_cells(f"mask= of shape {array.shape}", array.shape)
     if array.dtype != bool:
         numeric = np.issubdtype(array.dtype, np.number)
         bad = array[~np.isin(array, (0, 1))].tolist()[:3] if numeric else [str(array.dtype)]

@@ -28,6 +28,10 @@ MASK_KINDS = ("builtin", "image", "random")
 FRAMED_MIN_SIZE = 4
 #: the largest mask side: 1024×1024 is a million cells, far beyond the paper's 20–50
 MAX_SIDE = 1024
+#: the most cells of a mask (issue 33, limits stated): every evaluation of the plane is one
+#: engine point per cell, a pass over the held-out data each, so a 10^6-cell mask evaluated for
+#: over 30 minutes without a word; 256×256 is far beyond the paper's 20–50 per side
+MAX_CELLS = 256 * 256
 
 
 def _square_size(key: str, size: Any) -> tuple[int, int]:
@@ -47,7 +51,20 @@ def _square_size(key: str, size: Any) -> tuple[int, int]:
             f"{key}={size!r} gives {cells:,} cells, each a model evaluation over the data (and "
             f"a fit over all of them): it would not finish; use at most {MAX_SIDE} per side"
         )
+    check_cells(f"{key}={size!r}", shape)
     return shape  # type: ignore[return-value]
+
+
+def check_cells(what: str, shape: tuple[int, ...]) -> None:
+    """A UserError naming `what` (the key and its value) when a mask of `shape` has more than
+    MAX_CELLS cells."""
+    cells = int(np.prod(shape))
+    if cells > MAX_CELLS:
+        raise UserError(
+            f"{what} gives {cells:,} cells, over the limit of {MAX_CELLS:,} (256×256): "
+            "every evaluation of the plane is one engine point per cell, a pass over the "
+            f"held-out data each; use at most {MAX_CELLS:,} cells"
+        )
 
 
 def _disk_distance(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
