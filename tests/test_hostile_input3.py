@@ -12,10 +12,13 @@
                                whose coordinates overflow, a fill probability of inf or NaN
   files checked on resume      a surface's coordinates, float64 metrics, fingerprint type,
                                NaN-on-one-split done points; an MPO checkpoint's step; a sweep
-                               job done without values; sweep job keys that collide
+                               job done without values, or whose datasets and attributes (host,
+                               status, metrics, history, values) have odd shapes or types (on
+                               report too); sweep job keys that collide
   YAML with limits             a stored config with aliases (billion laughs) or over 1 MiB
-  limits stated                seeds outside 0..2**32-1; huge resolution, dense, n_dense,
-                               n_segments, n_distances and rays × distances
+  limits stated                seeds outside 0..2**32-1 (the API's too); huge resolution,
+                               dense, n_dense, n_segments, n_distances and rays × distances;
+                               synthetic data over 4 GiB; masks over 256×256 cells
   locks for every writer       train's out_dir and the sweep file, through symlinks too
   images at their bit depth    1-bit, 8/16-bit grey, palette, alpha (a direct test per mode)
 
