@@ -64,6 +64,12 @@ def check_seed(value: Any, key: str, error: type[UserError] = UserError) -> int:
     return int(value)
 
 
+def check_seeds(**seeds: Any) -> None:
+    """check_seed of each keyword's value, named by its keyword."""
+    for key, value in seeds.items():
+        check_seed(value, key)
+
+
 def check_choice(key: str, value: str, allowed: tuple[str, ...] | list[str]) -> str:
     """Raises a UserError naming `key` and the valid values when `value` is not one of them."""
     if value not in allowed:

@@ -1070,6 +1070,7 @@ SEED_CALLS = {
     "lines": lambda lh, m, d, s: lh.lines(m, d, n=1, seed=s),
     "hessian": lambda lh, m, d, s: lh.hessian(m, d, seed=s),
     "short_directions": lambda lh, m, d, s: lh.short_directions(m, d, short=0.1, seed=s),
+    "mpo_mask": lambda lh, m, d, s: lh.mpo_mask("random", size=5, fill_prob=0.5, seed=s),
     "fit_mpo init_seed": lambda lh, m, d, s: lh.fit_mpo(m, d, np.ones((2, 2), bool), init_seed=s),
     "fit_mpo eval_seed": lambda lh, m, d, s: lh.fit_mpo(m, d, np.ones((2, 2), bool), eval_seed=s),
 }

@@ -38,7 +38,7 @@ from landscape_hpc.config import (
 )
 from landscape_hpc.data import Split
 from landscape_hpc.engine.batchnorm import has_bn
-from landscape_hpc.errors import UserError, check_choice, check_seed
+from landscape_hpc.errors import UserError, check_choice, check_seeds
 from landscape_hpc.grid import Grid, cell_coords, pattern_to_surface
 from landscape_hpc.mpo import patterns
 from landscape_hpc.mpo.convergence import HISTORY_COLUMNS
@@ -92,7 +92,6 @@ def mpo_mask(
     Returns:
         The mask, holding both classes (a UserError otherwise).
     """
-    check_seed(seed, "seed")
     check_choice("kind", kind, patterns.MASK_KINDS)
     if kind == "builtin":
         mask, what = patterns.builtin_mask(name, size, prefix=""), f"mpo_mask(name={name!r})"
@@ -331,8 +330,7 @@ def fit_mpo(
         An MPOResult: .surface (xarray.Dataset over the cells), .mask, .history (DataFrame),
         .plane (origin, up, right, scale), .metrics; .directions and .cell_state(row, col).
     """
-    for key, value in (("seed", seed), ("init_seed", init_seed), ("eval_seed", eval_seed)):
-        check_seed(value, key)
+    check_seeds(seed=seed, init_seed=init_seed, eval_seed=eval_seed)
     pattern = as_mask(mask)
     options = {k: v for k, v in locals().items() if k in _OPTIONS}
     cfg = _config(engine, eval_seed, options)

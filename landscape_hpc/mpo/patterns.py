@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from landscape_hpc.errors import UserError, check_choice
+from landscape_hpc.errors import UserError, check_choice, check_seed
 from landscape_hpc.paths import require_regular
 
 MASK_KINDS = ("builtin", "image", "random")
@@ -190,7 +190,7 @@ def random_mask(
     if not 0.0 < float(fill_prob) < 1.0:
         raise UserError(f"{prefix}fill_prob={fill_prob} must lie strictly between 0 and 1")
     shape = _square_size(f"{prefix}size", size)
-    rng = np.random.default_rng(int(seed))
+    rng = np.random.default_rng(check_seed(seed, f"{prefix}seed"))
     if not frame:
         return rng.random(shape) < float(fill_prob)
     if min(shape) < FRAMED_MIN_SIZE:
