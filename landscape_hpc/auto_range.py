@@ -47,6 +47,11 @@ class Level:
     def __str__(self) -> str:
         return f"{self.kind}:{self.value:g}"
 
+    def describe(self, split: str = "train") -> str:
+        """In words, for a figure: "train loss reaches the origin's + 1" or "... × 2"."""
+        op = "+" if self.kind == "plus" else "×"
+        return f"{split} loss reaches the origin's {op} {self.value:g}"
+
 
 def parse_level(spec: str | Level) -> Level:
     """ "plus:1.0" or "ratio:2" as a Level; a UserError naming the forms for anything else."""

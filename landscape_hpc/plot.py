@@ -159,7 +159,7 @@ def _draw_2d(s: Surface, kind: str, metric: str, opts: argparse.Namespace, out: 
     fig = plt.figure(figsize=(5.2 * len(names), 4.3))
     for i, name in enumerate(names):
         z = s.metrics[name]
-        title = f"{s.path.stem}: {name}"
+        title = f"{s.path.stem}: {name}" + (f"\nrange: {s.range_level}" if s.range_level else "")
         if kind == "3d":
             ax = fig.add_subplot(1, len(names), i + 1, projection="3d")
             surface3d(ax, s.x, s.y, z, opts.zmax, opts.elev, opts.azim, title)
@@ -205,9 +205,11 @@ def _draw_1d(surfaces: list[Surface], opts: argparse.Namespace, out: Path) -> Pa
             loss[f"{tag} {name[:-5]}".strip()] = s.metrics[name]
         for name in _splits(s, "acc"):
             acc[f"{tag} {name[:-4]}".strip()] = s.metrics[name]
-    lines_1d(
-        ax, surfaces[0].x, loss, acc, opts.log, title=" vs ".join(s.path.stem for s in surfaces)
-    )
+    title = " vs ".join(s.path.stem for s in surfaces)
+    levels = {s.range_level for s in surfaces if s.range_level}
+    if len(surfaces) == 1 and levels:
+        title += f"\nrange: {levels.pop()}"
+    lines_1d(ax, surfaces[0].x, loss, acc, opts.log, title=title)
     if len(surfaces) == 1 and surfaces[0].explained_variance_ratio is not None:
         pc_labels(ax, surfaces[0].explained_variance_ratio[:1])
     fig.tight_layout()

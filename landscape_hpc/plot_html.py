@@ -345,6 +345,8 @@ def surface_figure(
     if s.n_done == 0 or not metrics:
         raise UserError(f"{s.path} has nothing computed yet: run the surface command first")
     title = f"{s.path.stem}: {s.n_done} of {s.size} points"
+    if s.range_level:
+        title += f" (range: {s.range_level})"
     if s.y is None:
         (axis,) = axis_titles(attrs, s.explained_variance_ratio, 1)
         return figure_1d(s.x, metrics, axis_title=axis, title=title)

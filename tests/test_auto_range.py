@@ -159,6 +159,11 @@ def test_the_command_grid_auto_equals_lh_auto_range_and_resumes(tmp_path):
     np.testing.assert_allclose(s.x, np.linspace(*r.x[:2], 5))
     np.testing.assert_allclose(s.y, np.linspace(*r.y[:2], 3))
     assert s.n_done == 15
+    # the figures say what the range was found by
+    assert s.range_level == "train loss reaches the origin's × 2"
+    from landscape_hpc.plot_html import surface_figure
+
+    assert "(range: train loss reaches the origin's × 2)" in surface_figure(s, {}).layout.title.text
     compute_surface(compose_config("surface", overrides))  # the same grid again: resumed
     bad = [o for o in overrides if not o.startswith("grid.auto_level")] + ["grid.auto_level=2"]
     with pytest.raises(lh.UserError, match="ratio:k"):

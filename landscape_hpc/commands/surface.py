@@ -194,6 +194,9 @@ def compute_surface(cfg: SurfaceConfig, comm: Any = None) -> Path:
         **{k: v for k, v in counts.items()},
         **eigen,  # kind=hessian: directions_eigenvalues, directions_residuals
     }
+    if cfg.grid.auto:  # what the range was found by, for the figures' titles
+        split = "train" if "train" in splits else cfg.splits[0]
+        attrs["range_level"] = parse_level(cfg.grid.auto_level).describe(split)
     # a resident Split is an (inputs, labels) pair; a streamed one (a custom DataLoader) is the
     # engine's Streamed: the engine takes both (engine/data.py)
     data = {s: splits[s] for s in cfg.splits}

@@ -32,6 +32,8 @@ class Surface:
     # PCA directions: trajectory/{x, y, epoch, lr} (n,) and the variance ratio of each direction
     trajectory: Optional[dict[str, np.ndarray]] = None
     explained_variance_ratio: Optional[np.ndarray] = None
+    # grid.auto: the level the range was found by, in words ("train loss reaches ..."), or None
+    range_level: Optional[str] = None
 
     @property
     def size(self) -> int:
@@ -86,7 +88,10 @@ def _read_surface(f: h5py.File, path: Path) -> Surface:
     if not metrics:
         raise UserError(f"{path} holds no *_loss or *_acc metric")
     ratio = None if ratio is None else np.atleast_1d(np.asarray(ratio, dtype=np.float64))
-    return Surface(path, x, y, metrics, int(np.sum(done)), legacy, trajectory, ratio)
+    level = f.attrs.get("range_level")
+    level = level.decode() if isinstance(level, bytes) else level
+    level = level if isinstance(level, str) and len(level) <= 200 else None
+    return Surface(path, x, y, metrics, int(np.sum(done)), legacy, trajectory, ratio, level)
 
 
 #: the datasets of trajectory/ (files/surface.py's layout): y only for a 2D surface
