@@ -91,6 +91,40 @@ def welch_difference(x: np.ndarray, y: np.ndarray) -> Difference:
 
 
 @dataclass(frozen=True)
+class Equivalence:
+    """Two one-sided Welch tests (TOST) of |mean(x) − mean(y)| < margin, the margin fixed
+    before the data: p is the larger one-sided p; equivalent at level α when p < α, i.e. when
+    the 90% interval [lo90, hi90] of the difference lies inside (−margin, margin)."""
+
+    diff: float
+    margin: float
+    lo90: float
+    hi90: float
+    p: float
+    df: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def equivalence_test(x: np.ndarray, y: np.ndarray, margin: float) -> Equivalence:
+    """TOST for independent groups with Welch's standard error and degrees of freedom: H0
+    diff ≤ −margin and H0 diff ≥ margin, each rejected by a one-sided t test."""
+    if not margin > 0:
+        raise ValueError(f"margin={margin!r}: give a positive margin, fixed before the data")
+    d = welch_difference(x, y)
+    if math.isnan(d.df):
+        return Equivalence(d.diff, margin, math.nan, math.nan, math.nan, math.nan)
+    se = (d.hi - d.lo) / (2 * stats.t.ppf(0.975, d.df))
+    p_lower = stats.t.sf((d.diff + margin) / se, d.df)  # H0: diff <= -margin
+    p_upper = stats.t.cdf((d.diff - margin) / se, d.df)  # H0: diff >= margin
+    half = stats.t.ppf(0.95, d.df) * se
+    return Equivalence(
+        d.diff, margin, d.diff - half, d.diff + half, float(max(p_lower, p_upper)), d.df
+    )
+
+
+@dataclass(frozen=True)
 class Correlation:
     """A correlation over n independent units with its 95% interval [lo, hi] (Fisher's z) and
     its two-sided p (scipy's test). NaN where n < 4."""

@@ -9,6 +9,7 @@ from scipy import stats as sp
 
 from landscape_hpc.stats import (
     correlation_interval,
+    equivalence_test,
     mean_interval,
     paired_difference,
     welch_difference,
@@ -113,3 +114,23 @@ def test_the_nested_interval_counts_units_not_samples():
     assert math.isnan(nested_mean_interval([np.array([1.0, 2.0])])[1])
     with pytest.raises(ValueError):
         nested_mean_interval([])
+
+
+@pytest.mark.parametrize("shift, margin", [(0.0, 1.0), (0.3, 0.5), (1.2, 0.5), (-0.8, 1.0)])
+def test_tost_is_two_one_sided_welch_tests(shift, margin):
+    """p = the larger of scipy's one-sided Welch tests against ±margin; equivalent at 5% exactly
+    when the 90% interval lies inside (−margin, margin)."""
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(shift, 1.0, 12), rng.normal(0.0, 2.0, 9)
+    e = equivalence_test(x, y, margin)
+    lower = sp.ttest_ind(x + margin, y, equal_var=False, alternative="greater").pvalue
+    upper = sp.ttest_ind(x - margin, y, equal_var=False, alternative="less").pvalue
+    assert e.p == pytest.approx(max(lower, upper), rel=1e-10)
+    assert (e.p < 0.05) == (-margin < e.lo90 and e.hi90 < margin)
+    assert e.diff == pytest.approx(x.mean() - y.mean())
+
+
+def test_tost_needs_a_positive_margin_and_two_per_group():
+    with pytest.raises(ValueError, match="margin"):
+        equivalence_test([1.0, 2.0], [1.0, 2.0], 0.0)
+    assert math.isnan(equivalence_test([1.0], [1.0, 2.0], 1.0).p)
