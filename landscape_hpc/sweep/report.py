@@ -31,6 +31,7 @@ import numpy as np
 from landscape_hpc.cli import exit_status
 from landscape_hpc.errors import UserError
 from landscape_hpc.paths import require_regular
+from landscape_hpc.sweep.compare import SCORES, compare, format_comparison, write_comparison
 
 SPLITS = ("train", "test")
 #: mpo/scores.py METRIC_COLUMNS (not imported: the report starts without torch); a file or
@@ -47,6 +48,7 @@ COLUMNS = (
     + [*TIMES, "host", "rank", "reason"]
 )
 SUMMARY_CSV = "summary.csv"
+COMPARE_CSV = "compare.csv"  # BN − no BN per fill and pooled (sweep/compare.py)
 FIGURE = "bn_sweep.png"
 HISTORY_FIGURE = "bn_sweep_history.png"
 
@@ -319,13 +321,21 @@ def plot_histories(rows: list[dict[str, Any]], path: str | Path) -> Path:
     return path
 
 
-def write_outputs(rows: list[dict[str, Any]], folder: str | Path) -> list[Path]:
-    """summary.csv and bn_sweep.png into folder; prints the aggregated table."""
+def write_outputs(
+    rows: list[dict[str, Any]], folder: str | Path, score: str = "gap", margin: float | None = None
+) -> list[Path]:
+    """summary.csv, compare.csv and bn_sweep.png into folder; prints the aggregated table and
+    BN − no BN of `score` (sweep/compare.py; TOST where a margin is given)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table = aggregate(rows)
     print(format_table(table), flush=True)
-    paths = [write_csv(rows, folder / SUMMARY_CSV)]
+    comparison = compare(rows, score, margin)
+    print(format_comparison(comparison), flush=True)
+    paths = [
+        write_csv(rows, folder / SUMMARY_CSV),
+        write_comparison(comparison, folder / COMPARE_CSV),
+    ]
     if any(t["n"] for t in table):
         paths.append(plot_sweep(table, folder / FIGURE))
     if any(len(r.get("history", ())) for r in rows):
@@ -341,11 +351,21 @@ def main(argv: list[str]) -> None:
     )
     parser.add_argument("path", help="sweep file, its folder, or a Hydra multirun folder")
     parser.add_argument("--out", help="folder for summary.csv and bn_sweep.png (default: path's)")
+    parser.add_argument(
+        "--score", choices=sorted(SCORES), default="gap", help="what BN − no BN compares"
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        help="equivalence margin of the score, fixed before the run: adds a TOST per row",
+    )
     args = parser.parse_args(argv)
 
     def body() -> None:
+        if args.margin is not None and not (math.isfinite(args.margin) and args.margin > 0):
+            raise UserError(f"--margin {args.margin}: give a positive number fixed in advance")
         rows, folder = load_rows(args.path)
-        for p in write_outputs(rows, args.out or folder):
+        for p in write_outputs(rows, args.out or folder, args.score, args.margin):
             print(f"wrote {p}")
 
     status = exit_status(body)
