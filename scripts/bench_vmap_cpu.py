@@ -73,9 +73,8 @@ def main() -> None:
     inputs, labels = bench.make_data(workload)
     steps = workload.grid[0]
     coords = bench.grid_coords(steps, steps)
-    runs = {name: (lambda e=e: e(coords)["train"].loss) for name, e in variants(
-        model, {"train": (inputs, labels)}, coords
-    ).items()}  # fmt: skip
+    evaluators = variants(model, {"train": (inputs, labels)}, coords)
+    runs = {name: (lambda e=e: e(coords)["train"].loss) for name, e in evaluators.items()}
     if missing is None:
         import loss_landscapes
         from loss_landscapes.metrics import Loss
